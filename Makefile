@@ -1,0 +1,29 @@
+# Two entry points (see README): `make demo` and `make test`. Each sets up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is locked to the CPU build for the project's own set-up; users get the loose `torch>=2.3`.
+TORCH_LOCK := torch==2.13.0
+
+.PHONY: setup demo test lint bench clean
+
+$(BIN)/metaunsup: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH_LOCK)
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(BIN)/metaunsup
+
+setup: $(BIN)/metaunsup
+
+demo: setup
+	$(BIN)/metaunsup demo
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+test: setup lint
+	METAUNSUP_DATA=$${METAUNSUP_DATA:-$(abspath ../shared/datasets)} $(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

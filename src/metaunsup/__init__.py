@@ -1,0 +1,26 @@
+"""metaunsup: meta-unsupervised learning.
+
+Learn from many related tasks how to cluster, embed or score a *new* small unlabeled task.
+Importing the package is light: heavy modules (plotting, training) load where they are used.
+"""
+
+from __future__ import annotations
+
+from metaunsup.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    LabelAccessError,
+    MetaUnsupError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "LabelAccessError",
+    "MetaUnsupError",
+    "__version__",
+]
