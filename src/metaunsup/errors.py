@@ -14,7 +14,7 @@ class MetaUnsupError(Exception):
 
 
 class DataError(MetaUnsupError, ValueError):
-    """Missing, corrupt or invalid data: absent dataset files, bad checksums, NaN/inf, wrong shapes."""
+    """Missing, corrupt or invalid data: absent files, bad checksums, NaN/inf, wrong shapes."""
 
 
 class ConfigError(MetaUnsupError, ValueError):

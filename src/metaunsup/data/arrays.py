@@ -1,0 +1,243 @@
+"""A user's own unlabelled data: a ``.npy`` file, a ``.csv`` table or a folder of images.
+
+The result is a :class:`Dataset` with the single split ``all``, one class ``"unlabelled"`` and
+``y`` all zeros. Use :func:`load_arrays` to also get a name per example (the image file names).
+
+- ``.npy``: numeric (bool, integer or floating) arrays only, read with ``allow_pickle=False`` so an
+  object array is refused instead of unpickled. ``[n, d]`` is a table (``float32``); ``[n, H, W]``
+  becomes images ``[n, 1, H, W]``; ``[n, C, H, W]`` is kept. Image arrays of ``uint8`` stay
+  ``uint8`` (intensities 0..255); any other image array becomes ``float32`` with its values as
+  they are (no rescaling: the values are the user's).
+- ``.csv``: comma-separated numbers, one example per row, read as ``float32 [n, d]``. The first
+  row is a header when none of its cells is a number (a header of numbers cannot be told apart
+  from data). Column names go to ``info["columns"]``, one per line.
+- a folder: every ``png``/``jpg``/``jpeg``/``bmp``/``gif``/``tif``/``tiff`` file directly in it
+  (sub-folders are not searched), in sorted name order, converted to 8-bit grayscale and returned
+  as ``uint8 [n, 1, H, W]``. Pixel values are kept as they are: there is no inversion, so the
+  "ink bright" convention of the bundled datasets holds only if the user's images follow it. All
+  images must have the same size.
+
+Anything that cannot be used raises :class:`DataError` naming the file and, where it applies, the
+row and column or the first bad element: empty files, header-only tables, non-numeric cells,
+NaN or infinite values, object arrays, unreadable images, mismatched image sizes, no images.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metaunsup.data.base import Dataset
+from metaunsup.data.registry import DatasetSpec
+from metaunsup.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("all",)
+CLASSES = ("unlabelled",)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def _check_finite(values: np.ndarray, source: str) -> None:
+    """Raise :class:`DataError` naming the count and first position of NaN/inf values."""
+    if not np.issubdtype(values.dtype, np.floating):
+        return
+    bad = ~np.isfinite(values)
+    count = int(bad.sum())
+    if count:
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataError(
+            f"{source}: {count} NaN or infinite value(s), the first at index {first} "
+            f"({values[first]}); remove or impute them first"
+        )
+
+
+def _read_npy(path: Path) -> tuple[torch.Tensor, dict[str, str]]:
+    try:
+        a = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise DataError(
+                f"{path}: holds Python objects (an object array), which are not loaded for "
+                "safety; save a numeric array instead"
+            ) from exc
+        raise DataError(f"{path}: not a readable .npy file ({exc})") from exc
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npy file ({exc})") from exc
+    if not isinstance(a, np.ndarray):
+        a.close()
+        raise DataError(f"{path}: expected one array, found an archive of several (.npz?)")
+    if a.dtype.kind not in "biuf":
+        raise DataError(f"{path}: dtype {a.dtype} is not numeric (bool, integer or floating)")
+    if a.ndim not in (2, 3, 4):
+        raise DataError(
+            f"{path}: array of shape {a.shape}; expected [n, d] features, [n, H, W] or "
+            "[n, C, H, W] images"
+        )
+    if a.shape[0] == 0 or a.size == 0:
+        raise DataError(f"{path}: the array is empty (shape {a.shape})")
+    _check_finite(a, str(path))
+    if a.ndim == 3:
+        a = a[:, None]
+    if a.ndim == 4 and a.dtype == np.uint8:
+        x = torch.from_numpy(np.ascontiguousarray(a))
+    else:
+        with np.errstate(over="ignore"):
+            f32 = np.ascontiguousarray(a, dtype=np.float32)
+        if not np.isfinite(f32).all():
+            raise DataError(f"{path}: values too large for float32")
+        x = torch.from_numpy(f32)
+    return x, {"format": "npy"}
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path: Path) -> tuple[torch.Tensor, dict[str, str]]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [(i, row) for i, row in enumerate(csv.reader(f), start=1) if any(row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read as CSV text ({exc})") from exc
+    if not rows:
+        raise DataError(f"{path}: the file is empty")
+    info = {"format": "csv"}
+    first = [c.strip() for c in rows[0][1]]
+    if not any(_is_number(c) for c in first if c):
+        info["columns"] = "\n".join(first)
+        rows = rows[1:]
+        if not rows:
+            raise DataError(f"{path}: only a header row, no data")
+    width = len(rows[0][1])
+    values = np.empty((len(rows), width), dtype=np.float64)
+    for r, (line, row) in enumerate(rows):
+        if len(row) != width:
+            raise DataError(f"{path}: row {line} has {len(row)} columns, expected {width}")
+        for c, cell in enumerate(row):
+            try:
+                values[r, c] = float(cell)
+            except ValueError:
+                header = f" ({first[c]!r})" if "columns" in info else ""
+                raise DataError(
+                    f"{path}: row {line}, column {c + 1}{header}: {cell!r} is not a number "
+                    "(only comma-separated numeric tables are read; a header row must have no "
+                    "numeric cells)"
+                ) from None
+    bad = ~np.isfinite(values)
+    if bad.any():
+        r, c = (int(i) for i in np.argwhere(bad)[0])
+        raise DataError(
+            f"{path}: {int(bad.sum())} NaN or infinite value(s), the first at row {rows[r][0]}, "
+            f"column {c + 1}; remove or impute them first"
+        )
+    with np.errstate(over="ignore"):
+        f32 = values.astype(np.float32)
+    if not np.isfinite(f32).all():
+        raise DataError(f"{path}: values too large for float32")
+    return torch.from_numpy(f32), info
+
+
+def _read_images(folder: Path) -> tuple[torch.Tensor, dict[str, str], list[str]]:
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+    )
+    if not files:
+        raise DataError(
+            f"{folder}: no images found ({', '.join(IMAGE_SUFFIXES)}; sub-folders are not searched)"
+        )
+    arrays: list[np.ndarray] = []
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                gray = np.asarray(im.convert("L"), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"{p}: cannot read image ({exc})") from exc
+        if arrays and gray.shape != arrays[0].shape:
+            h0, w0 = arrays[0].shape
+            raise DataError(
+                f"{p}: image is {gray.shape[1]}x{gray.shape[0]} but {files[0].name} is "
+                f"{w0}x{h0}; all images must have the same size"
+            )
+        arrays.append(gray)
+    x = torch.from_numpy(np.stack(arrays)[:, None])
+    return x, {"format": "images"}, [p.name for p in files]
+
+
+def load_arrays(path: str | Path) -> tuple[Dataset, list[str]]:
+    """Load a ``.npy``/``.csv`` file or an image folder; also return a name per example.
+
+    The names are the image file names for a folder and ``"row <i>"`` (1-based, counting data
+    rows) for a table. See the module docstring for shapes and dtypes.
+    """
+    path = Path(path).expanduser()
+    names: list[str] | None = None
+    if path.is_dir():
+        x, info, names = _read_images(path)
+    elif not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    elif path.suffix.lower() == ".npy":
+        x, info = _read_npy(path)
+    elif path.suffix.lower() == ".csv":
+        x, info = _read_csv(path)
+    else:
+        raise DataError(
+            f"{path}: unsupported file type; use a .npy or .csv file or an image folder"
+        )
+    if names is None:
+        names = [f"row {i}" for i in range(1, x.shape[0] + 1)]
+    info["source"] = str(path)
+    logger.debug("loaded %s: %s %s", path, tuple(x.shape), x.dtype)
+    dataset = Dataset(
+        name="arrays",
+        split="all",
+        x=x,
+        y=torch.zeros(x.shape[0], dtype=torch.int64),
+        classes=CLASSES,
+        info=info,
+    )
+    return dataset, names
+
+
+def load(split: str, root: Path) -> Dataset:
+    """The registry's entry point: ``root`` is the user's file or folder, ``split`` is ``all``."""
+    if split not in SPLITS:
+        raise ConfigError(f"dataset 'arrays' has no split {split!r}; choose one of: {SPLITS}")
+    return load_arrays(root)[0]
+
+
+def verify(root: Path) -> list[str]:
+    """One line: ``ok <path> (<format>, <shape> <dtype>)``, ``missing <path>`` or ``BAD``."""
+    path = Path(root)
+    if not path.exists():
+        return [f"missing {path}"]
+    try:
+        ds, _ = load_arrays(path)
+    except DataError as exc:
+        return [f"BAD {path}: {exc}"]
+    shape = "x".join(str(s) for s in ds.x.shape)
+    return [f"ok {path} ({ds.info['format']}, {shape} {str(ds.x.dtype).removeprefix('torch.')})"]
+
+
+SPEC = DatasetSpec(
+    name="arrays",
+    description="your own unlabelled data: a .npy or .csv file, or a folder of images",
+    splits=SPLITS,
+    load=load,
+    verify=verify,
+    download=None,
+    needs_files=True,
+)
