@@ -1,0 +1,139 @@
+"""Checkpoints: one safetensors file whose header metadata holds the JSON configuration.
+
+Why one file: the weights and the configuration that explains them are renamed into place in one
+atomic step, so a crash can never pair new weights with an old configuration. The JSON lives in
+the safetensors header under the key ``"metaunsup"``; nothing is ever unpickled, and files written
+by ``torch.save``/``pickle`` are refused with a message saying so.
+
+Layout of the JSON: ``{"format": "metaunsup-checkpoint", "version": 1, "kind": ..., ...}`` where
+``kind`` is ``"model"`` (weights + learner config) or ``"training"`` (also optimiser state, step
+and every RNG state, for exact resume).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metaunsup.errors import CheckpointError
+from metaunsup.fileio import atomic_write_bytes
+
+FORMAT = "metaunsup-checkpoint"
+VERSION = 1
+META_KEY = "metaunsup"
+SUFFIX = ".safetensors"
+
+_PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+_ZIP_MAGIC = b"PK\x03\x04"
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def save_checkpoint(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> Path:
+    """Write ``tensors`` and the JSON-serialisable ``meta`` to ``path`` atomically.
+
+    Tensors are made contiguous and moved to the CPU; ``meta`` gains ``format`` and ``version``.
+    """
+    from safetensors.torch import save
+
+    header = {"format": FORMAT, "version": VERSION, **meta}
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    data = save(cpu, metadata={META_KEY: json.dumps(header)})
+    return atomic_write_bytes(path, data)
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read and validate a checkpoint: ``(tensors, meta)``.
+
+    Raises :class:`CheckpointError` for a missing, empty, truncated, pickled, foreign or
+    newer-version file, always naming the file and what is wrong with it.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {str(p)!r} not found")
+    data = p.read_bytes()
+    name = str(p)
+    if not data:
+        raise CheckpointError(f"checkpoint {name!r} is empty")
+    if data.startswith(_PICKLE_MAGIC) or data.startswith(_ZIP_MAGIC):
+        raise CheckpointError(
+            f"{name!r} is a pickle/torch.save file; metaunsup never unpickles files (unsafe). "
+            "Use a metaunsup .safetensors checkpoint"
+        )
+    meta = _header_meta(data, name)
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {name!r} is corrupt or truncated: {err}") from None
+    return tensors, meta
+
+
+def _header_meta(data: bytes, name: str) -> dict[str, Any]:
+    if len(data) < 8:
+        raise CheckpointError(f"checkpoint {name!r} is truncated (only {len(data)} bytes)")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > _MAX_HEADER or 8 + size > len(data):
+        raise CheckpointError(
+            f"{name!r} is not a safetensors checkpoint, or it is truncated (header says "
+            f"{size} bytes, file has {len(data) - 8})"
+        )
+    try:
+        header = json.loads(data[8 : 8 + size])
+        raw = header["__metadata__"][META_KEY]
+        meta = json.loads(raw)
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(
+            f"{name!r} is not a metaunsup checkpoint (no metaunsup metadata in its header)"
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{name!r} is not a metaunsup checkpoint (unknown format)")
+    if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
+        raise CheckpointError(
+            f"{name!r} has checkpoint version {meta.get('version')!r}; this metaunsup reads "
+            f"version {VERSION} or older: upgrade metaunsup"
+        )
+    return meta
+
+
+def packaged_dir() -> Path:
+    """Folder of the checkpoints shipped inside the package (``metaunsup/checkpoints``)."""
+    return Path(str(resources.files("metaunsup") / "checkpoints"))
+
+
+def packaged_names() -> list[str]:
+    """Names of the packaged checkpoints, e.g. ``["digits", "mnist"]``."""
+    folder = packaged_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(SUFFIX)] for p in folder.glob(f"*{SUFFIX}"))
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """A packaged checkpoint name (``"mnist"``) or a path → the file's path.
+
+    Raises :class:`CheckpointError` naming the packaged checkpoints when neither exists.
+    """
+    text = str(name_or_path)
+    p = Path(text).expanduser()
+    if p.is_file():
+        return p
+    packaged = packaged_dir() / f"{text}{SUFFIX}"
+    if packaged.is_file():
+        return packaged
+    if p.suffix or os.sep in text:
+        raise CheckpointError(f"checkpoint file {text!r} not found")
+    names = packaged_names()
+    choices = ", ".join(names) if names else "none are installed"
+    raise CheckpointError(
+        f"unknown checkpoint {text!r}: not a file, and not a packaged name ({choices})"
+    )

@@ -1,0 +1,29 @@
+"""Batched clustering on ``[B, n, d]`` task batches: k-means, soft k-means, Gaussian mixtures.
+
+- :func:`kmeans` — k-means++ seeding and Lloyd iterations, ``n_init`` restarts, all tasks and
+  restarts at once (scikit-learn's ``KMeans`` semantics).
+- :func:`soft_kmeans` — differentiable soft assignments and centre updates.
+- :func:`gmm` — diagonal Gaussian mixtures by EM; :func:`gmm_em_steps` differentiable steps.
+- :func:`task_seeds` — the per-task seeds a batched call derives from one int.
+"""
+
+from __future__ import annotations
+
+from metaunsup.cluster._common import task_seeds
+from metaunsup.cluster.gmm import GMMResult, gmm, gmm_e_step, gmm_em_steps
+from metaunsup.cluster.kmeans import KMeansResult, kmeans, kmeans_plusplus
+from metaunsup.cluster.soft_kmeans import SoftKMeansResult, soft_assign, soft_kmeans
+
+__all__ = [
+    "GMMResult",
+    "KMeansResult",
+    "SoftKMeansResult",
+    "gmm",
+    "gmm_e_step",
+    "gmm_em_steps",
+    "kmeans",
+    "kmeans_plusplus",
+    "soft_assign",
+    "soft_kmeans",
+    "task_seeds",
+]

@@ -1,0 +1,200 @@
+"""Typed run configurations, read from TOML and validated with messages that say what to fix.
+
+A run config has four tables::
+
+    name = "omniglot-maml-5w1s"
+    [data]     dataset, split, val_fraction, rotations
+    [task]     kind ("fewshot" | "clustering"), n_way, k_shot, n_query
+    [learner]  name + the learner's own options (passed to ``learners.build_learner``)
+    [train]    steps, meta_batch, lr, optimizer, seed, validation and checkpoint cadence, device
+
+Unknown keys are errors (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from metaunsup.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where meta-training tasks come from.
+
+    ``val_fraction`` of the split's classes (chosen with ``seed``) are held out for
+    meta-validation. ``rotations`` adds the 90°, 180° and 270° rotations of every class as new
+    classes (the usual Omniglot augmentation), applied to meta-training classes only.
+    """
+
+    dataset: str
+    split: str
+    root: str | None = None
+    val_fraction: float = 0.1
+    rotations: bool = False
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Shape of the meta-training tasks."""
+
+    kind: str = "fewshot"
+    n_way: int = 5
+    k_shot: int = 1
+    n_query: int = 15
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The outer loop."""
+
+    steps: int = 1000
+    meta_batch: int = 4
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    lr_decay_steps: int = 0
+    lr_decay: float = 0.5
+    grad_clip: float = 0.0
+    seed: int = 0
+    val_every: int = 500
+    val_tasks: int = 100
+    val_metric: str = "acc"
+    checkpoint_every: int = 100
+    log_every: int = 1
+    device: str = "cpu"
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole training run."""
+
+    name: str
+    data: DataConfig
+    task: TaskConfig
+    learner: dict[str, Any]
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, table: Any, where: str):
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{where}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"[{where}] has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}"
+        )
+    missing = [
+        n
+        for n, f in fields.items()
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and n not in table
+    ]
+    if missing:
+        raise ConfigError(f"[{where}] is missing {', '.join(missing)}")
+    values = {}
+    for name, value in table.items():
+        expected = fields[name].type
+        values[name] = _check_type(value, expected, f"{where}.{name}")
+    return cls(**values)
+
+
+def _check_type(value: Any, expected: Any, where: str) -> Any:
+    text = str(expected)
+    if text.startswith("int"):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif text.startswith("float"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif text.startswith("bool"):
+        ok = isinstance(value, bool)
+    elif text.startswith("str | None"):
+        ok = value is None or isinstance(value, str)
+    elif text.startswith("str"):
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{where} must be {text.split(' ')[0]}, got {value!r}")
+    return value
+
+
+def _validate(cfg: RunConfig) -> RunConfig:
+    t, tr, d = cfg.task, cfg.train, cfg.data
+    if t.kind not in ("fewshot", "clustering"):
+        raise ConfigError(f"task.kind must be 'fewshot' or 'clustering', got {t.kind!r}")
+    for name in ("n_way", "k_shot"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"task.{name} must be at least 1, got {getattr(t, name)}")
+    if t.n_query < 0 or (t.kind == "fewshot" and t.n_query < 1):
+        raise ConfigError(f"task.n_query must be at least 1 for few-shot tasks, got {t.n_query}")
+    for name in ("steps", "meta_batch", "val_every", "val_tasks", "checkpoint_every", "log_every"):
+        if getattr(tr, name) < 1:
+            raise ConfigError(f"train.{name} must be at least 1, got {getattr(tr, name)}")
+    if not tr.lr > 0:
+        raise ConfigError(f"train.lr must be positive, got {tr.lr}")
+    if tr.optimizer not in ("adam", "sgd"):
+        raise ConfigError(f"train.optimizer must be 'adam' or 'sgd', got {tr.optimizer!r}")
+    if tr.seed < 0 or tr.threads < 0 or tr.grad_clip < 0 or tr.lr_decay_steps < 0:
+        raise ConfigError("train.seed, threads, grad_clip and lr_decay_steps must be >= 0")
+    if not 0.0 <= d.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+    if tr.device != "cpu" and not tr.device.startswith("cuda"):
+        raise ConfigError(f"train.device must be 'cpu' or 'cuda[:N]', got {tr.device!r}")
+    if "name" not in cfg.learner or not isinstance(cfg.learner["name"], str):
+        raise ConfigError("[learner] needs a 'name', e.g. name = \"maml\"")
+    return cfg
+
+
+def config_from_dict(raw: dict[str, Any]) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from a parsed TOML/JSON mapping."""
+    allowed = {"name", "data", "task", "learner", "train"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)}; allowed: {allowed}")
+    for key in ("name", "data", "learner"):
+        if key not in raw:
+            raise ConfigError(f"config is missing '{key}'")
+    if not isinstance(raw["name"], str) or not raw["name"]:
+        raise ConfigError("'name' must be a non-empty string")
+    if not isinstance(raw["learner"], dict):
+        raise ConfigError("[learner] must be a table")
+    cfg = RunConfig(
+        name=raw["name"],
+        data=_build(DataConfig, raw["data"], "data"),
+        task=_build(TaskConfig, raw.get("task", {}), "task"),
+        learner=dict(raw["learner"]),
+        train=_build(TrainConfig, raw.get("train", {}), "train"),
+    )
+    return _validate(cfg)
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a TOML run config; ``overrides`` maps ``"train.steps"``-style keys to values."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config {str(p)!r} is not valid TOML: {err}") from None
+    for dotted, value in (overrides or {}).items():
+        table, _, key = dotted.rpartition(".")
+        target = raw.setdefault(table, {}) if table else raw
+        target[key] = value
+    return config_from_dict(raw)
