@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from metaunsup.data.base import DATA_ENV, Dataset, resolve_root, to_float
 from metaunsup.data.registry import DatasetSpec, download, load, names, spec, verify
+from metaunsup.data.unlabeled import UnlabeledView, as_unlabeled
 
 __all__ = [
     "DATA_ENV",
     "Dataset",
     "DatasetSpec",
+    "UnlabeledView",
+    "as_unlabeled",
     "download",
     "load",
     "names",

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from metaunsup.tasks.batch import TaskBatch
+from metaunsup.tasks.cactus import CactusTaskSource, cactus_partitions
 from metaunsup.tasks.samplers import (
     ClusteringTaskSampler,
     FewShotTaskSampler,
@@ -17,13 +18,17 @@ from metaunsup.tasks.samplers import (
 )
 from metaunsup.tasks.sampling import ClassIndex
 from metaunsup.tasks.splits import ClassSplit, split_classes
+from metaunsup.tasks.umtra import UmtraTaskSource
 
 __all__ = [
+    "CactusTaskSource",
     "ClassIndex",
     "ClassSplit",
     "ClusteringTaskSampler",
     "FewShotTaskSampler",
     "TaskBatch",
+    "UmtraTaskSource",
+    "cactus_partitions",
     "classes_with_min_examples",
     "split_classes",
 ]
