@@ -82,3 +82,19 @@ def test_invalid_toml_and_missing_file(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_every_shipped_config_is_valid():
+    """Each file in configs/ parses, and its learner builds with the data shape it will see."""
+    from pathlib import Path
+
+    from metaunsup.learners import build_learner
+    from metaunsup.runs import learner_config
+
+    shapes = {"omniglot": (1, 28, 28), "mnist": (1, 28, 28), "digits": (1, 8, 8)}
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
+    assert configs, "configs/ is empty"
+    for path in configs:
+        cfg = load_config(path)
+        learner = build_learner(learner_config(cfg, shapes[cfg.data.dataset]))
+        assert learner.config()["name"] == cfg.learner["name"], path.name

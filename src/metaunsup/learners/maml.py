@@ -1,0 +1,124 @@
+"""MAML: Model-Agnostic Meta-Learning (Finn, Abbeel & Levine, ICML 2017, arXiv:1703.03400).
+
+Meta-parameters ``θ`` (all the network's weights). For each task ``b`` of a meta-batch, the inner
+loop takes ``K`` gradient steps on the support loss,
+``φ_b ← φ_b − α ∇_φ L_support(φ_b)`` starting from ``φ_b = θ``, and the meta-loss is the mean
+query loss at ``φ_b``. Second order differentiates through the inner gradients
+(``create_graph=True``); first order (FOMAML) treats them as constants, so the meta-gradient is
+the query gradient at ``φ_b``.
+
+Shapes: support ``[B, N*K, C, H, W]`` (or ``[B, N*K, d]`` with an MLP), labels ``[B, N*K]``;
+adapted parameters ``[B, *θ.shape]``; logits ``[B, m, N]``. All ``B`` tasks run in one
+task-batched pass of the network (grouped convolutions, see :mod:`metaunsup.nets.functional`);
+batch normalisation uses each task's batch statistics (transductive, as in the paper).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from metaunsup.errors import ConfigError
+from metaunsup.learners.base import (
+    AdaptedState,
+    MetaLearner,
+    check_bool,
+    check_float,
+    check_int,
+    task_cross_entropy,
+)
+from metaunsup.learners.inner import LearningRate, gradient_steps
+from metaunsup.nets import FunctionalNet, ParamDict
+
+
+class MAML(MetaLearner):
+    """MAML with a first/second-order flag.
+
+    Parameters
+    ----------
+    net:
+        The backbone (with a head of ``n_way`` outputs).
+    inner_lr:
+        Inner-loop step size ``α`` (0.4 for Omniglot in the paper).
+    inner_steps:
+        Inner steps during meta-training (``meta_loss``).
+    test_steps:
+        Default inner steps of :meth:`adapt` at evaluation (``None``: ``inner_steps``).
+    first_order:
+        ``True`` for first-order MAML (stop-gradient of the inner gradients).
+    """
+
+    name: ClassVar[str] = "maml"
+
+    def __init__(
+        self,
+        net: FunctionalNet,
+        inner_lr: float = 0.4,
+        inner_steps: int = 1,
+        test_steps: int | None = None,
+        first_order: bool = False,
+    ) -> None:
+        super().__init__(net)
+        if net.n_way is None:
+            raise ConfigError(f"{self.name} needs a network with a head (n_way set)")
+        self.inner_lr = check_float("inner_lr", inner_lr)
+        self.inner_steps = check_int("inner_steps", inner_steps, 0)
+        self.test_steps = check_int(
+            "test_steps", inner_steps if test_steps is None else test_steps, 0
+        )
+        self.first_order = check_bool("first_order", first_order)
+
+    @property
+    def train_steps(self) -> int:
+        return self.inner_steps
+
+    def hparams(self) -> dict[str, Any]:
+        return {
+            "inner_lr": self.inner_lr,
+            "inner_steps": self.inner_steps,
+            "test_steps": self.test_steps,
+            "first_order": self.first_order,
+        }
+
+    def inner_names(self) -> list[str]:
+        """Names of the parameters the inner loop adapts (all of them for MAML)."""
+        return list(self.net.params())
+
+    def inner_lr_for(self, differentiable: bool) -> LearningRate:
+        """The step size(s) of the inner loop."""
+        return self.inner_lr
+
+    def adapt(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        steps: int | None = None,
+        *,
+        differentiable: bool = False,
+        n_way: int | None = None,
+    ) -> AdaptedState:
+        """``steps`` task-batched gradient steps from ``θ`` on each task's support loss."""
+        B = self.check_support(support_x, support_y)
+        n_way = self.check_way(n_way)
+        steps = self.test_steps if steps is None else check_int("steps", steps, 0)
+        params = self.meta_params(differentiable)
+
+        def loss_fn(p: ParamDict) -> Tensor:
+            return task_cross_entropy(self.net.functional_forward(p, support_x), support_y)
+
+        adapted = gradient_steps(
+            loss_fn,
+            params,
+            self.inner_names(),
+            B,
+            steps,
+            self.inner_lr_for(differentiable),
+            track=differentiable,
+            create_graph=not self.first_order,
+        )
+        return AdaptedState(params=adapted, n_tasks=B, n_way=n_way)
+
+    def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
+        """Logits ``[B, m, n_way]`` of ``x`` ``[B, m, ...]`` with each task's adapted weights."""
+        return self.net.functional_forward(state.params, x)

@@ -1,0 +1,77 @@
+"""Prototypical Networks (Snell, Swersky & Zemel, NeurIPS 2017, arXiv:1703.05175).
+
+An embedding network ``f_θ``; each class prototype is the mean embedding of its support
+examples, ``c_k = mean_{i: y_i = k} f_θ(x_i)``, and a query's logits are the negative squared
+Euclidean distances ``−‖f_θ(x) − c_k‖²``. The meta-loss is the query cross-entropy; there is no
+inner loop (``steps`` is ignored).
+
+Shapes, over task batches: support embeddings ``[B, N*K, D]``, prototypes ``[B, N, D]``, query
+embeddings ``[B, m, D]``, logits ``[B, m, N]``. Batch normalisation in the embedding uses the
+statistics of the examples embedded together (the support, then the query), per task.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from metaunsup.learners.base import AdaptedState, MetaLearner
+from metaunsup.nets import FunctionalNet
+
+
+def prototypes(embeddings: Tensor, labels: Tensor, n_way: int) -> Tensor:
+    """Class means ``[B, N, D]`` of ``embeddings`` ``[B, n, D]`` with labels ``[B, n]`` in
+    ``0..N-1`` (a class without examples gets a zero prototype)."""
+    onehot = F.one_hot(labels, n_way).to(embeddings.dtype)  # [B, n, N]
+    counts = onehot.sum(1).clamp_min(1.0)  # [B, N]
+    return torch.bmm(onehot.transpose(1, 2), embeddings) / counts.unsqueeze(-1)
+
+
+def squared_distances(x: Tensor, centres: Tensor) -> Tensor:
+    """``‖x_i − c_k‖²`` ``[B, m, N]`` for ``x`` ``[B, m, D]`` and ``centres`` ``[B, N, D]``.
+
+    Computed from the differences (not the ``‖x‖² − 2x·c + ‖c‖²`` expansion), so it is exact
+    near zero and never negative.
+    """
+    return (x.unsqueeze(2) - centres.unsqueeze(1)).pow(2).sum(-1)
+
+
+class ProtoNet(MetaLearner):
+    """Prototypical Networks over an embedding backbone (built with ``n_way=None``; a
+    backbone with a head is used through its features only)."""
+
+    name: ClassVar[str] = "protonet"
+    fixed_way: ClassVar[bool] = False
+
+    def __init__(self, net: FunctionalNet) -> None:
+        super().__init__(net)
+
+    def hparams(self) -> dict[str, Any]:
+        return {}
+
+    def adapt(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        steps: int | None = None,
+        *,
+        differentiable: bool = False,
+        n_way: int | None = None,
+    ) -> AdaptedState:
+        """Prototypes ``[B, N, D]`` of the supports (``steps`` is ignored)."""
+        B = self.check_support(support_x, support_y)
+        if n_way is None:
+            n_way = int(support_y.max()) + 1
+        params = self.meta_params(differentiable)
+        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+            emb = self.net.functional_features(params, support_x)
+            protos = prototypes(emb, support_y, n_way)
+        return AdaptedState(params=params, n_tasks=B, n_way=n_way, extras={"prototypes": protos})
+
+    def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
+        """Logits ``−‖f(x) − c_k‖²`` ``[B, m, N]`` of ``x`` ``[B, m, ...]``."""
+        emb = self.net.functional_features(state.params, x)
+        return -squared_distances(emb, state.extras["prototypes"])

@@ -1,0 +1,213 @@
+"""Conv4: the standard four-block convolutional backbone of few-shot learning.
+
+Vinyals et al. 2016 (Matching Networks), used by MAML (Finn et al. 2017) and Prototypical
+Networks (Snell et al. 2017): ``depth`` blocks of [3×3 convolution (padding 1, ``hidden``
+channels), normalisation, ReLU, 2×2 max-pool], then a linear head with ``n_way`` outputs.
+
+Pooling never collapses a map below 1×1: a block whose input is already 1 pixel high or wide
+skips its pool. Feature size (``feature_dim``) = ``hidden × h × w`` after the last block:
+
+=========  ==========================  ======================
+input      spatial sizes per block      feature_dim (hidden=64)
+=========  ==========================  ======================
+8×8        8 → 4 → 2 → 1 → 1 (no pool)  64
+28×28      28 → 14 → 7 → 3 → 1          64
+84×84      84 → 42 → 21 → 10 → 5        1600
+=========  ==========================  ======================
+
+Normalisation: ``"batch"`` (per-task batch statistics, always: transductive as in MAML; the
+convolution then has no bias, which the norm's shift would cancel), ``"group"`` (``groups``
+groups per layer) or ``"none"``. In the functional forward every norm acts per task; with
+batch statistics a task's predictions depend on the other examples it is evaluated with (a
+single example cannot be normalised where a map is 1×1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metaunsup.errors import ConfigError
+from metaunsup.nets.base import FunctionalNet, ParamDict, check_norm
+from metaunsup.nets.functional import (
+    channels_last,
+    from_task_channels,
+    task_batch_norm,
+    task_conv2d,
+    task_conv_batch_norm_of_data,
+    task_group_norm,
+    to_task_channels,
+)
+from metaunsup.nets.pointwise import max_pool2, relu
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, norm: str, groups: int, pool: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=norm != "batch")
+        if norm == "batch":
+            self.norm: nn.Module = nn.BatchNorm2d(cout, track_running_stats=False)
+        elif norm == "group":
+            self.norm = nn.GroupNorm(groups, cout)
+        else:
+            self.norm = nn.Identity()
+        self.pool = pool
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(self.norm(self.conv(x)))
+        return F.max_pool2d(x, 2) if self.pool else x
+
+
+class Conv4(FunctionalNet):
+    """Conv4 backbone, usable per task (``forward``) or task-batched (``functional_forward``).
+
+    Parameters
+    ----------
+    in_channels:
+        Channels of the input images (1 for Omniglot, MNIST and digits).
+    n_way:
+        Outputs of the linear head; ``None`` for an embedding network (Prototypical Networks).
+    hidden:
+        Channels of every convolution (64 in the standard Conv4).
+    image_size:
+        Input height and width (an ``int`` for square images); fixes ``feature_dim``.
+    norm:
+        ``"batch"``, ``"group"`` or ``"none"``.
+    groups:
+        Groups of the group norm (must divide ``hidden``).
+    depth:
+        Number of blocks (4 in the standard Conv4; smaller in tests).
+
+    Shapes: ``forward`` ``[n, C, H, W]`` → ``[n, n_way]``; ``functional_forward(params, x)``
+    ``[B, n, C, H, W]`` → ``[B, n, n_way]`` with each parameter shared or with a leading ``B``.
+
+    Attributes
+    ----------
+    large_task:
+        ``n*H*W`` per task from which the CPU functional forward runs task by task instead of
+        one grouped pass (default 10000: a 1-shot 5-way support of 28×28 images is one pass,
+        a 15-query set runs per task). A speed knob only; results do not depend on it.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        n_way: int | None = 5,
+        hidden: int = 64,
+        image_size: int | tuple[int, int] | list[int] = 28,
+        norm: str = "batch",
+        groups: int = 8,
+        depth: int = 4,
+    ) -> None:
+        super().__init__()
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if len(size) != 2 or min(size) < 1 or in_channels < 1 or hidden < 1 or depth < 1:
+            raise ConfigError(
+                f"Conv4: bad sizes (in_channels={in_channels}, hidden={hidden}, "
+                f"image_size={image_size}, depth={depth})"
+            )
+        if n_way is not None and n_way < 1:
+            raise ConfigError(f"Conv4: n_way must be positive or None, got {n_way}")
+        check_norm(norm, hidden, groups)
+        self.in_channels, self.hidden, self.norm, self.groups = in_channels, hidden, norm, groups
+        self.image_size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self.n_way = n_way
+        blocks, (h, w), cin = [], self.image_size, in_channels
+        for _ in range(depth):
+            pool = min(h, w) >= 2
+            blocks.append(_Block(cin, hidden, norm, groups, pool))
+            if pool:
+                h, w = h // 2, w // 2
+            cin = hidden
+        self.blocks = nn.ModuleList(blocks)
+        self.out_hw = (h, w)
+        self.feature_dim = hidden * h * w
+        self.head = nn.Linear(self.feature_dim, n_way) if n_way is not None else None
+        self.head_names = ("head.weight", "head.bias") if n_way is not None else ()
+        self._shared_ndim = {k: v.dim() for k, v in self.named_parameters()}
+        self.large_task = 10000
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Ordinary forward of one task: ``[n, C, H, W]`` → ``[n, n_way]`` (or features)."""
+        for block in self.blocks:
+            x = block(x)
+        x = x.flatten(1)
+        return self.head(x) if self.head is not None else x
+
+    def functional_features(self, params: ParamDict, x: Tensor) -> Tensor:
+        """``[B, n, C, H, W]`` → ``[B, n, feature_dim]``, all tasks at once.
+
+        Small tasks (``n*H*W < large_task``: inner-loop supports) run as one grouped pass over
+        the task-channel layout. On CPU, the implementation also picks what is fast there, all
+        exact:
+
+        * large tasks (query sets) run task by task with ordinary convolutions: one large
+          grouped convolution is slower there than the same work split per task;
+        * activations are channels-last (the NCHW pooling and normalisation kernels are
+          several times slower), and batch norm runs on the ``[n*H*W, C]`` matrix view with a
+          closed-form double backward (:mod:`metaunsup.nets.batchnorm`);
+        * with batch norm, the first convolution + norm is one GEMM of the input's centred
+          patches (:func:`~metaunsup.nets.functional.task_conv_batch_norm_of_data`);
+        * ReLU follows the max-pool: they commute exactly, and it is four times less work.
+
+        Values and gradients of every order equal those of a loop over tasks of ``forward``
+        (up to rounding).
+        """
+        self._check_batched_input(x, 3)
+        B, n, _, H, W = x.shape
+        cpu = x.device.type == "cpu"
+        if cpu and B > 1 and n * H * W >= self.large_task:
+            return torch.cat(
+                [self._features(self._task_slice(params, t), x[t : t + 1], True) for t in range(B)]
+            )
+        return self._features(params, x, cpu)
+
+    def _task_slice(self, params: ParamDict, t: int) -> ParamDict:
+        """Task ``t``'s parameters: batched entries sliced to ``[1, ...]``, shared ones kept."""
+        ndim = self._shared_ndim
+        return {
+            k: (v[t : t + 1] if v.dim() > ndim.get(k, v.dim()) else v) for k, v in params.items()
+        }
+
+    def _features(self, params: ParamDict, x: Tensor, cpu_path: bool) -> Tensor:
+        B = x.shape[0]
+        h = to_task_channels(x)
+        for i, block in enumerate(self.blocks):
+            p = f"blocks.{i}."
+            if i == 0 and self.norm == "batch" and cpu_path:
+                h = task_conv_batch_norm_of_data(
+                    h,
+                    params[p + "conv.weight"],
+                    params[p + "norm.weight"],
+                    params[p + "norm.bias"],
+                    B,
+                )
+            else:
+                if i == 0 and cpu_path:
+                    h = channels_last(h)
+                h = task_conv2d(h, params[p + "conv.weight"], params.get(p + "conv.bias"), B)
+                if self.norm == "batch":
+                    h = task_batch_norm(h, params[p + "norm.weight"], params[p + "norm.bias"], B)
+                elif self.norm == "group":
+                    h = task_group_norm(
+                        h, params[p + "norm.weight"], params[p + "norm.bias"], B, self.groups
+                    )
+            if block.pool:
+                h = max_pool2(h) if cpu_path else F.max_pool2d(h, 2)
+            h = relu(h) if cpu_path else F.relu(h)
+        return from_task_channels(h, B)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "name": "conv4",
+            "in_channels": self.in_channels,
+            "n_way": self.n_way,
+            "hidden": self.hidden,
+            "image_size": list(self.image_size),
+            "norm": self.norm,
+            "groups": self.groups,
+            "depth": len(self.blocks),
+        }

@@ -1,0 +1,96 @@
+"""2×2 max-pooling and ReLU whose double backward skips PyTorch's zero gradients.
+
+The backward of both is linear in the incoming gradient and piecewise constant in the input, so
+their second derivative with respect to the input is zero. PyTorch's generic double backward
+nevertheless materialises that zero as a full-size tensor and adds it into the input's
+gradient (for the first layer's pooling, the largest tensor of a Conv4); here it is simply
+absent. Values and first and second derivatives are those of ``F.max_pool2d(x, 2)`` and
+``F.relu``; third derivatives are not supported (``once_differentiable``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
+
+_POOL = ([2, 2], [2, 2], [0, 0], [1, 1], False)  # kernel, stride, padding, dilation, ceil
+
+
+class _MaxPool2(Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        y, idx = torch.ops.aten.max_pool2d_with_indices(x, *_POOL)
+        ctx.save_for_backward(x, idx)
+        ctx.mark_non_differentiable(idx)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, gy: Tensor) -> Tensor:
+        x, idx = ctx.saved_tensors
+        return _MaxPool2Backward.apply(gy, x, idx)
+
+
+class _MaxPool2Backward(Function):
+    @staticmethod
+    def forward(ctx: Any, gy: Tensor, x: Tensor, idx: Tensor) -> Tensor:
+        ctx.save_for_backward(idx)
+        return torch.ops.aten.max_pool2d_with_indices_backward(gy, x, *_POOL, idx)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, ggx: Tensor) -> tuple[Tensor | None, ...]:
+        (idx,) = ctx.saved_tensors
+        n, c, h, w = idx.shape
+        cl = torch.channels_last
+        if c > 1 and ggx.is_contiguous(memory_format=cl) and idx.is_contiguous(memory_format=cl):
+            # gather along the spatial axis of the [n, H*W, c] views: no layout copies
+            src = ggx.permute(0, 2, 3, 1).reshape(n, -1, c)
+            picked = src.gather(1, idx.permute(0, 2, 3, 1).reshape(n, -1, c))
+            return picked.view(n, h, w, c).permute(0, 3, 1, 2), None, None
+        picked = ggx.reshape(n, c, -1).gather(2, idx.reshape(n, c, -1)).view(idx.shape)
+        return picked, None, None
+
+
+class _Relu(Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        y = torch.relu(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, gy: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return _ReluBackward.apply(gy, y)
+
+
+class _ReluBackward(Function):
+    @staticmethod
+    def forward(ctx: Any, gy: Tensor, y: Tensor) -> Tensor:
+        ctx.save_for_backward(y)
+        return torch.ops.aten.threshold_backward(gy, y, 0)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, ggx: Tensor) -> tuple[Tensor | None, ...]:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(ggx, y, 0), None
+
+
+def _tracked(x: Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
+
+
+def max_pool2(x: Tensor) -> Tensor:
+    """``F.max_pool2d(x, 2)`` without the zero-filled second derivative."""
+    return _MaxPool2.apply(x) if _tracked(x) else F.max_pool2d(x, 2)
+
+
+def relu(x: Tensor) -> Tensor:
+    """``F.relu(x)`` without the zero-filled second derivative."""
+    return _Relu.apply(x) if _tracked(x) else F.relu(x)

@@ -1,0 +1,324 @@
+"""Backbones: shapes, configs, and the task-batched forward against a loop over tasks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from metaunsup.errors import ConfigError, DataError
+from metaunsup.nets import MLP, Conv4, FunctionalNet, build_net
+from metaunsup.nets.batchnorm import batch_norm_2d
+from metaunsup.nets.conv import conv2d
+from metaunsup.nets.functional import (
+    channels_last,
+    task_batch_norm,
+    task_conv2d,
+    task_conv_batch_norm_of_data,
+    task_linear,
+)
+from metaunsup.nets.pointwise import max_pool2, relu
+
+B = 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from threads, and OpenMP's spin-waiting makes two threads on
+    two busy shared cores an order of magnitude slower; restore the setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("size", "feature_dim", "out_hw"),
+    [(8, 64, (1, 1)), (28, 64, (1, 1)), (84, 1600, (5, 5)), ((28, 20), 64, (1, 1))],
+)
+def test_conv4_feature_sizes(size, feature_dim, out_hw):
+    net = Conv4(in_channels=1, n_way=5, hidden=64, image_size=size)
+    assert net.feature_dim == feature_dim
+    assert net.out_hw == out_hw
+    h, w = (size, size) if isinstance(size, int) else size
+    assert net(torch.rand(2, 1, h, w)).shape == (2, 5)
+    assert net.functional_forward(net.params(), torch.rand(3, 2, 1, h, w)).shape == (3, 2, 5)
+
+
+def test_conv4_batchnorm_drops_redundant_conv_bias():
+    assert "blocks.0.conv.bias" not in Conv4(norm="batch").params()
+    assert "blocks.0.conv.bias" in Conv4(norm="group").params()
+    assert "blocks.0.conv.bias" in Conv4(norm="none").params()
+
+
+def test_embedding_nets_have_no_head():
+    conv = Conv4(n_way=None, hidden=8, image_size=8)
+    assert conv.head_names == ()
+    assert conv(torch.rand(4, 1, 8, 8)).shape == (4, 8)
+    mlp = MLP(10, n_way=None, hidden=(7,))
+    assert mlp.functional_forward(mlp.params(), torch.rand(2, 4, 10)).shape == (2, 4, 7)
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        Conv4(in_channels=3, n_way=4, hidden=8, image_size=[12, 10], norm="group", groups=4),
+        Conv4(n_way=None, depth=2),
+        MLP(20, n_way=3, hidden=[5, 6], norm="batch"),
+    ],
+)
+def test_build_net_round_trip(net: FunctionalNet):
+    import json
+
+    config = json.loads(json.dumps(net.config()))
+    again = build_net(config)
+    assert type(again) is type(net) and again.config() == net.config()
+    again.load_state_dict(net.state_dict())
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"name": "resnet"},
+        {"hidden": 3},
+        {"name": "conv4", "width": 3},
+        {"name": "conv4", "norm": "layer"},
+        {"name": "conv4", "norm": "group", "hidden": 6, "groups": 4},
+        {"name": "conv4", "hidden": 0},
+        {"name": "mlp", "in_features": 4, "n_way": None, "hidden": []},
+        {"name": "mlp"},
+    ],
+)
+def test_build_net_rejects_bad_configs(config):
+    with pytest.raises(ConfigError):
+        build_net(config)
+
+
+def test_functional_forward_rejects_unbatched_input():
+    net = Conv4(hidden=4, image_size=8)
+    with pytest.raises(DataError):
+        net.functional_forward(net.params(), torch.rand(5, 1, 8, 8))
+
+
+def test_channels_last_restrides_single_channel_tensors():
+    x = torch.rand(2, 1, 5, 4, requires_grad=True)
+    y = channels_last(x)
+    assert y.stride() == (20, 1, 4, 1) and torch.equal(y, x)
+    assert channels_last(y) is y
+    z = channels_last(torch.rand(2, 3, 5, 4))
+    assert z.stride() == (60, 1, 12, 3)
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_task_linear_shared_and_batched():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 4, generator=g)
+    w, b = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, generator=g)
+    out = task_linear(x, w, b)
+    for t in range(2):
+        torch.testing.assert_close(out[t], x[t] @ w[t].T + b[t])
+    torch.testing.assert_close(task_linear(x, w[0], b[0]), x @ w[0].T + b[0])
+    torch.testing.assert_close(task_linear(x, w, b[0]), torch.bmm(x, w.transpose(1, 2)) + b[0])
+
+
+# --------------------------------------------------------------------------- batched vs loop
+
+
+def _nets(norm: str) -> list[tuple[str, FunctionalNet, tuple[int, ...]]]:
+    torch.manual_seed(0)
+    return [
+        (
+            "conv4-grouped",
+            Conv4(in_channels=2, n_way=3, hidden=4, image_size=8, norm=norm, groups=2, depth=3),
+            (2, 8, 8),
+        ),
+        (
+            "conv4-nchw",
+            Conv4(in_channels=2, n_way=3, hidden=4, image_size=8, norm=norm, groups=2, depth=3),
+            (2, 8, 8),
+        ),
+        (
+            "conv4-per-task",
+            Conv4(in_channels=2, n_way=3, hidden=4, image_size=8, norm=norm, groups=2, depth=3),
+            (2, 8, 8),
+        ),
+        ("mlp", MLP(12, n_way=3, hidden=(6, 4), norm=norm, groups=2), (12,)),
+    ]
+
+
+def _task_params(net: FunctionalNet, mode: str, seed: int) -> dict[str, torch.Tensor]:
+    """Per-task perturbed copies of the parameters (``mode="mixed"``: every other one shared)."""
+    g = torch.Generator().manual_seed(seed)
+    params = {}
+    for i, (k, v) in enumerate(net.named_parameters()):
+        base = v.detach().double()
+        if mode == "batched" or i % 2 == 0:
+            p = base + 0.3 * torch.randn(B, *v.shape, generator=g, dtype=torch.float64)
+        else:
+            p = base + 0.3 * torch.randn(*v.shape, generator=g, dtype=torch.float64)
+        params[k] = p.requires_grad_()
+    return params
+
+
+def _loop_forward(net: FunctionalNet, params: dict[str, torch.Tensor], x: torch.Tensor):
+    """The reference: the ordinary module forward, one task at a time."""
+    shapes = {k: v.shape for k, v in net.named_parameters()}
+    outs = []
+    for t in range(x.shape[0]):
+        p_t = {k: (v[t] if v.shape != shapes[k] else v) for k, v in params.items()}
+        outs.append(functional_call(net, p_t, (x[t],)))
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize("norm", ["batch", "group", "none"])
+@pytest.mark.parametrize("mode", ["batched", "mixed"])
+def test_batched_forward_equals_task_loop_with_gradients(norm: str, mode: str):
+    for name, net, shape in _nets(norm):
+        net = net.double()
+        if isinstance(net, Conv4):
+            # "per-task" forces the CPU large-task path (task by task, channels-last); the
+            # other Conv4 takes the one-pass grouped convolution path.
+            net.large_task = 0 if name == "conv4-per-task" else 10**9
+        g = torch.Generator().manual_seed(1)
+        x = torch.rand(B, 5, *shape, generator=g, dtype=torch.float64)
+        weights = torch.randn(B, 5, 3, generator=g, dtype=torch.float64)
+        probe = {
+            k: torch.randn(v.shape, generator=g, dtype=torch.float64)
+            for k, v in _task_params(net, mode, 2).items()
+        }
+        results = []
+        batched = net.functional_forward
+        if name == "conv4-nchw":  # the generic (non-CPU) path: grouped NCHW, aten batch norm
+
+            def batched(p, x_, n=net):
+                return n.functional_head(p, n._features(p, x_, cpu_path=False))
+
+        for forward in (batched, lambda p, x_, n=net: _loop_forward(n, p, x_)):
+            params = _task_params(net, mode, 2)
+            out = forward(params, x)
+            loss = (out * weights).sum()
+            grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+            # second order: gradient of a directional derivative (a Hessian-vector product)
+            hvp_obj = sum((gr * probe[k]).sum() for k, gr in zip(params, grads, strict=True))
+            hvp = torch.autograd.grad(hvp_obj, list(params.values()), allow_unused=True)
+            results.append((out, grads, hvp))
+        (out_b, g_b, h_b), (out_l, g_l, h_l) = results
+        torch.testing.assert_close(out_b, out_l, rtol=1e-10, atol=1e-10, msg=name)
+        for a, b in zip(g_b, g_l, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=name)
+        for a, b in zip(h_b, h_l, strict=True):
+            if a is None or b is None:
+                assert (a is None and b is None) or (a if a is not None else b).abs().max() == 0
+                continue
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=name)
+
+
+def test_shared_params_equal_every_task_using_them():
+    net = Conv4(hidden=4, image_size=8, depth=2).double()
+    x = torch.rand(4, 6, 1, 8, 8, dtype=torch.float64)
+    out = net.functional_forward({k: v for k, v in net.params().items()}, x)
+    for t in range(4):
+        torch.testing.assert_close(out[t], net(x[t]))
+
+
+def test_functional_forward_follows_the_input_device_and_dtype():
+    net = MLP(6, n_way=2, hidden=(4,), norm="batch").to(torch.float64)
+    out = net.functional_forward(net.params(), torch.rand(2, 3, 6, dtype=torch.float64))
+    assert out.dtype == torch.float64 and out.device.type == "cpu"
+    if torch.cuda.is_available():  # pragma: no cover - only on machines with a GPU
+        conv = Conv4(hidden=4, image_size=8).cuda()
+        x = torch.rand(2, 3, 1, 8, 8, device="cuda")
+        assert conv.functional_forward(conv.params(), x).device.type == "cuda"
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+def test_batch_norm_2d_matches_aten_with_first_and_second_derivatives():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(
+        batch_norm_2d(x, w, b), torch.nn.functional.batch_norm(x, None, None, w, b, training=True)
+    )
+    assert torch.autograd.gradcheck(batch_norm_2d, (x, w, b))
+    assert torch.autograd.gradgradcheck(batch_norm_2d, (x, w, b))
+
+
+def test_batch_norm_2d_is_accurate_in_float32():
+    """Statistics of shifted data: aten's [M, C] kernel loses ~1e-5; ours stays near 1e-6."""
+    g = torch.Generator().manual_seed(0)
+    x64 = torch.randn(20000, 8, generator=g, dtype=torch.float64) * 0.5 + 3.0
+    w, b = torch.ones(8, dtype=torch.float64), torch.zeros(8, dtype=torch.float64)
+    ref = torch.nn.functional.batch_norm(x64, None, None, w, b, training=True)
+    ours = batch_norm_2d(x64.float(), w.float(), b.float())
+    assert float((ours.double() - ref).abs().max()) < 3e-6
+
+
+@pytest.mark.parametrize("n_tasks", [1, 3])
+@pytest.mark.parametrize("batched", [False, True])
+def test_first_layer_gemm_equals_convolution_then_batch_norm(n_tasks: int, batched: bool):
+    g = torch.Generator().manual_seed(n_tasks)
+    dt = torch.float64
+    x = torch.rand(3, n_tasks * 2, 4, 3, generator=g, dtype=dt)
+    lead = (n_tasks,) if batched else ()
+    w = torch.randn(*lead, 3, 2, 3, 3, generator=g, dtype=dt, requires_grad=True)
+    gamma = torch.randn(*lead, 3, generator=g, dtype=dt, requires_grad=True)
+    beta = torch.randn(*lead, 3, generator=g, dtype=dt, requires_grad=True)
+
+    def ours(w, gamma, beta):
+        return task_conv_batch_norm_of_data(x, w, gamma, beta, n_tasks)
+
+    def reference(w, gamma, beta):
+        return task_batch_norm(task_conv2d(x, w, None, n_tasks), gamma, beta, n_tasks)
+
+    out = ours(w, gamma, beta)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, reference(w, gamma, beta))
+    assert torch.autograd.gradgradcheck(ours, (w, gamma, beta))
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("channels_last_input", [False, True])
+def test_conv2d_double_backward_matches_finite_differences(groups: int, channels_last_input: bool):
+    g = torch.Generator().manual_seed(groups)
+    x = torch.randn(2, 2 * groups, 5, 4, generator=g, dtype=torch.float64)
+    if channels_last_input:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    w = torch.randn(2 * groups, 2, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def f(x, w):
+        return conv2d(x, w, groups=groups, padding=1)
+
+    torch.testing.assert_close(f(x, w), torch.nn.functional.conv2d(x, w, padding=1, groups=groups))
+    assert torch.autograd.gradcheck(f, (x, w))
+    assert torch.autograd.gradgradcheck(f, (x, w))
+
+
+@pytest.mark.parametrize("channels_last_input", [False, True])
+def test_pool_and_relu_second_derivatives_match_aten(channels_last_input: bool):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 6, 5, generator=g, dtype=torch.float64)
+    if channels_last_input:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    v = torch.randn(2, 3, 3, 2, generator=g, dtype=torch.float64)
+
+    def ours(x):
+        return (relu(max_pool2(x)) * v).sum() * x.sum()  # a non-zero second derivative
+
+    def reference(x):
+        return (torch.relu(torch.nn.functional.max_pool2d(x, 2)) * v).sum() * x.sum()
+
+    torch.testing.assert_close(ours(x), reference(x))
+    (g1,) = torch.autograd.grad(ours(x), x, create_graph=True)
+    (r1,) = torch.autograd.grad(reference(x), x, create_graph=True)
+    torch.testing.assert_close(g1, r1)
+    u = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    (g2,) = torch.autograd.grad((g1 * u).sum(), x)
+    (r2,) = torch.autograd.grad((r1 * u).sum(), x)
+    torch.testing.assert_close(g2, r2)
+    assert torch.autograd.gradgradcheck(lambda t: relu(max_pool2(t)).pow(2), (x,))
