@@ -46,12 +46,17 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """Shape of the meta-training tasks."""
+    """Shape of the meta-training tasks.
+
+    ``val_n_way`` sets the classes of the meta-validation tasks when they should differ from
+    training (e.g. Prototypical Networks train 60-way and are tested 5-way); 0 means ``n_way``.
+    """
 
     kind: str = "fewshot"
     n_way: int = 5
     k_shot: int = 1
     n_query: int = 15
+    val_n_way: int = 0
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,8 @@ def _validate(cfg: RunConfig) -> RunConfig:
     for name in ("n_way", "k_shot"):
         if getattr(t, name) < 1:
             raise ConfigError(f"task.{name} must be at least 1, got {getattr(t, name)}")
+    if t.val_n_way < 0:
+        raise ConfigError(f"task.val_n_way must be >= 0, got {t.val_n_way}")
     if t.n_query < 0 or (t.kind == "fewshot" and t.n_query < 1):
         raise ConfigError(f"task.n_query must be at least 1 for few-shot tasks, got {t.n_query}")
     for name in ("steps", "meta_batch", "val_every", "val_tasks", "checkpoint_every", "log_every"):

@@ -21,7 +21,7 @@ from metaunsup.errors import ConfigError
 from metaunsup.learners import MetaLearner, build_learner
 from metaunsup.metrics import mean_ci
 from metaunsup.tasks import FewShotTaskSampler, split_classes
-from metaunsup.train import Trainer, TrainResult, TrainSettings
+from metaunsup.train import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def make_validator(
 
     def validate(learner: MetaLearner) -> dict[str, float]:
         sampler = FewShotTaskSampler(
-            val, t.n_way, t.k_shot, t.n_query, seed=cfg.train.seed + VAL_SEED_OFFSET
+            val, t.val_n_way or t.n_way, t.k_shot, t.n_query, seed=cfg.train.seed + VAL_SEED_OFFSET
         )
         acc, ci, _ = fewshot_accuracy(learner, sampler, cfg.train.val_tasks, device=device)
         return {"acc": acc, "acc_ci95": ci}
@@ -129,23 +129,10 @@ def train_run(
     with torch.random.fork_rng():
         torch.manual_seed(tr.seed)
         learner = build_learner(learner_config(cfg, train_ds.example_shape))
-    settings = TrainSettings(
-        steps=tr.steps,
-        meta_batch=tr.meta_batch,
-        lr=tr.lr,
-        optimizer=tr.optimizer,
-        lr_decay_steps=tr.lr_decay_steps,
-        lr_decay=tr.lr_decay,
-        grad_clip=tr.grad_clip,
-        val_every=tr.val_every,
-        val_metric=tr.val_metric,
-        checkpoint_every=tr.checkpoint_every,
-        log_every=tr.log_every,
-    )
     trainer = Trainer(
         learner,
         source,
-        settings,
+        tr,
         out_dir,
         validate=None if val is None else make_validator(cfg, val, device),
         run_config=cfg.to_dict(),

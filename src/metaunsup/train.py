@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from metaunsup.checkpoint import read_checkpoint, save_checkpoint
+from metaunsup.config import TrainConfig
 from metaunsup.errors import CheckpointError, ConfigError
 from metaunsup.tasks import TaskBatch
 
@@ -55,23 +56,6 @@ class MetaLearnerLike(Protocol):
     def config(self) -> dict[str, Any]: ...
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    """Outer-loop settings (a subset of ``config.TrainConfig``)."""
-
-    steps: int
-    meta_batch: int = 4
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    lr_decay_steps: int = 0
-    lr_decay: float = 0.5
-    grad_clip: float = 0.0
-    val_every: int = 500
-    val_metric: str = "acc"
-    checkpoint_every: int = 100
-    log_every: int = 1
-
-
 @dataclass
 class TrainResult:
     """What a finished run reports."""
@@ -94,7 +78,8 @@ class Trainer:
     source:
         Meta-training task source (see :class:`TaskSource`).
     settings:
-        Steps, meta-batch size, optimiser and cadence.
+        Steps, meta-batch size, optimiser and cadence (``[train]`` of a run config; its
+        ``seed``, ``device`` and ``threads`` are applied by the caller).
     out_dir:
         Folder for ``last.safetensors``, ``best.safetensors`` and ``train_log.jsonl``.
     validate:
@@ -108,7 +93,7 @@ class Trainer:
         self,
         learner: nn.Module,
         source: TaskSource,
-        settings: TrainSettings,
+        settings: TrainConfig,
         out_dir: str | Path,
         *,
         validate: Callable[[nn.Module], dict[str, float]] | None = None,
