@@ -94,7 +94,8 @@ POSITIVE = click.IntRange(min=1)
     "--checkpoint",
     "checkpoints",
     multiple=True,
-    help="Trained model to evaluate (packaged name or .safetensors path; repeatable).",
+    help="Trained model to evaluate (packaged name or .safetensors path; repeatable); a "
+    "clustering learner (meta_kmeans, cluster_maml) is scored beside the --method baselines.",
 )
 @click.option("--steps", type=click.IntRange(min=0), help="Test-time adaptation steps.")
 @click.option("--tasks", type=POSITIVE, default=1000, show_default=True, help="Test tasks.")
@@ -154,9 +155,13 @@ def evaluate(
                 seed=seed, steps=steps, progress=update,
             ).to_json()  # fmt: skip
     else:
-        if checkpoints:
-            raise ConfigError("clustering with a checkpoint is not available yet; use --method")
+        from metaunsup.runs import checkpoint_method
+
         chosen = resolve_methods(methods or ("kmeans",))
+        names = {m.name for m in chosen}
+        for name in dict.fromkeys(checkpoints):
+            if name not in names:
+                chosen.append(checkpoint_method(name, steps=steps))
         ds = data.load(dataset, split, root=data_dir)
         with _progress(tasks, f"{dataset}/{split}", quiet) as update:
             report = evaluate_clustering(

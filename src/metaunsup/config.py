@@ -3,7 +3,7 @@
 A run config has four tables::
 
     name = "omniglot-maml-5w1s"
-    [data]     dataset, split, val_fraction, rotations
+    [data]     dataset, split, val_fraction, val_by, rotations
     [task]     kind ("fewshot" | "clustering"), n_way, k_shot, n_query
     [learner]  name + the learner's own options (passed to ``learners.build_learner``)
     [train]    steps, meta_batch, lr, optimizer, seed, validation and checkpoint cadence, device
@@ -33,14 +33,18 @@ class DataConfig:
     """Where meta-training tasks come from.
 
     ``val_fraction`` of the split's classes (chosen with ``seed``) are held out for
-    meta-validation. ``rotations`` adds the 90°, 180° and 270° rotations of every class as new
-    classes (the usual Omniglot augmentation), applied to meta-training classes only.
+    meta-validation; with ``val_by = "examples"`` it is that fraction of every class's examples
+    instead (validation tasks then use the training classes: for datasets with no more classes
+    than a task has, e.g. 10-way clustering of digits). ``rotations`` adds the 90°, 180° and
+    270° rotations of every class as new classes (the usual Omniglot augmentation), applied to
+    meta-training classes only.
     """
 
     dataset: str
     split: str
     root: str | None = None
     val_fraction: float = 0.1
+    val_by: str = "classes"
     rotations: bool = False
 
 
@@ -50,6 +54,8 @@ class TaskConfig:
 
     ``val_n_way`` sets the classes of the meta-validation tasks when they should differ from
     training (e.g. Prototypical Networks train 60-way and are tested 5-way); 0 means ``n_way``.
+    Clustering tasks (``kind = "clustering"``) hold ``n_way`` classes × ``k_shot`` examples and
+    no query: ``n_query`` is ignored for them.
     """
 
     kind: str = "fewshot"
@@ -161,6 +167,8 @@ def _validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("train.seed, threads, grad_clip and lr_decay_steps must be >= 0")
     if not 0.0 <= d.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+    if d.val_by not in ("classes", "examples"):
+        raise ConfigError(f"data.val_by must be 'classes' or 'examples', got {d.val_by!r}")
     if tr.device != "cpu" and not tr.device.startswith("cuda"):
         raise ConfigError(f"train.device must be 'cpu' or 'cuda[:N]', got {tr.device!r}")
     if "name" not in cfg.learner or not isinstance(cfg.learner["name"], str):

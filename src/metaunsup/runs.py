@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,10 +18,13 @@ from metaunsup.config import RunConfig
 from metaunsup.data.base import Dataset
 from metaunsup.data.transforms import with_rotations
 from metaunsup.errors import ConfigError
-from metaunsup.learners import MetaLearner, build_learner
-from metaunsup.metrics import mean_ci
-from metaunsup.tasks import FewShotTaskSampler, split_classes
+from metaunsup.learners import LEARNERS, MetaLearner, build_learner
+from metaunsup.metrics import clustering_accuracy, mean_ci
+from metaunsup.tasks import ClusteringTaskSampler, FewShotTaskSampler, split_classes
 from metaunsup.train import Trainer, TrainResult
+
+if TYPE_CHECKING:
+    from metaunsup.evaluate import ClusteringMethod
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,8 @@ def learner_config(cfg: RunConfig, example_shape: tuple[int, ...]) -> dict[str, 
     """The learner config with the network's input shape and head size filled in from the data.
 
     ``[learner.net]`` may omit ``in_channels``, ``image_size`` (images) or ``in_features``
-    (tables), and ``n_way``; they are taken from the dataset and ``[task]``.
+    (tables), and ``n_way``; they are taken from the dataset and ``[task]``. Metric and
+    clustering learners (``protonet``, and those marked ``headless``) get no head.
     """
     learner = dict(cfg.learner)
     net = dict(learner.get("net", {"name": "conv4" if len(example_shape) == 3 else "mlp"}))
@@ -47,17 +51,57 @@ def learner_config(cfg: RunConfig, example_shape: tuple[int, ...]) -> dict[str, 
         for size in example_shape:
             flat *= size
         net.setdefault("in_features", flat)
-    if learner["name"] == "protonet":
-        net["n_way"] = None  # a metric learner embeds; it has no classification head
+    if learner["name"] == "protonet" or getattr(LEARNERS.get(learner["name"]), "headless", False):
+        net["n_way"] = None  # a metric or clustering learner embeds; it has no head
     else:
         net.setdefault("n_way", cfg.task.n_way)
     learner["net"] = net
     return learner
 
 
+def task_kinds(name: str) -> tuple[str, ...]:
+    """The ``task.kind`` values learner ``name`` trains on (its ``task_kinds`` attribute;
+    few-shot tasks for learners that declare none)."""
+    return tuple(getattr(LEARNERS.get(name), "task_kinds", ("fewshot",)))
+
+
+def split_examples(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Hold out ``fraction`` of every class's examples (at least one per class, seeded).
+
+    Returns ``(kept, held_out)``; both keep all classes and their ids.
+    """
+    g = torch.Generator().manual_seed(seed)
+    held = []
+    for c in range(ds.n_classes):
+        idx = torch.nonzero(ds.y == c).flatten()
+        n_held = max(1, round(fraction * idx.numel())) if idx.numel() > 1 else 0
+        held.append(idx[torch.randperm(idx.numel(), generator=g)[:n_held]])
+    mask = torch.zeros(len(ds), dtype=torch.bool)
+    mask[torch.cat(held)] = True
+
+    def part(keep: torch.Tensor, suffix: str) -> Dataset:
+        return Dataset(
+            name=ds.name,
+            split=f"{ds.split}/{suffix}",
+            x=ds.x[keep],
+            y=ds.y[keep],
+            classes=ds.classes,
+            groups=ds.groups,
+            info=dict(ds.info),
+        )
+
+    return part(~mask, "meta-train-examples"), part(mask, "meta-val-examples")
+
+
 def split_for_training(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
-    """Load the meta-training split and hold out ``val_fraction`` of its classes."""
+    """Load the meta-training split and hold out ``val_fraction`` of its classes (or, with
+    ``data.val_by = "examples"``, of every class's examples)."""
     ds = data.load(cfg.data.dataset, cfg.data.split, root=cfg.data.root)
+    if cfg.data.val_by == "examples" and cfg.data.val_fraction > 0:
+        train_ds, val = split_examples(ds, cfg.data.val_fraction, cfg.train.seed)
+        if cfg.data.rotations:
+            train_ds = with_rotations(train_ds)
+        return train_ds, val
     n_val = round(cfg.data.val_fraction * ds.n_classes)
     val = None
     if n_val > 0:
@@ -96,11 +140,45 @@ def fewshot_accuracy(
     return float(mean), float(ci), 1000.0 * seconds / n_tasks
 
 
+def clustering_accuracy_of(
+    learner: MetaLearner,
+    sampler: ClusteringTaskSampler,
+    n_tasks: int,
+    seed: int = 0,
+    chunk: int = 50,
+    device: torch.device | str = "cpu",
+) -> tuple[float, float]:
+    """Mean Hungarian clustering accuracy of ``learner.cluster`` over ``n_tasks`` tasks, and
+    its 95% half-width. The learner sees only the points and ``k``; labels only score."""
+    accs = []
+    learner.eval()
+    start = 0
+    for batch in sampler.batches(n_tasks, chunk):
+        labels = learner.cluster(batch.x.to(device), batch.n_way, seed=seed + start)  # type: ignore[operator]
+        accs.append(clustering_accuracy(batch.y, labels.cpu()))
+        start += batch.n_tasks
+    mean, ci = mean_ci(torch.cat([torch.as_tensor(a) for a in accs]).numpy())
+    return float(mean), float(ci)
+
+
 def make_validator(
     cfg: RunConfig, val: Dataset, device: torch.device | str
 ) -> Callable[[MetaLearner], dict[str, float]]:
-    """Validation on a fixed set of meta-validation tasks (the same tasks every time)."""
+    """Validation on a fixed set of meta-validation tasks (the same tasks every time): query
+    accuracy for few-shot runs, clustering accuracy (Hungarian) for clustering runs."""
     t = cfg.task
+    if t.kind == "clustering":
+
+        def validate_clustering(learner: MetaLearner) -> dict[str, float]:
+            sampler = ClusteringTaskSampler(
+                val, t.val_n_way or t.n_way, t.k_shot, seed=cfg.train.seed + VAL_SEED_OFFSET
+            )
+            acc, ci = clustering_accuracy_of(
+                learner, sampler, cfg.train.val_tasks, seed=cfg.train.seed, device=device
+            )
+            return {"acc": acc, "acc_ci95": ci}
+
+        return validate_clustering
 
     def validate(learner: MetaLearner) -> dict[str, float]:
         sampler = FewShotTaskSampler(
@@ -117,15 +195,23 @@ def train_run(
 ) -> TrainResult:
     """Meta-train the run described by ``cfg`` into ``out_dir`` (``--resume`` continues)."""
     t, tr = cfg.task, cfg.train
-    if t.kind != "fewshot":
-        raise ConfigError(f"task.kind {t.kind!r} is not trainable yet; use 'fewshot'")
+    kinds = task_kinds(cfg.learner["name"])
+    if cfg.learner["name"] in LEARNERS and t.kind not in kinds:
+        others = ", ".join(n for n in LEARNERS if t.kind in task_kinds(n))
+        raise ConfigError(
+            f"learner {cfg.learner['name']!r} trains on task.kind = {' or '.join(kinds)!r}, "
+            f"not {t.kind!r}" + (f" (learners for {t.kind!r} tasks: {others})" if others else "")
+        )
     if tr.threads:
         torch.set_num_threads(tr.threads)
     device = torch.device(tr.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device is 'cuda' but no CUDA device is available")
     train_ds, val = split_for_training(cfg)
-    source = FewShotTaskSampler(train_ds, t.n_way, t.k_shot, t.n_query, seed=tr.seed)
+    if t.kind == "clustering":
+        source: Any = ClusteringTaskSampler(train_ds, t.n_way, t.k_shot, seed=tr.seed)
+    else:
+        source = FewShotTaskSampler(train_ds, t.n_way, t.k_shot, t.n_query, seed=tr.seed)
     with torch.random.fork_rng():
         torch.manual_seed(tr.seed)
         learner = build_learner(learner_config(cfg, train_ds.example_shape))
@@ -160,3 +246,33 @@ def load_learner(name_or_path: str | Path, device: torch.device | str = "cpu") -
         ) from None
     load_model_state(learner, tensors, str(path))
     return learner.to(device).eval()
+
+
+def checkpoint_method(
+    name_or_path: str | Path,
+    steps: int | None = None,
+    device: torch.device | str = "cpu",
+    label: str | None = None,
+) -> ClusteringMethod:
+    """A trained clustering learner as an evaluation method (``evaluate --checkpoint``).
+
+    Loads the checkpoint (:func:`load_learner`) and wraps its ``cluster(x, k, seed, steps)``
+    as ``fn(x [B, n, ...], k, seed) -> labels int64 [B, n]``; ``steps`` overrides its
+    test-time steps. ``label`` names the method (default: the checkpoint as given). Raises
+    :class:`ConfigError` for a learner that does not cluster (e.g. few-shot MAML).
+    """
+    from metaunsup.evaluate import ClusteringMethod
+
+    learner = load_learner(name_or_path, device)
+    if not callable(getattr(learner, "cluster", None)):
+        raise ConfigError(
+            f"checkpoint {str(name_or_path)!r} holds a {learner.name!r} learner, which does not "
+            "cluster; evaluate it with --task fewshot"
+        )
+
+    def fn(x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+        with torch.no_grad():
+            labels = learner.cluster(x.to(device), k, seed=seed, steps=steps)  # type: ignore[operator]
+        return labels.cpu()
+
+    return ClusteringMethod(label or str(name_or_path), fn)

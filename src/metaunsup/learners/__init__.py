@@ -18,13 +18,17 @@ from typing import Any
 from metaunsup.errors import ConfigError
 from metaunsup.learners.anil import ANIL
 from metaunsup.learners.base import AdaptedState, MetaLearner
+from metaunsup.learners.cluster_maml import ClusterMAML
 from metaunsup.learners.maml import MAML
+from metaunsup.learners.meta_gmvae import MetaGMVAE
+from metaunsup.learners.meta_kmeans import MetaKMeansLearner
 from metaunsup.learners.metasgd import MetaSGD
 from metaunsup.learners.protonet import ProtoNet
 from metaunsup.learners.reptile import Reptile
 
 LEARNERS: dict[str, type[MetaLearner]] = {
-    cls.name: cls for cls in (MAML, MetaSGD, Reptile, ANIL, ProtoNet)
+    cls.name: cls
+    for cls in (MAML, MetaSGD, Reptile, ANIL, ProtoNet, MetaGMVAE, MetaKMeansLearner, ClusterMAML)
 }
 
 
@@ -43,6 +47,8 @@ __all__ = [
     "LEARNERS",
     "MAML",
     "AdaptedState",
+    "ClusterMAML",
+    "MetaKMeansLearner",
     "MetaLearner",
     "MetaSGD",
     "ProtoNet",
