@@ -116,10 +116,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default="benchmarks/results/fewshot_supervised.json")
     parser.add_argument("--markdown", default="docs/results/omniglot_supervised.md")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--collect",
+        action="append",
+        default=[],
+        help="Run nothing: merge the rows of these JSON files (from runs made side by side "
+        "with other --json paths) into --json and --markdown.",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    names = args.only or CONFIGS
-    fresh = [run_one(n, Path(args.runs), args.tasks, args.seed, not args.quiet) for n in names]
+    if args.collect:
+        fresh = [row for path in args.collect for row in json.loads(Path(path).read_text())["rows"]]
+    else:
+        names = args.only or CONFIGS
+        fresh = [run_one(n, Path(args.runs), args.tasks, args.seed, not args.quiet) for n in names]
+        date = dt.date.today().isoformat()
+        for r in fresh:
+            r["date"] = date
     print(table(fresh))
     # keep the rows of configs not re-run this time, so the page always shows every result
     previous = []
@@ -128,15 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     by_name = {r["config"]: r for r in previous} | {r["config"]: r for r in fresh}
     rows = [by_name[n] for n in CONFIGS if n in by_name]
     text = table(rows)
-    date = dt.date.today().isoformat()
-    for r in fresh:
-        r["date"] = date
+    date = max(r.get("date", "") for r in rows) or dt.date.today().isoformat()
     atomic_write_json(args.json, {"date": date, "threads": args.threads, "rows": rows})
     commands = "\n".join(f"    {r['train_command']}\n    {r['eval_command']}" for r in rows)
     page = (
         "# Supervised few-shot classification on Omniglot (protocol C)\n\n"
-        f"Measured {date} on a 2-core CPU ({args.threads} torch threads), {args.tasks} seeded "
-        "test tasks of the evaluation characters, 15 queries per class, mean ± 95% CI.\n\n"
+        f"Measured {date} on a 2-core CPU, {args.tasks} seeded test tasks of the evaluation "
+        "characters, 15 queries per class, mean ± 95% CI. Training times are wall clock on "
+        "this CPU; runs were made two at a time (1 torch thread each) or alone (2 threads), so "
+        "times and ms/task carry that noise. Three of the four runs were stopped and resumed "
+        "once (resume is exact).\n\n"
         f"{text}\n\nReproduce every row (train, then evaluate):\n\n"
         f"    .venv/bin/python benchmarks/fewshot_supervised.py "
         f"{' '.join('--only ' + r['config'] for r in rows)}\n\nor by hand:\n\n{commands}\n"

@@ -65,8 +65,6 @@ __all__ = ["KMeansResult", "kmeans", "kmeans_plusplus"]
 #: Elements in the main tensors of one chunk of tasks (distances, points, centres): a few MB in
 #: float32, so that they stay in the core's cache between operations.
 _CHUNK_ELEMENTS = 1 << 20
-#: Inner GEMM dimensions are zero-padded to a multiple of this (see :func:`_pad_to`).
-_GEMM_MULTIPLE = 8
 #: Compact Lloyd's working batch once the work left is at most this fraction of it.
 _COMPACT_AT = 0.5
 
@@ -117,20 +115,6 @@ def _augment(xT: torch.Tensor) -> torch.Tensor:
     return torch.cat([xT * -2.0, torch.ones_like(xT[:, :1])], dim=1)
 
 
-def _pad_to(t: torch.Tensor, dim: int, multiple: int = _GEMM_MULTIPLE) -> torch.Tensor:
-    """``t`` with zeros appended along ``dim`` up to a multiple of ``multiple``.
-
-    Zero rows/columns change no product, but CPU GEMM kernels run markedly faster on inner
-    dimensions that are a multiple of the vector width (measured: 65 → 72 costs ~30% less).
-    """
-    extra = (-t.shape[dim]) % multiple
-    if extra == 0:
-        return t
-    shape = list(t.shape)
-    shape[dim] = extra
-    return torch.cat([t, t.new_zeros(shape)], dim=dim)
-
-
 def _augment_centers(c: torch.Tensor) -> torch.Tensor:
     """``[..., d+1]`` rows ``[c, ||c||²]`` for centres ``c: [..., d]``."""
     return torch.cat([c, (c * c).sum(-1, keepdim=True)], dim=-1)
@@ -156,8 +140,8 @@ def _plusplus(x: torch.Tensor, xsq: torch.Tensor, k: int, u: torch.Tensor) -> to
         return idx
     trials = u[:, :, 1:].to(x.dtype).reshape(b, R, k - 1, L)
     one = torch.ones_like(xsq).unsqueeze(-1)
-    rows = _pad_to(torch.cat([x * -2.0, xsq.unsqueeze(-1), one], dim=-1), 2)  # [b, n, d+2+]
-    cols = _pad_to(torch.cat([x, one, xsq.unsqueeze(-1)], dim=-1), 2).transpose(1, 2)
+    rows = torch.cat([x * -2.0, xsq.unsqueeze(-1), one], dim=-1)  # [b, n, d+2]
+    cols = torch.cat([x, one, xsq.unsqueeze(-1)], dim=-1).transpose(1, 2)  # [b, d+2, n]
     tb = torch.arange(b, device=x.device).view(b, 1)
     tr = torch.arange(R, device=x.device).view(1, R)
     closest = torch.bmm(rows[tb, idx[:, :, 0]], cols).clamp_(min=0)  # [b, R, n]
@@ -285,26 +269,25 @@ def _lloyd(
     rid = torch.arange(R, device=dev).expand(b, R)  # restart of each working slot
     # Centres live as rows [c, ||c||²] (see _augment_centers): the sums and sizes of a cluster,
     # [Σx, m], divided by m give [c, 1], whose last entry is then overwritten with ||c||².
-    # All three are zero-padded past column d (GEMM speed, see _pad_to); padding stays zero.
-    ca, tolw, xsqw = _pad_to(_augment_centers(c), 3), tol.unsqueeze(1), xsq
-    xa = _pad_to(_augment(x.transpose(1, 2)), 1)  # [b, d+1+pad, n] for distances
-    x1 = _pad_to(torch.cat([x, torch.ones_like(x[:, :, :1])], dim=2), 2)  # sums and sizes
+    ca, tolw, xsqw = _augment_centers(c), tol.unsqueeze(1), xsq
+    xa = _augment(x.transpose(1, 2))  # [b, d+1, n] for distances
+    x1 = torch.cat([x, torch.ones_like(x[:, :, :1])], dim=2)  # [b, n, d+1] for sums, sizes
     itw = torch.zeros((b, R), dtype=torch.int64, device=dev)
     done = torch.zeros((b, R), dtype=torch.bool, device=dev)
     any_done = False
     for _ in range(max_iter):
         bw, Rw = done.shape
         mind, onehot = _assign(xa, ca, augmented=True)
-        S = torch.bmm(onehot.view(bw, Rw * k, n), x1).view(bw, Rw, k, -1)
+        S = torch.bmm(onehot.view(bw, Rw * k, n), x1).view(bw, Rw, k, d + 1)
         counts = S[..., d]
         # Every point has at least one mark: more marks than points means a tie.
         if int(counts.sum(dtype=torch.float64)) != bw * Rw * n:
             onehot = _first_mark(onehot)
-            S = torch.bmm(onehot.view(bw, Rw * k, n), x1).view(bw, Rw, k, -1)
+            S = torch.bmm(onehot.view(bw, Rw * k, n), x1).view(bw, Rw, k, d + 1)
             counts = S[..., d]
         if float(counts.amin()) == 0:
             _relocate_empty(x1[..., :d], xsqw, ca[..., :d], mind, onehot, S[..., :d], counts)
-        cnew = S.mul_(S[..., d : d + 1].reciprocal())  # [bw, Rw, k, d+1+pad]: [c, 1, 0...]
+        cnew = S.mul_(S[..., d:].reciprocal())  # [bw, Rw, k, d+1]: [c, 1]
         shift = torch.linalg.vector_norm(cnew[..., :d] - ca[..., :d], dim=(2, 3)).square_()
         cnew[..., d] = torch.linalg.vector_norm(cnew[..., :d], dim=-1).square_()
         if any_done:
