@@ -39,14 +39,14 @@ import torch
 from torch import Tensor
 
 from metaunsup.cluster._common import SeedLike
-from metaunsup.learners.base import check_bool, check_float, check_int
+from metaunsup.learners.base import check_int
 from metaunsup.learners.clustering import balanced_soft_kmeans, clustering_objective
-from metaunsup.learners.inner import gradient_steps
+from metaunsup.learners.inner import InnerLoopSettings, gradient_steps
 from metaunsup.learners.meta_kmeans import MetaKMeansLearner
 from metaunsup.nets import FunctionalNet, ParamDict
 
 
-class ClusterMAML(MetaKMeansLearner):
+class ClusterMAML(InnerLoopSettings, MetaKMeansLearner):
     """Clustering-MAML with a first/second-order flag.
 
     Parameters
@@ -104,25 +104,10 @@ class ClusterMAML(MetaKMeansLearner):
             restarts=restarts,
             refine=refine,
         )
-        self.inner_lr = check_float("inner_lr", inner_lr)
-        self.inner_steps = check_int("inner_steps", inner_steps, 0)
-        self.test_steps = check_int(
-            "test_steps", inner_steps if test_steps is None else test_steps, 0
-        )
-        self.first_order = check_bool("first_order", first_order)
-
-    @property
-    def train_steps(self) -> int:
-        return self.inner_steps
+        self.set_inner_loop(inner_lr, inner_steps, test_steps, first_order)
 
     def hparams(self) -> dict[str, Any]:
-        return {
-            "inner_lr": self.inner_lr,
-            "inner_steps": self.inner_steps,
-            "test_steps": self.test_steps,
-            "first_order": self.first_order,
-            **super().hparams(),
-        }
+        return {**self.inner_loop_hparams(), **super().hparams()}
 
     def inner_names(self) -> list[str]:
         """The parameters the inner loop adapts: the embedding's (a head, if any, is unused)."""

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from metaunsup.learners.base import check_bool, check_float, check_int
 from metaunsup.nets import ParamDict
 
 #: A learning rate: one number, or a tensor per parameter name (Meta-SGD), shaped like it.
@@ -84,3 +85,36 @@ def gradient_steps(
     if not track:
         fast = {k: v.detach() for k, v in fast.items()}
     return {**params, **fast}
+
+
+class InnerLoopSettings:
+    """Mixin holding the inner-loop hyperparameters shared by the MAML family.
+
+    ``inner_lr`` (step size), ``inner_steps`` (during meta-training), ``test_steps`` (default:
+    ``inner_steps``) and ``first_order``; validated once here and reported by
+    :meth:`inner_loop_hparams`. Put it before the learner base class so that its
+    ``train_steps`` wins.
+    """
+
+    def set_inner_loop(
+        self, inner_lr: float, inner_steps: int, test_steps: int | None, first_order: bool
+    ) -> None:
+        self.inner_lr = check_float("inner_lr", inner_lr)
+        self.inner_steps = check_int("inner_steps", inner_steps, 0)
+        self.test_steps = check_int(
+            "test_steps", inner_steps if test_steps is None else test_steps, 0
+        )
+        self.first_order = check_bool("first_order", first_order)
+
+    @property
+    def train_steps(self) -> int:
+        """Inner steps used by ``meta_loss``."""
+        return self.inner_steps
+
+    def inner_loop_hparams(self) -> dict[str, float | int | bool]:
+        return {
+            "inner_lr": self.inner_lr,
+            "inner_steps": self.inner_steps,
+            "test_steps": self.test_steps,
+            "first_order": self.first_order,
+        }

@@ -23,16 +23,14 @@ from metaunsup.errors import ConfigError
 from metaunsup.learners.base import (
     AdaptedState,
     MetaLearner,
-    check_bool,
-    check_float,
     check_int,
     task_cross_entropy,
 )
-from metaunsup.learners.inner import LearningRate, gradient_steps
+from metaunsup.learners.inner import InnerLoopSettings, LearningRate, gradient_steps
 from metaunsup.nets import FunctionalNet, ParamDict
 
 
-class MAML(MetaLearner):
+class MAML(InnerLoopSettings, MetaLearner):
     """MAML with a first/second-order flag.
 
     Parameters
@@ -62,24 +60,10 @@ class MAML(MetaLearner):
         super().__init__(net)
         if net.n_way is None:
             raise ConfigError(f"{self.name} needs a network with a head (n_way set)")
-        self.inner_lr = check_float("inner_lr", inner_lr)
-        self.inner_steps = check_int("inner_steps", inner_steps, 0)
-        self.test_steps = check_int(
-            "test_steps", inner_steps if test_steps is None else test_steps, 0
-        )
-        self.first_order = check_bool("first_order", first_order)
-
-    @property
-    def train_steps(self) -> int:
-        return self.inner_steps
+        self.set_inner_loop(inner_lr, inner_steps, test_steps, first_order)
 
     def hparams(self) -> dict[str, Any]:
-        return {
-            "inner_lr": self.inner_lr,
-            "inner_steps": self.inner_steps,
-            "test_steps": self.test_steps,
-            "first_order": self.first_order,
-        }
+        return self.inner_loop_hparams()
 
     def inner_names(self) -> list[str]:
         """Names of the parameters the inner loop adapts (all of them for MAML)."""
