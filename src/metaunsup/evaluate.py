@@ -125,8 +125,7 @@ def evaluate_clustering(
     (Hungarian accuracy, NMI, ARI). ``progress(n)`` is called after every chunk with the number of
     tasks just finished. The method seed of a chunk is ``seed + index of its first task``.
     """
-    if isinstance(n_tasks, bool) or not isinstance(n_tasks, int) or n_tasks < 1:
-        raise ConfigError(f"the number of tasks must be a positive integer, got {n_tasks!r}")
+    _check_n_tasks(n_tasks)
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be positive, got {chunk_size!r}")
     sampler = ClusteringTaskSampler(dataset, n_way=n_way, k_shot=k_shot, seed=seed)
@@ -166,6 +165,11 @@ def evaluate_clustering(
     )
 
 
+def _check_n_tasks(n_tasks: object) -> None:
+    if isinstance(n_tasks, bool) or not isinstance(n_tasks, int) or n_tasks < 1:
+        raise ConfigError(f"the number of tasks must be a positive integer, got {n_tasks!r}")
+
+
 def _timed_call(
     method: ClusteringMethod, batch: TaskBatch, seed: int, seconds: dict[str, float]
 ) -> torch.Tensor:
@@ -201,8 +205,7 @@ def evaluate_fewshot(
     """
     from metaunsup.tasks import FewShotTaskSampler
 
-    if isinstance(n_tasks, bool) or not isinstance(n_tasks, int) or n_tasks < 1:
-        raise ConfigError(f"the number of tasks must be a positive integer, got {n_tasks!r}")
+    _check_n_tasks(n_tasks)
     sampler = FewShotTaskSampler(dataset, n_way, k_shot, n_query, seed=seed)
     accs: dict[str, list[np.ndarray]] = {name: [] for name, _ in learners}
     seconds = dict.fromkeys(accs, 0.0)

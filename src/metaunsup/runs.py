@@ -116,30 +116,6 @@ def split_for_training(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
     return train_ds, val
 
 
-def fewshot_accuracy(
-    learner: MetaLearner,
-    sampler: FewShotTaskSampler,
-    n_tasks: int,
-    chunk: int = 50,
-    device: torch.device | str = "cpu",
-) -> tuple[float, float, float]:
-    """Query accuracy of ``learner`` over ``n_tasks`` tasks: ``(mean, ci95, ms_per_task)``."""
-    import time
-
-    accs = []
-    seconds = 0.0
-    learner.eval()
-    for batch in sampler.batches(n_tasks, chunk):
-        batch = batch.to(device)
-        t0 = time.perf_counter()
-        logits = learner.fewshot_logits(batch)
-        seconds += time.perf_counter() - t0
-        accs.append((logits.argmax(-1) == batch.query_y).float().mean(1).cpu())
-    values = torch.cat(accs).numpy()
-    mean, ci = mean_ci(values)
-    return float(mean), float(ci), 1000.0 * seconds / n_tasks
-
-
 def clustering_accuracy_of(
     learner: MetaLearner,
     sampler: ClusteringTaskSampler,
@@ -181,11 +157,21 @@ def make_validator(
         return validate_clustering
 
     def validate(learner: MetaLearner) -> dict[str, float]:
-        sampler = FewShotTaskSampler(
-            val, t.val_n_way or t.n_way, t.k_shot, t.n_query, seed=cfg.train.seed + VAL_SEED_OFFSET
+        from metaunsup.evaluate import evaluate_fewshot
+
+        learner.eval()
+        report = evaluate_fewshot(
+            val,
+            [("val", learner)],
+            n_way=t.val_n_way or t.n_way,
+            k_shot=t.k_shot,
+            n_query=t.n_query,
+            n_tasks=cfg.train.val_tasks,
+            seed=cfg.train.seed + VAL_SEED_OFFSET,
+            device=device,
         )
-        acc, ci, _ = fewshot_accuracy(learner, sampler, cfg.train.val_tasks, device=device)
-        return {"acc": acc, "acc_ci95": ci}
+        acc = report.results[0].acc
+        return {"acc": acc.mean, "acc_ci95": acc.ci95}
 
     return validate
 
