@@ -7,6 +7,8 @@ A run config has four tables::
     [task]     kind ("fewshot" | "clustering"), n_way, k_shot, n_query
     [learner]  name + the learner's own options (passed to ``learners.build_learner``)
     [train]    steps, meta_batch, lr, optimizer, seed, validation and checkpoint cadence, device
+    [unsupervised]  optional: make the tasks from the unlabeled data (CACTUs, UMTRA), see
+               :class:`UnsupervisedConfig`
 
 Unknown keys are errors (a typo must not be silently ignored).
 """
@@ -86,6 +88,46 @@ class TrainConfig:
     threads: int = 0
 
 
+#: Values of ``unsupervised.tasks``.
+UNSUPERVISED_TASKS = ("cactus", "umtra")
+
+
+@dataclass(frozen=True)
+class UnsupervisedConfig:
+    """Meta-training with no labels: how tasks are made from the unlabeled split.
+
+    With this table the training split is read through
+    :class:`~metaunsup.data.unlabeled.UnlabeledView` (reading a label raises) and no
+    meta-validation runs (there are no labels to validate with): the last step is kept.
+
+    ``tasks``:
+        ``"cactus"`` — clusters of the embeddings play the classes (Hsu et al. 2019);
+        ``"umtra"`` — ``n_way`` random images are the classes, their augmentations the queries
+        (Khodadadeh et al. 2019; few-shot tasks with ``k_shot = 1``).
+    ``pretrain_steps`` (and ``pretrain_batch``, ``pretrain_lr``, ``pretrain_temperature``):
+        SimCLR pre-training of the learner's own backbone before meta-training
+        (:mod:`metaunsup.pretrain`); 0 skips it. CACTUs then clusters the pre-trained features;
+        without pre-training it clusters the pixels.
+    ``augment``:
+        Augmentation preset of pre-training and UMTRA (``"auto"``: by example shape).
+    ``partitions``, ``clusters``, ``scale``, ``n_init``, ``fit_size``:
+        CACTUs: partitions of ``clusters`` k-means clusters each, random per-dimension scaling,
+        restarts and subsample size of each fit (:func:`~metaunsup.tasks.cactus_partitions`).
+    """
+
+    tasks: str = "cactus"
+    pretrain_steps: int = 0
+    pretrain_batch: int = 256
+    pretrain_lr: float = 1e-3
+    pretrain_temperature: float = 0.5
+    augment: str = "auto"
+    partitions: int = 20
+    clusters: int = 10
+    scale: bool = False
+    n_init: int = 10
+    fit_size: int = 10000
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """A whole training run."""
@@ -95,6 +137,7 @@ class RunConfig:
     task: TaskConfig
     learner: dict[str, Any]
     train: TrainConfig = field(default_factory=TrainConfig)
+    unsupervised: UnsupervisedConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -171,6 +214,24 @@ def _validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"data.val_by must be 'classes' or 'examples', got {d.val_by!r}")
     if tr.device != "cpu" and not tr.device.startswith("cuda"):
         raise ConfigError(f"train.device must be 'cpu' or 'cuda[:N]', got {tr.device!r}")
+    u = cfg.unsupervised
+    if u is not None:
+        if u.tasks not in UNSUPERVISED_TASKS:
+            choices = ", ".join(UNSUPERVISED_TASKS)
+            raise ConfigError(f"unsupervised.tasks must be one of {choices}, got {u.tasks!r}")
+        for name in ("pretrain_batch", "partitions", "clusters", "n_init", "fit_size"):
+            if getattr(u, name) < 1:
+                raise ConfigError(f"unsupervised.{name} must be at least 1, got {getattr(u, name)}")
+        if u.pretrain_steps < 0:
+            raise ConfigError(f"unsupervised.pretrain_steps must be >= 0, got {u.pretrain_steps}")
+        if not (u.pretrain_lr > 0 and u.pretrain_temperature > 0):
+            raise ConfigError("unsupervised.pretrain_lr and pretrain_temperature must be positive")
+        if u.tasks == "umtra" and (t.kind != "fewshot" or t.k_shot != 1):
+            raise ConfigError("UMTRA tasks are few-shot with k_shot = 1 (one image per class)")
+        if u.tasks == "cactus" and u.clusters < t.n_way:
+            raise ConfigError(
+                f"unsupervised.clusters ({u.clusters}) must be at least task.n_way ({t.n_way})"
+            )
     if "name" not in cfg.learner or not isinstance(cfg.learner["name"], str):
         raise ConfigError("[learner] needs a 'name', e.g. name = \"maml\"")
     return cfg
@@ -178,7 +239,7 @@ def _validate(cfg: RunConfig) -> RunConfig:
 
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     """Build and validate a :class:`RunConfig` from a parsed TOML/JSON mapping."""
-    allowed = {"name", "data", "task", "learner", "train"}
+    allowed = {"name", "data", "task", "learner", "train", "unsupervised"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)}; allowed: {allowed}")
@@ -195,6 +256,11 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
         task=_build(TaskConfig, raw.get("task", {}), "task"),
         learner=dict(raw["learner"]),
         train=_build(TrainConfig, raw.get("train", {}), "train"),
+        unsupervised=(
+            _build(UnsupervisedConfig, raw["unsupervised"], "unsupervised")
+            if "unsupervised" in raw
+            else None
+        ),
     )
     return _validate(cfg)
 

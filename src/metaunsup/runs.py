@@ -193,25 +193,42 @@ def train_run(
     device = torch.device(tr.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device is 'cuda' but no CUDA device is available")
-    train_ds, val = split_for_training(cfg)
-    if t.kind == "clustering":
-        source: Any = ClusteringTaskSampler(train_ds, t.n_way, t.k_shot, seed=tr.seed)
+    run_config = cfg.to_dict()
+    if cfg.unsupervised is not None:
+        from metaunsup.data.unlabeled import UnlabeledView
+        from metaunsup.unsupervised import unsupervised_source
+
+        # No labels: the whole split, read through a view that refuses labels; no validation.
+        view = UnlabeledView(data.load(cfg.data.dataset, cfg.data.split, root=cfg.data.root))
+        learner = _fresh_learner(cfg, view.example_shape)
+        source, record = unsupervised_source(cfg, learner, view, out_dir, device, progress)
+        run_config["unsupervised_record"] = record
+        val = None
     else:
-        source = FewShotTaskSampler(train_ds, t.n_way, t.k_shot, t.n_query, seed=tr.seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(tr.seed)
-        learner = build_learner(learner_config(cfg, train_ds.example_shape))
+        train_ds, val = split_for_training(cfg)
+        if t.kind == "clustering":
+            source = ClusteringTaskSampler(train_ds, t.n_way, t.k_shot, seed=tr.seed)
+        else:
+            source = FewShotTaskSampler(train_ds, t.n_way, t.k_shot, t.n_query, seed=tr.seed)
+        learner = _fresh_learner(cfg, train_ds.example_shape)
     trainer = Trainer(
         learner,
         source,
         tr,
         out_dir,
         validate=None if val is None else make_validator(cfg, val, device),
-        run_config=cfg.to_dict(),
+        run_config=run_config,
         device=device,
         progress=progress,
     )
     return trainer.fit(resume=resume)
+
+
+def _fresh_learner(cfg: RunConfig, example_shape: tuple[int, ...]) -> MetaLearner:
+    """The run's learner with initial weights drawn from ``train.seed``."""
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.train.seed)
+        return build_learner(learner_config(cfg, example_shape))
 
 
 def load_learner(name_or_path: str | Path, device: torch.device | str = "cpu") -> MetaLearner:

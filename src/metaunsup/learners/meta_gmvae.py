@@ -315,6 +315,8 @@ class MetaGMVAE(MetaLearner):
 
     name: ClassVar[str] = "meta_gmvae"
     fixed_way: ClassVar[bool] = False
+    #: The backbone is an encoder: run configs build it without a classification head.
+    headless: ClassVar[bool] = True
 
     def __init__(
         self,

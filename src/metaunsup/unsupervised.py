@@ -1,0 +1,168 @@
+"""Task sources for meta-training without labels, built from a run's ``[unsupervised]`` table.
+
+:func:`unsupervised_source` turns the unlabeled training split into tasks:
+
+1. optional SimCLR pre-training of the learner's own backbone
+   (:func:`metaunsup.pretrain.pretrain_contrastive`), saved as ``pretrain.safetensors`` in the
+   run folder so that a resumed run does not redo it;
+2. ``"cactus"``: k-means partitions of the pre-trained features (of the pixels without
+   pre-training), cached as ``partitions.safetensors``, and a
+   :class:`~metaunsup.tasks.cactus.CactusTaskSource` (clustering layout for clustering runs);
+   ``"umtra"``: a :class:`~metaunsup.tasks.umtra.UmtraTaskSource`.
+
+The data reaches every step only through an :class:`~metaunsup.data.unlabeled.UnlabeledView`,
+which raises :class:`~metaunsup.errors.LabelAccessError` if anything reads a label.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metaunsup.augment import Augment
+from metaunsup.checkpoint import read_checkpoint, save_checkpoint
+from metaunsup.config import RunConfig
+from metaunsup.data.unlabeled import UnlabeledView
+from metaunsup.errors import CheckpointError
+from metaunsup.learners import MetaLearner
+from metaunsup.pretrain import net_embeddings, pretrain_contrastive
+
+__all__ = ["PARTITIONS_FILE", "PRETRAIN_FILE", "unsupervised_source"]
+
+log = logging.getLogger(__name__)
+
+PRETRAIN_FILE = "pretrain.safetensors"
+PARTITIONS_FILE = "partitions.safetensors"
+_PRETRAIN_KIND = "metaunsup-pretrain"
+
+
+def _augment(name: str, view: UnlabeledView) -> Augment:
+    if name == "auto":
+        return Augment.for_shape(view.example_shape, strong=True)
+    return Augment.preset(name)
+
+
+def pretrained_backbone(
+    cfg: RunConfig,
+    learner: MetaLearner,
+    view: UnlabeledView,
+    out_dir: Path,
+    device: torch.device,
+    progress: bool,
+) -> dict[str, Any]:
+    """Pre-train ``learner.net`` (or load the run's earlier pre-training); returns its record.
+
+    The record (``{"steps", "seconds", "final_loss"}``) is stored with the weights and in the
+    checkpoints' run description, so the card of a trained model says what pre-training cost.
+    """
+    u = cfg.unsupervised
+    assert u is not None
+    path = out_dir / PRETRAIN_FILE
+    settings = {
+        "steps": u.pretrain_steps,
+        "batch": u.pretrain_batch,
+        "lr": u.pretrain_lr,
+        "temperature": u.pretrain_temperature,
+        "augment": u.augment,
+        "seed": cfg.train.seed,
+        "net": learner.net.config(),
+    }
+    if path.exists():
+        tensors, meta = read_checkpoint(path)
+        if meta.get("kind") != _PRETRAIN_KIND or meta.get("settings") != settings:
+            raise CheckpointError(
+                f"{str(path)!r} holds a pre-training with other settings; delete it or use "
+                "another --out folder"
+            )
+        learner.net.load_state_dict(tensors)
+        log.info("pre-trained backbone loaded from %s", path)
+        return meta["record"]
+    start = time.perf_counter()
+    losses = pretrain_contrastive(
+        learner.net,
+        view,
+        steps=u.pretrain_steps,
+        batch_size=u.pretrain_batch,
+        temperature=u.pretrain_temperature,
+        augment=_augment(u.augment, view),
+        lr=u.pretrain_lr,
+        seed=cfg.train.seed,
+        device=device,
+        progress=progress,
+    )
+    record = {
+        "steps": u.pretrain_steps,
+        "seconds": round(time.perf_counter() - start, 2),
+        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+    }
+    save_checkpoint(
+        path,
+        learner.net.state_dict(),
+        {"kind": _PRETRAIN_KIND, "settings": settings, "record": record},
+    )
+    return record
+
+
+def unsupervised_source(
+    cfg: RunConfig,
+    learner: MetaLearner,
+    view: UnlabeledView,
+    out_dir: str | Path,
+    device: torch.device,
+    progress: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    """``(task source, record)`` for meta-training ``learner`` on ``view`` with no labels.
+
+    Pre-trains the learner's backbone in place when ``unsupervised.pretrain_steps > 0``.
+    ``record`` says what was done (pre-training time and loss, partition count).
+    """
+    from metaunsup.tasks.cactus import CactusTaskSource, cactus_partitions
+    from metaunsup.tasks.umtra import UmtraTaskSource
+
+    u, t = cfg.unsupervised, cfg.task
+    assert u is not None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"tasks": u.tasks}
+    if u.pretrain_steps > 0:
+        record["pretrain"] = pretrained_backbone(cfg, learner, view, out, device, progress)
+    if u.tasks == "umtra":
+        source = UmtraTaskSource(
+            view, t.n_way, t.n_query, augment=_augment(u.augment, view), seed=cfg.train.seed
+        )
+        return source, record
+    start = time.perf_counter()
+    if u.pretrain_steps > 0:
+        learner.net.eval()
+        z = net_embeddings(learner.net, view.float_x(), device=device)
+    else:
+        z = view.float_x().reshape(len(view), -1)
+    parts = cactus_partitions(
+        z,
+        u.partitions,
+        u.clusters,
+        seed=cfg.train.seed,
+        scale=u.scale,
+        fit_size=u.fit_size,
+        n_init=u.n_init,
+        device=device,
+        cache=out / PARTITIONS_FILE,
+        progress=progress,
+    )
+    log.info("CACTUs partitions ready in %.1f s", time.perf_counter() - start)
+    record["partitions"] = int(parts.shape[0])
+    clustering = t.kind == "clustering"
+    source = CactusTaskSource(
+        view,
+        parts,
+        t.n_way,
+        t.k_shot,
+        0 if clustering else t.n_query,
+        seed=cfg.train.seed,
+        shuffle=clustering,
+    )
+    return source, record
