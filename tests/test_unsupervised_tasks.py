@@ -346,3 +346,43 @@ def test_umtra_determinism_resume_and_errors():
         make(1).load_state_dict(state)
     with pytest.raises(ConfigError):
         UmtraTaskSource(view, n_way=2, augment="strong")  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- spectral graph
+
+
+def test_knn_indices_match_a_brute_force_search():
+    from metaunsup.tasks.graph import knn_indices
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(300, 5, generator=g)
+    got = knn_indices(z, 7)
+    u = torch.nn.functional.normalize(z, dim=1)
+    sim = u @ u.T
+    sim.fill_diagonal_(-float("inf"))
+    want = sim.topk(7, dim=1).indices
+    assert torch.equal(got, want)
+
+
+def test_spectral_embedding_separates_what_kmeans_cannot():
+    """Two concentric rings (around a common offset so cosine geometry sees them as arcs):
+    k-means on the points splits them wrongly, k-means on the spectral embedding of the
+    neighbour graph recovers the rings exactly; the embedding is deterministic."""
+    from metaunsup.cluster import kmeans
+    from metaunsup.metrics import clustering_accuracy
+    from metaunsup.tasks.graph import spectral_embedding
+
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(400, generator=g) * 2 * torch.pi
+    radius = torch.where(torch.arange(400) < 200, 1.0, 3.0)
+    points = torch.stack([radius * t.cos(), radius * t.sin()], 1)
+    points = points + 0.05 * torch.randn(400, 2, generator=g)
+    z = torch.cat([points, torch.full((400, 1), 10.0)], 1)  # cosine ~ euclidean on the plane
+    truth = (torch.arange(400) >= 200).long()[None]
+    raw = kmeans(points[None], 2, n_init=10, seed=0).labels
+    emb = spectral_embedding(z, 2, n_neighbors=8)
+    assert emb.shape == (400, 2) and torch.allclose(emb.norm(dim=1), torch.ones(400))
+    spectral = kmeans(emb[None], 2, n_init=10, seed=0).labels
+    assert clustering_accuracy(truth, raw).item() < 0.75
+    assert clustering_accuracy(truth, spectral).item() == 1.0
+    assert torch.equal(emb, spectral_embedding(z, 2, n_neighbors=8))

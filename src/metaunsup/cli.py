@@ -291,6 +291,85 @@ def demo(out: str, tasks: int, seed: int, threads: int | None, quiet: bool) -> N
         click.echo(f"wrote {report['files']['figure']}")
 
 
+@cli.command()
+@click.argument("name", type=click.Choice(["mnist-clustering"]))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="docs/results",
+    show_default=True,
+    help="Folder for the results page, its figures and JSON.",
+)
+@click.option(
+    "--configs",
+    "configs_dir",
+    type=click.Path(file_okay=False),
+    default="configs",
+    show_default=True,
+    help="Folder of the models' TOML configs.",
+)
+@click.option(
+    "--runs",
+    "runs_dir",
+    type=click.Path(file_okay=False),
+    default="runs",
+    show_default=True,
+    help="Folder of the training runs (trained here if missing).",
+)
+@click.option("--no-train", is_flag=True, help="Fail instead of training a missing model.")
+@click.option("--tasks", type=POSITIVE, default=1000, show_default=True, help="Test tasks.")
+@click.option(
+    "--curve-tasks",
+    type=POSITIVE,
+    default=300,
+    show_default=True,
+    help="Tasks of the convergence curves (the first of the test tasks).",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the datasets.")
+@click.option("--threads", type=POSITIVE, help="torch threads (default: torch's choice).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def experiment(
+    name: str,
+    out: str,
+    configs_dir: str,
+    runs_dir: str,
+    no_train: bool,
+    tasks: int,
+    curve_tasks: int,
+    seed: int,
+    data_dir: str | None,
+    threads: int | None,
+    quiet: bool,
+) -> None:
+    """Run a reference experiment end to end (train or load, evaluate, write the results page).
+
+    mnist-clustering: protocol A on MNIST 10 × 20 test tasks; the unsupervised and cross-domain
+    Meta-K-means models against K-means, scikit-learn K-means, PCA + K-means, a GMM and the
+    network without meta-training, with convergence curves.
+    """
+    from metaunsup.experiment import run_mnist_clustering
+
+    _set_threads(threads)
+    echo = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    with _progress(tasks, "mnist/test", quiet) as update:
+        report = run_mnist_clustering(
+            out,
+            configs_dir=configs_dir,
+            runs_dir=runs_dir,
+            tasks=tasks,
+            curve_tasks=curve_tasks,
+            seed=seed,
+            train=not no_train,
+            data_root=data_dir,
+            progress=not quiet and sys.stderr.isatty(),
+            echo=echo,
+            update=update,
+        )
+    _print_report(report)
+    click.echo(f"wrote {Path(out) / 'mnist_fewshot_clustering.md'}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     return _run(cli, argv)

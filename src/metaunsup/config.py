@@ -113,6 +113,10 @@ class UnsupervisedConfig:
     ``partitions``, ``clusters``, ``scale``, ``n_init``, ``fit_size``:
         CACTUs: partitions of ``clusters`` k-means clusters each, random per-dimension scaling,
         restarts and subsample size of each fit (:func:`~metaunsup.tasks.cactus_partitions`).
+    ``spectral_dims``, ``neighbors``:
+        When ``spectral_dims > 0``, CACTUs clusters the spectral embedding (that many
+        eigenvectors) of the ``neighbors``-nearest-neighbour graph of the features instead of
+        the features themselves (:func:`~metaunsup.tasks.graph.spectral_embedding`).
     """
 
     tasks: str = "cactus"
@@ -126,6 +130,8 @@ class UnsupervisedConfig:
     scale: bool = False
     n_init: int = 10
     fit_size: int = 10000
+    spectral_dims: int = 0
+    neighbors: int = 10
 
 
 @dataclass(frozen=True)
@@ -219,9 +225,11 @@ def _validate(cfg: RunConfig) -> RunConfig:
         if u.tasks not in UNSUPERVISED_TASKS:
             choices = ", ".join(UNSUPERVISED_TASKS)
             raise ConfigError(f"unsupervised.tasks must be one of {choices}, got {u.tasks!r}")
-        for name in ("pretrain_batch", "partitions", "clusters", "n_init", "fit_size"):
+        for name in ("pretrain_batch", "partitions", "clusters", "n_init", "fit_size", "neighbors"):
             if getattr(u, name) < 1:
                 raise ConfigError(f"unsupervised.{name} must be at least 1, got {getattr(u, name)}")
+        if u.spectral_dims < 0:
+            raise ConfigError(f"unsupervised.spectral_dims must be >= 0, got {u.spectral_dims}")
         if u.pretrain_steps < 0:
             raise ConfigError(f"unsupervised.pretrain_steps must be >= 0, got {u.pretrain_steps}")
         if not (u.pretrain_lr > 0 and u.pretrain_temperature > 0):

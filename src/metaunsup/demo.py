@@ -27,8 +27,9 @@ import torch
 from metaunsup import data
 from metaunsup.checkpoint import read_checkpoint
 from metaunsup.config import RunConfig, config_from_dict
-from metaunsup.convergence import CurvePoint, kmeans_curve, learner_curve
+from metaunsup.convergence import kmeans_curve, learner_curve
 from metaunsup.evaluate import ClusteringMethod, evaluate_clustering, resolve_methods
+from metaunsup.figures import plot_curves
 from metaunsup.fileio import atomic_write_json
 
 __all__ = ["DEMO_CONFIG", "run_demo"]
@@ -42,9 +43,11 @@ DEMO_CONFIG: dict[str, Any] = {
         "tasks": "cactus",
         "pretrain_steps": 500,
         "pretrain_batch": 256,
-        "partitions": 20,
+        "partitions": 5,
         "clusters": 10,
         "n_init": 10,
+        "spectral_dims": 10,
+        "neighbors": 10,
     },
     "learner": {
         "name": "meta_kmeans",
@@ -133,46 +136,11 @@ def run_demo(
         "kmeans (Lloyd iterations)": [p.to_json() for p in km_curve],
     }
     atomic_write_json(out / "results.json", report)
-    figure = plot_convergence(report["curves"], out / "convergence.png")
+    figure = plot_curves(
+        report["curves"],
+        out / "convergence.png",
+        title="digits/test, 10 × 20 clustering tasks",
+        step_label="adaptation steps (soft k-means / Lloyd iterations)",
+    )
     report["files"] = {"results": str(out / "results.json"), "figure": figure}
     return report
-
-
-def plot_convergence(curves: dict[str, list[dict[str, float]]], path: Path) -> str | None:
-    """Accuracy against steps and against ms/task, one line per curve; ``None`` without
-    matplotlib (the figure is then skipped, the JSON holds the numbers)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-    except ImportError:  # pragma: no cover - matplotlib is a dependency
-        return None
-    from metaunsup.fileio import atomic_write_bytes
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, points in curves.items():
-        pts = [CurvePoint(**p) for p in points]
-        steps = [p.steps for p in pts]
-        acc = [p.acc for p in pts]
-        ci = [p.acc_ci95 for p in pts]
-        left.errorbar(steps, acc, yerr=ci, marker="o", capsize=3, label=name)
-        right.plot([p.ms_per_task for p in pts], acc, marker="o", label=name)
-    left.set_xscale("symlog", linthresh=1)
-    left.set_xlabel("adaptation steps (soft k-means / Lloyd iterations)")
-    right.set_xscale("log")
-    right.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    right.set_xlabel("milliseconds per task")
-    for ax in (left, right):
-        ax.set_ylabel("clustering accuracy")
-        ax.grid(alpha=0.3)
-    left.legend(fontsize=8)
-    fig.suptitle("digits/test, 10 × 20 clustering tasks")
-    fig.tight_layout()
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return str(atomic_write_bytes(path, buffer.getvalue()))

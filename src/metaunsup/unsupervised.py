@@ -6,7 +6,8 @@
    (:func:`metaunsup.pretrain.pretrain_contrastive`), saved as ``pretrain.safetensors`` in the
    run folder so that a resumed run does not redo it;
 2. ``"cactus"``: k-means partitions of the pre-trained features (of the pixels without
-   pre-training), cached as ``partitions.safetensors``, and a
+   pre-training; or of the spectral embedding of their nearest-neighbour graph when
+   ``spectral_dims > 0``), cached as ``partitions.safetensors``, and a
    :class:`~metaunsup.tasks.cactus.CactusTaskSource` (clustering layout for clustering runs);
    ``"umtra"``: a :class:`~metaunsup.tasks.umtra.UmtraTaskSource`.
 
@@ -141,6 +142,10 @@ def unsupervised_source(
         z = net_embeddings(learner.net, view.float_x(), device=device)
     else:
         z = view.float_x().reshape(len(view), -1)
+    if u.spectral_dims > 0:
+        from metaunsup.tasks.graph import spectral_embedding
+
+        z = spectral_embedding(z, u.spectral_dims, u.neighbors)
     parts = cactus_partitions(
         z,
         u.partitions,
