@@ -19,8 +19,8 @@ demo: setup
 	$(BIN)/metaunsup demo
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 test: setup lint
 	METAUNSUP_DATA=$${METAUNSUP_DATA:-$(abspath ../shared/datasets)} $(BIN)/python -m pytest -q

@@ -130,7 +130,7 @@ def run_mnist_clustering(
     ``dataset`` names the test data (``"mnist"``; the tests run the same code on digits).
     """
     from metaunsup.runs import _fresh_learner, load_learner
-    from metaunsup.train import LAST
+    from metaunsup.train import BEST
     from metaunsup.unsupervised import PRETRAIN_FILE
 
     out = Path(out_dir)
@@ -144,7 +144,7 @@ def run_mnist_clustering(
     training: dict[str, Any] = {}
     methods = list(resolve_methods(BASELINES))
     for spec, (cfg, run_dir, record) in zip(MNIST_MODELS, trained, strict=True):
-        learner = load_learner(run_dir / LAST)
+        learner = load_learner(run_dir / BEST)  # the validated best (the last without validation)
         models.append((spec, learner))
         training[spec.label] = record
         if spec.track == "unsup":

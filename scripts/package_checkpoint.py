@@ -1,0 +1,76 @@
+"""Ship a trained run as a packaged checkpoint: ``src/metaunsup/checkpoints/NAME.safetensors``
+plus a JSON card ``NAME.json`` saying how it was made and what it scores.
+
+    python scripts/package_checkpoint.py RUN_DIR NAME --command "metaunsup train ..." \
+        --evaluation results.json [--evaluation more.json ...]
+
+The weights are the run's ``best.safetensors`` (model only, no optimiser state). The card holds
+the run config, the data it saw, the training command and times (pre-training and
+meta-training, read from the run), the date, and the evaluation reports given (each made with
+``metaunsup evaluate --checkpoint NAME ... --json FILE``), with the command that reproduces
+each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+from metaunsup.checkpoint import read_checkpoint
+from metaunsup.fileio import atomic_write_json
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "metaunsup" / "checkpoints"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("name")
+    parser.add_argument("--command", required=True, help="the training command of the run")
+    parser.add_argument("--evaluation", type=Path, action="append", default=[])
+    parser.add_argument("--evaluation-command", action="append", default=[])
+    args = parser.parse_args()
+
+    source = args.run_dir / "best.safetensors"
+    _, meta = read_checkpoint(source)  # validates the file
+    _, last = read_checkpoint(args.run_dir / "last.safetensors")
+    run = meta.get("run", {})
+    unsup = run.get("unsupervised_record") or {}
+    pre = unsup.get("pretrain") or {}
+    evaluations = []
+    for i, path in enumerate(args.evaluation):
+        report = json.loads(path.read_text())
+        command = args.evaluation_command[i] if i < len(args.evaluation_command) else None
+        evaluations.append({"command": command, "report": report})
+    card = {
+        "name": args.name,
+        "learner": meta["learner"]["name"],
+        "input_shape": meta["learner"]["net"].get("image_size")
+        or meta["learner"]["net"].get("in_features"),
+        "data": {
+            "dataset": run.get("data", {}).get("dataset"),
+            "split": run.get("data", {}).get("split"),
+            "labels_used": "none" if run.get("unsupervised") else "training labels",
+        },
+        "config": run,
+        "command": args.command,
+        "training_seconds": {
+            "pretraining": pre.get("seconds", 0.0),
+            "meta_training": round(float(last.get("seconds", 0.0)), 1),
+        },
+        "steps": last.get("step"),
+        "packaged": dt.date.today().isoformat(),
+        "evaluations": evaluations,
+    }
+    PACKAGE.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, PACKAGE / f"{args.name}.safetensors")
+    atomic_write_json(PACKAGE / f"{args.name}.json", card)
+    size = (PACKAGE / f"{args.name}.safetensors").stat().st_size
+    print(f"packaged {args.name}: {size / 1024:.0f} KiB, card {PACKAGE / f'{args.name}.json'}")
+
+
+if __name__ == "__main__":
+    main()
