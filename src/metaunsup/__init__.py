@@ -16,11 +16,22 @@ from metaunsup.errors import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    """``metaunsup.MetaKMeans`` without importing torch and scikit-learn at ``import metaunsup``."""
+    if name == "MetaKMeans":
+        from metaunsup.estimator import MetaKMeans
+
+        return MetaKMeans
+    raise AttributeError(f"module 'metaunsup' has no attribute {name!r}")
+
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
     "LabelAccessError",
+    "MetaKMeans",
     "MetaUnsupError",
     "__version__",
 ]

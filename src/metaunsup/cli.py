@@ -291,6 +291,11 @@ def demo(out: str, tasks: int, seed: int, threads: int | None, quiet: bool) -> N
         click.echo(f"wrote {report['files']['figure']}")
 
 
+from metaunsup.commands import register_commands  # noqa: E402
+
+register_commands(cli)
+
+
 @cli.command()
 @click.argument("name", type=click.Choice(["mnist-clustering"]))
 @click.option(

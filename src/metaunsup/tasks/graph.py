@@ -27,24 +27,37 @@ import torch
 from metaunsup.errors import DataError
 from metaunsup.tasks._checks import check_int
 
-__all__ = ["knn_indices", "spectral_embedding"]
+__all__ = ["METRICS", "knn_indices", "spectral_embedding"]
+
+#: Neighbourhoods :func:`knn_indices` can use.
+METRICS = ("cosine", "euclidean")
 
 #: Elements of the largest temporary similarity block.
 _BLOCK_ELEMENTS = 1 << 26
 
 
-def knn_indices(z: torch.Tensor, n_neighbors: int) -> torch.Tensor:
-    """``int64 [n, n_neighbors]`` the nearest other rows of ``z`` ``[n, d]`` by cosine
-    similarity (most similar first)."""
+def knn_indices(z: torch.Tensor, n_neighbors: int, metric: str = "cosine") -> torch.Tensor:
+    """``int64 [n, n_neighbors]`` the nearest other rows of ``z`` ``[n, d]`` (most similar
+    first), by cosine similarity (``metric="cosine"``) or Euclidean distance
+    (``metric="euclidean"``: for tables whose rows' lengths matter, e.g. centred data in few
+    dimensions, where the angle alone says little)."""
     if z.dim() != 2 or z.shape[0] < 2:
         raise DataError(f"need embeddings [n >= 2, d], got shape {tuple(z.shape)}")
+    if metric not in METRICS:
+        raise DataError(f"unknown metric {metric!r}; choose one of {METRICS}")
     n = z.shape[0]
     n_neighbors = check_int("n_neighbors", n_neighbors, 1, n - 1)
-    u = torch.nn.functional.normalize(z.to(torch.float32), dim=1)
+    u = z.to(torch.float32)
+    if metric == "cosine":
+        u = torch.nn.functional.normalize(u, dim=1)
+    else:
+        half_sq = 0.5 * (u * u).sum(1)  # ranking by u_i·u_j - |u_j|²/2 is ranking by -|u_i - u_j|²
     step = max(1, _BLOCK_ELEMENTS // n)
     out = torch.empty(n, n_neighbors, dtype=torch.int64)
     for s in range(0, n, step):
         sim = u[s : s + step] @ u.T
+        if metric == "euclidean":
+            sim -= half_sq
         rows = torch.arange(sim.shape[0])
         sim[rows, rows + s] = -torch.inf  # not its own neighbour
         out[s : s + step] = sim.topk(n_neighbors, dim=1).indices
@@ -57,9 +70,11 @@ def spectral_embedding(
     n_neighbors: int = 10,
     regularization: float = 0.01,
     tol: float = 1e-6,
+    metric: str = "cosine",
 ) -> torch.Tensor:
     """``float32 [n, n_components]`` unit-length rows: the normalised spectral embedding of
-    the symmetrised ``n_neighbors``-nearest-neighbour graph of ``z`` ``[n, d]``.
+    the symmetrised ``n_neighbors``-nearest-neighbour graph of ``z`` ``[n, d]`` (neighbours by
+    ``metric``, see :func:`knn_indices`).
 
     ``regularization`` ``ρ`` adds a weak edge of weight ``ρ · mean degree / n`` between every
     pair of points (regularised spectral clustering, Amini et al., Ann. Statist. 2013), applied
@@ -70,7 +85,7 @@ def spectral_embedding(
     from scipy import sparse
     from scipy.sparse.linalg import LinearOperator, eigsh
 
-    idx = knn_indices(z, n_neighbors)
+    idx = knn_indices(z, n_neighbors, metric)
     n = idx.shape[0]
     n_components = check_int("n_components", n_components, 1, n - 1)
     if not regularization >= 0:

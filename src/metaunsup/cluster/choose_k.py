@@ -1,0 +1,130 @@
+"""Choosing the number of clusters: the k whose k-means partition has the highest silhouette.
+
+For each ``k`` in ``k_min..k_max`` the points are clustered by k-means (k-means++, a few
+restarts, :func:`~metaunsup.cluster.kmeans`) and the partition is scored by its mean silhouette
+coefficient (Rousseeuw, "Silhouettes: a graphical aid to the interpretation and validation of
+cluster analysis", J. Comput. Appl. Math. 20, 1987): for each point, ``(b - a) / max(a, b)``
+with ``a`` its mean distance to the other points of its cluster and ``b`` the mean distance to
+the points of the nearest other cluster. The silhouette prefers compact, well-separated
+clusters and, unlike the inertia, does not improve just because ``k`` grows. The ``k`` with the
+highest mean wins (the smaller ``k`` on a tie).
+
+Above ``sample_size`` points the silhouette is computed on a seeded random sample of them
+(its cost grows with the square of the points). The silhouette is undefined for ``k = 1``, so
+this rule never answers "one cluster"; it needs at least 3 points.
+
+Measured on scikit-learn's 1797 digits (64 pixel features, 10 classes), ``k`` in ``2..15``: on
+the pixels the silhouette peaks at ``k = 9`` (0.189; ``k = 13`` 0.187, ``k = 10`` 0.182), 1.6 s on
+one CPU thread; ``docs/cluster.md`` has the numbers in a learned embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from metaunsup.cluster.kmeans import kmeans
+from metaunsup.errors import ConfigError
+
+__all__ = ["KChoice", "choose_k"]
+
+
+@dataclass(frozen=True)
+class KChoice:
+    """The chosen number of clusters and the evidence for it.
+
+    Attributes
+    ----------
+    k:
+        The chosen number of clusters.
+    scores:
+        Mean silhouette of the k-means partition for each ``k`` tried (higher is better).
+    method:
+        ``"silhouette"``.
+    """
+
+    k: int
+    scores: dict[int, float]
+    method: str = "silhouette"
+
+    @property
+    def reason(self) -> str:
+        """One line saying why ``k`` was chosen, e.g. for a command-line summary."""
+        ks = sorted(self.scores)
+        text = (
+            f"k={self.k} has the highest mean silhouette ({self.scores[self.k]:.3f}) of "
+            f"k={ks[0]}..{ks[-1]}"
+        )
+        others = sorted((k for k in ks if k != self.k), key=lambda k: -self.scores[k])
+        if others:
+            text += f"; next best k={others[0]} ({self.scores[others[0]]:.3f})"
+        return text
+
+
+def _silhouette(x: np.ndarray, labels: np.ndarray, sample_size: int, seed: int) -> float:
+    from sklearn.metrics import silhouette_score
+
+    if len(np.unique(labels)) < 2:
+        return -1.0  # all points in one cluster (duplicates): the worst possible score
+    size = sample_size if x.shape[0] > sample_size else None
+    return float(silhouette_score(x, labels, sample_size=size, random_state=seed))
+
+
+def choose_k(
+    x: torch.Tensor | np.ndarray,
+    k_min: int = 2,
+    k_max: int = 15,
+    *,
+    n_init: int = 4,
+    seed: int = 0,
+    sample_size: int = 2000,
+) -> KChoice:
+    """The ``k`` in ``k_min..k_max`` whose k-means partition of ``x`` has the best silhouette.
+
+    Parameters
+    ----------
+    x:
+        ``[n, d]`` points (e.g. an embedding), ``n >= 3``.
+    k_min, k_max:
+        The range tried; ``k_max`` is lowered to ``n - 1`` (the silhouette needs a cluster with
+        two points), ``k_min`` must be at least 2.
+    n_init:
+        k-means restarts per ``k``.
+    seed:
+        Seeds k-means and the silhouette's sample.
+    sample_size:
+        Most points the silhouette is computed on.
+
+    Returns
+    -------
+    KChoice
+        ``k``, the score of every ``k`` tried, and :attr:`KChoice.reason`.
+
+    Example
+    -------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> blobs = torch.randn(90, 2, generator=g) + 8 * torch.arange(3.0).repeat(30)[:, None]
+    >>> choose_k(blobs, 2, 6).k
+    3
+    """
+    z = torch.as_tensor(x).detach().to(torch.float64).cpu()
+    if z.dim() != 2:
+        raise ConfigError(f"choose_k needs points [n, d], got shape {tuple(z.shape)}")
+    n = z.shape[0]
+    if isinstance(k_min, bool) or not isinstance(k_min, int) or k_min < 2:
+        raise ConfigError(f"k_min must be an integer >= 2 (the silhouette needs 2), got {k_min!r}")
+    if isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < k_min:
+        raise ConfigError(f"k_max must be an integer >= k_min={k_min}, got {k_max!r}")
+    if n < 3:
+        raise ConfigError(f"choosing k needs at least 3 examples, got {n}; give k yourself")
+    k_max = min(k_max, n - 1)
+    k_min = min(k_min, k_max)
+    points = z.numpy()
+    scores: dict[int, float] = {}
+    for k in range(k_min, k_max + 1):
+        labels = kmeans(z, k, n_init=n_init, seed=seed).labels.numpy()
+        scores[k] = _silhouette(points, labels, sample_size, seed)
+    best = max(scores, key=lambda k: (scores[k], -k))
+    return KChoice(k=best, scores=scores)
