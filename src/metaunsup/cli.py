@@ -181,6 +181,24 @@ def _print_report(report: dict) -> None:
     click.echo(results_table(report))
 
 
+def _train_summary(name: str, val_metric: str, result, out_dir: Path) -> dict:
+    """The machine-readable summary ``metaunsup train --json`` prints."""
+    validated = math.isfinite(result.best_metric)
+    return {
+        "name": name,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 3),
+        "val_metric": val_metric if validated else None,
+        "best_metric": result.best_metric if validated else None,
+        "best_step": result.best_step,
+        "last_metrics": result.last_metrics,
+        "checkpoints": {
+            "best": str(out_dir / "best.safetensors"),
+            "last": str(out_dir / "last.safetensors"),
+        },
+    }
+
+
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/NAME).")
@@ -190,7 +208,14 @@ def _print_report(report: dict) -> None:
 @click.option("--device", help="Override train.device (cpu, cuda, cuda:1).")
 @click.option("--threads", type=POSITIVE, help="Override train.threads.")
 @click.option("--data-dir", type=click.Path(), help="Override data.root.")
+@click.option(
+    "--tensorboard",
+    "tensorboard_dir",
+    type=click.Path(file_okay=False),
+    help="Also log the training to TensorBoard event files in this folder.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def train(
     config: str,
     out: str | None,
@@ -200,7 +225,9 @@ def train(
     device: str | None,
     threads: int | None,
     data_dir: str | None,
+    tensorboard_dir: str | None,
     quiet: bool,
+    as_json: bool,
 ) -> None:
     """Meta-train the run described by the TOML file CONFIG."""
     from metaunsup.config import load_config
@@ -219,7 +246,10 @@ def train(
     }
     cfg = load_config(config, overrides)
     out_dir = Path(out) if out else Path("runs") / cfg.name
-    result = train_run(cfg, out_dir, resume=resume, progress=not quiet)
+    result = train_run(cfg, out_dir, resume=resume, progress=not quiet, tensorboard=tensorboard_dir)
+    if as_json:
+        click.echo(json.dumps(_train_summary(cfg.name, cfg.train.val_metric, result, out_dir)))
+        return
     summary = f"trained {cfg.name}: {result.steps} steps in {result.seconds:.1f} s"
     if math.isfinite(result.best_metric):
         summary += f"; best {cfg.train.val_metric} {result.best_metric:.4f} at step "

@@ -7,9 +7,10 @@ network comes from
 * a trained checkpoint (``checkpoint="digits"``, ``"mnist"`` or a ``.safetensors`` path) of a
   clustering learner (Meta-K-means or Clustering-MAML, :mod:`metaunsup.learners`), whose input
   shape the data must match; or
-* with ``checkpoint=None``, meta-training on the data itself: pseudo-tasks from k-means
-  partitions of random feature subsets (STUNT-style, :mod:`metaunsup.self_train`), so it works
-  on any table of numbers.
+* with ``checkpoint=None``, meta-training on the data itself: pseudo-tasks cut from spectral
+  partitions of the rows' neighbourhood graphs (or, on small data, k-means partitions of
+  random feature subsets, STUNT-style; :mod:`metaunsup.self_train`), so it works on any table
+  of numbers.
 
 Shapes: ``X`` is ``[n, d]`` (a table or flattened images), ``[n, H, W]`` (grey images) or
 ``[n, C, H, W]``; ``transform`` returns the embedding ``[n, D]``; ``cluster_centers_`` are

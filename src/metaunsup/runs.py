@@ -177,9 +177,15 @@ def make_validator(
 
 
 def train_run(
-    cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    tensorboard: str | Path | None = None,
 ) -> TrainResult:
-    """Meta-train the run described by ``cfg`` into ``out_dir`` (``--resume`` continues)."""
+    """Meta-train the run described by ``cfg`` into ``out_dir`` (``--resume`` continues;
+    ``tensorboard``: a folder for TensorBoard event files of the training log)."""
     t, tr = cfg.task, cfg.train
     kinds = task_kinds(cfg.learner["name"])
     if cfg.learner["name"] in LEARNERS and t.kind not in kinds:
@@ -220,6 +226,7 @@ def train_run(
         run_config=run_config,
         device=device,
         progress=progress,
+        tensorboard=tensorboard,
     )
     return trainer.fit(resume=resume)
 

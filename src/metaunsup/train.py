@@ -87,6 +87,11 @@ class Trainer:
         ``settings.val_metric`` (higher is better) picks the best checkpoint.
     run_config:
         JSON-serialisable description of the run, stored in every checkpoint.
+    progress:
+        Show a progress bar (with ETA and the running metrics) when stderr is a terminal.
+    tensorboard:
+        Optional folder for TensorBoard event files of the same records as the JSONL log
+        (:class:`~metaunsup.tensorboard_log.TensorBoardLog`; needs the ``tensorboard`` package).
     """
 
     def __init__(
@@ -100,6 +105,7 @@ class Trainer:
         run_config: dict[str, Any] | None = None,
         device: str | torch.device = "cpu",
         progress: bool = True,
+        tensorboard: str | Path | None = None,
     ) -> None:
         self.learner = learner.to(device)
         self.source = source
@@ -109,6 +115,8 @@ class Trainer:
         self.run_config = run_config or {}
         self.device = torch.device(device)
         self.progress = progress
+        self.tensorboard = tensorboard
+        self._tb = None
         self.optimizer = self._make_optimizer()
         self.step = 0
         self.best_metric = -math.inf
@@ -139,6 +147,10 @@ class Trainer:
         else:
             (self.out_dir / LOG).write_text("")
         metrics: dict[str, float] = {}
+        if self.tensorboard is not None:
+            from metaunsup.tensorboard_log import TensorBoardLog
+
+            self._tb = TensorBoardLog(self.tensorboard, first_step=self.step)
         bar = self._bar()
         log_file = (self.out_dir / LOG).open("a", encoding="utf-8")
         try:
@@ -150,8 +162,7 @@ class Trainer:
                 if self.step % self.settings.log_every == 0 or self.step == self.settings.steps:
                     record = {"step": self.step, "lr": self._lr_at(self.step - 1), **metrics}
                     record["seconds"] = round(self.seconds, 4)
-                    log_file.write(json.dumps(record) + "\n")
-                    log_file.flush()
+                    self._record(record, log_file)
                 if self.validate is not None and (
                     self.step % self.settings.val_every == 0 or self.step == self.settings.steps
                 ):
@@ -165,6 +176,9 @@ class Trainer:
                     bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
         finally:
             log_file.close()
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
             if bar is not None:
                 bar.close()
         if self.validate is None:
@@ -197,6 +211,13 @@ class Trainer:
         self.optimizer.step()
         return {"loss": float(loss.detach()), **{k: float(v) for k, v in metrics.items()}}
 
+    def _record(self, record: dict[str, Any], log_file) -> None:
+        """Append ``record`` to the JSONL log (and to TensorBoard when asked for)."""
+        log_file.write(json.dumps(record) + "\n")
+        log_file.flush()
+        if self._tb is not None:
+            self._tb.write(record)
+
     def _validate(self, log_file) -> None:
         self.learner.eval()
         scores = self.validate(self.learner)
@@ -205,9 +226,7 @@ class Trainer:
         if improved:
             self.best_metric, self.best_step = metric, self.step
             self.save(self.out_dir / BEST, training=False)
-        record = {"step": self.step, "val": scores, "best": improved}
-        log_file.write(json.dumps(record) + "\n")
-        log_file.flush()
+        self._record({"step": self.step, "val": scores, "best": improved}, log_file)
         log.info(
             "step %d: validation %s (best %.4f at %d)",
             self.step,
