@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,29 @@ def test_pretraining_with_other_settings_in_the_folder_is_refused(tmp_path):
     raw["unsupervised"]["pretrain_steps"] = 4
     with pytest.raises(Exception, match="pre-training with other settings"):
         train_run(config_from_dict(raw), tmp_path, resume=True, progress=False)
+
+
+def test_learners_with_and_without_a_head_share_a_pretraining(tmp_path):
+    """A ProtoNet run's cached pre-training is exactly what a MAML run (whose backbone has a
+    classification head) would compute, so a copy of it is reused as is."""
+    raw = run_config("cactus-protonet")
+    raw["unsupervised"] = dict(UNSUP)  # with pre-training, like cactus-maml
+    protonet = config_from_dict(raw)
+    train_run(protonet, tmp_path / "protonet", progress=False)
+    maml = config_from_dict(run_config("cactus-maml"))
+    train_run(maml, tmp_path / "maml", progress=False)
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    shutil.copy(tmp_path / "protonet" / PRETRAIN_FILE, copied / PRETRAIN_FILE)
+    train_run(maml, copied, progress=False)
+    a, _ = read_checkpoint(tmp_path / "maml" / PRETRAIN_FILE)
+    b, _ = read_checkpoint(tmp_path / "protonet" / PRETRAIN_FILE)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for run in ("maml", "copied"):
+        assert not any("head" in k for k in read_checkpoint(tmp_path / run / PRETRAIN_FILE)[0])
+    x, _ = read_checkpoint(tmp_path / "maml" / "last.safetensors")
+    y, _ = read_checkpoint(copied / "last.safetensors")
+    assert all(torch.equal(x[k], y[k]) for k in x if k.startswith("model."))
 
 
 def test_pretraining_makes_augmented_copies_agree():

@@ -70,8 +70,11 @@ def pretrained_backbone(
         "temperature": u.pretrain_temperature,
         "augment": u.augment,
         "seed": cfg.train.seed,
-        "net": learner.net.config(),
+        # the backbone that is pre-trained: a classification head is neither trained nor saved,
+        # so learners with and without one (MAML, ProtoNets) share a pre-training
+        "net": {**learner.net.config(), "n_way": None},
     }
+    head = set(learner.net.head_names)
     if path.exists():
         tensors, meta = read_checkpoint(path)
         if meta.get("kind") != _PRETRAIN_KIND or meta.get("settings") != settings:
@@ -79,7 +82,12 @@ def pretrained_backbone(
                 f"{str(path)!r} holds a pre-training with other settings; delete it or use "
                 "another --out folder"
             )
-        learner.net.load_state_dict(tensors)
+        missing, unexpected = learner.net.load_state_dict(tensors, strict=False)
+        if unexpected or set(missing) - head:
+            raise CheckpointError(
+                f"{str(path)!r} does not hold this backbone's weights (missing "
+                f"{sorted(set(missing) - head)}, unexpected {sorted(unexpected)})"
+            )
         log.info("pre-trained backbone loaded from %s", path)
         return meta["record"]
     start = time.perf_counter()
@@ -102,7 +110,7 @@ def pretrained_backbone(
     }
     save_checkpoint(
         path,
-        learner.net.state_dict(),
+        {k: v for k, v in learner.net.state_dict().items() if k not in head},
         {"kind": _PRETRAIN_KIND, "settings": settings, "record": record},
     )
     return record
