@@ -10,15 +10,20 @@ A clustering model meta-trained on the *background* alphabets (e.g.
   (:func:`metaunsup.cluster.choose_k.choose_k`) — then the model clusters with it. The mean
   absolute error of the chosen k is reported.
 
-K-means on the pixels with k known runs beside it on the same alphabets. Scores: Hungarian
-accuracy (unmatched clusters or characters score nothing), NMI; the mean over the 20 alphabets.
+``--assign`` says how the model's embedding is clustered: ``model`` (the clustering learner's
+own ``cluster``: its soft k-means / fine-tuning), ``kmeans`` (k-means, 10 restarts) or
+``spectral`` (:func:`metaunsup.cluster.spectral_clustering`, ``--neighbors`` nearest
+neighbours); ``kmeans`` and ``spectral`` also take embedding-only checkpoints (Prototypical
+Networks). K-means on the pixels with k known runs beside it on the same alphabets.
+Scores: Hungarian accuracy (unmatched clusters or characters score nothing), NMI; the mean
+over the 20 alphabets.
 Published anchors (learning-to-cluster, Hsu et al. 2018/2019): KCL 82.4 / MCL 85.7 with k known,
 75.0 / 82.5 with k unknown.
 
 Run: ``.venv/bin/python benchmarks/omniglot_alphabets.py --checkpoint
 runs/omniglot-xdomain-meta-kmeans/best.safetensors`` (``--root`` or ``$METAUNSUP_DATA`` for
-the data); prints a markdown table and writes ``docs/results/omniglot_alphabets.json`` and
-``.md``.
+the data); prints a markdown table and writes ``docs/results/NAME.json`` and ``.md``
+(``--name``, default ``omniglot_alphabets``).
 """
 
 from __future__ import annotations
@@ -32,13 +37,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metaunsup.cluster import kmeans
+from metaunsup.cluster import kmeans, spectral_clustering
 from metaunsup.cluster.choose_k import choose_k
 from metaunsup.data import load
 from metaunsup.metrics import clustering_accuracy, nmi
+from metaunsup.pretrain import net_embeddings
 from metaunsup.runs import load_learner
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results"
+ASSIGN = ("model", "kmeans", "spectral")
+
+
+def embed(learner: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``[n, D]`` embedding of one alphabet ``x`` ``[1, n, C, H, W]`` by the model."""
+    if hasattr(learner, "embed"):
+        return learner.embed(learner.meta_params(False), x)[0]
+    return net_embeddings(learner.net, x[0])
+
+
+def assign(
+    learner: torch.nn.Module, how: str, x: torch.Tensor, z: torch.Tensor, k: int, args
+) -> torch.Tensor:
+    """``[1, n]`` labels of the alphabet: the learner's own clustering, or one of ``z``."""
+    if how == "model":
+        return learner.cluster(x, k, seed=args.seed)
+    if how == "kmeans":
+        return kmeans(z[None].double(), k, n_init=10, seed=args.seed).labels
+    return spectral_clustering(z[None], k, n_neighbors=args.neighbors, seed=args.seed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,12 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k-max", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--assign", choices=ASSIGN, default="model")
+    parser.add_argument("--neighbors", type=int, default=10, help="of --assign spectral")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--name", default="omniglot_alphabets", help="of the JSON and page")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     ds = load("omniglot", "evaluation", root=args.root)
-    learner = load_learner(args.checkpoint)
+    learner = load_learner(args.checkpoint).eval()
+    if args.assign == "model" and not hasattr(learner, "cluster"):
+        parser.error(f"{args.checkpoint} is not a clustering learner: use --assign kmeans|spectral")
     groups = np.asarray(ds.groups)
     y_all = ds.y.numpy()
     rows = []
@@ -68,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         y = torch.from_numpy(np.searchsorted(classes, y_all[keep]))[None]
         k = len(classes)
         with torch.no_grad():
-            known = learner.cluster(x, k, seed=args.seed)
-            z = learner.embed(learner.meta_params(False), x)[0]
+            z = embed(learner, x)
+            known = assign(learner, args.assign, x, z, k, args)
             choice = choose_k(z, args.k_min, args.k_max, n_init=2, seed=args.seed)
-            unknown = learner.cluster(x, choice.k, seed=args.seed)
+            unknown = assign(learner, args.assign, x, z, choice.k, args)
         pixels = kmeans(x.flatten(2), k, n_init=10, seed=args.seed).labels
         rows.append(
             {
@@ -108,12 +138,21 @@ def main(argv: list[str] | None = None) -> int:
     }
     command = (
         f"python benchmarks/omniglot_alphabets.py --checkpoint {args.checkpoint} "
-        f"--k-min {args.k_min} --k-max {args.k_max} --seed {args.seed} --threads {args.threads}"
+        f"--assign {args.assign} "
+        + (f"--neighbors {args.neighbors} " if args.assign == "spectral" else "")
+        + f"--k-min {args.k_min} --k-max {args.k_max} --seed {args.seed} "
+        f"--threads {args.threads} --name {args.name}"
     )
+    how = {
+        "model": "its own clustering",
+        "kmeans": "k-means in its embedding",
+        "spectral": f"spectral clustering of its embedding ({args.neighbors} neighbours)",
+    }[args.assign]
     result = {
         "date": dt.date.today().isoformat(),
         "command": command,
         "checkpoint": args.checkpoint,
+        "assign": args.assign,
         "seconds": round(seconds, 1),
         "summary": summary,
         "alphabets": rows,
@@ -123,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|",
         f"| K-means, pixels, k known | {summary['kmeans_acc']:.3f} | "
         f"{summary['kmeans_nmi']:.3f} | – |",
-        f"| meta-trained model, k known | {summary['known_acc']:.3f} | "
+        f"| meta-trained model, {how}, k known | {summary['known_acc']:.3f} | "
         f"{summary['known_nmi']:.3f} | – |",
-        f"| meta-trained model, k unknown (silhouette, {args.k_min}..{args.k_max}) | "
+        f"| meta-trained model, {how}, k unknown (silhouette, {args.k_min}..{args.k_max}) | "
         f"{summary['unknown_acc']:.3f} | {summary['unknown_nmi']:.3f} | "
         f"mean abs. error {summary['k_mae']:.1f} |",
     ]
@@ -157,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "omniglot_alphabets.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "omniglot_alphabets.md").write_text(page)
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{args.name}.md").write_text(page)
     print("\n".join(table))
     return 0
 

@@ -8,9 +8,11 @@ import json
 import pytest
 import torch
 
+from conftest import needs_omniglot
 from metaunsup.checkpoint import packaged_dir, packaged_names
 from metaunsup.data import load
 from metaunsup.errors import DataError
+from metaunsup.evaluate import evaluate_fewshot
 from metaunsup.metrics import clustering_accuracy
 from metaunsup.runs import load_learner
 from metaunsup.tasks import ClusteringTaskSampler
@@ -47,3 +49,22 @@ def test_packaged_mnist_clusters_mnist_test_tasks():
     except DataError as err:
         pytest.skip(f"MNIST files not found ({err})")
     assert _score("mnist", test, 32) > 0.93
+
+
+@needs_omniglot
+def test_packaged_omniglot_unsup_card_and_fresh_fewshot_tasks():
+    card = json.loads((packaged_dir() / "omniglot-unsup.json").read_text())
+    assert card["data"] == {"dataset": "omniglot", "split": "background", "labels_used": "none"}
+    settings = {(e["report"]["n_way"], e["report"]["k_shot"]) for e in card["evaluations"]}
+    assert settings == {(5, 1), (5, 5), (20, 1), (20, 5)}
+    for e in card["evaluations"]:
+        assert e["command"].startswith("metaunsup evaluate --checkpoint omniglot-unsup ")
+        assert e["report"]["tasks"] == 1000 and e["report"]["n_query"] == 15
+    one_shot = next(e for e in card["evaluations"] if e["report"]["k_shot"] == 1)
+    carded = one_shot["report"]["results"][0]["acc"]["mean"]
+    assert carded > 0.838  # UMTRA's published 5-way 1-shot
+    report = evaluate_fewshot(
+        load("omniglot", "evaluation"), [("omniglot-unsup", load_learner("omniglot-unsup"))],
+        n_way=5, k_shot=1, n_query=15, n_tasks=40, seed=321,
+    ).to_json()  # fmt: skip
+    assert report["results"][0]["acc"]["mean"] > 0.85  # fresh tasks, looser bound (card 0.914)

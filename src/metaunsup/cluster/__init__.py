@@ -4,6 +4,7 @@
   restarts at once (scikit-learn's ``KMeans`` semantics).
 - :func:`soft_kmeans` — differentiable soft assignments and centre updates.
 - :func:`gmm` — diagonal Gaussian mixtures by EM; :func:`gmm_em_steps` differentiable steps.
+- :func:`spectral_clustering` — k-means in the spectral embedding of each task's kNN graph.
 - :func:`task_seeds` — the per-task seeds a batched call derives from one int.
 """
 
@@ -13,6 +14,7 @@ from metaunsup.cluster._common import task_seeds
 from metaunsup.cluster.gmm import GMMResult, gmm, gmm_e_step, gmm_em_steps
 from metaunsup.cluster.kmeans import KMeansResult, kmeans, kmeans_plusplus
 from metaunsup.cluster.soft_kmeans import SoftKMeansResult, soft_assign, soft_kmeans
+from metaunsup.cluster.spectral import spectral_clustering
 
 __all__ = [
     "GMMResult",
@@ -25,5 +27,6 @@ __all__ = [
     "kmeans_plusplus",
     "soft_assign",
     "soft_kmeans",
+    "spectral_clustering",
     "task_seeds",
 ]
