@@ -5,10 +5,12 @@ A clustering model meta-trained on the *background* alphabets (e.g.
 (20 to 47 characters × 20 drawings; never seen in training), labels hidden:
 
 * **k known**: the model is told the alphabet's number of characters;
-* **k unknown**: k is chosen without labels — the k in ``--k-min..--k-max`` whose k-means
-  partition of the model's embedding has the highest mean silhouette
-  (:func:`metaunsup.cluster.choose_k.choose_k`) — then the model clusters with it. The mean
-  absolute error of the chosen k is reported.
+* **k unknown**: k is chosen without labels in ``--k-min..--k-max`` from the model's
+  embedding — by the highest mean silhouette of its k-means partitions
+  (``--choose-k silhouette``, :func:`metaunsup.cluster.choose_k.choose_k`) or by the largest
+  eigengap of its kNN graph (``--choose-k eigengap``, ``--neighbors`` neighbours,
+  :func:`metaunsup.cluster.choose_k.choose_k_eigengap`) — then the model clusters with it.
+  The mean absolute error of the chosen k is reported.
 
 ``--assign`` says how the model's embedding is clustered: ``model`` (the clustering learner's
 own ``cluster``: its soft k-means / fine-tuning), ``kmeans`` (k-means, 10 restarts) or
@@ -38,10 +40,9 @@ import numpy as np
 import torch
 
 from metaunsup.cluster import kmeans, spectral_clustering
-from metaunsup.cluster.choose_k import choose_k
+from metaunsup.cluster.choose_k import choose_k, choose_k_eigengap
 from metaunsup.data import load
 from metaunsup.metrics import clustering_accuracy, nmi
-from metaunsup.pretrain import net_embeddings
 from metaunsup.runs import load_learner
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results"
@@ -52,7 +53,8 @@ def embed(learner: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``[n, D]`` embedding of one alphabet ``x`` ``[1, n, C, H, W]`` by the model."""
     if hasattr(learner, "embed"):
         return learner.embed(learner.meta_params(False), x)[0]
-    return net_embeddings(learner.net, x[0])
+    z = learner.net.functional_features(learner.net.params(), x)[0]  # the alphabet is the task
+    return torch.nn.functional.normalize(z, dim=1)
 
 
 def assign(
@@ -75,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--assign", choices=ASSIGN, default="model")
-    parser.add_argument("--neighbors", type=int, default=10, help="of --assign spectral")
+    parser.add_argument("--choose-k", choices=("silhouette", "eigengap"), default="silhouette")
+    parser.add_argument(
+        "--neighbors", type=int, default=10, help="of --assign spectral and --choose-k eigengap"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--name", default="omniglot_alphabets", help="of the JSON and page")
     args = parser.parse_args(argv)
@@ -100,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             z = embed(learner, x)
             known = assign(learner, args.assign, x, z, k, args)
-            choice = choose_k(z, args.k_min, args.k_max, n_init=2, seed=args.seed)
+            if args.choose_k == "eigengap":
+                choice = choose_k_eigengap(z, args.k_min, args.k_max, n_neighbors=args.neighbors)
+            else:
+                choice = choose_k(z, args.k_min, args.k_max, n_init=2, seed=args.seed)
             unknown = assign(learner, args.assign, x, z, choice.k, args)
         pixels = kmeans(x.flatten(2), k, n_init=10, seed=args.seed).labels
         rows.append(
@@ -138,8 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     command = (
         f"python benchmarks/omniglot_alphabets.py --checkpoint {args.checkpoint} "
-        f"--assign {args.assign} "
-        + (f"--neighbors {args.neighbors} " if args.assign == "spectral" else "")
+        f"--assign {args.assign} --choose-k {args.choose_k} "
+        + (
+            f"--neighbors {args.neighbors} "
+            if args.assign == "spectral" or args.choose_k == "eigengap"
+            else ""
+        )
         + f"--k-min {args.k_min} --k-max {args.k_max} --seed {args.seed} "
         f"--threads {args.threads} --name {args.name}"
     )
@@ -153,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "checkpoint": args.checkpoint,
         "assign": args.assign,
+        "choose_k": args.choose_k,
         "seconds": round(seconds, 1),
         "summary": summary,
         "alphabets": rows,
@@ -164,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary['kmeans_nmi']:.3f} | – |",
         f"| meta-trained model, {how}, k known | {summary['known_acc']:.3f} | "
         f"{summary['known_nmi']:.3f} | – |",
-        f"| meta-trained model, {how}, k unknown (silhouette, {args.k_min}..{args.k_max}) | "
+        f"| meta-trained model, {how}, k unknown ({args.choose_k}, {args.k_min}..{args.k_max}) | "
         f"{summary['unknown_acc']:.3f} | {summary['unknown_nmi']:.3f} | "
         f"mean abs. error {summary['k_mae']:.1f} |",
     ]

@@ -1,5 +1,5 @@
 """Spectral clustering of task batches: it separates what k-means cannot (two rings), it is
-seeded, and it refuses bad input."""
+seeded, and it refuses bad input; the eigengap choice of k."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from metaunsup.cluster import kmeans, spectral_clustering
-from metaunsup.errors import DataError
+from metaunsup.cluster.choose_k import choose_k_eigengap
+from metaunsup.errors import ConfigError, DataError
 from metaunsup.metrics import clustering_accuracy
 
 
@@ -55,3 +56,23 @@ def test_one_task_and_seeding():
 def test_bad_input_is_refused(z, k, match):
     with pytest.raises(DataError, match=match):
         spectral_clustering(z, k)
+
+
+def test_eigengap_counts_blobs():
+    g = torch.Generator().manual_seed(0)
+    blobs = torch.randn(120, 2, generator=g) + 8 * torch.arange(4.0).repeat(30)[:, None]
+    choice = choose_k_eigengap(blobs, 2, 8, metric="euclidean")
+    assert choice.k == 4 and choice.method == "eigengap"
+    assert set(choice.scores) == set(range(2, 9))
+    assert choice.reason.startswith("k=4 has the highest graph eigengap")
+
+
+def test_eigengap_range_and_bad_input():
+    x = torch.randn(6, 2)
+    assert max(choose_k_eigengap(x, 1, 10).scores) == 4  # k_max lowered to n - 2
+    with pytest.raises(ConfigError, match="k_min"):
+        choose_k_eigengap(x, 0, 3)
+    with pytest.raises(ConfigError, match="at least 3"):
+        choose_k_eigengap(x[:2], 1, 3)
+    with pytest.raises(ConfigError, match="points"):
+        choose_k_eigengap(torch.randn(10), 2, 3)

@@ -21,13 +21,18 @@ graph and eigenvectors take about 35 s on one core. Labels are never read.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from metaunsup.errors import DataError
 from metaunsup.tasks._checks import check_int
 
-__all__ = ["METRICS", "knn_indices", "spectral_embedding"]
+if TYPE_CHECKING:
+    from scipy.sparse.linalg import LinearOperator
+
+__all__ = ["METRICS", "graph_eigenvalues", "knn_indices", "spectral_embedding"]
 
 #: Neighbourhoods :func:`knn_indices` can use.
 METRICS = ("cosine", "euclidean")
@@ -64,6 +69,44 @@ def knn_indices(z: torch.Tensor, n_neighbors: int, metric: str = "cosine") -> to
     return out
 
 
+def _normalized_adjacency(
+    z: torch.Tensor, n_neighbors: int, regularization: float, metric: str
+) -> LinearOperator:
+    """The regularised normalised adjacency ``D^-1/2 (A + τ/n 11ᵀ) D^-1/2`` of the symmetrised
+    ``n_neighbors``-nearest-neighbour graph of ``z`` ``[n, d]``, as a symmetric linear
+    operator (``τ = regularization · mean degree``; ``D`` the degrees of ``A + τ/n 11ᵀ``)."""
+    from scipy import sparse
+    from scipy.sparse.linalg import LinearOperator
+
+    idx = knn_indices(z, n_neighbors, metric)
+    n = idx.shape[0]
+    if not regularization >= 0:
+        raise DataError(f"regularization must be >= 0, got {regularization}")
+    rows = np.repeat(np.arange(n), idx.shape[1])
+    adj = sparse.csr_matrix((np.ones(rows.size), (rows, idx.reshape(-1).numpy())), shape=(n, n))
+    adj = ((adj + adj.T) > 0).astype(np.float64)
+    degree = np.asarray(adj.sum(axis=1)).ravel()
+    tau = regularization * degree.mean()
+    inv_sqrt = 1.0 / np.sqrt(degree + tau)
+
+    def matvec(v: np.ndarray) -> np.ndarray:
+        w = inv_sqrt[:, None] * v.reshape(n, -1)
+        out = adj @ w + (tau / n) * w.sum(axis=0, keepdims=True)
+        return (inv_sqrt[:, None] * out).reshape(v.shape)
+
+    return LinearOperator((n, n), matvec=matvec, matmat=matvec, dtype=np.float64)
+
+
+def _top_eigen(operator: LinearOperator, count: int, tol: float, vectors: bool):
+    from scipy.sparse.linalg import eigsh
+
+    n = operator.shape[0]
+    # A seeded random start: deterministic, and not (nearly) inside one eigenspace as a
+    # constant vector would be.
+    start = np.random.default_rng(0).uniform(0.5, 1.5, size=n)
+    return eigsh(operator, k=count, which="LA", tol=tol, v0=start, return_eigenvectors=vectors)
+
+
 def spectral_embedding(
     z: torch.Tensor,
     n_components: int,
@@ -82,30 +125,26 @@ def spectral_embedding(
     has a repeated top eigenvalue, whose eigenvectors Lanczos finds only in part; with it the
     top eigenvalue is simple and small components stop capturing eigenvectors of their own.
     """
-    from scipy import sparse
-    from scipy.sparse.linalg import LinearOperator, eigsh
-
-    idx = knn_indices(z, n_neighbors, metric)
-    n = idx.shape[0]
-    n_components = check_int("n_components", n_components, 1, n - 1)
-    if not regularization >= 0:
-        raise DataError(f"regularization must be >= 0, got {regularization}")
-    rows = np.repeat(np.arange(n), idx.shape[1])
-    adj = sparse.csr_matrix((np.ones(rows.size), (rows, idx.reshape(-1).numpy())), shape=(n, n))
-    adj = ((adj + adj.T) > 0).astype(np.float64)
-    degree = np.asarray(adj.sum(axis=1)).ravel()
-    tau = regularization * degree.mean()
-    inv_sqrt = 1.0 / np.sqrt(degree + tau)
-
-    def matvec(v: np.ndarray) -> np.ndarray:
-        w = inv_sqrt[:, None] * v.reshape(n, -1)
-        out = adj @ w + (tau / n) * w.sum(axis=0, keepdims=True)
-        return (inv_sqrt[:, None] * out).reshape(v.shape)
-
-    operator = LinearOperator((n, n), matvec=matvec, matmat=matvec, dtype=np.float64)
-    # A seeded random start: deterministic, and not (nearly) inside one eigenspace as a
-    # constant vector would be.
-    start = np.random.default_rng(0).uniform(0.5, 1.5, size=n)
-    _, vectors = eigsh(operator, k=n_components, which="LA", tol=tol, v0=start)
+    operator = _normalized_adjacency(z, n_neighbors, regularization, metric)
+    n_components = check_int("n_components", n_components, 1, operator.shape[0] - 1)
+    _, vectors = _top_eigen(operator, n_components, tol, vectors=True)
     emb = torch.from_numpy(np.ascontiguousarray(vectors[:, ::-1])).to(torch.float32)
     return torch.nn.functional.normalize(emb, dim=1)
+
+
+def graph_eigenvalues(
+    z: torch.Tensor,
+    count: int,
+    n_neighbors: int = 10,
+    regularization: float = 0.01,
+    tol: float = 1e-8,
+    metric: str = "cosine",
+) -> torch.Tensor:
+    """``float64 [count]`` the largest eigenvalues, in decreasing order, of the graph operator
+    :func:`spectral_embedding` embeds with (the same graph and regularisation). A graph of
+    ``c`` well-separated groups has ``c`` eigenvalues near 1 and then a drop: the eigengap
+    that :func:`metaunsup.cluster.choose_k.choose_k_eigengap` reads."""
+    operator = _normalized_adjacency(z, n_neighbors, regularization, metric)
+    count = check_int("count", count, 1, operator.shape[0] - 1)
+    values = _top_eigen(operator, count, tol, vectors=False)
+    return torch.from_numpy(np.sort(values)[::-1].copy())
