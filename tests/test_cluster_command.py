@@ -143,6 +143,20 @@ def test_auto_k_reports_the_choice(tmp_path, capsys):
     assert set(info["silhouette"]) == {str(k) for k in range(2, 16)}
 
 
+def test_auto_k_by_eigengap(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    centers = 9.0 * np.eye(3)
+    np.save(tmp_path / "blobs.npy", np.concatenate([c + rng.normal(size=(30, 3)) for c in centers]))
+    code, stdout, err = run(
+        capsys, "cluster", tmp_path / "blobs.npy", "--k", "auto", "--k-by", "eigengap",
+        "--meta-steps", "5", "--json", "--out", tmp_path / "labels.csv",
+    )  # fmt: skip
+    assert code == 0, err
+    info = json.loads(stdout)
+    assert info["k"] == 3 and info["k_chosen_by"] == "eigengap"
+    assert set(info["eigengap"]) == {str(k) for k in range(2, 16)}
+
+
 def test_checkpoint_on_npy_images_and_on_a_table(tmp_path, capsys):
     conv = conv_checkpoint(tmp_path / "conv.safetensors")
     mlp = train_mlp_checkpoint(tmp_path / "mlp.safetensors", steps=5)

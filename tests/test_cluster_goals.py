@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from conftest import needs_mnist
+from conftest import needs_mnist, needs_omniglot
 from metaunsup.cli import main
 from metaunsup.metrics import clustering_accuracy
 
@@ -84,3 +84,31 @@ def test_folder_of_mnist_pngs_with_the_mnist_checkpoint(tmp_path, capsys):
     digits = np.array([truth[f.rsplit("/", 1)[-1]] for f in files])
     acc = clustering_accuracy(digits, labels)
     assert acc >= 0.90, acc  # measured 0.97 (seeds 0-2: 0.97, 0.965, 0.97)
+
+
+@needs_omniglot
+def test_folder_of_unseen_omniglot_characters_with_k_found(tmp_path, capsys):
+    """200 handwritten characters of 10 Omniglot evaluation classes (never seen in training):
+    the packaged ProtoNet embedding, k found by the eigengap."""
+    from metaunsup import data
+
+    test = data.load("omniglot", "evaluation")
+    rng = np.random.default_rng(0)
+    y = test.y.numpy()
+    folder = tmp_path / "characters"
+    folder.mkdir()
+    truth = {}
+    for character in rng.choice(test.n_classes, 10, replace=False):
+        for i in np.flatnonzero(y == character):
+            name = f"{len(truth):03d}.png"
+            Image.fromarray(test.x[i, 0].numpy()).save(folder / name)
+            truth[name] = int(character)
+    out = tmp_path / "labels.csv"
+    argv = ["cluster", str(folder), "--k", "auto", "--k-by", "eigengap"]
+    code = main([*argv, "--checkpoint", "omniglot-protonet", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    files, labels = written_labels(out)
+    assert len(set(labels)) == 10  # the number of characters, found without labels
+    characters = np.unique([truth[f.rsplit("/", 1)[-1]] for f in files], return_inverse=True)[1]
+    acc = clustering_accuracy(characters, labels)
+    assert acc >= 0.95, acc  # measured 0.995

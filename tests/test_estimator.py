@@ -203,6 +203,19 @@ def test_auto_k_finds_three_blobs():
     assert model.k_choice_.reason.startswith("k=3 has the highest mean silhouette")
 
 
+def test_auto_k_by_eigengap_finds_three_blobs():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
+    X = np.concatenate([c + rng.normal(size=(40, 2)) for c in centers])
+    model = MetaKMeans(
+        "auto", meta_steps=10, max_clusters=6, k_selection="eigengap", random_state=0
+    ).fit(X)
+    assert model.n_clusters_ == 3 and model.k_choice_.method == "eigengap"
+    assert model.k_choice_.reason.startswith("k=3 has the highest graph eigengap")
+    with pytest.raises(ConfigError, match="k_selection"):
+        MetaKMeans("auto", k_selection="gap").fit(X)
+
+
 def test_choose_k_limits():
     x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
     assert set(choose_k(x, 2, 10).scores) == {2, 3}  # k <= n - 1

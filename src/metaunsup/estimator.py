@@ -4,9 +4,10 @@ The estimator embeds the examples with a meta-learned network and clusters the e
 k-means (:func:`~metaunsup.cluster.kmeans`: k-means++ seeding, ``n_init`` restarts, Lloyd). The
 network comes from
 
-* a trained checkpoint (``checkpoint="digits"``, ``"mnist"`` or a ``.safetensors`` path) of a
-  clustering learner (Meta-K-means or Clustering-MAML, :mod:`metaunsup.learners`), whose input
-  shape the data must match; or
+* a trained checkpoint (``checkpoint="digits"``, ``"mnist"``, ``"omniglot-protonet"``,
+  ``"omniglot-unsup"`` or a ``.safetensors`` path) of a clustering learner (Meta-K-means or
+  Clustering-MAML, :mod:`metaunsup.learners`) or of Prototypical Networks, whose input shape
+  the data must match; or
 * with ``checkpoint=None``, meta-training on the data itself: pseudo-tasks cut from spectral
   partitions of the rows' neighbourhood graphs (or, on small data, k-means partitions of
   random feature subsets, STUNT-style; :mod:`metaunsup.self_train`), so it works on any table
@@ -43,7 +44,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 
 from metaunsup.cluster import kmeans
-from metaunsup.cluster.choose_k import KChoice, choose_k
+from metaunsup.cluster.choose_k import KChoice, choose_k, choose_k_eigengap
 from metaunsup.errors import CheckpointError, ConfigError, DataError
 
 __all__ = ["MetaKMeans", "expected_input_shape"]
@@ -106,6 +107,10 @@ def fit_shape(x: np.ndarray, expected: tuple[int, ...] | None, source: str) -> n
     )
 
 
+#: Rules ``n_clusters="auto"`` can choose ``k`` by.
+K_SELECTIONS = ("silhouette", "eigengap")
+
+
 class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     """K-means in an embedding meta-learned for clustering small unlabeled tasks.
 
@@ -117,8 +122,10 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         of a checkpoint's embedding, or without a checkpoint of the scaled data (before
         meta-training, whose pseudo-tasks then have that many clusters).
     checkpoint : str, path or None, default=None
-        A packaged model name (``"digits"``, ``"mnist"``) or a ``.safetensors`` checkpoint of a
-        clustering learner. ``None``: meta-train on pseudo-tasks from ``X`` itself (works on any
+        A packaged model name (``"digits"``, ``"mnist"``, ``"omniglot-protonet"``,
+        ``"omniglot-unsup"``) or a ``.safetensors`` checkpoint of a clustering learner
+        (Meta-K-means, Clustering-MAML) or of Prototypical Networks (whose metric space is
+        clustered). ``None``: meta-train on pseudo-tasks from ``X`` itself (works on any
         table; see :mod:`metaunsup.self_train`).
     adapt_steps : int or None, default=None
         Test-time adaptation steps of a Clustering-MAML checkpoint (gradient steps of its
@@ -135,6 +142,11 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         ``0`` clusters in a random (untrained) embedding.
     max_clusters : int, default=15
         Largest ``k`` tried by ``n_clusters="auto"``.
+    k_selection : {"silhouette", "eigengap"}, default="silhouette"
+        How ``n_clusters="auto"`` chooses: the highest mean silhouette of k-means partitions
+        (:func:`~metaunsup.cluster.choose_k.choose_k`), or the largest eigengap of the
+        10-nearest-neighbour graph (:func:`~metaunsup.cluster.choose_k.choose_k_eigengap`;
+        better for many small clusters, e.g. the characters of an alphabet).
     input_scale : float or "auto", default="auto"
         With a checkpoint, ``X`` is divided by this before embedding. ``"auto"``: 255 for
         ``uint8`` arrays, else the largest value of the training ``X`` when it exceeds 1 (e.g.
@@ -165,7 +177,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     n_clusters_ : int
         The number of clusters used (chosen when ``n_clusters="auto"``).
     k_choice_ : KChoice or None
-        With ``n_clusters="auto"``: the silhouette of each ``k`` tried and the reason.
+        With ``n_clusters="auto"``: the score of each ``k`` tried and the reason.
     embedding_dim_ : int
         ``D``, the embedding's dimension.
     learner_ : MetaKMeansLearner or ClusterMAML
@@ -195,6 +207,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         tol: float = 1e-4,
         meta_steps: int = 300,
         max_clusters: int = 15,
+        k_selection: str = "silhouette",
         input_scale: float | str = "auto",
         batch_size: int = 2048,
         random_state: int | np.random.RandomState | None = None,
@@ -208,6 +221,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.tol = tol
         self.meta_steps = meta_steps
         self.max_clusters = max_clusters
+        self.k_selection = k_selection
         self.input_scale = input_scale
         self.batch_size = batch_size
         self.random_state = random_state
@@ -286,6 +300,10 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.k_selection not in K_SELECTIONS:
+            raise ConfigError(
+                f"k_selection must be one of {K_SELECTIONS}, got {self.k_selection!r}"
+            )
         value = self.meta_steps
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
             raise ConfigError(f"meta_steps must be an integer >= 0, got {value!r}")
@@ -322,10 +340,11 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         from metaunsup.runs import load_learner
 
         learner = load_learner(self.checkpoint)
-        if not callable(getattr(learner, "cluster", None)) or not hasattr(learner, "embed"):
+        if not callable(getattr(learner, "embed", None)):
             raise CheckpointError(
                 f"checkpoint {str(self.checkpoint)!r} holds a {learner.name!r} learner, which "
-                "does not cluster; use a meta_kmeans or cluster_maml checkpoint"
+                "does not cluster or embed; use a meta_kmeans, cluster_maml or protonet "
+                "checkpoint"
             )
         self.input_shape_ = expected_input_shape(learner.net)
         fit_shape(x, self.input_shape_, f"checkpoint {str(self.checkpoint)!r}")
@@ -356,7 +375,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         table = torch.from_numpy(((flat - self.offset_) / self.scale_).astype(np.float32))
         k = self.n_clusters
         if k == "auto":  # chosen on the scaled data, so that the pseudo-tasks have that k too
-            self.k_choice_ = self._choose_k(table.double(), seed)
+            self.k_choice_ = self._choose_k(table.double(), seed, metric="euclidean")
             k = self.k_choice_.k
         result = self_train(table, int(k), SelfTrainSettings(steps=int(self.meta_steps)), seed)
         self.training_ = result.summary()
@@ -385,7 +404,11 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             params = learner.adapted_params(task, k, self.adapt_steps, False, seed)
         return {name: value.detach().cpu() for name, value in params.items()}
 
-    def _choose_k(self, z: torch.Tensor, seed: int) -> KChoice:
+    def _choose_k(self, z: torch.Tensor, seed: int, metric: str = "cosine") -> KChoice:
+        """``k`` for ``n_clusters="auto"``; ``metric``: the eigengap graph's neighbourhoods
+        (cosine in a learned embedding, Euclidean on the user's own table)."""
+        if self.k_selection == "eigengap":
+            return choose_k_eigengap(z, 2, int(self.max_clusters), metric=metric)
         return choose_k(z, 2, int(self.max_clusters), seed=seed)
 
     # ------------------------------------------------------------------ embedding

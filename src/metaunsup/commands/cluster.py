@@ -71,14 +71,14 @@ def summary(model: Any, source: str, shape: tuple[int, ...], checkpoint: str | N
         "examples": int(shape[0]),
         "example_shape": list(shape[1:]),
         "k": model.n_clusters_,
-        "k_chosen_by": "silhouette" if choice is not None else "given",
+        "k_chosen_by": choice.method if choice is not None else "given",
         "k_reason": choice.reason if choice is not None else f"given as --k {model.n_clusters_}",
         "sizes": sizes,
         "inertia": round(model.inertia_, 4),
         "model": {"checkpoint": checkpoint} if checkpoint else {"self_trained": model.training_},
     }
     if choice is not None:
-        out["silhouette"] = {str(k): round(v, 4) for k, v in choice.scores.items()}
+        out[choice.method] = {str(k): round(v, 4) for k, v in choice.scores.items()}
     return out
 
 
@@ -113,7 +113,14 @@ def summary_lines(info: dict) -> list[str]:
     required=True,
     type=ClusterCount(),
     metavar="K|auto",
-    help="Number of clusters, or 'auto' (the k with the best silhouette, 2..15).",
+    help="Number of clusters, or 'auto' (chosen in 2..15 by --k-by).",
+)
+@click.option(
+    "--k-by",
+    type=click.Choice(["silhouette", "eigengap"]),
+    default="silhouette",
+    show_default=True,
+    help="How --k auto chooses: best silhouette of k-means, or largest kNN-graph eigengap.",
 )
 @click.option(
     "--checkpoint",
@@ -142,6 +149,7 @@ def summary_lines(info: dict) -> list[str]:
 def cluster(
     input_path: str,
     k: int | str,
+    k_by: str,
     checkpoint: str | None,
     out: str | None,
     plot: str | None,
@@ -181,7 +189,9 @@ def cluster(
         )
     from metaunsup.estimator import MetaKMeans
 
-    model = MetaKMeans(k, checkpoint=checkpoint, meta_steps=meta_steps, random_state=seed)
+    model = MetaKMeans(
+        k, checkpoint=checkpoint, meta_steps=meta_steps, k_selection=k_by, random_state=seed
+    )
     model.fit(x)
     info = summary(model, str(input_path), tuple(x.shape), checkpoint)
     montage = None

@@ -75,3 +75,10 @@ class ProtoNet(MetaLearner):
         """Logits ``−‖f(x) − c_k‖²`` ``[B, m, N]`` of ``x`` ``[B, m, ...]``."""
         emb = self.net.functional_features(state.params, x)
         return -squared_distances(emb, state.extras["prototypes"])
+
+    def embed(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        """The metric space ``[B, n, D]`` of ``x`` ``[B, n, ...]`` (cast to the weights'
+        dtype), in which classes are compact around their means: what
+        :class:`~metaunsup.MetaKMeans` clusters with a ProtoNet checkpoint."""
+        dtype = next(iter(params.values())).dtype
+        return self.net.functional_features(params, x.to(dtype))
