@@ -2,7 +2,8 @@
 
 1. Meta-train :data:`DEMO_CONFIG` (the same run as ``configs/digits-unsup.toml``) on the
    unlabeled ``train`` half: SimCLR pre-training of a small Conv4, CACTUs pseudo-classes from
-   k-means partitions of its features, Meta-K-means on 10 × 20 pseudo clustering tasks.
+   k-means partitions of the spectral embedding of its features' 10-nearest-neighbour graph,
+   Meta-K-means on 10 × 20 pseudo clustering tasks.
 2. Cluster 10 × 20 tasks of the ``test`` half (labels hidden, used only to score) with the
    meta-trained model, the same network before meta-training (random weights; pre-trained
    only) and the classical baselines on the pixels.

@@ -223,11 +223,11 @@ def results_page(report: dict[str, Any]) -> str:
         "",
         "![K-means against its Lloyd iterations](mnist_kmeans_lloyd.png)",
         "",
-        "| method | accuracy after 0 / 1 / 2 / 5 / 10 / 20 / 50 steps | steps to 95% of final |",
+        "| method | accuracy after N steps (N: accuracy) | steps to 95% of final |",
         "|---|---|---|",
     ]
     for name, points in report["curves"].items():
-        accs = " / ".join(f"{p['acc']:.3f}" for p in points)
+        accs = ", ".join(f"{p['steps']}: {p['acc']:.3f}" for p in points)
         lines.append(f"| {name} | {accs} | {steps_to_fraction(points)} |")
     lines += ["", "## Training", ""]
     for label, rec in report["training"].items():
@@ -244,6 +244,10 @@ def results_page(report: dict[str, Any]) -> str:
             f"`{rec['command']}`.{speed}",
         ]
     lines += [
+        "",
+        "The same tasks clustered with other embeddings meta-trained on Omniglot (the "
+        "cross-domain track's best, a ProtoNet embedding with spectral clustering): "
+        "[mnist_xdomain.md](mnist_xdomain.md), `python benchmarks/mnist_xdomain.py`.",
         "",
         f"Numbers and curves: `mnist_fewshot_clustering.json` (written "
         f"{_dt.date.today().isoformat()}).",
