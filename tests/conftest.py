@@ -36,3 +36,13 @@ needs_omniglot = _need("omniglot")
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     return DATA_ROOT
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module (``pytestmark = pytest.mark.usefixtures(...)``):
+    small tensors gain nothing from threads, and the machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

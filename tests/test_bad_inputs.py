@@ -22,13 +22,7 @@ from PIL import Image
 from estimator_helpers import conv_checkpoint, maml_checkpoint, train_mlp_checkpoint
 from metaunsup.cli import main
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

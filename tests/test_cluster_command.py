@@ -8,19 +8,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from estimator_helpers import conv_checkpoint, digits_xy, train_mlp_checkpoint
 from metaunsup.cli import main
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(capsys, *argv):

@@ -8,7 +8,6 @@ import csv
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
@@ -16,13 +15,7 @@ from conftest import needs_mnist, needs_omniglot
 from metaunsup.cli import main
 from metaunsup.metrics import clustering_accuracy
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def written_labels(path) -> tuple[list[str], np.ndarray]:

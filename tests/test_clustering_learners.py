@@ -30,14 +30,7 @@ from metaunsup.metrics import clustering_accuracy
 from metaunsup.nets import MLP, Conv4
 from metaunsup.tasks.batch import TaskBatch
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads (see tests/test_nets.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def clustering_batch(x: torch.Tensor, y: torch.Tensor, n_way: int) -> TaskBatch:

@@ -23,13 +23,7 @@ from metaunsup.errors import CheckpointError, ConfigError, DataError
 from metaunsup.metrics import clustering_accuracy
 from metaunsup.self_train import SelfTrainSettings, self_train, subset_partitions
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

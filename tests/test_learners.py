@@ -24,14 +24,7 @@ from metaunsup.learners import (
 from metaunsup.nets import MLP, Conv4
 from metaunsup.tasks.batch import TaskBatch
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads (see tests/test_nets.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def conv(n_way: int | None = 3, norm: str = "batch") -> Conv4:

@@ -23,14 +23,7 @@ from metaunsup.tasks.batch import TaskBatch
 LR = 0.3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and OpenMP's spin-waiting makes two threads on
-    two busy shared cores an order of magnitude slower; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_conv(norm: str = "batch", n_way: int | None = 3, seed: int = 0) -> Conv4:
