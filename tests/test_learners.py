@@ -136,15 +136,40 @@ def test_metasgd_learning_rates_are_meta_parameters():
     assert all(float(p.grad.abs().sum()) > 0 for p in learner.lrs.values())
 
 
-def test_protonet_handles_any_number_of_classes_and_ignores_steps():
+def test_protonet_handles_any_number_of_classes():
     learner = ProtoNet(conv(None))
     b = random_batch(2, 5, 1, 2, dtype=torch.float32)
     logits = learner.fewshot_logits(b)
     assert logits.shape == (2, 10, 5)
     assert torch.all(logits <= 0)  # negative squared distances
-    torch.testing.assert_close(learner.fewshot_logits(b, steps=7), logits)
+    torch.testing.assert_close(learner.fewshot_logits(b, steps=0), logits)
     state = learner.adapt(b.support_x, b.support_y)  # n_way inferred from the labels
     assert state.extras["prototypes"].shape == (2, 5, learner.net.feature_dim)
+
+
+def test_protonet_transductive_refinement_is_soft_kmeans_from_the_prototypes():
+    torch.manual_seed(0)
+    learner = ProtoNet(conv(None)).double()
+    b = random_batch(2, 3, 2, 4, dtype=torch.float64)
+    params = learner.meta_params(False)
+    support = learner.net.functional_features(params, b.support_x)
+    query = learner.net.functional_features(params, b.query_x)
+    expected = []
+    for t in range(2):  # by hand, task by task
+        s, q, y = support[t], query[t], b.support_y[t]
+        centres = torch.stack([s[y == k].mean(0) for k in range(3)])
+        for _ in range(2):
+            r = (-torch.cdist(q, centres).pow(2)).softmax(1)
+            sums = torch.stack([s[y == k].sum(0) for k in range(3)]) + r.T @ q
+            centres = sums / (torch.bincount(y, minlength=3).to(r) + r.sum(0)).unsqueeze(1)
+        expected.append(-torch.cdist(q, centres).pow(2))
+    torch.testing.assert_close(learner.fewshot_logits(b, steps=2), torch.stack(expected))
+    refining = ProtoNet(conv(None), transductive_steps=2).double()
+    refining.load_state_dict(learner.state_dict())
+    torch.testing.assert_close(refining.fewshot_logits(b), torch.stack(expected))
+    assert refining.config()["transductive_steps"] == 2
+    with pytest.raises(ConfigError, match="transductive_steps"):
+        ProtoNet(conv(None), transductive_steps=-1)
 
 
 def test_mismatched_ways_and_clustering_batches_are_rejected():

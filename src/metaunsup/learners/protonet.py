@@ -3,7 +3,16 @@
 An embedding network ``f_θ``; each class prototype is the mean embedding of its support
 examples, ``c_k = mean_{i: y_i = k} f_θ(x_i)``, and a query's logits are the negative squared
 Euclidean distances ``−‖f_θ(x) − c_k‖²``. The meta-loss is the query cross-entropy; there is no
-inner loop (``steps`` is ignored).
+inner loop.
+
+**Transductive refinement** (optional, ``transductive_steps`` or the ``steps`` of
+:meth:`ProtoNet.adapt`; Ren et al., "Meta-Learning for Semi-Supervised Few-Shot
+Classification", ICLR 2018, soft k-means refinement): the query's own unlabeled embeddings
+refine the prototypes by soft k-means steps started at the support means, each
+``c_k ← (Σ_{i: y_i=k} f(x_i) + Σ_j r_jk f(q_j)) / (K_k + Σ_j r_jk)`` with ``r_j =
+softmax_k(−‖f(q_j) − c_k‖²)``; the logits are then those of the refined prototypes. The query is
+classified together, as Meta-GMVAE's EM does; with 0 steps (the default) every query is
+classified on its own.
 
 Shapes, over task batches: support embeddings ``[B, N*K, D]``, prototypes ``[B, N, D]``, query
 embeddings ``[B, m, D]``, logits ``[B, m, N]``. Batch normalisation in the embedding uses the
@@ -18,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from metaunsup.errors import ConfigError
 from metaunsup.learners.base import AdaptedState, MetaLearner
 from metaunsup.nets import FunctionalNet
 
@@ -46,11 +56,20 @@ class ProtoNet(MetaLearner):
     name: ClassVar[str] = "protonet"
     fixed_way: ClassVar[bool] = False
 
-    def __init__(self, net: FunctionalNet) -> None:
+    def __init__(self, net: FunctionalNet, transductive_steps: int = 0) -> None:
         super().__init__(net)
+        if (
+            isinstance(transductive_steps, bool)
+            or not isinstance(transductive_steps, int)
+            or transductive_steps < 0
+        ):
+            raise ConfigError(
+                f"protonet: transductive_steps must be an integer >= 0, got {transductive_steps!r}"
+            )
+        self.transductive_steps = transductive_steps
 
     def hparams(self) -> dict[str, Any]:
-        return {}
+        return {"transductive_steps": self.transductive_steps}
 
     def adapt(
         self,
@@ -61,20 +80,43 @@ class ProtoNet(MetaLearner):
         differentiable: bool = False,
         n_way: int | None = None,
     ) -> AdaptedState:
-        """Prototypes ``[B, N, D]`` of the supports (``steps`` is ignored)."""
+        """Prototypes ``[B, N, D]`` of the supports; ``steps``: transductive refinement steps
+        :meth:`predict` takes with the query (``None``: ``transductive_steps``)."""
         B = self.check_support(support_x, support_y)
         if n_way is None:
             n_way = int(support_y.max()) + 1
+        refine = self.transductive_steps if steps is None else steps
+        if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+            raise ConfigError(f"protonet: steps must be an integer >= 0, got {refine!r}")
         params = self.meta_params(differentiable)
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             emb = self.net.functional_features(params, support_x)
             protos = prototypes(emb, support_y, n_way)
-        return AdaptedState(params=params, n_tasks=B, n_way=n_way, extras={"prototypes": protos})
+        extras = {"prototypes": protos}
+        if refine > 0:
+            extras |= {
+                "support_embeddings": emb,
+                "support_onehot": F.one_hot(support_y, n_way).to(emb.dtype),
+                "refine_steps": torch.tensor(refine),
+            }
+        return AdaptedState(params=params, n_tasks=B, n_way=n_way, extras=extras)
 
     def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
-        """Logits ``−‖f(x) − c_k‖²`` ``[B, m, N]`` of ``x`` ``[B, m, ...]``."""
+        """Logits ``−‖f(x) − c_k‖²`` ``[B, m, N]`` of ``x`` ``[B, m, ...]`` (with refined
+        prototypes when the state asks for transductive steps)."""
         emb = self.net.functional_features(state.params, x)
-        return -squared_distances(emb, state.extras["prototypes"])
+        centres = state.extras["prototypes"]
+        steps = int(state.extras.get("refine_steps", 0))
+        if steps:
+            support = state.extras["support_embeddings"]
+            onehot = state.extras["support_onehot"]  # [B, n, N]
+            labelled = torch.bmm(onehot.transpose(1, 2), support)  # [B, N, D]
+            counts = onehot.sum(1)  # [B, N]
+            for _ in range(steps):
+                r = (-squared_distances(emb, centres)).softmax(-1)  # [B, m, N]
+                total = labelled + torch.bmm(r.transpose(1, 2), emb)
+                centres = total / (counts + r.sum(1)).unsqueeze(-1)
+        return -squared_distances(emb, centres)
 
     def embed(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
         """The metric space ``[B, n, D]`` of ``x`` ``[B, n, ...]`` (cast to the weights'
