@@ -59,6 +59,7 @@ class Model:
     checkpoint: str  # a packaged name or a path relative to the project root
     five_way_only: bool = False
     pretrained_only: bool = False  # load only the SimCLR backbone of the run into a ProtoNet
+    steps: int | None = None  # test-time steps (``metaunsup evaluate --steps``)
 
 
 MODELS = [
@@ -74,6 +75,13 @@ MODELS = [
         "CACTUs-ProtoNets on SimCLR features (packaged `omniglot-unsup`)",
         "omniglot-unsup-protonet",
         "omniglot-unsup",
+    ),
+    Model(
+        "cactus-protonet-transductive",
+        "CACTUs-ProtoNets, transductive (`omniglot-unsup`, 5 soft k-means steps with the query)",
+        "omniglot-unsup-protonet",
+        "omniglot-unsup",
+        steps=5,
     ),
     Model(
         "cactus-maml",
@@ -135,7 +143,7 @@ def evaluate_model(model: Model, tasks: int, seed: int) -> list[dict]:
             continue
         report = evaluate_fewshot(
             test, [(model.key, learner)], n_way=n_way, k_shot=k_shot, n_query=15,
-            n_tasks=tasks, seed=seed,
+            n_tasks=tasks, seed=seed, steps=model.steps,
         ).to_json()  # fmt: skip
         result = report["results"][0]
         checkpoint = model.checkpoint
@@ -154,6 +162,7 @@ def evaluate_model(model: Model, tasks: int, seed: int) -> list[dict]:
                     f"metaunsup evaluate --checkpoint {checkpoint} --dataset omniglot --split "
                     f"evaluation --task fewshot --n-way {n_way} --k-shot {k_shot} --query 15 "
                     f"--tasks {tasks} --seed {seed}"
+                    + (f" --steps {model.steps}" if model.steps is not None else "")
                 ),
             }
         )

@@ -98,7 +98,11 @@ POSITIVE = click.IntRange(min=1)
     help="Trained model to evaluate (packaged name or .safetensors path; repeatable); a "
     "clustering learner (meta_kmeans, cluster_maml) is scored beside the --method baselines.",
 )
-@click.option("--steps", type=click.IntRange(min=0), help="Test-time adaptation steps.")
+@click.option(
+    "--steps",
+    type=click.IntRange(min=0),
+    help="Test-time adaptation steps (ProtoNet: transductive refinement steps with the query).",
+)
 @click.option("--tasks", type=POSITIVE, default=1000, show_default=True, help="Test tasks.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
