@@ -38,7 +38,7 @@ def digits_csv(tmp_path_factory):
 @pytest.mark.parametrize(
     ("checkpoint", "goal"),
     [
-        ("digits", 0.90),  # measured 0.958
+        ("digits", 0.90),  # measured 0.955
         (None, 0.85),  # meta-trained on the file's own pseudo-tasks; measured 0.873 (seed 0)
     ],
 )

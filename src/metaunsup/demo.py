@@ -42,7 +42,7 @@ DEMO_CONFIG: dict[str, Any] = {
     "task": {"kind": "clustering", "n_way": 10, "k_shot": 20},
     "unsupervised": {
         "tasks": "cactus",
-        "pretrain_steps": 500,
+        "pretrain_steps": 1000,
         "pretrain_batch": 256,
         "partitions": 5,
         "clusters": 10,
