@@ -1,4 +1,4 @@
-"""The examples of docs/cluster.md, docs/report.md and docs/python.md run as written.
+"""The examples of the docs pages (one per command, and Python) run as written.
 
 A page's fenced blocks run in order in a fresh folder: ```python blocks share one namespace;
 in ```console blocks every line starting with ``$ metaunsup`` runs through the CLI and must
@@ -17,7 +17,16 @@ import torch
 from metaunsup.cli import main
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = ["cluster.md", "report.md", "python.md"]
+PAGES = [
+    "cluster.md",
+    "report.md",
+    "python.md",
+    "train.md",
+    "evaluate.md",
+    "demo.md",
+    "experiment.md",
+    "datasets.md",
+]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
