@@ -163,6 +163,9 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     device : str, default="cpu"
         Where the network runs, e.g. ``"cuda"``. On the CPU the embedding is computed in
         ``float64`` (results do not depend on how the data are split into calls).
+    verbose : bool, default=False
+        Show a progress bar with ETA over the meta-training steps (``checkpoint=None``) when
+        stderr is a terminal.
 
     Attributes
     ----------
@@ -212,6 +215,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         batch_size: int = 2048,
         random_state: int | np.random.RandomState | None = None,
         device: str = "cpu",
+        verbose: bool = False,
     ) -> None:
         self.n_clusters = n_clusters
         self.checkpoint = checkpoint
@@ -226,6 +230,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.batch_size = batch_size
         self.random_state = random_state
         self.device = device
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ scikit-learn API
     def fit(self, X: Any, y: Any = None) -> MetaKMeans:
@@ -377,7 +382,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         if k == "auto":  # chosen on the scaled data, so that the pseudo-tasks have that k too
             self.k_choice_ = self._choose_k(table.double(), seed, metric="euclidean")
             k = self.k_choice_.k
-        result = self_train(table, int(k), SelfTrainSettings(steps=int(self.meta_steps)), seed)
+        settings = SelfTrainSettings(steps=int(self.meta_steps))
+        result = self_train(table, int(k), settings, seed, progress=bool(self.verbose))
         self.training_ = result.summary()
         self._set_learner(result.learner)
         self.adapted_params_ = self.learner_.meta_params(False)

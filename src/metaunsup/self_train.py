@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -292,10 +293,15 @@ def _corrupt(batch: TaskBatch, x: torch.Tensor, rate: float, g: torch.Generator)
 
 
 def self_train(
-    x: torch.Tensor, k: int, settings: SelfTrainSettings | None = None, seed: int = 0
+    x: torch.Tensor,
+    k: int,
+    settings: SelfTrainSettings | None = None,
+    seed: int = 0,
+    progress: bool = False,
 ) -> SelfTrainResult:
     """Meta-train a Meta-K-means learner on pseudo-tasks from the rows of ``x`` ``[n, d]``.
 
+    ``progress`` shows a bar with ETA over the meta-training steps when stderr is a terminal.
     ``x`` should be scaled already (e.g. centred, divided by its overall standard deviation);
     ``k`` is the number of clusters of the partitions and tasks (at least 2 are used). Returns
     the learner in evaluation mode, on the CPU, in ``float32``. Data too uniform to give
@@ -325,6 +331,11 @@ def self_train(
     g = torch.Generator().manual_seed(seed + 1)
     optimizer = torch.optim.Adam(learner.parameters(), lr=settings.lr)
     learner.train()
+    bar = None
+    if progress and sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=settings.steps, desc="meta-training on the data", unit="step")
     for _ in range(settings.steps):
         batch = source.sample(settings.meta_batch)
         if settings.corruption > 0:
@@ -334,6 +345,10 @@ def self_train(
         loss.backward()
         optimizer.step()
         result.losses.append(float(loss.detach()))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     result.steps = settings.steps
     result.seconds = time.perf_counter() - t0
     log.info("self-training: %s", result.summary())

@@ -190,7 +190,12 @@ def cluster(
     from metaunsup.estimator import MetaKMeans
 
     model = MetaKMeans(
-        k, checkpoint=checkpoint, meta_steps=meta_steps, k_selection=k_by, random_state=seed
+        k,
+        checkpoint=checkpoint,
+        meta_steps=meta_steps,
+        k_selection=k_by,
+        random_state=seed,
+        verbose=not quiet,
     )
     model.fit(x)
     info = summary(model, str(input_path), tuple(x.shape), checkpoint)
