@@ -31,8 +31,8 @@ from metaunsup.checkpoint import read_checkpoint, resolve_checkpoint
 from metaunsup.config import load_config
 from metaunsup.evaluate import evaluate_fewshot
 from metaunsup.fileio import atomic_write_json, atomic_write_text
-from metaunsup.runs import _fresh_learner, load_learner
-from metaunsup.unsupervised import PRETRAIN_FILE
+from metaunsup.runs import load_learner
+from metaunsup.unsupervised import PRETRAIN_FILE, pretrained_only_learner
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = [(5, 1), (5, 5), (20, 1), (20, 5)]
@@ -109,9 +109,10 @@ MODELS = [
 def _load(model: Model) -> torch.nn.Module:
     if model.pretrained_only:
         cfg = load_config(ROOT / "configs" / f"{model.config}.toml")
-        learner = _fresh_learner(cfg, (1, 28, 28))
-        learner.net.load_state_dict(read_checkpoint(ROOT / model.checkpoint)[0])
-        return learner.eval()
+        learner = pretrained_only_learner(cfg, (ROOT / model.checkpoint).parent, (1, 28, 28))
+        if learner is None:
+            raise SystemExit(f"{model.checkpoint} not found: train {model.config} first")
+        return learner
     path = model.checkpoint if "/" not in model.checkpoint else ROOT / model.checkpoint
     return load_learner(resolve_checkpoint(path))
 

@@ -44,11 +44,7 @@ MODELS = {
 
 def task_embeddings(learner: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``[B, n, D]`` unit-length embeddings of the tasks ``x`` ``[B, n, C, H, W]``."""
-    x = to_float(x)
-    if hasattr(learner, "embed"):
-        z = learner.embed(learner.meta_params(False), x)
-    else:
-        z = learner.net.functional_features(learner.net.params(), x)
+    z = learner.embed(learner.meta_params(False), to_float(x))
     return torch.nn.functional.normalize(z.double(), dim=-1)
 
 

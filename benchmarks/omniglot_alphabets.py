@@ -51,10 +51,10 @@ ASSIGN = ("model", "kmeans", "spectral")
 
 def embed(learner: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``[n, D]`` embedding of one alphabet ``x`` ``[1, n, C, H, W]`` by the model."""
-    if hasattr(learner, "embed"):
-        return learner.embed(learner.meta_params(False), x)[0]
-    z = learner.net.functional_features(learner.net.params(), x)[0]  # the alphabet is the task
-    return torch.nn.functional.normalize(z, dim=1)
+    z = learner.embed(learner.meta_params(False), x)[0]  # the alphabet is one task
+    if not hasattr(learner, "cluster"):  # embedding-only (ProtoNet): compared by angle
+        z = torch.nn.functional.normalize(z, dim=1)
+    return z
 
 
 def assign(

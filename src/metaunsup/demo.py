@@ -23,13 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from metaunsup import data
-from metaunsup.checkpoint import read_checkpoint
 from metaunsup.config import RunConfig, config_from_dict
 from metaunsup.convergence import kmeans_curve, learner_curve
-from metaunsup.evaluate import ClusteringMethod, evaluate_clustering, resolve_methods
+from metaunsup.evaluate import evaluate_clustering, learner_method, resolve_methods
 from metaunsup.figures import plot_curves
 from metaunsup.fileio import atomic_write_json
 
@@ -72,14 +69,6 @@ def demo_config(seed: int = 0) -> RunConfig:
     return config_from_dict(raw)
 
 
-def _learner_method(name: str, learner: torch.nn.Module) -> ClusteringMethod:
-    def fn(x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
-        with torch.no_grad():
-            return learner.cluster(x, k, seed=seed)  # type: ignore[operator]
-
-    return ClusteringMethod(name, fn)
-
-
 def run_demo(
     out_dir: str | Path,
     *,
@@ -93,7 +82,7 @@ def run_demo(
     """Run the demo into ``out_dir``; returns the results dict written to ``results.json``."""
     from metaunsup.runs import _fresh_learner, load_learner, train_run
     from metaunsup.train import LAST
-    from metaunsup.unsupervised import PRETRAIN_FILE
+    from metaunsup.unsupervised import pretrained_only_learner
 
     out = Path(out_dir)
     run_dir = out / "run"
@@ -111,13 +100,12 @@ def run_demo(
     test = data.load("digits", "test")
     model = load_learner(run_dir / LAST)
     untrained = _fresh_learner(cfg, test.example_shape).eval()
-    pretrained = _fresh_learner(cfg, test.example_shape).eval()
-    pretrained.net.load_state_dict(read_checkpoint(run_dir / PRETRAIN_FILE)[0])
+    pretrained = pretrained_only_learner(cfg, run_dir, test.example_shape)
     methods = [
         *resolve_methods(["kmeans", "pca-kmeans", "gmm"]),
-        _learner_method("network, random weights", untrained),
-        _learner_method("network, pre-trained only", pretrained),
-        _learner_method("meta-trained, no labels", model),
+        learner_method("network, random weights", untrained),
+        learner_method("network, pre-trained only", pretrained),
+        learner_method("meta-trained, no labels", model),
     ]
     echo(f"clustering {tasks} tasks of 10 × 20 from digits/test")
     report = evaluate_clustering(

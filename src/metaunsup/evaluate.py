@@ -31,6 +31,25 @@ class ClusteringMethod:
     fn: Callable[[torch.Tensor, int, int], torch.Tensor]
 
 
+def learner_method(
+    name: str,
+    learner: torch.nn.Module,
+    steps: int | None = None,
+    device: torch.device | str = "cpu",
+) -> ClusteringMethod:
+    """A clustering learner (``learner.cluster(x, k, seed=...)``: Meta-K-means,
+    Clustering-MAML, Meta-GMVAE) as an evaluation method, run without gradients on
+    ``device``; ``steps`` (``None``: the learner's own) overrides its test-time steps."""
+    extra = {} if steps is None else {"steps": steps}
+
+    def fn(x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+        with torch.no_grad():
+            labels = learner.cluster(x.to(device), k, seed=seed, **extra)  # type: ignore[operator]
+        return labels.cpu()
+
+    return ClusteringMethod(name, fn)
+
+
 @dataclass
 class MeanCI:
     """A mean and the half-width of its 95% confidence interval (1.96·std/√n)."""

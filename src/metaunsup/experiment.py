@@ -31,7 +31,7 @@ from metaunsup.checkpoint import read_checkpoint
 from metaunsup.config import load_config
 from metaunsup.convergence import kmeans_curve, learner_curve
 from metaunsup.errors import ConfigError
-from metaunsup.evaluate import ClusteringMethod, evaluate_clustering, resolve_methods
+from metaunsup.evaluate import evaluate_clustering, learner_method, resolve_methods
 from metaunsup.figures import plot_curves
 from metaunsup.fileio import atomic_write_json, atomic_write_text
 from metaunsup.report import report_title, results_table
@@ -57,14 +57,6 @@ MNIST_MODELS = (
 CURVE_STEPS = (0, 1, 2, 5, 10, 20, 50)
 KMEANS_ITERS = (1, 2, 3, 5, 10, 20, 50, 100)
 BASELINES = ("kmeans", "sklearn-kmeans", "pca-kmeans", "gmm")
-
-
-def _method(label: str, learner: torch.nn.Module) -> ClusteringMethod:
-    def fn(x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
-        with torch.no_grad():
-            return learner.cluster(x, k, seed=seed)  # type: ignore[operator]
-
-    return ClusteringMethod(label, fn)
 
 
 def _trained(
@@ -131,7 +123,7 @@ def run_mnist_clustering(
     """
     from metaunsup.runs import _fresh_learner, load_learner
     from metaunsup.train import BEST
-    from metaunsup.unsupervised import PRETRAIN_FILE
+    from metaunsup.unsupervised import pretrained_only_learner
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,12 +141,12 @@ def run_mnist_clustering(
         training[spec.label] = record
         if spec.track == "unsup":
             untrained = _fresh_learner(cfg, test.example_shape).eval()
-            methods.append(_method("Conv4, not meta-trained (random weights)", untrained))
-            if (run_dir / PRETRAIN_FILE).exists():
-                pre = _fresh_learner(cfg, test.example_shape).eval()
-                pre.net.load_state_dict(read_checkpoint(run_dir / PRETRAIN_FILE)[0])
-                methods.append(_method("Conv4, SimCLR pre-trained only (no meta-training)", pre))
-    methods += [_method(spec.label, learner) for spec, learner in models]
+            methods.append(learner_method("Conv4, not meta-trained (random weights)", untrained))
+            pre = pretrained_only_learner(cfg, run_dir, test.example_shape)
+            if pre is not None:
+                label = "Conv4, SimCLR pre-trained only (no meta-training)"
+                methods.append(learner_method(label, pre))
+    methods += [learner_method(spec.label, learner) for spec, learner in models]
 
     echo(f"clustering {tasks} MNIST test tasks of 10 × 20 with {len(methods)} methods")
     report = evaluate_clustering(

@@ -271,7 +271,7 @@ def checkpoint_method(
     test-time steps. ``label`` names the method (default: the checkpoint as given). Raises
     :class:`ConfigError` for a learner that does not cluster (e.g. few-shot MAML).
     """
-    from metaunsup.evaluate import ClusteringMethod
+    from metaunsup.evaluate import learner_method
 
     learner = load_learner(name_or_path, device)
     if not callable(getattr(learner, "cluster", None)):
@@ -280,9 +280,4 @@ def checkpoint_method(
             "cluster; evaluate it with --task fewshot"
         )
 
-    def fn(x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
-        with torch.no_grad():
-            labels = learner.cluster(x.to(device), k, seed=seed, steps=steps)  # type: ignore[operator]
-        return labels.cpu()
-
-    return ClusteringMethod(label or str(name_or_path), fn)
+    return learner_method(label or str(name_or_path), learner, steps, device)

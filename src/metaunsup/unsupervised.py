@@ -32,7 +32,7 @@ from metaunsup.errors import CheckpointError
 from metaunsup.learners import MetaLearner
 from metaunsup.pretrain import net_embeddings, pretrain_contrastive
 
-__all__ = ["PARTITIONS_FILE", "PRETRAIN_FILE", "unsupervised_source"]
+__all__ = ["PARTITIONS_FILE", "PRETRAIN_FILE", "pretrained_only_learner", "unsupervised_source"]
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,6 @@ def pretrained_backbone(
         # so learners with and without one (MAML, ProtoNets) share a pre-training
         "net": {**learner.net.config(), "n_way": None},
     }
-    head = set(learner.net.head_names)
     if path.exists():
         tensors, meta = read_checkpoint(path)
         if meta.get("kind") != _PRETRAIN_KIND or meta.get("settings") != settings:
@@ -82,12 +81,7 @@ def pretrained_backbone(
                 f"{str(path)!r} holds a pre-training with other settings; delete it or use "
                 "another --out folder"
             )
-        missing, unexpected = learner.net.load_state_dict(tensors, strict=False)
-        if unexpected or set(missing) - head:
-            raise CheckpointError(
-                f"{str(path)!r} does not hold this backbone's weights (missing "
-                f"{sorted(set(missing) - head)}, unexpected {sorted(unexpected)})"
-            )
+        _load_backbone(learner, tensors, path)
         log.info("pre-trained backbone loaded from %s", path)
         return meta["record"]
     start = time.perf_counter()
@@ -108,12 +102,44 @@ def pretrained_backbone(
         "seconds": round(time.perf_counter() - start, 2),
         "final_loss": sum(losses[-20:]) / len(losses[-20:]),
     }
+    head = set(learner.net.head_names)
     save_checkpoint(
         path,
         {k: v for k, v in learner.net.state_dict().items() if k not in head},
         {"kind": _PRETRAIN_KIND, "settings": settings, "record": record},
     )
     return record
+
+
+def _load_backbone(learner: MetaLearner, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Load pre-trained backbone weights into ``learner.net`` (its head, if any, is not in
+    them); raises :class:`CheckpointError` when they are not this backbone's."""
+    head = set(learner.net.head_names)
+    missing, unexpected = learner.net.load_state_dict(tensors, strict=False)
+    if unexpected or set(missing) - head:
+        raise CheckpointError(
+            f"{str(path)!r} does not hold this backbone's weights (missing "
+            f"{sorted(set(missing) - head)}, unexpected {sorted(unexpected)})"
+        )
+
+
+def pretrained_only_learner(
+    cfg: RunConfig, run_dir: str | Path, example_shape: tuple[int, ...]
+) -> MetaLearner | None:
+    """The run's learner, in evaluation mode, with the run's SimCLR pre-trained backbone and
+    no meta-training (the baseline that shows what meta-training adds); ``None`` when the run
+    folder holds no pre-training."""
+    from metaunsup.runs import _fresh_learner
+
+    path = Path(run_dir) / PRETRAIN_FILE
+    if not path.exists():
+        return None
+    tensors, meta = read_checkpoint(path)
+    if meta.get("kind") != _PRETRAIN_KIND:
+        raise CheckpointError(f"{str(path)!r} is not a metaunsup pre-training")
+    learner = _fresh_learner(cfg, example_shape)
+    _load_backbone(learner, tensors, path)
+    return learner.eval()
 
 
 def unsupervised_source(
