@@ -38,6 +38,22 @@ def test_conv4_feature_sizes(size, feature_dim, out_hw):
     assert net.functional_forward(net.params(), torch.rand(3, 2, 1, h, w)).shape == (3, 2, 5)
 
 
+def test_input_pool_equals_the_same_net_on_pooled_images():
+    torch.manual_seed(0)
+    pooled = Conv4(n_way=None, hidden=8, image_size=28, input_pool=2)
+    plain = Conv4(n_way=None, hidden=8, image_size=14)
+    plain.load_state_dict(pooled.state_dict())
+    assert pooled.feature_dim == plain.feature_dim == 8 and pooled.out_hw == (1, 1)
+    x = torch.rand(3, 6, 1, 28, 28)
+    small = torch.nn.functional.avg_pool2d(x.flatten(0, 1), 2).view(3, 6, 1, 14, 14)
+    torch.testing.assert_close(
+        pooled.functional_features(pooled.params(), x),
+        plain.functional_features(plain.params(), small),
+    )
+    torch.testing.assert_close(pooled(x[0]), plain(small[0]))
+    assert pooled.config()["input_pool"] == 2 and "input_pool" not in plain.config()
+
+
 def test_conv4_batchnorm_drops_redundant_conv_bias():
     assert "blocks.0.conv.bias" not in Conv4(norm="batch").params()
     assert "blocks.0.conv.bias" in Conv4(norm="group").params()
@@ -57,6 +73,7 @@ def test_embedding_nets_have_no_head():
     [
         Conv4(in_channels=3, n_way=4, hidden=8, image_size=[12, 10], norm="group", groups=4),
         Conv4(n_way=None, depth=2),
+        Conv4(n_way=None, input_pool=2),
         MLP(20, n_way=3, hidden=[5, 6], norm="batch"),
     ],
 )
@@ -78,6 +95,9 @@ def test_build_net_round_trip(net: FunctionalNet):
         {"name": "conv4", "norm": "layer"},
         {"name": "conv4", "norm": "group", "hidden": 6, "groups": 4},
         {"name": "conv4", "hidden": 0},
+        {"name": "conv4", "input_pool": 0},
+        {"name": "conv4", "input_pool": 29},
+        {"name": "conv4", "input_pool": 1.5},
         {"name": "mlp", "in_features": 4, "n_way": None, "hidden": []},
         {"name": "mlp"},
     ],
@@ -135,6 +155,13 @@ def _nets(norm: str) -> list[tuple[str, FunctionalNet, tuple[int, ...]]]:
             "conv4-per-task",
             Conv4(in_channels=2, n_way=3, hidden=4, image_size=8, norm=norm, groups=2, depth=3),
             (2, 8, 8),
+        ),
+        (
+            "conv4-input-pool",
+            Conv4(
+                in_channels=2, n_way=3, hidden=4, image_size=9, norm=norm, groups=2, input_pool=2
+            ),
+            (2, 9, 9),
         ),
         ("mlp", MLP(12, n_way=3, hidden=(6, 4), norm=norm, groups=2), (12,)),
     ]

@@ -150,6 +150,38 @@ def test_learners_with_and_without_a_head_share_a_pretraining(tmp_path):
     assert all(torch.equal(x[k], y[k]) for k in x if k.startswith("model."))
 
 
+def test_cactus_can_cluster_the_features_of_another_runs_pretraining(tmp_path):
+    """``features_from``: a cheaper network meta-trains on the pseudo-classes of another run's
+    pre-trained features (the same partitions that run made with the same CACTUs settings)."""
+    teacher = run_config("cactus-meta_kmeans")
+    train_run(config_from_dict(teacher), tmp_path / "teacher", progress=False)
+    student = run_config("cactus-meta_kmeans")
+    student["name"] = "student"
+    student["learner"]["net"] = {**NET, "hidden": 4, "input_pool": 2}
+    student["unsupervised"]["features_from"] = "teacher"
+    cfg = config_from_dict(student)
+    with pytest.raises(ConfigError, match="train the run 'teacher'"):
+        train_run(cfg, tmp_path / "alone" / "student", progress=False)
+    train_run(cfg, tmp_path / "student", progress=False)
+    a, _ = read_checkpoint(tmp_path / "teacher" / PARTITIONS_FILE)
+    b, _ = read_checkpoint(tmp_path / "student" / PARTITIONS_FILE)
+    assert torch.equal(a["partitions"], b["partitions"])
+    _, meta = read_checkpoint(tmp_path / "student" / "last.safetensors")
+    assert meta["run"]["unsupervised_record"]["features_from"] == "teacher"
+    own = run_config("cactus-meta_kmeans")
+    own["learner"]["net"] = student["learner"]["net"]
+    train_run(config_from_dict(own), tmp_path / "own", progress=False)
+    c, _ = read_checkpoint(tmp_path / "own" / PARTITIONS_FILE)
+    assert not torch.equal(a["partitions"], c["partitions"])  # its own features differ
+
+
+def test_features_from_needs_cactus_tasks():
+    raw = run_config("umtra-maml")
+    raw["unsupervised"]["features_from"] = "teacher"
+    with pytest.raises(ConfigError, match="features_from"):
+        config_from_dict(raw)
+
+
 def test_pretraining_makes_augmented_copies_agree():
     """After contrastive pre-training an image's features are closer to its augmented copy
     than to other images' (the property the loss trains; random weights do not have it)."""
@@ -184,6 +216,8 @@ def test_pretraining_makes_augmented_copies_agree():
         ({"pretrain_lr": 0.0}, "positive"),
         ({"n_init": "ten"}, "must be int"),
         ({"colour": 1}, "unknown key"),
+        ({"features_from": "../elsewhere"}, "plain folder name"),
+        ({"features_from": ".."}, "plain folder name"),
     ],
 )
 def test_bad_unsupervised_tables_are_config_errors(change, message):

@@ -117,6 +117,11 @@ class UnsupervisedConfig:
         When ``spectral_dims > 0``, CACTUs clusters the spectral embedding (that many
         eigenvectors) of the ``neighbors``-nearest-neighbour graph of the features instead of
         the features themselves (:func:`~metaunsup.tasks.graph.spectral_embedding`).
+    ``features_from``:
+        CACTUs clusters the features of another run's pre-trained backbone instead of this
+        run's own: the name of a run folder beside this one (same parent folder), whose
+        ``pretrain.safetensors`` must exist. A cheaper network then learns from the
+        pseudo-classes a stronger one finds (still without labels); ``""``: this run's own.
     """
 
     tasks: str = "cactus"
@@ -132,6 +137,7 @@ class UnsupervisedConfig:
     fit_size: int = 10000
     spectral_dims: int = 0
     neighbors: int = 10
+    features_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -236,6 +242,12 @@ def _validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError("unsupervised.pretrain_lr and pretrain_temperature must be positive")
         if u.tasks == "umtra" and (t.kind != "fewshot" or t.k_shot != 1):
             raise ConfigError("UMTRA tasks are few-shot with k_shot = 1 (one image per class)")
+        source = u.features_from
+        if source and (u.tasks != "cactus" or source in (".", "..") or Path(source).name != source):
+            raise ConfigError(
+                "unsupervised.features_from names a CACTUs run folder beside this one "
+                f"(a plain folder name), got {source!r} with tasks = {u.tasks!r}"
+            )
         if u.tasks == "cactus" and u.clusters < t.n_way:
             raise ConfigError(
                 f"unsupervised.clusters ({u.clusters}) must be at least task.n_way ({t.n_way})"

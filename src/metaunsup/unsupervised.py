@@ -6,8 +6,9 @@
    (:func:`metaunsup.pretrain.pretrain_contrastive`), saved as ``pretrain.safetensors`` in the
    run folder so that a resumed run does not redo it;
 2. ``"cactus"``: k-means partitions of the pre-trained features (of the pixels without
-   pre-training; or of the spectral embedding of their nearest-neighbour graph when
-   ``spectral_dims > 0``), cached as ``partitions.safetensors``, and a
+   pre-training; of another run's pre-trained backbone with ``features_from``; or of the
+   spectral embedding of their nearest-neighbour graph when ``spectral_dims > 0``), cached as
+   ``partitions.safetensors``, and a
    :class:`~metaunsup.tasks.cactus.CactusTaskSource` (clustering layout for clustering runs);
    ``"umtra"``: a :class:`~metaunsup.tasks.umtra.UmtraTaskSource`.
 
@@ -28,8 +29,9 @@ from metaunsup.augment import Augment
 from metaunsup.checkpoint import read_checkpoint, save_checkpoint
 from metaunsup.config import RunConfig
 from metaunsup.data.unlabeled import UnlabeledView
-from metaunsup.errors import CheckpointError
+from metaunsup.errors import CheckpointError, ConfigError
 from metaunsup.learners import MetaLearner
+from metaunsup.nets import FunctionalNet, build_net
 from metaunsup.pretrain import net_embeddings, pretrain_contrastive
 
 __all__ = ["PARTITIONS_FILE", "PRETRAIN_FILE", "pretrained_only_learner", "unsupervised_source"]
@@ -123,6 +125,25 @@ def _load_backbone(learner: MetaLearner, tensors: dict[str, torch.Tensor], path:
         )
 
 
+def pretrained_net_of_run(run_dir: Path) -> FunctionalNet:
+    """The SimCLR pre-trained backbone of another run (``run_dir/pretrain.safetensors``), in
+    evaluation mode; raises :class:`ConfigError` when that run has not been pre-trained."""
+    path = run_dir / PRETRAIN_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"unsupervised.features_from: {str(path)!r} not found; train the run "
+            f"{run_dir.name!r} into {str(run_dir)!r} first"
+        )
+    tensors, meta = read_checkpoint(path)
+    if meta.get("kind") != _PRETRAIN_KIND:
+        raise CheckpointError(f"{str(path)!r} is not a metaunsup pre-training")
+    net = build_net(meta["settings"]["net"])
+    missing, unexpected = net.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{str(path)!r} does not match the network its settings name")
+    return net.eval()
+
+
 def pretrained_only_learner(
     cfg: RunConfig, run_dir: str | Path, example_shape: tuple[int, ...]
 ) -> MetaLearner | None:
@@ -171,7 +192,11 @@ def unsupervised_source(
         )
         return source, record
     start = time.perf_counter()
-    if u.pretrain_steps > 0:
+    if u.features_from:
+        teacher = pretrained_net_of_run(out.parent / u.features_from)
+        z = net_embeddings(teacher, view.float_x(), device=device)
+        record["features_from"] = u.features_from
+    elif u.pretrain_steps > 0:
         learner.net.eval()
         z = net_embeddings(learner.net, view.float_x(), device=device)
     else:

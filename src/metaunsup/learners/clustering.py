@@ -62,6 +62,7 @@ __all__ = [
     "SoftClustering",
     "balanced_soft_kmeans",
     "clustering_objective",
+    "log_softmax_clusters",
     "offdiagonal_mask",
     "pair_log_probabilities",
     "pairwise_loss",
@@ -69,11 +70,27 @@ __all__ = [
     "plusplus_init",
     "relative_sqdist",
     "same_cluster_probability",
+    "softmax_clusters",
     "task_variance",
 ]
 
 #: Floor of the task variance and of the cluster masses (guards degenerate tasks).
 TINY = 1e-12
+
+
+def log_softmax_clusters(logits: Tensor) -> Tensor:
+    """``log_softmax`` over the last (cluster) dimension, ``logits − logsumexp``.
+
+    Same values and gradients as :func:`torch.log_softmax`; on CPU the aten kernel is about
+    six times slower over a last dimension as short as ``K = 10`` (it vectorises along it),
+    and the soft k-means iterations call it on every ``[B, n, K]`` assignment.
+    """
+    return logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+
+
+def softmax_clusters(logits: Tensor) -> Tensor:
+    """``softmax`` over the last (cluster) dimension (see :func:`log_softmax_clusters`)."""
+    return log_softmax_clusters(logits).exp()
 
 
 # ---------------------------------------------------------------------------- pairwise loss
@@ -106,7 +123,7 @@ def pair_log_probabilities(logits: Tensor) -> tuple[Tensor, Tensor]:
     (``P`` within rounding of 0 or 1) keep finite, informative gradients instead of being
     clamped away.
     """
-    log_r = torch.log_softmax(logits, dim=-1)  # [B, n, K]
+    log_r = log_softmax_clusters(logits)  # [B, n, K]
     K = log_r.shape[-1]
     if K == 1:
         zeros = log_r.new_zeros(log_r.shape[0], log_r.shape[1], log_r.shape[1])
@@ -177,9 +194,18 @@ def task_variance(z: Tensor) -> Tensor:
 
 def relative_sqdist(z: Tensor, c: Tensor, scale: Tensor) -> Tensor:
     """``‖z_i − c_j‖² / scale`` ``[B, n, K]`` for ``z`` ``[B, n, D]``, ``c`` ``[B, K, D]``,
-    ``scale`` ``[B]``; computed from the differences (exact near zero, never negative)."""
-    d = (z.unsqueeze(2) - c.unsqueeze(1)).pow(2).sum(-1)
-    return d / scale.view(-1, 1, 1)
+    ``scale`` ``[B]``.
+
+    Computed as ``‖z‖² − 2 z·c + ‖c‖²`` of the points and centres taken relative to the task
+    mean: one batched GEMM and no ``[B, n, K, D]`` temporary (five times faster on 200 × 10 ×
+    64 tasks, where the differences were most of the test-time clustering), while centring
+    keeps the cancellation at the scale of the task's own spread. Clamped at 0.
+    """
+    mean = z.mean(1, keepdim=True)
+    zc, cc = z - mean, c - mean
+    d = torch.baddbmm((cc * cc).sum(-1).unsqueeze(1), zc, cc.transpose(1, 2), alpha=-2.0)
+    d = d + (zc * zc).sum(-1, keepdim=True)
+    return d.clamp_min(0.0) / scale.view(-1, 1, 1)
 
 
 def plusplus_init(z: Tensor, k: int, shrink: Tensor | float = 1.0, seed: SeedLike = 0) -> Tensor:
@@ -225,7 +251,7 @@ class SoftClustering:
     @property
     def responsibilities(self) -> Tensor:
         """``[B, n, K]`` soft assignments (rows sum to 1)."""
-        return torch.softmax(self.logits, dim=-1)
+        return softmax_clusters(self.logits)
 
     @property
     def labels(self) -> Tensor:
@@ -262,7 +288,7 @@ def balanced_soft_kmeans(
     log_prior = z.new_zeros(B, k)
     for _ in range(n_iter):
         logits = -relative_sqdist(z, c, scale) / temperature + log_prior.unsqueeze(1)
-        r = torch.softmax(logits, dim=-1)
+        r = softmax_clusters(logits)
         mass = r.sum(1)  # [B, K]
         c = (torch.bmm(r.transpose(1, 2), z) + eps * c) / (mass + eps).unsqueeze(-1)
         log_prior = -balance * torch.log(mass / n + TINY)
@@ -277,7 +303,7 @@ def clustering_objective(z: Tensor, clustering: SoftClustering, balance: Tensor 
 
     Unsupervised: it reads no labels. Clustering-MAML takes gradient steps on it.
     """
-    log_r = torch.log_softmax(clustering.logits, dim=-1)
+    log_r = log_softmax_clusters(clustering.logits)
     r = log_r.exp()
     d = relative_sqdist(z, clustering.centers, clustering.scale)
     energy = (r * d).sum(-1).mean(1)
