@@ -17,7 +17,7 @@ medians are reported. For each checkpoint the time is split into
 Accuracy (Hungarian) of each is printed beside it, so a faster path that clusters differently
 would show. Loading and sampling are not timed.
 
-Run: ``.venv/bin/python benchmarks/bench_test_time.py [--checkpoints mnist mnist-fast]
+Run: ``.venv/bin/python benchmarks/bench_test_time.py [--checkpoints mnist runs/.../best.safetensors]
 [--tasks 128] [--repeats 5] [--threads 1] [--root DATA_DIR] [--json PATH]``; prints a markdown
 table and writes JSON (default ``benchmarks/results/bench_test_time.json``).
 """
@@ -126,7 +126,7 @@ def sklearn_loop(x: np.ndarray, threads: int) -> Callable[[], np.ndarray]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoints", nargs="+", default=["mnist", "mnist-fast"])
+    parser.add_argument("--checkpoints", nargs="+", default=["mnist"])
     parser.add_argument("--tasks", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)

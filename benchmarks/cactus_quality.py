@@ -6,8 +6,9 @@ partitions (``partitions.safetensors``) against the true labels of the split it 
 (points dropped from a partition, label ``-1``, are left out of its scores).
 
 Run: ``.venv/bin/python benchmarks/cactus_quality.py runs/mnist-unsup runs/mnist-unsup-fast
-[--root DATA_DIR] [--json PATH]``; prints a markdown table and writes JSON (default
-``benchmarks/results/cactus_quality.json``).
+[--dataset mnist --split train] [--root DATA_DIR] [--json PATH]``; the runs must have been made
+from that dataset split (the partition length is checked). Prints a markdown table and writes
+JSON (default ``benchmarks/results/cactus_quality.json``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from metaunsup.config import load_config
 from metaunsup.data import load
-from metaunsup.errors import MetaUnsupError
+from metaunsup.errors import DataError, MetaUnsupError
 from metaunsup.metrics import score_clustering
 from metaunsup.tasks.cactus import load_partitions
 from metaunsup.unsupervised import PARTITIONS_FILE
@@ -42,22 +42,30 @@ def partition_scores(parts: np.ndarray, y: np.ndarray) -> list[dict[str, float]]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "runs", nargs="+", type=Path, help="run folders, each named after its config in --configs"
-    )
-    parser.add_argument("--configs", type=Path, default=Path("configs"))
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders of CACTUs runs")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--split", default="train")
     parser.add_argument("--root", default=None, help="dataset folder (default: METAUNSUP_DATA)")
     parser.add_argument("--json", type=Path, default=RESULTS / "cactus_quality.json")
     args = parser.parse_args(argv)
-    report = {"date": _dt.date.today().isoformat(), "runs": {}}
+    report = {
+        "date": _dt.date.today().isoformat(),
+        "data": f"{args.dataset}/{args.split}",
+        "command": "python benchmarks/cactus_quality.py " + " ".join(argv or sys.argv[1:]),
+        "runs": {},
+    }
     print("| run | partitions | accuracy (mean) | NMI | ARI | points kept |")
     print("|---|---:|---:|---:|---:|---:|")
     try:
+        y = load(args.dataset, args.split, root=args.root).y.numpy()
         for run in args.runs:
-            cfg = load_config(args.configs / f"{run.name}.toml")
-            split = load(cfg.data.dataset, cfg.data.split, root=args.root)
             parts = load_partitions(run / PARTITIONS_FILE)[0].numpy()
-            rows = partition_scores(parts, split.y.numpy())
+            if parts.shape[1] != len(y):
+                raise DataError(
+                    f"{run}: partitions of {parts.shape[1]} points, but {args.dataset}/"
+                    f"{args.split} has {len(y)}"
+                )
+            rows = partition_scores(parts, y)
             report["runs"][str(run)] = rows
             mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
             print(

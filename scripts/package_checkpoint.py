@@ -25,6 +25,22 @@ from metaunsup.fileio import atomic_write_json
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "metaunsup" / "checkpoints"
 
 
+def training_seconds(run_dir: Path, pre: dict, last: dict, unsup: dict) -> dict[str, float]:
+    """Pre-training and meta-training times of the run; with ``features_from``, also the
+    pre-training of the run whose features made its pseudo-classes (part of its cost)."""
+    seconds = {
+        "pretraining": pre.get("seconds", 0.0),
+        "meta_training": round(float(last.get("seconds", 0.0)), 1),
+    }
+    source = unsup.get("features_from")
+    if source:
+        _, teacher = read_checkpoint(run_dir.parent / source / "pretrain.safetensors")
+        seconds[f"pretraining of {source} (its features made the pseudo-classes)"] = teacher[
+            "record"
+        ]["seconds"]
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
@@ -57,10 +73,7 @@ def main() -> None:
         },
         "config": run,
         "command": args.command,
-        "training_seconds": {
-            "pretraining": pre.get("seconds", 0.0),
-            "meta_training": round(float(last.get("seconds", 0.0)), 1),
-        },
+        "training_seconds": training_seconds(args.run_dir, pre, last, unsup),
         "steps": last.get("step"),
         "packaged": dt.date.today().isoformat(),
         "evaluations": evaluations,

@@ -237,6 +237,11 @@ def results_page(report: dict[str, Any]) -> str:
         unsup = rec.get("unsupervised") or {}
         pre = unsup.get("pretrain")
         pre_text = f"SimCLR pre-training {pre['seconds'] / 60:.1f} min, " if pre else ""
+        if unsup.get("features_from"):
+            pre_text += (
+                f"CACTUs pseudo-classes from the pre-trained features of the "
+                f"`{unsup['features_from']}` run, "
+            )
         speed = ""
         if sk is not None and label in by_name:
             ratio = sk["ms_per_task"] / by_name[label]["ms_per_task"]
