@@ -17,7 +17,7 @@ medians are reported. For each checkpoint the time is split into
 Accuracy (Hungarian) of each is printed beside it, so a faster path that clusters differently
 would show. Loading and sampling are not timed.
 
-Run: ``.venv/bin/python benchmarks/bench_test_time.py [--checkpoints mnist runs/.../best.safetensors]
+Run: ``.venv/bin/python benchmarks/bench_test_time.py [--checkpoints mnist RUN/best.safetensors]
 [--tasks 128] [--repeats 5] [--threads 1] [--root DATA_DIR] [--json PATH]``; prints a markdown
 table and writes JSON (default ``benchmarks/results/bench_test_time.json``).
 """
