@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
-import json
 import os
 import platform
 import statistics
@@ -44,6 +43,7 @@ import metaunsup.learners.clustering as clustering
 from metaunsup.cluster import task_seeds
 from metaunsup.data import load
 from metaunsup.errors import MetaUnsupError
+from metaunsup.fileio import atomic_write_json
 from metaunsup.metrics import clustering_accuracy
 from metaunsup.runs import load_learner
 from metaunsup.tasks import ClusteringTaskSampler
@@ -206,8 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    print(f"wrote {atomic_write_json(args.json, report)}")
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from metaunsup.data import load
 from metaunsup.errors import DataError, MetaUnsupError
+from metaunsup.fileio import atomic_write_json
 from metaunsup.metrics import score_clustering
 from metaunsup.tasks.cactus import load_partitions
 from metaunsup.unsupervised import PARTITIONS_FILE
@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    print(f"wrote {atomic_write_json(args.json, report)}")
     return 0
 
 
