@@ -137,7 +137,10 @@ def pretrained_net_of_run(run_dir: Path) -> FunctionalNet:
     tensors, meta = read_checkpoint(path)
     if meta.get("kind") != _PRETRAIN_KIND:
         raise CheckpointError(f"{str(path)!r} is not a metaunsup pre-training")
-    net = build_net(meta["settings"]["net"])
+    net_config = (meta.get("settings") or {}).get("net")
+    if not isinstance(net_config, dict):
+        raise CheckpointError(f"{str(path)!r} does not say which network it pre-trained")
+    net = build_net(net_config)
     missing, unexpected = net.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{str(path)!r} does not match the network its settings name")
