@@ -12,6 +12,7 @@ from metaunsup.nets.batchnorm import batch_norm_2d
 from metaunsup.nets.conv import conv2d
 from metaunsup.nets.functional import (
     channels_last,
+    data_patches,
     task_batch_norm,
     task_conv2d,
     task_conv_batch_norm_of_data,
@@ -342,3 +343,66 @@ def test_pool_and_relu_second_derivatives_match_aten(channels_last_input: bool):
     (r2,) = torch.autograd.grad((r1 * u).sum(), x)
     torch.testing.assert_close(g2, r2)
     assert torch.autograd.gradgradcheck(lambda t: relu(max_pool2(t)).pow(2), (x,))
+
+
+def test_data_patches_are_unfold_in_task_major_order():
+    g = torch.Generator().manual_seed(0)
+    n_tasks, C = 3, 2
+    x = torch.randn(4, n_tasks * C, 5, 6, generator=g)
+    ours = data_patches(x, n_tasks)  # [n*H*W, B, C*9]
+    ref = torch.nn.functional.unfold(x, 3, padding=1)  # [n, B*C*9, H*W]
+    ref = ref.view(4, n_tasks, C * 9, 30).permute(0, 3, 1, 2).reshape(4 * 30, n_tasks, C * 9)
+    assert torch.equal(ours, ref)
+
+
+@pytest.mark.parametrize("size", [(6, 4), (7, 5)])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_first_layer_with_fused_pooling_equals_pooling_its_output(
+    monkeypatch: pytest.MonkeyPatch, size: tuple[int, int], chunked: bool
+):
+    """Chunks of images (and odd sizes, where pooling drops the last row/column) change
+    nothing: values, gradients and second derivatives are those of pooling the full map."""
+    import metaunsup.nets.functional as functional
+
+    if chunked:  # 17 images in chunks of 2 (and a last one of 1)
+        monkeypatch.setattr(functional, "POOL_CHUNK_ELEMENTS", 1)
+        monkeypatch.setattr(functional, "POOL_CHUNK_MIN_IMAGES", 2)
+    n_tasks = 2
+    g = torch.Generator().manual_seed(1)
+    dt = torch.float64
+    x = torch.rand(17 if chunked else 3, n_tasks, *size, generator=g, dtype=dt)
+    w = torch.randn(n_tasks, 3, 1, 3, 3, generator=g, dtype=dt, requires_grad=True)
+    gamma = torch.randn(n_tasks, 3, generator=g, dtype=dt, requires_grad=True)
+    beta = torch.randn(n_tasks, 3, generator=g, dtype=dt, requires_grad=True)
+
+    def fused(w, gamma, beta):
+        return task_conv_batch_norm_of_data(x, w, gamma, beta, n_tasks, pool=True)
+
+    def reference(w, gamma, beta):
+        out = task_conv_batch_norm_of_data(x, w, gamma, beta, n_tasks)
+        return torch.nn.functional.max_pool2d(out, 2)
+
+    out = fused(w, gamma, beta)
+    assert out.shape == (x.shape[0], n_tasks * 3, size[0] // 2, size[1] // 2)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, reference(w, gamma, beta))
+    v = torch.randn(out.shape, generator=g, dtype=dt)
+    grads = torch.autograd.grad((fused(w, gamma, beta) * v).sum(), (w, gamma, beta))
+    want = torch.autograd.grad((reference(w, gamma, beta) * v).sum(), (w, gamma, beta))
+    for a, b in zip(grads, want, strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradgradcheck(fused, (w, gamma, beta))
+
+
+def test_first_layer_gemm_differentiates_with_respect_to_its_input():
+    g = torch.Generator().manual_seed(2)
+    dt = torch.float64
+    x = torch.rand(3, 2, 4, 5, generator=g, dtype=dt, requires_grad=True)
+    w = torch.randn(3, 2, 3, 3, generator=g, dtype=dt)
+    gamma, beta = torch.randn(3, generator=g, dtype=dt), torch.randn(3, generator=g, dtype=dt)
+
+    def ours(x):
+        return task_conv_batch_norm_of_data(x, w, gamma, beta, 1)
+
+    torch.testing.assert_close(ours(x), task_batch_norm(task_conv2d(x, w, None, 1), gamma, beta, 1))
+    assert torch.autograd.gradcheck(ours, (x,))

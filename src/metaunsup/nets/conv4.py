@@ -169,7 +169,8 @@ class Conv4(FunctionalNet):
           several times slower), and batch norm runs on the ``[n*H*W, C]`` matrix view with a
           closed-form double backward (:mod:`metaunsup.nets.batchnorm`);
         * with batch norm, the first convolution + norm is one GEMM of the input's centred
-          patches (:func:`~metaunsup.nets.functional.task_conv_batch_norm_of_data`);
+          patches, pooled chunk by chunk while in cache
+          (:func:`~metaunsup.nets.functional.task_conv_batch_norm_of_data`);
         * ReLU follows the max-pool: they commute exactly, and it is four times less work.
 
         Values and gradients of every order equal those of a loop over tasks of ``forward``
@@ -199,6 +200,7 @@ class Conv4(FunctionalNet):
         h = to_task_channels(x)
         for i, block in enumerate(self.blocks):
             p = f"blocks.{i}."
+            pooled = False
             if i == 0 and self.norm == "batch" and cpu_path:
                 h = task_conv_batch_norm_of_data(
                     h,
@@ -206,7 +208,9 @@ class Conv4(FunctionalNet):
                     params[p + "norm.weight"],
                     params[p + "norm.bias"],
                     B,
+                    pool=block.pool,
                 )
+                pooled = block.pool
             else:
                 if i == 0 and cpu_path:
                     h = channels_last(h)
@@ -217,7 +221,7 @@ class Conv4(FunctionalNet):
                     h = task_group_norm(
                         h, params[p + "norm.weight"], params[p + "norm.bias"], B, self.groups
                     )
-            if block.pool:
+            if block.pool and not pooled:
                 h = max_pool2(h) if cpu_path else F.max_pool2d(h, 2)
             h = relu(h) if cpu_path else F.relu(h)
         return from_task_channels(h, B)
