@@ -18,7 +18,7 @@ from metaunsup.nets.functional import (
     task_conv_batch_norm_of_data,
     task_linear,
 )
-from metaunsup.nets.pointwise import max_pool2, relu
+from metaunsup.nets.pointwise import max_pool2, max_pool2_relu, relu
 
 B = 3
 
@@ -319,8 +319,11 @@ def test_conv2d_double_backward_matches_finite_differences(groups: int, channels
     assert torch.autograd.gradgradcheck(f, (x, w))
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("channels_last_input", [False, True])
-def test_pool_and_relu_second_derivatives_match_aten(channels_last_input: bool):
+def test_pool_and_relu_second_derivatives_match_aten(channels_last_input: bool, fused: bool):
+    """max_pool2 then relu, and max_pool2_relu (one node), against aten's pair."""
+    pool_relu = max_pool2_relu if fused else (lambda t: relu(max_pool2(t)))
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 6, 5, generator=g, dtype=torch.float64)
     if channels_last_input:
@@ -329,7 +332,7 @@ def test_pool_and_relu_second_derivatives_match_aten(channels_last_input: bool):
     v = torch.randn(2, 3, 3, 2, generator=g, dtype=torch.float64)
 
     def ours(x):
-        return (relu(max_pool2(x)) * v).sum() * x.sum()  # a non-zero second derivative
+        return (pool_relu(x) * v).sum() * x.sum()  # a non-zero second derivative
 
     def reference(x):
         return (torch.relu(torch.nn.functional.max_pool2d(x, 2)) * v).sum() * x.sum()
@@ -342,7 +345,7 @@ def test_pool_and_relu_second_derivatives_match_aten(channels_last_input: bool):
     (g2,) = torch.autograd.grad((g1 * u).sum(), x)
     (r2,) = torch.autograd.grad((r1 * u).sum(), x)
     torch.testing.assert_close(g2, r2)
-    assert torch.autograd.gradgradcheck(lambda t: relu(max_pool2(t)).pow(2), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: pool_relu(t).pow(2), (x,))
 
 
 def test_data_patches_are_unfold_in_task_major_order():
@@ -376,11 +379,11 @@ def test_first_layer_with_fused_pooling_equals_pooling_its_output(
     beta = torch.randn(n_tasks, 3, generator=g, dtype=dt, requires_grad=True)
 
     def fused(w, gamma, beta):
-        return task_conv_batch_norm_of_data(x, w, gamma, beta, n_tasks, pool=True)
+        return task_conv_batch_norm_of_data(x, w, gamma, beta, n_tasks, pool_relu=True)
 
     def reference(w, gamma, beta):
         out = task_conv_batch_norm_of_data(x, w, gamma, beta, n_tasks)
-        return torch.nn.functional.max_pool2d(out, 2)
+        return torch.relu(torch.nn.functional.max_pool2d(out, 2))
 
     out = fused(w, gamma, beta)
     assert out.shape == (x.shape[0], n_tasks * 3, size[0] // 2, size[1] // 2)

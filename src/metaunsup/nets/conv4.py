@@ -41,7 +41,7 @@ from metaunsup.nets.functional import (
     task_group_norm,
     to_task_channels,
 )
-from metaunsup.nets.pointwise import max_pool2, relu
+from metaunsup.nets.pointwise import max_pool2_relu, relu
 
 
 class _Block(nn.Module):
@@ -183,24 +183,33 @@ class Conv4(FunctionalNet):
         B, n, _, H, W = x.shape
         cpu = x.device.type == "cpu"
         if cpu and B > 1 and n * H * W >= self.large_task:
-            return torch.cat(
-                [self._features(self._task_slice(params, t), x[t : t + 1], True) for t in range(B)]
-            )
+            per_task = self._per_task(params, B)
+            return torch.cat([self._features(per_task[t], x[t : t + 1], True) for t in range(B)])
         return self._features(params, x, cpu)
 
-    def _task_slice(self, params: ParamDict, t: int) -> ParamDict:
-        """Task ``t``'s parameters: batched entries sliced to ``[1, ...]``, shared ones kept."""
+    def _per_task(self, params: ParamDict, n_tasks: int) -> list[ParamDict]:
+        """Each task's parameters: batched entries as ``[1, ...]`` pieces, shared ones kept.
+
+        The pieces come from one ``unbind`` per entry, whose backward stacks the tasks'
+        gradients in one write (slicing would zero-fill a full-size gradient per task and add
+        them up).
+        """
         ndim = self._shared_ndim
-        return {
-            k: (v[t : t + 1] if v.dim() > ndim.get(k, v.dim()) else v) for k, v in params.items()
+        pieces = {
+            k: [piece.unsqueeze(0) for piece in v.unbind(0)]
+            for k, v in params.items()
+            if v.dim() > ndim.get(k, v.dim())
         }
+        return [
+            {k: pieces[k][t] if k in pieces else v for k, v in params.items()}
+            for t in range(n_tasks)
+        ]
 
     def _features(self, params: ParamDict, x: Tensor, cpu_path: bool) -> Tensor:
         B = x.shape[0]
         h = to_task_channels(x)
         for i, block in enumerate(self.blocks):
             p = f"blocks.{i}."
-            pooled = False
             if i == 0 and self.norm == "batch" and cpu_path:
                 h = task_conv_batch_norm_of_data(
                     h,
@@ -208,9 +217,10 @@ class Conv4(FunctionalNet):
                     params[p + "norm.weight"],
                     params[p + "norm.bias"],
                     B,
-                    pool=block.pool,
+                    pool_relu=block.pool,
                 )
-                pooled = block.pool
+                if block.pool:
+                    continue  # pooled and ReLU'd already
             else:
                 if i == 0 and cpu_path:
                     h = channels_last(h)
@@ -221,9 +231,10 @@ class Conv4(FunctionalNet):
                     h = task_group_norm(
                         h, params[p + "norm.weight"], params[p + "norm.bias"], B, self.groups
                     )
-            if block.pool and not pooled:
-                h = max_pool2(h) if cpu_path else F.max_pool2d(h, 2)
-            h = relu(h) if cpu_path else F.relu(h)
+            if block.pool:
+                h = max_pool2_relu(h) if cpu_path else F.relu(F.max_pool2d(h, 2))
+            else:
+                h = relu(h) if cpu_path else F.relu(h)
         return from_task_channels(h, B)
 
     def config(self) -> dict[str, Any]:

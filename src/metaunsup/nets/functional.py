@@ -40,7 +40,7 @@ from torch import Tensor
 
 from metaunsup.nets.batchnorm import batch_norm_2d
 from metaunsup.nets.conv import conv2d
-from metaunsup.nets.pointwise import max_pool2
+from metaunsup.nets.pointwise import max_pool2_relu
 
 
 def channels_last(x: Tensor) -> Tensor:
@@ -159,14 +159,14 @@ def task_conv_batch_norm_of_data(
     norm_bias: Tensor,
     n_tasks: int,
     eps: float = 1e-5,
-    pool: bool = False,
+    pool_relu: bool = False,
 ) -> Tensor:
     """``task_batch_norm(task_conv2d(x, weight))`` for an input ``x`` that is data, as one GEMM.
 
     ``x`` ``[n, B*C, H, W]`` (no gradient needed), ``weight`` ``[O, C, 3, 3]`` or
     ``[B, O, C, 3, 3]`` (padding 1, no bias), ``norm_weight``/``norm_bias`` ``[O]`` or
-    ``[B, O]``; returns ``[n, B*O, H, W]`` channels-last, or with ``pool`` the 2×2 max-pool of
-    it, ``[n, B*O, H//2, W//2]``.
+    ``[B, O]``; returns ``[n, B*O, H, W]`` channels-last, or with ``pool_relu`` the ReLU of its
+    2×2 max-pool, ``[n, B*O, H//2, W//2]`` (the rest of a Conv4 block).
 
     With batch statistics the result is exactly an affine map of the input's centred 3×3
     patches ``P̃`` (``[n*H*W, C*9]`` per task): channel ``o`` has mean ``w_o · mean(P)`` and
@@ -177,7 +177,7 @@ def task_conv_batch_norm_of_data(
     layers, with few input channels, dominate the cost of a Conv4 on CPU).
 
     Because the statistics come from ``Σ``, the GEMM can run over a few images at a time. With
-    ``pool`` it does when the output is large (query sets, test-time embeddings), and pools
+    ``pool_relu`` it does when the output is large (query sets, test-time embeddings), and pools
     each chunk while it is still in cache instead of writing the full-size map out and reading
     it back (likewise for the pooling's zero-filled gradient in backward). Embedding 200 28×28
     images per task this way is about a fifth faster on a 2-core CPU.
@@ -203,14 +203,14 @@ def task_conv_batch_norm_of_data(
         torch.float64 if patches.dtype in (torch.float32, torch.float16, torch.bfloat16) else None
     )
     p64 = centred.to(wide) if wide else centred
-    cov = torch.einsum("mbk,mbl->bkl", p64, p64) / m  # [B, K, K]
+    cov = torch.bmm(p64.permute(1, 2, 0), p64.transpose(0, 1)).div_(m)  # [B, K, K]
     if weight.dim() == 4:
         w = weight.reshape(1, -1, K).expand(n_tasks, -1, -1)
     else:
         w = weight.reshape(n_tasks, -1, K)  # [B, O, K]
     n_out = w.shape[1]
     w64 = w.to(cov.dtype)
-    var = torch.einsum("bok,bkl,bol->bo", w64, cov, w64).to(w.dtype)
+    var = (torch.bmm(w64, cov) * w64).sum(-1).to(w.dtype)  # w_o Σ w_oᵀ, [B, O]
     gamma = norm_weight if norm_weight.dim() == 2 else norm_weight.expand(n_tasks, -1)
     beta = norm_bias if norm_bias.dim() == 2 else norm_bias.expand(n_tasks, -1)
     effective = w * (gamma * torch.rsqrt(var + eps)).unsqueeze(-1)  # [B, O, K]
@@ -225,10 +225,10 @@ def task_conv_batch_norm_of_data(
         out = design[first * H * W : last * H * W] @ mat
         return out.view(last - first, H, W, BO).permute(0, 3, 1, 2)
 
-    if not pool:
+    if not pool_relu:
         return conv_bn(0, n)
     per_chunk = max(POOL_CHUNK_MIN_IMAGES, POOL_CHUNK_ELEMENTS // (H * W * BO))
-    pooled = [max_pool2(conv_bn(i, min(i + per_chunk, n))) for i in range(0, n, per_chunk)]
+    pooled = [max_pool2_relu(conv_bn(i, min(i + per_chunk, n))) for i in range(0, n, per_chunk)]
     return pooled[0] if len(pooled) == 1 else torch.cat(pooled)
 
 

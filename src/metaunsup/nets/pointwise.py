@@ -1,4 +1,4 @@
-"""2×2 max-pooling and ReLU whose double backward skips PyTorch's zero gradients.
+"""2×2 max-pooling and ReLU (alone or as one node) whose double backward skips zero gradients.
 
 The backward of both is linear in the incoming gradient and piecewise constant in the input, so
 their second derivative with respect to the input is zero. PyTorch's generic double backward
@@ -45,15 +45,51 @@ class _MaxPool2Backward(Function):
     @once_differentiable
     def backward(ctx: Any, ggx: Tensor) -> tuple[Tensor | None, ...]:
         (idx,) = ctx.saved_tensors
-        n, c, h, w = idx.shape
-        cl = torch.channels_last
-        if c > 1 and ggx.is_contiguous(memory_format=cl) and idx.is_contiguous(memory_format=cl):
-            # gather along the spatial axis of the [n, H*W, c] views: no layout copies
-            src = ggx.permute(0, 2, 3, 1).reshape(n, -1, c)
-            picked = src.gather(1, idx.permute(0, 2, 3, 1).reshape(n, -1, c))
-            return picked.view(n, h, w, c).permute(0, 3, 1, 2), None, None
-        picked = ggx.reshape(n, c, -1).gather(2, idx.reshape(n, c, -1)).view(idx.shape)
-        return picked, None, None
+        return _pick(ggx, idx), None, None
+
+
+def _pick(ggx: Tensor, idx: Tensor) -> Tensor:
+    """``ggx`` ``[n, c, H, W]`` at the pooling's argmax positions ``idx`` ``[n, c, h, w]``."""
+    n, c, h, w = idx.shape
+    cl = torch.channels_last
+    if c > 1 and ggx.is_contiguous(memory_format=cl) and idx.is_contiguous(memory_format=cl):
+        # gather along the spatial axis of the [n, H*W, c] views: no layout copies
+        src = ggx.permute(0, 2, 3, 1).reshape(n, -1, c)
+        picked = src.gather(1, idx.permute(0, 2, 3, 1).reshape(n, -1, c))
+        return picked.view(n, h, w, c).permute(0, 3, 1, 2)
+    return ggx.reshape(n, c, -1).gather(2, idx.reshape(n, c, -1)).view(idx.shape)
+
+
+class _MaxPool2Relu(Function):
+    """``relu(max_pool2d(x, 2))`` as one node: half the autograd nodes of the pair, whose
+    Python overhead is a noticeable share of a second-order MAML step on CPU."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        pooled, idx = torch.ops.aten.max_pool2d_with_indices(x, *_POOL)
+        y = torch.relu(pooled)
+        ctx.save_for_backward(x, idx, y)
+        ctx.mark_non_differentiable(idx)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, gy: Tensor) -> Tensor:
+        x, idx, y = ctx.saved_tensors
+        return _MaxPool2ReluBackward.apply(gy, x, idx, y)
+
+
+class _MaxPool2ReluBackward(Function):
+    @staticmethod
+    def forward(ctx: Any, gy: Tensor, x: Tensor, idx: Tensor, y: Tensor) -> Tensor:
+        ctx.save_for_backward(idx, y)
+        g_pooled = torch.ops.aten.threshold_backward(gy, y, 0)
+        return torch.ops.aten.max_pool2d_with_indices_backward(g_pooled, x, *_POOL, idx)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, ggx: Tensor) -> tuple[Tensor | None, ...]:
+        idx, y = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(_pick(ggx, idx), y, 0), None, None, None
 
 
 class _Relu(Function):
@@ -89,6 +125,11 @@ def _tracked(x: Tensor) -> bool:
 def max_pool2(x: Tensor) -> Tensor:
     """``F.max_pool2d(x, 2)`` without the zero-filled second derivative."""
     return _MaxPool2.apply(x) if _tracked(x) else F.max_pool2d(x, 2)
+
+
+def max_pool2_relu(x: Tensor) -> Tensor:
+    """``F.relu(F.max_pool2d(x, 2))`` as one node, without zero-filled second derivatives."""
+    return _MaxPool2Relu.apply(x) if _tracked(x) else F.relu(F.max_pool2d(x, 2))
 
 
 def relu(x: Tensor) -> Tensor:
