@@ -17,20 +17,28 @@ SAME weights and see the SAME tasks.
   With ``track_higher_grads=False`` higher detaches the fast weights after every step, so that
   ``backward`` leaves ``θ.grad`` empty; first-order MAML with higher therefore takes the query
   gradient w.r.t. the final fast weights and adds it to ``θ.grad`` (what we compare with).
-* our step: one task-batched ``MAML.meta_loss(batch)`` (all 4 tasks in one pass) + ``backward``.
+* our step: one task-batched ``MAML.meta_loss(batch)`` (all 4 tasks in one pass) + ``backward``,
+  timed twice: with the CPU kernels (the default: channels-last activations, the first layer as
+  one GEMM, closed-form double backwards) and with ``Conv4.cpu_kernels = False`` (the generic
+  path: grouped NCHW convolutions and aten's batch norm and pooling, as on other devices).
 
 Before timing, the meta-gradients are compared on ``--grad-batches`` batches: between the two
-libraries in float32 (relative L2 difference), and each against the exact meta-gradient computed
-in float64 (where the two libraries agree to ~1e-12). The meta-loss is only piecewise smooth
-(ReLU, max-pooling): float32 rounding sometimes flips a kink, in either library, and the
-gradient of that batch then differs by up to a few percent; the table shows medians and maxima.
+libraries in float32 (relative L2 difference), for both of our paths, and each library against
+the exact meta-gradient computed in float64 (where the two libraries agree to ~1e-12). The two
+paths compute the same function; they differ in float32 rounding only. The generic path uses
+the peer's kinds of kernels and rounds nearly as it does; the CPU kernels sum in other orders
+(channels-last convolutions above all), and five inner steps at learning rate 0.4 amplify such
+rounding differences to about 1e-5. The meta-loss is also only piecewise smooth (ReLU,
+max-pooling): float32 rounding sometimes flips a kink, in either library, and the gradient of
+that batch then differs by up to a few percent; the table shows medians and maxima.
 
-Times are medians over ``--repeats`` steps after ``--warmup`` steps, with the two libraries
-interleaved step by step so that machine noise hits both alike (wall time, and process CPU
-time, which is less sensitive to other processes on a shared machine). Optimiser steps are
-excluded (both would do the same ``Adam.step``). ``--threads`` sets ``torch.set_num_threads``
-for both; on a machine shared with other busy processes, ``OMP_WAIT_POLICY=PASSIVE`` avoids
-OpenMP spin-waiting that slows multi-threaded runs of both libraries by large factors.
+Times are medians over ``--repeats`` steps after ``--warmup`` steps, with the three steps (ours,
+our generic path, the peer) interleaved in rotating order so that machine noise hits all alike
+(wall time, and process CPU time, which is less sensitive to other processes on a shared
+machine). Optimiser steps are excluded (both would do the same ``Adam.step``). ``--threads``
+sets ``torch.set_num_threads`` for all; on a machine shared with other busy processes,
+``OMP_WAIT_POLICY=PASSIVE`` avoids OpenMP spin-waiting that slows multi-threaded runs of both
+libraries by large factors.
 
 Run: ``python benchmarks/bench_meta_step.py [--threads 2] [--repeats 30] [--json PATH]``
 """
@@ -234,39 +242,47 @@ def run_case(
     learner = MAML(net, inner_lr=INNER_LR, inner_steps=steps, first_order=first_order)
     model = peer_model(net)
 
-    # Same weights, same data: compare the meta-gradients in float32, and each library's
-    # float32 gradient with the exact one (float64; both libraries agree there to ~1e-12).
-    diffs, err_ours, err_peer, diffs64 = [], [], [], []
-    for batch in batches[:grad_batches]:
+    def step(which: str, batch: TaskBatch) -> None:
+        if which == "peer":
+            zero(model)
+            peer_step(model, batch, steps, first_order)
+            return
+        net.cpu_kernels = which == "ours"
         zero(learner)
         our_step(learner, batch)
+
+    # Same weights, same data: compare the meta-gradients in float32, and each library's
+    # float32 gradient with the exact one (float64; both libraries agree there to ~1e-12).
+    diffs, diffs_generic, err_ours, err_peer, diffs64 = [], [], [], [], []
+    for batch in batches[:grad_batches]:
+        step("ours", batch)
         g_ours = grads_of(learner)
-        zero(model)
-        peer_step(model, batch, steps, first_order)
+        step("generic", batch)
+        g_generic = grads_of(learner)
+        net.cpu_kernels = True
+        step("peer", batch)
         g_peer = grads_of(model)
         g_ours64, g_peer64 = _grads_f64(learner, model, batch, steps, first_order)
         diffs.append(rel(g_ours, g_peer))
+        diffs_generic.append(rel(g_generic, g_peer))
         diffs64.append(rel(g_ours64, g_peer64))
         err_ours.append(rel(g_ours, g_peer64))
         err_peer.append(rel(g_peer, g_peer64))
 
-    wall: dict[str, list[float]] = {"ours": [], "peer": []}
-    cpu: dict[str, list[float]] = {"ours": [], "peer": []}
+    names = ("ours", "generic", "peer")
+    wall: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
     for i in range(warmup + repeats):
         batch = batches[i % len(batches)]
-        for which in ("ours", "peer") if i % 2 == 0 else ("peer", "ours"):
-            if which == "ours":
-                zero(learner)
-                w0, c0 = time.perf_counter(), time.process_time()
-                our_step(learner, batch)
-            else:
-                zero(model)
-                w0, c0 = time.perf_counter(), time.process_time()
-                peer_step(model, batch, steps, first_order)
+        for j in range(len(names)):  # rotate the order so that drifts hit all three alike
+            which = names[(i + j) % len(names)]
+            w0, c0 = time.perf_counter(), time.process_time()
+            step(which, batch)
             w1, c1 = time.perf_counter(), time.process_time()
             if i >= warmup:
                 wall[which].append((w1 - w0) * 1e3)
                 cpu[which].append((c1 - c0) * 1e3)
+    net.cpu_kernels = True
     med = {k: statistics.median(v) for k, v in wall.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     return {
@@ -275,6 +291,9 @@ def run_case(
         "grad_rel_diff_f32_median": statistics.median(diffs),
         "grad_rel_diff_f32_max": max(diffs),
         "grad_rel_diff_f32_batches": diffs,
+        "generic_grad_rel_diff_f32_median": statistics.median(diffs_generic),
+        "generic_grad_rel_diff_f32_max": max(diffs_generic),
+        "generic_grad_rel_diff_f32_batches": diffs_generic,
         "grad_rel_diff_f64_max": max(diffs64),
         "ours_f32_error_vs_f64_batches": err_ours,
         "peer_f32_error_vs_f64_batches": err_peer,
@@ -282,14 +301,19 @@ def run_case(
         "peer_f32_error_vs_f64_median": statistics.median(err_peer),
         "peer_ms_median": med["peer"],
         "ours_ms_median": med["ours"],
+        "generic_ms_median": med["generic"],
         "speedup": med["peer"] / med["ours"],
+        "generic_speedup": med["peer"] / med["generic"],
         "peer_cpu_ms_median": med_cpu["peer"],
         "ours_cpu_ms_median": med_cpu["ours"],
+        "generic_cpu_ms_median": med_cpu["generic"],
         "speedup_cpu_time": med_cpu["peer"] / med_cpu["ours"],
         "peer_ms": wall["peer"],
         "ours_ms": wall["ours"],
+        "generic_ms": wall["generic"],
         "peer_cpu_ms": cpu["peer"],
         "ours_cpu_ms": cpu["ours"],
+        "generic_cpu_ms": cpu["generic"],
     }
 
 
@@ -338,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "| inner steps | order | higher 0.2.1 (ms) | metaunsup (ms) | speed-up (wall) "
         "| speed-up (CPU time) | f32 grad. rel. diff ours↔peer: median (max) "
+        "| generic path (ms) | its speed-up | its f32 diff ↔ peer: median (max) "
         "| f32 error vs exact f64, ours / peer: median (max) | f64 ours↔peer (max) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         eo, ep = r["ours_f32_error_vs_f64_batches"], r["peer_f32_error_vs_f64_batches"]
@@ -347,13 +372,16 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['inner_steps']} | {r['order']} | {r['peer_ms_median']:.1f} | "
             f"{r['ours_ms_median']:.1f} | {r['speedup']:.2f}× | {r['speedup_cpu_time']:.2f}× | "
             f"{r['grad_rel_diff_f32_median']:.1e} ({r['grad_rel_diff_f32_max']:.1e}) | "
+            f"{r['generic_ms_median']:.1f} | {r['generic_speedup']:.2f}× | "
+            f"{r['generic_grad_rel_diff_f32_median']:.1e} "
+            f"({r['generic_grad_rel_diff_f32_max']:.1e}) | "
             f"{statistics.median(eo):.1e} ({max(eo):.1e}) / "
             f"{statistics.median(ep):.1e} ({max(ep):.1e}) | {r['grad_rel_diff_f64_max']:.1e} |"
         )
     table = "\n".join(lines)
     print(table)
     print(
-        f"\nmedians of {args.repeats} steps after {args.warmup} warm-up, the two interleaved; "
+        f"\nmedians of {args.repeats} steps after {args.warmup} warm-up, the three interleaved; "
         f"{args.threads} threads; data: {source}; gradients compared on {args.grad_batches} "
         "batches. ReLU and max-pooling make the meta-loss piecewise smooth: float32 rounding "
         "occasionally flips a kink, in either library, which is what the maxima show.\n"

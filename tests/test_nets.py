@@ -209,13 +209,9 @@ def test_batched_forward_equals_task_loop_with_gradients(norm: str, mode: str):
             for k, v in _task_params(net, mode, 2).items()
         }
         results = []
-        batched = net.functional_forward
         if name == "conv4-nchw":  # the generic (non-CPU) path: grouped NCHW, aten batch norm
-
-            def batched(p, x_, n=net):
-                return n.functional_head(p, n._features(p, x_, cpu_path=False))
-
-        for forward in (batched, lambda p, x_, n=net: _loop_forward(n, p, x_)):
+            net.cpu_kernels = False
+        for forward in (net.functional_forward, lambda p, x_, n=net: _loop_forward(n, p, x_)):
             params = _task_params(net, mode, 2)
             out = forward(params, x)
             loss = (out * weights).sum()
@@ -409,3 +405,27 @@ def test_first_layer_gemm_differentiates_with_respect_to_its_input():
 
     torch.testing.assert_close(ours(x), task_batch_norm(task_conv2d(x, w, None, 1), gamma, beta, 1))
     assert torch.autograd.gradcheck(ours, (x,))
+
+
+def test_cpu_kernels_off_runs_the_generic_path(monkeypatch: pytest.MonkeyPatch):
+    """``cpu_kernels = False`` skips the CPU rewrites (here: the first layer's GEMM), with the
+    same values."""
+    import metaunsup.nets.conv4 as conv4_module
+
+    net = Conv4(1, 3, hidden=4, image_size=8, norm="batch").double()
+    x = torch.rand(2, 4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    fast = net.functional_forward(net.params(), x)
+    calls = []
+    real = conv4_module.task_conv_batch_norm_of_data
+    monkeypatch.setattr(
+        conv4_module,
+        "task_conv_batch_norm_of_data",
+        lambda *a, **k: calls.append(1) or real(*a, **k),
+    )
+    net.cpu_kernels = False
+    generic = net.functional_forward(net.params(), x)
+    assert calls == []
+    torch.testing.assert_close(generic, fast)
+    net.cpu_kernels = True
+    net.functional_forward(net.params(), x)
+    assert calls == [1]

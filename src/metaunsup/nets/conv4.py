@@ -95,6 +95,13 @@ class Conv4(FunctionalNet):
         ``n*H*W`` per task from which the CPU functional forward runs task by task instead of
         one grouped pass (default 10000: a 1-shot 5-way support of 28×28 images is one pass,
         a 15-query set runs per task). A speed knob only; results do not depend on it.
+    cpu_kernels:
+        Whether the functional forward on CPU uses the rewrites listed in
+        :meth:`functional_features` (default ``True``). ``False`` runs the generic path that
+        other devices use: one grouped NCHW pass with aten's convolution, batch norm and
+        pooling, which rounds in float32 the way a plain PyTorch Conv4 does (for comparing
+        gradients with another library operation for operation; slower on CPU). Values and
+        gradients are the same function either way.
     """
 
     def __init__(
@@ -146,6 +153,7 @@ class Conv4(FunctionalNet):
         self.head_names = ("head.weight", "head.bias") if n_way is not None else ()
         self._shared_ndim = {k: v.dim() for k, v in self.named_parameters()}
         self.large_task = 10000
+        self.cpu_kernels = True
 
     def forward(self, x: Tensor) -> Tensor:
         """Ordinary forward of one task: ``[n, C, H, W]`` → ``[n, n_way]`` (or features)."""
@@ -181,7 +189,7 @@ class Conv4(FunctionalNet):
             pooled = F.avg_pool2d(x.flatten(0, 1), self.input_pool)
             x = pooled.view(*x.shape[:2], *pooled.shape[1:])
         B, n, _, H, W = x.shape
-        cpu = x.device.type == "cpu"
+        cpu = x.device.type == "cpu" and self.cpu_kernels
         if cpu and B > 1 and n * H * W >= self.large_task:
             per_task = self._per_task(params, B)
             return torch.cat([self._features(per_task[t], x[t : t + 1], True) for t in range(B)])
