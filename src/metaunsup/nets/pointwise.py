@@ -1,4 +1,4 @@
-"""2×2 max-pooling and ReLU (alone or as one node) whose double backward skips zero gradients.
+"""2×2 max-pooling + ReLU, and ReLU alone, whose double backward skips zero gradients.
 
 The backward of both is linear in the incoming gradient and piecewise constant in the input, so
 their second derivative with respect to the input is zero. PyTorch's generic double backward
@@ -21,33 +21,6 @@ from torch.autograd.function import once_differentiable
 _POOL = ([2, 2], [2, 2], [0, 0], [1, 1], False)  # kernel, stride, padding, dilation, ceil
 
 
-class _MaxPool2(Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        y, idx = torch.ops.aten.max_pool2d_with_indices(x, *_POOL)
-        ctx.save_for_backward(x, idx)
-        ctx.mark_non_differentiable(idx)
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, gy: Tensor) -> Tensor:
-        x, idx = ctx.saved_tensors
-        return _MaxPool2Backward.apply(gy, x, idx)
-
-
-class _MaxPool2Backward(Function):
-    @staticmethod
-    def forward(ctx: Any, gy: Tensor, x: Tensor, idx: Tensor) -> Tensor:
-        ctx.save_for_backward(idx)
-        return torch.ops.aten.max_pool2d_with_indices_backward(gy, x, *_POOL, idx)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, ggx: Tensor) -> tuple[Tensor | None, ...]:
-        (idx,) = ctx.saved_tensors
-        return _pick(ggx, idx), None, None
-
-
 def _pick(ggx: Tensor, idx: Tensor) -> Tensor:
     """``ggx`` ``[n, c, H, W]`` at the pooling's argmax positions ``idx`` ``[n, c, h, w]``."""
     n, c, h, w = idx.shape
@@ -61,8 +34,7 @@ def _pick(ggx: Tensor, idx: Tensor) -> Tensor:
 
 
 class _MaxPool2Relu(Function):
-    """``relu(max_pool2d(x, 2))`` as one node: half the autograd nodes of the pair, whose
-    Python overhead is a noticeable share of a second-order MAML step on CPU."""
+    """``relu(max_pool2d(x, 2))`` as one autograd node (half the nodes of the pair)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:
@@ -120,11 +92,6 @@ class _ReluBackward(Function):
 
 def _tracked(x: Tensor) -> bool:
     return torch.is_grad_enabled() and x.requires_grad
-
-
-def max_pool2(x: Tensor) -> Tensor:
-    """``F.max_pool2d(x, 2)`` without the zero-filled second derivative."""
-    return _MaxPool2.apply(x) if _tracked(x) else F.max_pool2d(x, 2)
 
 
 def max_pool2_relu(x: Tensor) -> Tensor:
