@@ -10,7 +10,7 @@ random_state=seed)`` on the pixels, and prints the Hungarian accuracy of both ag
 labels and the fit times as a table, and writes them to
 ``benchmarks/results/bench_estimator.json`` (``--json PATH``). ``--auto`` also reports what
 ``n_clusters="auto"`` chooses. ``--setting key=value`` (a field of
-:class:`metaunsup.self_train.SelfTrainSettings`, repeatable) tries variants of the
+:class:`metaunsup.estimators.self_train.SelfTrainSettings`, repeatable) tries variants of the
 self-training.
 """
 
@@ -31,8 +31,8 @@ from sklearn.datasets import load_digits
 
 from metaunsup import MetaKMeans
 from metaunsup.cluster.choose_k import choose_k
+from metaunsup.estimators.self_train import SelfTrainSettings, self_train
 from metaunsup.metrics import clustering_accuracy
-from metaunsup.self_train import SelfTrainSettings, self_train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -45,8 +45,8 @@ from metaunsup.data import load
 from metaunsup.errors import MetaUnsupError
 from metaunsup.fileio import atomic_write_json
 from metaunsup.metrics import clustering_accuracy
-from metaunsup.runs import load_learner
 from metaunsup.tasks import ClusteringTaskSampler
+from metaunsup.training.build import load_learner
 
 RESULTS = Path(__file__).resolve().parent / "results"
 K = 10

@@ -24,8 +24,8 @@ from metaunsup.data import load
 from metaunsup.errors import DataError, MetaUnsupError
 from metaunsup.fileio import atomic_write_json
 from metaunsup.metrics import score_clustering
-from metaunsup.tasks.cactus import load_partitions
-from metaunsup.unsupervised import PARTITIONS_FILE
+from metaunsup.tasks.pseudo.cactus import load_partitions
+from metaunsup.training.unsupervised import PARTITIONS_FILE
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -25,7 +25,7 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits
 
 from metaunsup import data
-from metaunsup.cli import main as cli
+from metaunsup.app.cli import main as cli
 from metaunsup.metrics import clustering_accuracy
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -23,10 +23,10 @@ import torch
 
 from metaunsup import data
 from metaunsup.checkpoint import read_checkpoint
-from metaunsup.config import load_config
-from metaunsup.evaluate import evaluate_fewshot
+from metaunsup.evaluation.protocol import evaluate_fewshot
 from metaunsup.fileio import atomic_write_json, atomic_write_text
-from metaunsup.runs import load_learner, train_run
+from metaunsup.training.build import load_learner, train_run
+from metaunsup.training.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [

@@ -28,11 +28,11 @@ import torch
 
 from metaunsup import data
 from metaunsup.checkpoint import read_checkpoint, resolve_checkpoint
-from metaunsup.config import load_config
-from metaunsup.evaluate import evaluate_fewshot
+from metaunsup.evaluation.protocol import evaluate_fewshot
 from metaunsup.fileio import atomic_write_json, atomic_write_text
-from metaunsup.runs import load_learner
-from metaunsup.unsupervised import PRETRAIN_FILE, pretrained_only_learner
+from metaunsup.training.build import load_learner
+from metaunsup.training.config import load_config
+from metaunsup.training.unsupervised import PRETRAIN_FILE, pretrained_only_learner
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = [(5, 1), (5, 5), (20, 1), (20, 5)]

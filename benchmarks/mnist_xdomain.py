@@ -29,9 +29,9 @@ import torch
 from metaunsup import data
 from metaunsup.cluster import kmeans, spectral_clustering
 from metaunsup.data.base import to_float
-from metaunsup.evaluate import ClusteringMethod, evaluate_clustering
+from metaunsup.evaluation.protocol import ClusteringMethod, evaluate_clustering
 from metaunsup.fileio import atomic_write_json, atomic_write_text
-from metaunsup.runs import load_learner
+from metaunsup.training.build import load_learner
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {

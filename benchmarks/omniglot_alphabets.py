@@ -43,7 +43,7 @@ from metaunsup.cluster import kmeans, spectral_clustering
 from metaunsup.cluster.choose_k import choose_k, choose_k_eigengap
 from metaunsup.data import load
 from metaunsup.metrics import clustering_accuracy, nmi
-from metaunsup.runs import load_learner
+from metaunsup.training.build import load_learner
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results"
 ASSIGN = ("model", "kmeans", "spectral")

@@ -11,26 +11,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-if "METAUNSUP_DATA" not in os.environ and SHARED_DATA.is_dir():
-    os.environ["METAUNSUP_DATA"] = str(SHARED_DATA)
-
-DATA_ROOT = Path(os.environ.get("METAUNSUP_DATA", str(SHARED_DATA)))
+from tests.helpers.data import DATA_ROOT
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
-
-
-def _need(folder: str) -> pytest.MarkDecorator:
-    path = DATA_ROOT / folder
-    return pytest.mark.skipif(
-        not path.is_dir(),
-        reason=f"real {folder} files not found at {path} (set METAUNSUP_DATA to the folder "
-        f"holding {folder}/)",
-    )
-
-
-needs_mnist = _need("mnist")
-needs_omniglot = _need("omniglot")
 
 
 @pytest.fixture(scope="session")

@@ -8,14 +8,14 @@ import json
 import pytest
 import torch
 
-from conftest import needs_omniglot
 from metaunsup.checkpoint import packaged_dir, packaged_names
 from metaunsup.data import load
 from metaunsup.errors import DataError
-from metaunsup.evaluate import evaluate_fewshot
+from metaunsup.evaluation.protocol import evaluate_fewshot
 from metaunsup.metrics import clustering_accuracy
-from metaunsup.runs import load_learner
 from metaunsup.tasks import ClusteringTaskSampler
+from metaunsup.training.build import load_learner
+from tests.helpers.data import needs_omniglot
 
 
 def test_digits_and_mnist_are_packaged_with_cards():

@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     """``metaunsup.MetaKMeans`` without importing torch and scikit-learn at ``import metaunsup``."""
     if name == "MetaKMeans":
-        from metaunsup.estimator import MetaKMeans
+        from metaunsup.estimators.kmeans import MetaKMeans
 
         return MetaKMeans
     raise AttributeError(f"module 'metaunsup' has no attribute {name!r}")

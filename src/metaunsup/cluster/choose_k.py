@@ -159,7 +159,7 @@ def choose_k_eigengap(
     metric: str = "cosine",
 ) -> KChoice:
     """The ``k`` in ``k_min..k_max`` after which the eigenvalues of the kNN graph of ``x``
-    drop the most (the graph of :func:`metaunsup.tasks.graph.spectral_embedding`).
+    drop the most (the graph of :func:`metaunsup.cluster.graph.spectral_embedding`).
 
     ``x`` is ``[n, d]``, ``n >= 3``; ``k_max`` is lowered to ``n - 2`` (the gap after ``k``
     needs eigenvalue ``k + 1``). Deterministic (the eigensolver starts from a seeded vector).
@@ -171,7 +171,7 @@ def choose_k_eigengap(
     >>> choose_k_eigengap(blobs, 2, 8, metric="euclidean").k
     4
     """
-    from metaunsup.tasks.graph import graph_eigenvalues
+    from metaunsup.cluster.graph import graph_eigenvalues
 
     z = torch.as_tensor(x).detach().to(torch.float32).cpu()
     n = _check_range(z, k_min, k_max, 1)

@@ -5,7 +5,7 @@ are often elongated or curved, and k-means cuts them. Spectral clustering (Ng, J
 NIPS 2001) follows the data's neighbourhoods instead: build the ``n_neighbors``-nearest-
 neighbour graph of each task's points, take the top ``k`` eigenvectors of its (regularised,
 Amini et al. 2013) normalised adjacency, scale every row to unit length and run k-means there
-(:func:`metaunsup.tasks.graph.spectral_embedding`, :func:`metaunsup.cluster.kmeans`).
+(:func:`metaunsup.cluster.graph.spectral_embedding`, :func:`metaunsup.cluster.kmeans`).
 
 Measured uses (``docs/results/``): whole Omniglot alphabets clustered in a meta-learned
 embedding, and MNIST tasks in an embedding meta-trained on Omniglot.
@@ -47,7 +47,7 @@ def spectral_clustering(
     n = z.shape[1]
     if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k < n:
         raise DataError(f"k must be an integer in [2, {n - 1}] for {n} points, got {k!r}")
-    from metaunsup.tasks.graph import spectral_embedding
+    from metaunsup.cluster.graph import spectral_embedding
 
     neighbors = min(n_neighbors, n - 1)
     emb = torch.stack(

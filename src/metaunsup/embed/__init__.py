@@ -7,7 +7,7 @@
 
 Both learners take an :class:`~metaunsup.data.unlabeled.UnlabeledView`, are deterministic given
 their seed, and return the trained :class:`Encoder` (its per-step losses in ``.losses``). CACTUs
-(:mod:`metaunsup.tasks.cactus`) clusters such embeddings to make meta-training tasks.
+(:mod:`metaunsup.tasks.pseudo.cactus`) clusters such embeddings to make meta-training tasks.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 for contrastive learning of visual representations", ICML 2020).
 
 Each step takes a mini-batch of ``N`` unlabeled examples, makes two random augmentations of
-each (:class:`~metaunsup.augment.Augment`), encodes all ``2N`` views, maps them through a small
+each (:class:`~metaunsup.data.augment.Augment`), encodes all ``2N`` views, maps them through a small
 projection head and minimises the NT-Xent loss: each view must pick out its partner among the
 other ``2N - 1`` views by cosine similarity at temperature ``tau``. The projection head is
 thrown away afterwards; the encoder's features are the embedding (as in the paper).
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metaunsup.augment import Augment
+from metaunsup.data.augment import Augment
 from metaunsup.data.unlabeled import as_unlabeled
 from metaunsup.embed._common import (
     BatchStream,

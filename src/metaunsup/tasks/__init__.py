@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 from metaunsup.tasks.batch import TaskBatch
-from metaunsup.tasks.cactus import CactusTaskSource, cactus_partitions
+from metaunsup.tasks.pseudo.cactus import CactusTaskSource, cactus_partitions
+from metaunsup.tasks.pseudo.umtra import UmtraTaskSource
 from metaunsup.tasks.samplers import (
     ClusteringTaskSampler,
     FewShotTaskSampler,
@@ -18,7 +19,6 @@ from metaunsup.tasks.samplers import (
 )
 from metaunsup.tasks.sampling import ClassIndex
 from metaunsup.tasks.splits import ClassSplit, split_classes
-from metaunsup.tasks.umtra import UmtraTaskSource
 
 __all__ = [
     "CactusTaskSource",

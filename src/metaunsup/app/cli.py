@@ -1,0 +1,451 @@
+"""The ``metaunsup`` command line.
+
+Every user error (missing files, bad numbers, unknown names, NaN in data) ends as one line on
+stderr, ``metaunsup: error: ...``, and exit status 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from metaunsup.errors import ConfigError, MetaUnsupError
+
+EXIT_USER_ERROR = 2
+log = logging.getLogger("metaunsup")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"metaunsup: error: {message}", err=True)
+
+
+@contextmanager
+def _progress(total: int, desc: str, quiet: bool):
+    """A tqdm progress bar on stderr; yields ``update(n)``.
+
+    The bar appears at the first update (so an early error prints only its own line) and only
+    when stderr is a terminal and ``quiet`` is off.
+    """
+    state: dict[str, object] = {}
+
+    def update(n: int) -> None:
+        if quiet or not sys.stderr.isatty():
+            return
+        if "bar" not in state:
+            from tqdm.auto import tqdm
+
+            state["bar"] = tqdm(total=total, desc=desc, unit="task", file=sys.stderr, leave=False)
+        state["bar"].update(n)
+
+    try:
+        yield update
+    finally:
+        if "bar" in state:
+            state["bar"].close()
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="metaunsup", prog_name="metaunsup")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details to stderr.")
+def cli(verbose: bool) -> None:
+    """metaunsup: meta-unsupervised learning: cluster a new small unlabeled task well."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+POSITIVE = click.IntRange(min=1)
+
+
+@cli.command()
+@click.option("--dataset", default="digits", show_default=True, help="Dataset name.")
+@click.option("--split", default="test", show_default=True, help="Split the tasks come from.")
+@click.option(
+    "--task",
+    type=click.Choice(["clustering", "fewshot"]),
+    default="clustering",
+    show_default=True,
+    help="Task protocol: clustering (labels hidden) or few-shot classification.",
+)
+@click.option("--n-way", type=POSITIVE, default=10, show_default=True, help="Classes per task.")
+@click.option(
+    "--k-shot",
+    type=POSITIVE,
+    default=20,
+    show_default=True,
+    help="Examples per class (the support, for few-shot tasks).",
+)
+@click.option("--query", type=POSITIVE, default=15, show_default=True, help="Few-shot queries.")
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    help="Trained model to evaluate (packaged name or .safetensors path; repeatable); a "
+    "clustering learner (meta_kmeans, cluster_maml) is scored beside the --method baselines.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=0),
+    help="Test-time adaptation steps (ProtoNet: transductive refinement steps with the query).",
+)
+@click.option("--tasks", type=POSITIVE, default=1000, show_default=True, help="Test tasks.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    help="Method to evaluate (repeatable): kmeans, sklearn-kmeans, pca-kmeans, gmm.",
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results JSON.")
+@click.option(
+    "--data-dir",
+    type=click.Path(),
+    help="Folder of the datasets (for --dataset arrays: your .npy/.csv file or image folder).",
+)
+@click.option("--threads", type=POSITIVE, help="torch threads (default: torch's choice).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def evaluate(
+    dataset: str,
+    split: str,
+    task: str,
+    n_way: int,
+    k_shot: int,
+    query: int,
+    checkpoints: Sequence[str],
+    steps: int | None,
+    tasks: int,
+    seed: int,
+    methods: Sequence[str],
+    json_path: str | None,
+    data_dir: str | None,
+    threads: int | None,
+    quiet: bool,
+) -> None:
+    """Evaluate methods on seeded test tasks (all methods on the identical tasks)."""
+    from metaunsup import data
+    from metaunsup.evaluation.protocol import evaluate_clustering, resolve_methods
+    from metaunsup.fileio import atomic_write_json, check_output_path
+
+    _set_threads(threads)
+    if json_path is not None:
+        check_output_path(json_path)
+    if task == "fewshot":
+        from metaunsup.evaluation.protocol import evaluate_fewshot
+        from metaunsup.training.build import load_learner
+
+        if methods:
+            raise ConfigError("--method is for clustering; few-shot tasks take --checkpoint")
+        if not checkpoints:
+            raise ConfigError("few-shot evaluation needs a trained model: pass --checkpoint")
+        learners = [(name, load_learner(name)) for name in checkpoints]
+        ds = data.load(dataset, split, root=data_dir)
+        with _progress(tasks, f"{dataset}/{split}", quiet) as update:
+            report = evaluate_fewshot(
+                ds, learners, n_way=n_way, k_shot=k_shot, n_query=query, n_tasks=tasks,
+                seed=seed, steps=steps, progress=update,
+            ).to_json()  # fmt: skip
+    else:
+        from metaunsup.training.build import checkpoint_method
+
+        chosen = resolve_methods(methods or ("kmeans",))
+        names = {m.name for m in chosen}
+        for name in dict.fromkeys(checkpoints):
+            if name not in names:
+                chosen.append(checkpoint_method(name, steps=steps))
+        ds = data.load(dataset, split, root=data_dir)
+        with _progress(tasks, f"{dataset}/{split}", quiet) as update:
+            report = evaluate_clustering(
+                ds, chosen, n_way=n_way, k_shot=k_shot, n_tasks=tasks, seed=seed, progress=update
+            ).to_json()
+    _print_report(report)
+    if json_path is not None:
+        atomic_write_json(json_path, report)
+        click.echo(f"wrote {json_path}")
+
+
+def _print_report(report: dict) -> None:
+    from metaunsup.app.report.tables import report_title, results_table
+
+    click.echo(report_title(report))
+    click.echo(results_table(report))
+
+
+def _train_summary(name: str, val_metric: str, result, out_dir: Path) -> dict:
+    """The machine-readable summary ``metaunsup train --json`` prints."""
+    validated = math.isfinite(result.best_metric)
+    return {
+        "name": name,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 3),
+        "val_metric": val_metric if validated else None,
+        "best_metric": result.best_metric if validated else None,
+        "best_step": result.best_step,
+        "last_metrics": result.last_metrics,
+        "checkpoints": {
+            "best": str(out_dir / "best.safetensors"),
+            "last": str(out_dir / "last.safetensors"),
+        },
+    }
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/NAME).")
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.safetensors.")
+@click.option("--steps", type=POSITIVE, help="Override train.steps.")
+@click.option("--seed", type=click.IntRange(min=0), help="Override train.seed.")
+@click.option("--device", help="Override train.device (cpu, cuda, cuda:1).")
+@click.option("--threads", type=POSITIVE, help="Override train.threads.")
+@click.option("--data-dir", type=click.Path(), help="Override data.root.")
+@click.option(
+    "--tensorboard",
+    "tensorboard_dir",
+    type=click.Path(file_okay=False),
+    help="Also log the training to TensorBoard event files in this folder.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def train(
+    config: str,
+    out: str | None,
+    resume: bool,
+    steps: int | None,
+    seed: int | None,
+    device: str | None,
+    threads: int | None,
+    data_dir: str | None,
+    tensorboard_dir: str | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Meta-train the run described by the TOML file CONFIG."""
+    from metaunsup.training.build import train_run
+    from metaunsup.training.config import load_config
+
+    overrides = {
+        key: value
+        for key, value in {
+            "train.steps": steps,
+            "train.seed": seed,
+            "train.device": device,
+            "train.threads": threads,
+            "data.root": data_dir,
+        }.items()
+        if value is not None
+    }
+    cfg = load_config(config, overrides)
+    out_dir = Path(out) if out else Path("runs") / cfg.name
+    result = train_run(cfg, out_dir, resume=resume, progress=not quiet, tensorboard=tensorboard_dir)
+    if as_json:
+        click.echo(json.dumps(_train_summary(cfg.name, cfg.train.val_metric, result, out_dir)))
+        return
+    summary = f"trained {cfg.name}: {result.steps} steps in {result.seconds:.1f} s"
+    if math.isfinite(result.best_metric):
+        summary += f"; best {cfg.train.val_metric} {result.best_metric:.4f} at step "
+        summary += str(result.best_step)
+    else:
+        summary += " (no meta-validation: the last step is kept)"
+    click.echo(summary)
+    click.echo(f"checkpoints: {out_dir / 'best.safetensors'}, {out_dir / 'last.safetensors'}")
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the datasets.")
+@click.option(
+    "--download",
+    "download_name",
+    type=click.Choice(["mnist", "omniglot"]),
+    help="Fetch this dataset's canonical files (needs internet) and verify them.",
+)
+def datasets(data_dir: str | None, download_name: str | None) -> None:
+    """List the datasets and verify the files found for each."""
+    from metaunsup import data
+
+    if download_name is not None:
+        folder = data.download(download_name, root=data_dir)
+        click.echo(f"downloaded {download_name} to {folder}")
+    click.echo(f"data folder: {data.resolve_root(data_dir)}")
+    for name in data.names():
+        s = data.spec(name)
+        click.echo(f"{name}: {s.description} (splits: {', '.join(s.splits)})")
+        if name == "arrays":
+            continue
+        for line in s.verify(data.resolve_root(data_dir)):
+            click.echo(f"  {line}")
+
+
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="metaunsup-out/demo",
+    show_default=True,
+    help="Folder for the run, results.json and convergence.png.",
+)
+@click.option("--tasks", type=POSITIVE, default=1000, show_default=True, help="Test tasks.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--threads", type=POSITIVE, help="torch threads (default: torch's choice).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo(out: str, tasks: int, seed: int, threads: int | None, quiet: bool) -> None:
+    """Meta-train on the bundled digits with no labels, then cluster 10 × 20 test tasks.
+
+    Compares the meta-trained model with K-means and the other baselines on the same tasks,
+    and measures convergence (quality against adaptation steps and milliseconds per task).
+    """
+    from metaunsup.app.demo import run_demo
+
+    _set_threads(threads)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    echo = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    show = not quiet and sys.stderr.isatty()
+    with _progress(tasks, "digits/test", quiet) as update:
+        report = run_demo(out, tasks=tasks, seed=seed, progress=show, echo=echo, update=update)
+    _print_report(report)
+    click.echo(f"meta-training took {report['training']['seconds']:.0f} s")
+    for name, points in report["curves"].items():
+        line = ", ".join(f"{p['steps']}: {p['acc']:.3f}" for p in points)
+        click.echo(f"{name}: accuracy after {line}")
+    click.echo(f"wrote {report['files']['results']}")
+    if report["files"]["figure"]:
+        click.echo(f"wrote {report['files']['figure']}")
+
+
+from metaunsup.app.commands import register_commands  # noqa: E402
+
+register_commands(cli)
+
+
+@cli.command()
+@click.argument("name", type=click.Choice(["mnist-clustering"]))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="docs/results",
+    show_default=True,
+    help="Folder for the results page, its figures and JSON.",
+)
+@click.option(
+    "--configs",
+    "configs_dir",
+    type=click.Path(file_okay=False),
+    default="configs",
+    show_default=True,
+    help="Folder of the models' TOML configs.",
+)
+@click.option(
+    "--runs",
+    "runs_dir",
+    type=click.Path(file_okay=False),
+    default="runs",
+    show_default=True,
+    help="Folder of the training runs (trained here if missing).",
+)
+@click.option("--no-train", is_flag=True, help="Fail instead of training a missing model.")
+@click.option("--tasks", type=POSITIVE, default=1000, show_default=True, help="Test tasks.")
+@click.option(
+    "--curve-tasks",
+    type=POSITIVE,
+    default=300,
+    show_default=True,
+    help="Tasks of the convergence curves (the first of the test tasks).",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the datasets.")
+@click.option("--threads", type=POSITIVE, help="torch threads (default: torch's choice).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def experiment(
+    name: str,
+    out: str,
+    configs_dir: str,
+    runs_dir: str,
+    no_train: bool,
+    tasks: int,
+    curve_tasks: int,
+    seed: int,
+    data_dir: str | None,
+    threads: int | None,
+    quiet: bool,
+) -> None:
+    """Run a reference experiment end to end (train or load, evaluate, write the results page).
+
+    mnist-clustering: protocol A on MNIST 10 × 20 test tasks; the unsupervised and cross-domain
+    Meta-K-means models against K-means, scikit-learn K-means, PCA + K-means, a GMM and the
+    network without meta-training, with convergence curves.
+    """
+    from metaunsup.app.experiment import run_mnist_clustering
+
+    _set_threads(threads)
+    echo = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    with _progress(tasks, "mnist/test", quiet) as update:
+        report = run_mnist_clustering(
+            out,
+            configs_dir=configs_dir,
+            runs_dir=runs_dir,
+            tasks=tasks,
+            curve_tasks=curve_tasks,
+            seed=seed,
+            train=not no_train,
+            data_root=data_dir,
+            progress=not quiet and sys.stderr.isatty(),
+            echo=echo,
+            update=update,
+        )
+    _print_report(report)
+    click.echo(f"wrote {Path(out) / 'mnist_fewshot_clustering.md'}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    return _run(cli, argv)
+
+
+def _run(command: Callable, argv: Sequence[str] | None) -> int:
+    try:
+        command.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="metaunsup",
+            standalone_mode=False,
+        )
+    except click.exceptions.Exit as stop:
+        return int(stop.exit_code or 0)
+    except click.exceptions.Abort:
+        _fail("interrupted")
+        return 130
+    except click.UsageError as err:
+        _fail(err.format_message())
+        return EXIT_USER_ERROR
+    except click.ClickException as err:
+        _fail(err.format_message())
+        return EXIT_USER_ERROR
+    except MetaUnsupError as err:
+        _fail(str(err))
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return 130
+    except json.JSONDecodeError as err:
+        _fail(f"invalid JSON: {err}")
+        return EXIT_USER_ERROR
+    except OSError as err:
+        _fail(f"{err.strerror or err}: {err.filename}" if err.filename else str(err))
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

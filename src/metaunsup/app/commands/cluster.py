@@ -1,0 +1,243 @@
+"""``metaunsup cluster INPUT --k K|auto``: cluster the user's own file or image folder.
+
+INPUT is read by :func:`metaunsup.data.arrays.load_arrays` (``.npy``, numeric ``.csv`` with or
+without a header, or a folder of images) and clustered by :class:`metaunsup.MetaKMeans`. The
+labels go to ``--out`` as CSV (``file,label`` for images, ``index,label`` with 0-based row
+positions for tables), or to stdout when there is no ``--out``; ``--plot`` draws a montage of
+each cluster's images. Outputs are written atomically and only after everything succeeded, so
+an error never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from metaunsup.errors import ConfigError
+
+__all__ = ["ClusterCount", "cluster"]
+
+
+class ClusterCount(click.ParamType):
+    """``--k``: a positive integer or ``auto``."""
+
+    name = "K|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, int) and not isinstance(value, bool):
+            k = value
+        elif str(value).strip().lower() == "auto":
+            return "auto"
+        else:
+            try:
+                k = int(str(value).strip())
+            except ValueError:
+                self.fail(
+                    f"{value!r} is not a number of clusters; give an integer >= 1 or 'auto'",
+                    param,
+                    ctx,
+                )
+        if k < 1:
+            self.fail(f"{k} clusters is not possible; give an integer >= 1 or 'auto'", param, ctx)
+        return k
+
+
+def labels_csv(names: Sequence[str], labels: Sequence[int], images: bool) -> str:
+    """The labels as CSV text: ``file,label`` rows for images, ``index,label`` for tables."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if images:
+        writer.writerow(["file", "label"])
+        writer.writerows(zip(names, (int(v) for v in labels), strict=True))
+    else:
+        writer.writerow(["index", "label"])
+        writer.writerows((i, int(v)) for i, v in enumerate(labels))
+    return buffer.getvalue()
+
+
+def summary(model: Any, source: str, shape: tuple[int, ...], checkpoint: str | None) -> dict:
+    """What the clustering did, JSON-friendly: k and why, cluster sizes, the model."""
+    import numpy as np
+
+    sizes = np.bincount(model.labels_, minlength=model.n_clusters_).tolist()
+    choice = model.k_choice_
+    out: dict[str, Any] = {
+        "input": source,
+        "examples": int(shape[0]),
+        "example_shape": list(shape[1:]),
+        "k": model.n_clusters_,
+        "k_chosen_by": choice.method if choice is not None else "given",
+        "k_reason": choice.reason if choice is not None else f"given as --k {model.n_clusters_}",
+        "sizes": sizes,
+        "inertia": round(model.inertia_, 4),
+        "model": {"checkpoint": checkpoint} if checkpoint else {"self_trained": model.training_},
+    }
+    if choice is not None:
+        out[choice.method] = {str(k): round(v, 4) for k, v in choice.scores.items()}
+    return out
+
+
+def summary_lines(info: dict) -> list[str]:
+    """Human-readable lines of :func:`summary`."""
+    shape = info["example_shape"]
+    what = f"{shape[0]} features" if len(shape) == 1 else f"{shape[-2]}x{shape[-1]} images"
+    lines = [
+        f"clustered {info['examples']} examples ({what}) from {info['input']} "
+        f"into {info['k']} clusters",
+        f"k: {info['k_reason']}",
+    ]
+    model = info["model"]
+    if "checkpoint" in model:
+        lines.append(f"model: checkpoint {model['checkpoint']}")
+    else:
+        t = model["self_trained"]
+        lines.append(
+            f"model: meta-trained on this data ({t['steps']} steps on pseudo-tasks of "
+            f"{t['task']}, {t['seconds']:.1f} s)"
+        )
+    sizes = ", ".join(f"{c}: {n}" for c, n in enumerate(info["sizes"]))
+    lines.append(f"cluster sizes: {sizes}")
+    return lines
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path())
+@click.option(
+    "--k",
+    "k",
+    required=True,
+    type=ClusterCount(),
+    metavar="K|auto",
+    help="Number of clusters, or 'auto' (chosen in 2..15 by --k-by).",
+)
+@click.option(
+    "--k-by",
+    type=click.Choice(["silhouette", "eigengap"]),
+    default="silhouette",
+    show_default=True,
+    help="How --k auto chooses: best silhouette of k-means, or largest kNN-graph eigengap.",
+)
+@click.option(
+    "--checkpoint",
+    help="Trained model: packaged name (digits, mnist) or .safetensors path. Default: "
+    "meta-train on pseudo-tasks from INPUT itself.",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), help="Write the labels here as CSV (else stdout)."
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    help="Write a PNG montage of each cluster's images (image inputs only).",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--meta-steps",
+    type=click.IntRange(min=0),
+    default=300,
+    show_default=True,
+    help="Meta-training steps without --checkpoint.",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads.")
+@click.option("--quiet", is_flag=True, help="Print no summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def cluster(
+    input_path: str,
+    k: int | str,
+    k_by: str,
+    checkpoint: str | None,
+    out: str | None,
+    plot: str | None,
+    seed: int,
+    meta_steps: int,
+    threads: int | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Cluster a .npy, .csv or image folder into K groups.
+
+    INPUT is a .npy array, a numeric .csv table (with or without a header row) or a folder of
+    images of one size. Without --checkpoint a small network is first meta-trained on
+    pseudo-tasks made from INPUT itself. Labels go to --out (CSV) or stdout.
+    """
+    from metaunsup.data.arrays import load_arrays
+    from metaunsup.fileio import check_output_path
+
+    outputs = [check_output_path(p) for p in (out, plot) if p is not None]
+    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
+        raise ConfigError("--out and --plot name the same file; give two different paths")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    dataset, names = load_arrays(input_path)
+    x = dataset.x.numpy()
+    images = dataset.info.get("format") == "images"
+    if plot is not None and x.ndim != 4:
+        raise ConfigError(
+            f"--plot draws images, but {input_path} holds a table of shape {x.shape}; "
+            "leave out --plot or give a folder of images (or an .npy of [n, H, W] images)"
+        )
+    if k != "auto" and k > len(x):
+        raise ConfigError(
+            f"--k {k} is more than the {len(x)} examples in {input_path}; use --k {len(x)} or fewer"
+        )
+    from metaunsup.estimators.kmeans import MetaKMeans
+
+    model = MetaKMeans(
+        k,
+        checkpoint=checkpoint,
+        meta_steps=meta_steps,
+        k_selection=k_by,
+        random_state=seed,
+        verbose=not quiet,
+    )
+    model.fit(x)
+    info = summary(model, str(input_path), tuple(x.shape), checkpoint)
+    montage = None
+    if plot is not None:
+        from metaunsup.app.report.montage import montage_image
+
+        buffer = io.BytesIO()
+        montage_image(x, model.labels_).save(buffer, format="PNG")
+        montage = buffer.getvalue()
+    text = labels_csv(names, model.labels_, images)
+    _write_outputs(out, text, plot, montage, info)
+    _print(info, text, out is not None, quiet, as_json, model.labels_)
+
+
+def _write_outputs(
+    out: str | None, text: str, plot: str | None, montage: bytes | None, info: dict
+) -> None:
+    from metaunsup.fileio import atomic_write_bytes, atomic_write_text
+
+    files = {}
+    if out is not None:
+        files["labels"] = str(atomic_write_text(out, text))
+    if plot is not None and montage is not None:
+        files["montage"] = str(atomic_write_bytes(plot, montage))
+    info["files"] = files
+
+
+def _print(
+    info: dict, text: str, wrote_labels: bool, quiet: bool, as_json: bool, labels: Any
+) -> None:
+    """Labels to stdout when they went to no file; the summary to stdout, or to stderr when
+    stdout carries the labels."""
+    if as_json:
+        if not wrote_labels:
+            info["labels"] = [int(v) for v in labels]
+        click.echo(json.dumps(info, indent=2))
+        return
+    if not wrote_labels:
+        click.echo(text, nl=False)
+    if quiet:
+        return
+    lines = summary_lines(info) + [f"wrote {path}" for path in info["files"].values()]
+    for line in lines:
+        click.echo(line, err=not wrote_labels)

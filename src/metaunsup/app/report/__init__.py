@@ -1,0 +1,1 @@
+"""Reports of evaluation results: markdown tables, figures, montages and result pages."""

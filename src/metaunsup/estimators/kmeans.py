@@ -1,0 +1,489 @@
+"""``MetaKMeans``: meta-learned clustering behind the scikit-learn estimator interface.
+
+The estimator embeds the examples with a meta-learned network and clusters the embedding with
+k-means (:func:`~metaunsup.cluster.kmeans`: k-means++ seeding, ``n_init`` restarts, Lloyd). The
+network comes from
+
+* a trained checkpoint (``checkpoint="digits"``, ``"mnist"``, ``"omniglot-protonet"``,
+  ``"omniglot-unsup"`` or a ``.safetensors`` path) of a clustering learner (Meta-K-means or
+  Clustering-MAML, :mod:`metaunsup.learners`) or of Prototypical Networks, whose input shape
+  the data must match; or
+* with ``checkpoint=None``, meta-training on the data itself: pseudo-tasks cut from spectral
+  partitions of the rows' neighbourhood graphs (or, on small data, k-means partitions of
+  random feature subsets, STUNT-style;
+  :mod:`metaunsup.estimators.self_train`), so it works on any table of numbers.
+
+Shapes: ``X`` is ``[n, d]`` (a table or flattened images), ``[n, H, W]`` (grey images) or
+``[n, C, H, W]``; ``transform`` returns the embedding ``[n, D]``; ``cluster_centers_`` are
+``[k, D]`` in that embedding.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+)
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_array, check_is_fitted
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+
+    def validate_data(estimator: BaseEstimator, X: Any, **kwargs: Any) -> np.ndarray:
+        return estimator._validate_data(X, **kwargs)
+
+
+from metaunsup.cluster import kmeans
+from metaunsup.cluster.choose_k import KChoice, choose_k, choose_k_eigengap
+from metaunsup.errors import CheckpointError, ConfigError, DataError
+
+__all__ = ["MetaKMeans", "expected_input_shape"]
+
+_FLOATS = (np.float64, np.float32)
+
+
+class InputTypeError(DataError, TypeError):
+    """Input of a type that cannot be read as numbers (also a ``TypeError``, as scikit-learn's
+    conventions expect)."""
+
+
+def expected_input_shape(net: torch.nn.Module) -> tuple[int, ...] | None:
+    """The example shape a network takes, from its ``config()``: ``(d,)`` or ``(C, H, W)``.
+
+    ``None`` when the configuration does not say (the network then checks its input itself).
+    """
+    config = net.config() if hasattr(net, "config") else {}
+    if "in_features" in config:
+        return (int(config["in_features"]),)
+    if "in_channels" in config and "image_size" in config:
+        size = config["image_size"]
+        h, w = (size, size) if isinstance(size, int) else size
+        return (int(config["in_channels"]), int(h), int(w))
+    return None
+
+
+def _describe(shape: tuple[int, ...]) -> str:
+    """``(1, 8, 8)`` → ``"8x8 images (64 features)"``, ``(30,)`` → ``"30 features"``."""
+    features = math.prod(shape)
+    if len(shape) == 1:
+        return f"{features} features"
+    channels = f"{shape[0]}-channel " if len(shape) == 3 and shape[0] != 1 else ""
+    return f"{channels}{shape[-2]}x{shape[-1]} images ({features} features)"
+
+
+def fit_shape(x: np.ndarray, expected: tuple[int, ...] | None, source: str) -> np.ndarray:
+    """``x`` ``[n, *s]`` reshaped to ``[n, *expected]``, or a :class:`DataError` saying how.
+
+    Accepted: the expected shape itself, the same number of values flattened (``[n, 64]`` for
+    ``8x8`` images) or grey images without their channel axis (``[n, 8, 8]`` for ``(1, 8, 8)``).
+    """
+    if expected is None:
+        return x
+    shape = tuple(x.shape[1:])
+    same_count = math.prod(shape) == math.prod(expected)
+    flat = len(shape) == 1 or len(expected) == 1
+    no_channel = len(expected) == 3 and expected[0] == 1 and shape == expected[1:]
+    if shape == expected or (same_count and flat) or no_channel:
+        return x.reshape(x.shape[0], *expected)
+    raise DataError(
+        f"{source} expects {_describe(expected)} per example, but the data has "
+        f"{_describe(shape)}; "
+        + (
+            f"resize the images to {expected[-2]}x{expected[-1]}"
+            if len(expected) == 3
+            else f"give {expected[0]} features per example"
+        )
+        + ", or cluster without a checkpoint (meta-training on the data itself)"
+    )
+
+
+#: Rules ``n_clusters="auto"`` can choose ``k`` by.
+K_SELECTIONS = ("silhouette", "eigengap")
+
+
+class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
+    """K-means in an embedding meta-learned for clustering small unlabeled tasks.
+
+    Parameters
+    ----------
+    n_clusters : int or "auto", default=8
+        Number of clusters. ``"auto"`` picks the ``k`` in ``2..max_clusters`` whose k-means
+        partition has the highest mean silhouette (:func:`~metaunsup.cluster.choose_k.choose_k`):
+        of a checkpoint's embedding, or without a checkpoint of the scaled data (before
+        meta-training, whose pseudo-tasks then have that many clusters).
+    checkpoint : str, path or None, default=None
+        A packaged model name (``"digits"``, ``"mnist"``, ``"omniglot-protonet"``,
+        ``"omniglot-unsup"``) or a ``.safetensors`` checkpoint of a clustering learner
+        (Meta-K-means, Clustering-MAML) or of Prototypical Networks (whose metric space is
+        clustered). ``None``: meta-train on pseudo-tasks from ``X`` itself (works on any
+        table; see :mod:`metaunsup.estimators.self_train`).
+    adapt_steps : int or None, default=None
+        Test-time adaptation steps of a Clustering-MAML checkpoint (gradient steps of its
+        embedding on ``X``'s own clustering objective); ``None``: the checkpoint's own number.
+        Ignored by learners that do not adapt their embedding (Meta-K-means).
+    n_init : int, default=10
+        k-means restarts in the embedding; the lowest inertia is kept.
+    max_iter : int, default=300
+        Most Lloyd iterations per restart.
+    tol : float, default=1e-4
+        Relative tolerance of k-means (scikit-learn's rule).
+    meta_steps : int, default=300
+        Meta-training steps when ``checkpoint=None`` (each one Adam step on 4 pseudo-tasks);
+        ``0`` clusters in a random (untrained) embedding.
+    max_clusters : int, default=15
+        Largest ``k`` tried by ``n_clusters="auto"``.
+    k_selection : {"silhouette", "eigengap"}, default="silhouette"
+        How ``n_clusters="auto"`` chooses: the highest mean silhouette of k-means partitions
+        (:func:`~metaunsup.cluster.choose_k.choose_k`), or the largest eigengap of the
+        10-nearest-neighbour graph (:func:`~metaunsup.cluster.choose_k.choose_k_eigengap`;
+        better for many small clusters, e.g. the characters of an alphabet).
+    input_scale : float or "auto", default="auto"
+        With a checkpoint, ``X`` is divided by this before embedding. ``"auto"``: 255 for
+        ``uint8`` arrays, else the largest value of the training ``X`` when it exceeds 1 (e.g.
+        16 for scikit-learn's digits, 255 for pixel intensities), else 1 — checkpoints are
+        trained on values in ``[0, 1]``, ink bright. Without a checkpoint, ``X`` is centred and
+        divided by its overall standard deviation (one number, so relative feature scales are
+        kept), whatever this is.
+    batch_size : int, default=2048
+        Examples embedded at once. Networks with batch normalisation normalise each such batch
+        with its own statistics (as in meta-training, where a task is a batch), so their
+        embedding depends slightly on it; the default self-trained network does not.
+    random_state : int, RandomState or None, default=None
+        Seeds meta-training, k-means and the choice of ``k``.
+    device : str, default="cpu"
+        Where the network runs, e.g. ``"cuda"``. On the CPU the embedding is computed in
+        ``float64`` (results do not depend on how the data are split into calls).
+    verbose : bool, default=False
+        Show a progress bar with ETA over the meta-training steps (``checkpoint=None``) when
+        stderr is a terminal.
+
+    Attributes
+    ----------
+    labels_ : ndarray of shape (n_samples,)
+        Cluster of each training example (its nearest centre), ``0..n_clusters_-1``.
+    cluster_centers_ : ndarray of shape (n_clusters_, embedding_dim_)
+        Centres in the embedding.
+    inertia_ : float
+        Sum of squared distances of the embedded examples to their centres.
+    n_iter_ : int
+        Lloyd iterations of the kept k-means restart.
+    n_clusters_ : int
+        The number of clusters used (chosen when ``n_clusters="auto"``).
+    k_choice_ : KChoice or None
+        With ``n_clusters="auto"``: the score of each ``k`` tried and the reason.
+    embedding_dim_ : int
+        ``D``, the embedding's dimension.
+    learner_ : MetaKMeansLearner or ClusterMAML
+        The network and learned clustering settings (a ``torch.nn.Module``).
+    training_ : dict or None
+        Without a checkpoint: meta-training steps, seconds, task shape and final loss.
+    n_features_in_ : int
+        Values per example seen in ``fit`` (``H*W`` for images).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> X, _ = load_digits(return_X_y=True)
+    >>> model = MetaKMeans(n_clusters=10, meta_steps=20, random_state=0).fit(X[:300])
+    >>> model.labels_.shape, model.cluster_centers_.shape
+    ((300,), (10, 64))
+    """
+
+    def __init__(
+        self,
+        n_clusters: int | str = 8,
+        *,
+        checkpoint: str | None = None,
+        adapt_steps: int | None = None,
+        n_init: int = 10,
+        max_iter: int = 300,
+        tol: float = 1e-4,
+        meta_steps: int = 300,
+        max_clusters: int = 15,
+        k_selection: str = "silhouette",
+        input_scale: float | str = "auto",
+        batch_size: int = 2048,
+        random_state: int | np.random.RandomState | None = None,
+        device: str = "cpu",
+        verbose: bool = False,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.checkpoint = checkpoint
+        self.adapt_steps = adapt_steps
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.meta_steps = meta_steps
+        self.max_clusters = max_clusters
+        self.k_selection = k_selection
+        self.input_scale = input_scale
+        self.batch_size = batch_size
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ scikit-learn API
+    def fit(self, X: Any, y: Any = None) -> MetaKMeans:
+        """Embed ``X`` and cluster it; ``y`` is ignored.
+
+        Raises :class:`~metaunsup.errors.DataError` (a ``ValueError``) for unusable data and
+        :class:`~metaunsup.errors.ConfigError` for bad parameters, each saying how to fix it.
+        """
+        self._check_params()
+        uint8 = str(getattr(X, "dtype", "")) in ("uint8", "torch.uint8")
+        x = self._check_input(X, reset=True)
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        if len(x) < 2:
+            raise DataError(f"got 1 sample (shape {x.shape}); clustering needs at least 2 examples")
+        k = self.n_clusters
+        if k != "auto" and k > len(x):
+            raise ConfigError(
+                f"n_clusters={k} but only {len(x)} examples; use n_clusters <= {len(x)}"
+            )
+        self.k_choice_: KChoice | None = None
+        if self.checkpoint is not None:
+            self._fit_checkpoint(x, uint8, seed)
+        else:
+            self._fit_self_trained(x, seed)
+        z = self._embed(x)
+        self.embedding_dim_ = int(z.shape[1])
+        if k == "auto":
+            k = self.k_choice_.k
+        result = kmeans(
+            z, int(k), n_init=self.n_init, max_iter=self.max_iter, tol=self.tol, seed=seed
+        )
+        self.n_clusters_ = int(k)
+        self.labels_ = result.labels.numpy().astype(np.int64)
+        self.cluster_centers_ = result.centers.numpy()
+        self.inertia_ = float(result.inertia)
+        self.n_iter_ = int(result.n_iter)
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Nearest centre of each example of ``X``: ``int64 [n]``."""
+        z = self._embed(self._check_input(X, reset=False))
+        centers = torch.from_numpy(self.cluster_centers_).to(z.dtype)
+        # exact differences, not the faster matrix-product form: labels_ of the training data
+        # must come back for points almost as near to two centres
+        distances = torch.cdist(z, centers, compute_mode="donot_use_mm_for_euclid_dist")
+        return distances.argmin(1).numpy().astype(np.int64)
+
+    def transform(self, X: Any) -> np.ndarray:
+        """The embedding of ``X``, ``[n, embedding_dim_]``, in ``X``'s float dtype."""
+        x = self._check_input(X, reset=False)
+        return self._embed(x).numpy().astype(x.dtype if x.dtype in _FLOATS else np.float64)
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.embedding_dim_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    def _more_tags(self) -> dict[str, Any]:  # scikit-learn < 1.6
+        return {"preserves_dtype": [np.float64, np.float32]}
+
+    # ------------------------------------------------------------------ fitting
+    def _check_params(self) -> None:
+        k = self.n_clusters
+        if k != "auto" and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
+            raise ConfigError(f"n_clusters must be an integer >= 1 or 'auto', got {k!r}")
+        for name, low in (("n_init", 1), ("max_iter", 1), ("max_clusters", 2), ("batch_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.k_selection not in K_SELECTIONS:
+            raise ConfigError(
+                f"k_selection must be one of {K_SELECTIONS}, got {self.k_selection!r}"
+            )
+        value = self.meta_steps
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise ConfigError(f"meta_steps must be an integer >= 0, got {value!r}")
+        if self.adapt_steps is not None and (
+            isinstance(self.adapt_steps, bool)
+            or not isinstance(self.adapt_steps, numbers.Integral)
+            or self.adapt_steps < 0
+        ):
+            raise ConfigError(
+                f"adapt_steps must be None or an integer >= 0, got {self.adapt_steps!r}"
+            )
+        if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) or self.tol < 0:
+            raise ConfigError(f"tol must be a number >= 0, got {self.tol!r}")
+        scale = self.input_scale
+        if scale != "auto" and (
+            isinstance(scale, bool)
+            or not isinstance(scale, numbers.Real)
+            or not math.isfinite(scale)
+            or scale <= 0
+        ):
+            raise ConfigError(f"input_scale must be a positive number or 'auto', got {scale!r}")
+        self._device()
+
+    def _device(self) -> torch.device:
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"unknown device {self.device!r}; use 'cpu' or 'cuda'") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' asked for, but no CUDA device is available")
+        return device
+
+    def _fit_checkpoint(self, x: np.ndarray, uint8: bool, seed: int) -> None:
+        from metaunsup.training.build import load_learner
+
+        learner = load_learner(self.checkpoint)
+        if not callable(getattr(learner, "embed", None)):
+            raise CheckpointError(
+                f"checkpoint {str(self.checkpoint)!r} holds a {learner.name!r} learner, which "
+                "does not cluster or embed; use a meta_kmeans, cluster_maml or protonet "
+                "checkpoint"
+            )
+        self.input_shape_ = expected_input_shape(learner.net)
+        fit_shape(x, self.input_shape_, f"checkpoint {str(self.checkpoint)!r}")
+        if self.input_scale != "auto":
+            scale = float(self.input_scale)
+        elif uint8:
+            scale = 255.0
+        else:
+            scale = max(1.0, float(x.max()))
+        self.offset_, self.scale_ = 0.0, scale
+        self.training_ = None
+        self._set_learner(learner)
+        self.adapted_params_ = self.learner_.meta_params(False)
+        k = self.n_clusters
+        if k == "auto":  # chosen in the (not yet adapted) embedding of the checkpoint
+            self.k_choice_ = self._choose_k(self._embed(x), seed)
+            k = self.k_choice_.k
+        self.adapted_params_ = self._adapt(x, int(k), seed)
+
+    def _fit_self_trained(self, x: np.ndarray, seed: int) -> None:
+        from metaunsup.estimators.self_train import SelfTrainSettings, self_train
+
+        flat = x.reshape(len(x), -1)
+        self.input_shape_ = (flat.shape[1],)
+        self.offset_ = flat.mean(0)
+        spread = float(np.sqrt(((flat - self.offset_) ** 2).mean(0).sum() / flat.shape[1]))
+        self.scale_ = spread if spread > 0 else 1.0
+        table = torch.from_numpy(((flat - self.offset_) / self.scale_).astype(np.float32))
+        k = self.n_clusters
+        if k == "auto":  # chosen on the scaled data, so that the pseudo-tasks have that k too
+            self.k_choice_ = self._choose_k(table.double(), seed, metric="euclidean")
+            k = self.k_choice_.k
+        settings = SelfTrainSettings(steps=int(self.meta_steps))
+        result = self_train(table, int(k), settings, seed, progress=bool(self.verbose))
+        self.training_ = result.summary()
+        self._set_learner(result.learner)
+        self.adapted_params_ = self.learner_.meta_params(False)
+
+    def _set_learner(self, learner: torch.nn.Module) -> None:
+        device = self._device()
+        learner = learner.to(device).eval()
+        if device.type == "cpu":
+            learner = learner.double()
+        self.learner_ = learner
+
+    def _adapt(self, x: np.ndarray, k: int, seed: int) -> dict[str, torch.Tensor]:
+        """The network's parameters for ``X``: Clustering-MAML adapts them to ``X`` (on one
+        seeded sample of at most ``batch_size`` examples); other learners keep theirs."""
+        learner = self.learner_
+        if not hasattr(learner, "adapted_params") or not hasattr(learner, "inner_names"):
+            return learner.meta_params(False)
+        g = torch.Generator().manual_seed(seed)
+        take = torch.randperm(len(x), generator=g)[: self.batch_size]
+        device = next(learner.parameters()).device
+        task = self._net_input(x[take.numpy()]).unsqueeze(0).to(device)
+        with torch.no_grad():
+            k = min(k, task.shape[1])
+            params = learner.adapted_params(task, k, self.adapt_steps, False, seed)
+        return {name: value.detach().cpu() for name, value in params.items()}
+
+    def _choose_k(self, z: torch.Tensor, seed: int, metric: str = "cosine") -> KChoice:
+        """``k`` for ``n_clusters="auto"``; ``metric``: the eigengap graph's neighbourhoods
+        (cosine in a learned embedding, Euclidean on the user's own table)."""
+        if self.k_selection == "eigengap":
+            return choose_k_eigengap(z, 2, int(self.max_clusters), metric=metric)
+        return choose_k(z, 2, int(self.max_clusters), seed=seed)
+
+    # ------------------------------------------------------------------ embedding
+    def _check_input(self, X: Any, reset: bool) -> np.ndarray:
+        """``X`` as a finite float array ``[n, ...]``; sets or checks ``n_features_in_``."""
+        if not reset:
+            check_is_fitted(self, "labels_")
+        try:
+            ndim = getattr(X, "ndim", None)
+            if ndim is None and isinstance(X, list | tuple):
+                ndim = np.ndim(np.asarray(X, dtype=object)) if len(X) else 2
+            if ndim is not None and ndim >= 3:
+                x = check_array(X, allow_nd=True, dtype=_FLOATS, ensure_min_samples=1)
+                if x.ndim > 4:
+                    raise DataError(
+                        f"X has shape {x.shape}; expected [n, d], [n, H, W] or [n, C, H, W]"
+                    )
+                self._check_n_features(math.prod(x.shape[1:]), reset)
+            else:
+                x = validate_data(self, X, reset=reset, dtype=_FLOATS, ensure_min_samples=1)
+        except DataError:
+            raise
+        except TypeError as err:
+            raise InputTypeError(str(err)) from None
+        except ValueError as err:
+            raise DataError(str(err)) from None
+        return x
+
+    def _check_n_features(self, n_features: int, reset: bool) -> None:
+        if reset:
+            self.n_features_in_ = n_features
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif n_features != self.n_features_in_:
+            raise DataError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input"
+            )
+
+    def _net_input(self, x: np.ndarray) -> torch.Tensor:
+        """Scaled examples in the network's input shape, ``[n, *input_shape_]``."""
+        source = (
+            f"checkpoint {str(self.checkpoint)!r}" if self.checkpoint is not None else "the model"
+        )
+        shaped = fit_shape(x, self.input_shape_, source)
+        dtype = next(self.learner_.parameters()).dtype
+        scaled = (shaped.reshape(len(x), -1) - self.offset_) / self.scale_
+        t = torch.from_numpy(np.ascontiguousarray(scaled)).reshape(shaped.shape)
+        return t.to(dtype)
+
+    def _embed(self, x: np.ndarray) -> torch.Tensor:
+        """Embeddings ``[n, D]`` (on the CPU) of the examples ``x`` ``[n, ...]``."""
+        t = self._net_input(x)
+        device = next(self.learner_.parameters()).device
+        params = {k: v.to(device) for k, v in self.adapted_params_.items()}
+        n = t.shape[0]
+        order = torch.arange(n)
+        if n > self.batch_size and self._batch_norm():
+            # batches of a seeded shuffle, so that each is a sample of the data like a task
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+        out = []
+        with torch.no_grad():
+            for start in range(0, n, self.batch_size):
+                chunk = t[order[start : start + self.batch_size]].to(device).unsqueeze(0)
+                out.append(self.learner_.embed(params, chunk)[0].cpu())
+        z = torch.cat(out)
+        result = torch.empty_like(z)
+        result[order] = z
+        return result
+
+    def _batch_norm(self) -> bool:
+        return getattr(self.learner_.net, "norm", None) == "batch"

@@ -1,0 +1,1 @@
+"""The evaluation protocol over task kinds, the classical baselines and convergence curves."""

@@ -1,0 +1,1 @@
+"""Training runs: typed configs, the wiring of a run, the Trainer and its logs."""

@@ -1,0 +1,283 @@
+"""From a :class:`~metaunsup.training.config.RunConfig` to a trained checkpoint.
+
+This module wires the pieces a run needs — dataset, class split, task source, learner,
+validation — and hands them to the algorithm-agnostic :class:`~metaunsup.training.trainer.Trainer`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from metaunsup import data
+from metaunsup.data.base import Dataset
+from metaunsup.data.transforms import with_rotations
+from metaunsup.errors import ConfigError
+from metaunsup.learners import LEARNERS, MetaLearner, build_learner
+from metaunsup.metrics import clustering_accuracy, mean_ci
+from metaunsup.tasks import ClusteringTaskSampler, FewShotTaskSampler, split_classes
+from metaunsup.training.config import RunConfig
+from metaunsup.training.trainer import Trainer, TrainResult
+
+if TYPE_CHECKING:
+    from metaunsup.evaluation.protocol import ClusteringMethod
+
+log = logging.getLogger(__name__)
+
+#: Seed offset of the fixed meta-validation tasks (distinct from the training stream).
+VAL_SEED_OFFSET = 1_000_003
+
+
+def learner_config(cfg: RunConfig, example_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The learner config with the network's input shape and head size filled in from the data.
+
+    ``[learner.net]`` may omit ``in_channels``, ``image_size`` (images) or ``in_features``
+    (tables), and ``n_way``; they are taken from the dataset and ``[task]``. Metric and
+    clustering learners (``protonet``, and those marked ``headless``) get no head.
+    """
+    learner = dict(cfg.learner)
+    net = dict(learner.get("net", {"name": "conv4" if len(example_shape) == 3 else "mlp"}))
+    if net.get("name") == "conv4":
+        if len(example_shape) != 3:
+            raise ConfigError(f"conv4 needs images [C, H, W], the data has {example_shape}")
+        net.setdefault("in_channels", example_shape[0])
+        net.setdefault("image_size", list(example_shape[1:]))
+    elif net.get("name") == "mlp":
+        flat = 1
+        for size in example_shape:
+            flat *= size
+        net.setdefault("in_features", flat)
+    if learner["name"] == "protonet" or getattr(LEARNERS.get(learner["name"]), "headless", False):
+        net["n_way"] = None  # a metric or clustering learner embeds; it has no head
+    else:
+        net.setdefault("n_way", cfg.task.n_way)
+    learner["net"] = net
+    return learner
+
+
+def task_kinds(name: str) -> tuple[str, ...]:
+    """The ``task.kind`` values learner ``name`` trains on (its ``task_kinds`` attribute;
+    few-shot tasks for learners that declare none)."""
+    return tuple(getattr(LEARNERS.get(name), "task_kinds", ("fewshot",)))
+
+
+def split_examples(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Hold out ``fraction`` of every class's examples (at least one per class, seeded).
+
+    Returns ``(kept, held_out)``; both keep all classes and their ids.
+    """
+    g = torch.Generator().manual_seed(seed)
+    held = []
+    for c in range(ds.n_classes):
+        idx = torch.nonzero(ds.y == c).flatten()
+        n_held = max(1, round(fraction * idx.numel())) if idx.numel() > 1 else 0
+        held.append(idx[torch.randperm(idx.numel(), generator=g)[:n_held]])
+    mask = torch.zeros(len(ds), dtype=torch.bool)
+    mask[torch.cat(held)] = True
+
+    def part(keep: torch.Tensor, suffix: str) -> Dataset:
+        return Dataset(
+            name=ds.name,
+            split=f"{ds.split}/{suffix}",
+            x=ds.x[keep],
+            y=ds.y[keep],
+            classes=ds.classes,
+            groups=ds.groups,
+            info=dict(ds.info),
+        )
+
+    return part(~mask, "meta-train-examples"), part(mask, "meta-val-examples")
+
+
+def split_for_training(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
+    """Load the meta-training split and hold out ``val_fraction`` of its classes (or, with
+    ``data.val_by = "examples"``, of every class's examples)."""
+    ds = data.load(cfg.data.dataset, cfg.data.split, root=cfg.data.root)
+    if cfg.data.val_by == "examples" and cfg.data.val_fraction > 0:
+        train_ds, val = split_examples(ds, cfg.data.val_fraction, cfg.train.seed)
+        if cfg.data.rotations:
+            train_ds = with_rotations(train_ds)
+        return train_ds, val
+    n_val = round(cfg.data.val_fraction * ds.n_classes)
+    val = None
+    if n_val > 0:
+        parts = split_classes(
+            ds.n_classes, counts=(ds.n_classes - n_val, n_val, 0), seed=cfg.train.seed
+        )
+        train_ds, val, _ = parts.apply(ds)
+    else:
+        train_ds = ds
+    if cfg.data.rotations:
+        train_ds = with_rotations(train_ds)
+    return train_ds, val
+
+
+def clustering_accuracy_of(
+    learner: MetaLearner,
+    sampler: ClusteringTaskSampler,
+    n_tasks: int,
+    seed: int = 0,
+    chunk: int = 50,
+    device: torch.device | str = "cpu",
+) -> tuple[float, float]:
+    """Mean Hungarian clustering accuracy of ``learner.cluster`` over ``n_tasks`` tasks, and
+    its 95% half-width. The learner sees only the points and ``k``; labels only score."""
+    accs = []
+    learner.eval()
+    start = 0
+    for batch in sampler.batches(n_tasks, chunk):
+        labels = learner.cluster(batch.x.to(device), batch.n_way, seed=seed + start)  # type: ignore[operator]
+        accs.append(clustering_accuracy(batch.y, labels.cpu()))
+        start += batch.n_tasks
+    mean, ci = mean_ci(torch.cat([torch.as_tensor(a) for a in accs]).numpy())
+    return float(mean), float(ci)
+
+
+def make_validator(
+    cfg: RunConfig, val: Dataset, device: torch.device | str
+) -> Callable[[MetaLearner], dict[str, float]]:
+    """Validation on a fixed set of meta-validation tasks (the same tasks every time): query
+    accuracy for few-shot runs, clustering accuracy (Hungarian) for clustering runs."""
+    t = cfg.task
+    if t.kind == "clustering":
+
+        def validate_clustering(learner: MetaLearner) -> dict[str, float]:
+            sampler = ClusteringTaskSampler(
+                val, t.val_n_way or t.n_way, t.k_shot, seed=cfg.train.seed + VAL_SEED_OFFSET
+            )
+            acc, ci = clustering_accuracy_of(
+                learner, sampler, cfg.train.val_tasks, seed=cfg.train.seed, device=device
+            )
+            return {"acc": acc, "acc_ci95": ci}
+
+        return validate_clustering
+
+    def validate(learner: MetaLearner) -> dict[str, float]:
+        from metaunsup.evaluation.protocol import evaluate_fewshot
+
+        learner.eval()
+        report = evaluate_fewshot(
+            val,
+            [("val", learner)],
+            n_way=t.val_n_way or t.n_way,
+            k_shot=t.k_shot,
+            n_query=t.n_query,
+            n_tasks=cfg.train.val_tasks,
+            seed=cfg.train.seed + VAL_SEED_OFFSET,
+            device=device,
+        )
+        acc = report.results[0].acc
+        return {"acc": acc.mean, "acc_ci95": acc.ci95}
+
+    return validate
+
+
+def train_run(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    tensorboard: str | Path | None = None,
+) -> TrainResult:
+    """Meta-train the run described by ``cfg`` into ``out_dir`` (``--resume`` continues;
+    ``tensorboard``: a folder for TensorBoard event files of the training log)."""
+    t, tr = cfg.task, cfg.train
+    kinds = task_kinds(cfg.learner["name"])
+    if cfg.learner["name"] in LEARNERS and t.kind not in kinds:
+        others = ", ".join(n for n in LEARNERS if t.kind in task_kinds(n))
+        raise ConfigError(
+            f"learner {cfg.learner['name']!r} trains on task.kind = {' or '.join(kinds)!r}, "
+            f"not {t.kind!r}" + (f" (learners for {t.kind!r} tasks: {others})" if others else "")
+        )
+    if tr.threads:
+        torch.set_num_threads(tr.threads)
+    device = torch.device(tr.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is 'cuda' but no CUDA device is available")
+    run_config = cfg.to_dict()
+    if cfg.unsupervised is not None:
+        from metaunsup.data.unlabeled import UnlabeledView
+        from metaunsup.training.unsupervised import unsupervised_source
+
+        # No labels: the whole split, read through a view that refuses labels; no validation.
+        view = UnlabeledView(data.load(cfg.data.dataset, cfg.data.split, root=cfg.data.root))
+        learner = _fresh_learner(cfg, view.example_shape)
+        source, record = unsupervised_source(cfg, learner, view, out_dir, device, progress)
+        run_config["unsupervised_record"] = record
+        val = None
+    else:
+        train_ds, val = split_for_training(cfg)
+        if t.kind == "clustering":
+            source = ClusteringTaskSampler(train_ds, t.n_way, t.k_shot, seed=tr.seed)
+        else:
+            source = FewShotTaskSampler(train_ds, t.n_way, t.k_shot, t.n_query, seed=tr.seed)
+        learner = _fresh_learner(cfg, train_ds.example_shape)
+    trainer = Trainer(
+        learner,
+        source,
+        tr,
+        out_dir,
+        validate=None if val is None else make_validator(cfg, val, device),
+        run_config=run_config,
+        device=device,
+        progress=progress,
+        tensorboard=tensorboard,
+    )
+    return trainer.fit(resume=resume)
+
+
+def _fresh_learner(cfg: RunConfig, example_shape: tuple[int, ...]) -> MetaLearner:
+    """The run's learner with initial weights drawn from ``train.seed``."""
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.train.seed)
+        return build_learner(learner_config(cfg, example_shape))
+
+
+def load_learner(name_or_path: str | Path, device: torch.device | str = "cpu") -> MetaLearner:
+    """A learner from a checkpoint file or packaged name, weights validated against its config."""
+    from metaunsup.checkpoint import read_checkpoint, resolve_checkpoint
+    from metaunsup.errors import CheckpointError
+    from metaunsup.training.trainer import load_model_state
+
+    path = resolve_checkpoint(name_or_path)
+    tensors, meta = read_checkpoint(path)
+    if "learner" not in meta:
+        raise CheckpointError(f"{str(path)!r} holds no learner configuration")
+    try:
+        learner = build_learner(meta["learner"])
+    except ConfigError as err:
+        raise CheckpointError(
+            f"{str(path)!r} describes a learner this version cannot build: {err}"
+        ) from None
+    load_model_state(learner, tensors, str(path))
+    return learner.to(device).eval()
+
+
+def checkpoint_method(
+    name_or_path: str | Path,
+    steps: int | None = None,
+    device: torch.device | str = "cpu",
+    label: str | None = None,
+) -> ClusteringMethod:
+    """A trained clustering learner as an evaluation method (``evaluate --checkpoint``).
+
+    Loads the checkpoint (:func:`load_learner`) and wraps its ``cluster(x, k, seed, steps)``
+    as ``fn(x [B, n, ...], k, seed) -> labels int64 [B, n]``; ``steps`` overrides its
+    test-time steps. ``label`` names the method (default: the checkpoint as given). Raises
+    :class:`ConfigError` for a learner that does not cluster (e.g. few-shot MAML).
+    """
+    from metaunsup.evaluation.protocol import learner_method
+
+    learner = load_learner(name_or_path, device)
+    if not callable(getattr(learner, "cluster", None)):
+        raise ConfigError(
+            f"checkpoint {str(name_or_path)!r} holds a {learner.name!r} learner, which does not "
+            "cluster; evaluate it with --task fewshot"
+        )
+
+    return learner_method(label or str(name_or_path), learner, steps, device)

@@ -1,0 +1,301 @@
+"""Typed run configurations, read from TOML and validated with messages that say what to fix.
+
+A run config has four tables::
+
+    name = "omniglot-maml-5w1s"
+    [data]     dataset, split, val_fraction, val_by, rotations
+    [task]     kind ("fewshot" | "clustering"), n_way, k_shot, n_query
+    [learner]  name + the learner's own options (passed to ``learners.build_learner``)
+    [train]    steps, meta_batch, lr, optimizer, seed, validation and checkpoint cadence, device
+    [unsupervised]  optional: make the tasks from the unlabeled data (CACTUs, UMTRA), see
+               :class:`UnsupervisedConfig`
+
+Unknown keys are errors (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from metaunsup.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where meta-training tasks come from.
+
+    ``val_fraction`` of the split's classes (chosen with ``seed``) are held out for
+    meta-validation; with ``val_by = "examples"`` it is that fraction of every class's examples
+    instead (validation tasks then use the training classes: for datasets with no more classes
+    than a task has, e.g. 10-way clustering of digits). ``rotations`` adds the 90°, 180° and
+    270° rotations of every class as new classes (the usual Omniglot augmentation), applied to
+    meta-training classes only.
+    """
+
+    dataset: str
+    split: str
+    root: str | None = None
+    val_fraction: float = 0.1
+    val_by: str = "classes"
+    rotations: bool = False
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Shape of the meta-training tasks.
+
+    ``val_n_way`` sets the classes of the meta-validation tasks when they should differ from
+    training (e.g. Prototypical Networks train 60-way and are tested 5-way); 0 means ``n_way``.
+    Clustering tasks (``kind = "clustering"``) hold ``n_way`` classes × ``k_shot`` examples and
+    no query: ``n_query`` is ignored for them.
+    """
+
+    kind: str = "fewshot"
+    n_way: int = 5
+    k_shot: int = 1
+    n_query: int = 15
+    val_n_way: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The outer loop."""
+
+    steps: int = 1000
+    meta_batch: int = 4
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    lr_decay_steps: int = 0
+    lr_decay: float = 0.5
+    grad_clip: float = 0.0
+    seed: int = 0
+    val_every: int = 500
+    val_tasks: int = 100
+    val_metric: str = "acc"
+    checkpoint_every: int = 100
+    log_every: int = 1
+    device: str = "cpu"
+    threads: int = 0
+
+
+#: Values of ``unsupervised.tasks``.
+UNSUPERVISED_TASKS = ("cactus", "umtra")
+
+
+@dataclass(frozen=True)
+class UnsupervisedConfig:
+    """Meta-training with no labels: how tasks are made from the unlabeled split.
+
+    With this table the training split is read through
+    :class:`~metaunsup.data.unlabeled.UnlabeledView` (reading a label raises) and no
+    meta-validation runs (there are no labels to validate with): the last step is kept.
+
+    ``tasks``:
+        ``"cactus"`` — clusters of the embeddings play the classes (Hsu et al. 2019);
+        ``"umtra"`` — ``n_way`` random images are the classes, their augmentations the queries
+        (Khodadadeh et al. 2019; few-shot tasks with ``k_shot = 1``).
+    ``pretrain_steps`` (and ``pretrain_batch``, ``pretrain_lr``, ``pretrain_temperature``):
+        SimCLR pre-training of the learner's own backbone before meta-training
+        (:mod:`metaunsup.embed.simclr`); 0 skips it. CACTUs then clusters the pre-trained features;
+        without pre-training it clusters the pixels.
+    ``augment``:
+        Augmentation preset of pre-training and UMTRA (``"auto"``: by example shape).
+    ``partitions``, ``clusters``, ``scale``, ``n_init``, ``fit_size``:
+        CACTUs: partitions of ``clusters`` k-means clusters each, random per-dimension scaling,
+        restarts and subsample size of each fit (:func:`~metaunsup.tasks.cactus_partitions`).
+    ``spectral_dims``, ``neighbors``:
+        When ``spectral_dims > 0``, CACTUs clusters the spectral embedding (that many
+        eigenvectors) of the ``neighbors``-nearest-neighbour graph of the features instead of
+        the features themselves (:func:`~metaunsup.cluster.graph.spectral_embedding`).
+    ``features_from``:
+        CACTUs clusters the features of another run's pre-trained backbone instead of this
+        run's own: the name of a run folder beside this one (same parent folder), whose
+        ``pretrain.safetensors`` must exist. A cheaper network then learns from the
+        pseudo-classes a stronger one finds (still without labels); ``""``: this run's own.
+    """
+
+    tasks: str = "cactus"
+    pretrain_steps: int = 0
+    pretrain_batch: int = 256
+    pretrain_lr: float = 1e-3
+    pretrain_temperature: float = 0.5
+    augment: str = "auto"
+    partitions: int = 20
+    clusters: int = 10
+    scale: bool = False
+    n_init: int = 10
+    fit_size: int = 10000
+    spectral_dims: int = 0
+    neighbors: int = 10
+    features_from: str = ""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole training run."""
+
+    name: str
+    data: DataConfig
+    task: TaskConfig
+    learner: dict[str, Any]
+    train: TrainConfig = field(default_factory=TrainConfig)
+    unsupervised: UnsupervisedConfig | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, table: Any, where: str):
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{where}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"[{where}] has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}"
+        )
+    missing = [
+        n
+        for n, f in fields.items()
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and n not in table
+    ]
+    if missing:
+        raise ConfigError(f"[{where}] is missing {', '.join(missing)}")
+    values = {}
+    for name, value in table.items():
+        expected = fields[name].type
+        values[name] = _check_type(value, expected, f"{where}.{name}")
+    return cls(**values)
+
+
+def _check_type(value: Any, expected: Any, where: str) -> Any:
+    text = str(expected)
+    if text.startswith("int"):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif text.startswith("float"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif text.startswith("bool"):
+        ok = isinstance(value, bool)
+    elif text.startswith("str | None"):
+        ok = value is None or isinstance(value, str)
+    elif text.startswith("str"):
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{where} must be {text.split(' ')[0]}, got {value!r}")
+    return value
+
+
+def _validate(cfg: RunConfig) -> RunConfig:
+    t, tr, d = cfg.task, cfg.train, cfg.data
+    if t.kind not in ("fewshot", "clustering"):
+        raise ConfigError(f"task.kind must be 'fewshot' or 'clustering', got {t.kind!r}")
+    for name in ("n_way", "k_shot"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"task.{name} must be at least 1, got {getattr(t, name)}")
+    if t.val_n_way < 0:
+        raise ConfigError(f"task.val_n_way must be >= 0, got {t.val_n_way}")
+    if t.n_query < 0 or (t.kind == "fewshot" and t.n_query < 1):
+        raise ConfigError(f"task.n_query must be at least 1 for few-shot tasks, got {t.n_query}")
+    for name in ("steps", "meta_batch", "val_every", "val_tasks", "checkpoint_every", "log_every"):
+        if getattr(tr, name) < 1:
+            raise ConfigError(f"train.{name} must be at least 1, got {getattr(tr, name)}")
+    if not tr.lr > 0:
+        raise ConfigError(f"train.lr must be positive, got {tr.lr}")
+    if tr.optimizer not in ("adam", "sgd"):
+        raise ConfigError(f"train.optimizer must be 'adam' or 'sgd', got {tr.optimizer!r}")
+    if tr.seed < 0 or tr.threads < 0 or tr.grad_clip < 0 or tr.lr_decay_steps < 0:
+        raise ConfigError("train.seed, threads, grad_clip and lr_decay_steps must be >= 0")
+    if not 0.0 <= d.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+    if d.val_by not in ("classes", "examples"):
+        raise ConfigError(f"data.val_by must be 'classes' or 'examples', got {d.val_by!r}")
+    if tr.device != "cpu" and not tr.device.startswith("cuda"):
+        raise ConfigError(f"train.device must be 'cpu' or 'cuda[:N]', got {tr.device!r}")
+    u = cfg.unsupervised
+    if u is not None:
+        if u.tasks not in UNSUPERVISED_TASKS:
+            choices = ", ".join(UNSUPERVISED_TASKS)
+            raise ConfigError(f"unsupervised.tasks must be one of {choices}, got {u.tasks!r}")
+        for name in ("pretrain_batch", "partitions", "clusters", "n_init", "fit_size", "neighbors"):
+            if getattr(u, name) < 1:
+                raise ConfigError(f"unsupervised.{name} must be at least 1, got {getattr(u, name)}")
+        if u.spectral_dims < 0:
+            raise ConfigError(f"unsupervised.spectral_dims must be >= 0, got {u.spectral_dims}")
+        if u.pretrain_steps < 0:
+            raise ConfigError(f"unsupervised.pretrain_steps must be >= 0, got {u.pretrain_steps}")
+        if not (u.pretrain_lr > 0 and u.pretrain_temperature > 0):
+            raise ConfigError("unsupervised.pretrain_lr and pretrain_temperature must be positive")
+        if u.tasks == "umtra" and (t.kind != "fewshot" or t.k_shot != 1):
+            raise ConfigError("UMTRA tasks are few-shot with k_shot = 1 (one image per class)")
+        source = u.features_from
+        if source and (u.tasks != "cactus" or source in (".", "..") or Path(source).name != source):
+            raise ConfigError(
+                "unsupervised.features_from names a CACTUs run folder beside this one "
+                f"(a plain folder name), got {source!r} with tasks = {u.tasks!r}"
+            )
+        if u.tasks == "cactus" and u.clusters < t.n_way:
+            raise ConfigError(
+                f"unsupervised.clusters ({u.clusters}) must be at least task.n_way ({t.n_way})"
+            )
+    if "name" not in cfg.learner or not isinstance(cfg.learner["name"], str):
+        raise ConfigError("[learner] needs a 'name', e.g. name = \"maml\"")
+    return cfg
+
+
+def config_from_dict(raw: dict[str, Any]) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from a parsed TOML/JSON mapping."""
+    allowed = {"name", "data", "task", "learner", "train", "unsupervised"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)}; allowed: {allowed}")
+    for key in ("name", "data", "learner"):
+        if key not in raw:
+            raise ConfigError(f"config is missing '{key}'")
+    if not isinstance(raw["name"], str) or not raw["name"]:
+        raise ConfigError("'name' must be a non-empty string")
+    if not isinstance(raw["learner"], dict):
+        raise ConfigError("[learner] must be a table")
+    cfg = RunConfig(
+        name=raw["name"],
+        data=_build(DataConfig, raw["data"], "data"),
+        task=_build(TaskConfig, raw.get("task", {}), "task"),
+        learner=dict(raw["learner"]),
+        train=_build(TrainConfig, raw.get("train", {}), "train"),
+        unsupervised=(
+            _build(UnsupervisedConfig, raw["unsupervised"], "unsupervised")
+            if "unsupervised" in raw
+            else None
+        ),
+    )
+    return _validate(cfg)
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a TOML run config; ``overrides`` maps ``"train.steps"``-style keys to values."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config {str(p)!r} is not valid TOML: {err}") from None
+    for dotted, value in (overrides or {}).items():
+        table, _, key = dotted.rpartition(".")
+        target = raw.setdefault(table, {}) if table else raw
+        target[key] = value
+    return config_from_dict(raw)

@@ -1,0 +1,378 @@
+"""The Trainer: the outer loop shared by every meta-learner.
+
+It knows nothing about any algorithm. Each step it draws a meta-batch of tasks from a task source,
+asks the learner for ``meta_loss(batch) -> (loss, metrics)``, and steps the optimiser. Around that
+it validates on fixed meta-validation tasks (keeping the best checkpoint), writes one JSON line per
+step, shows a progress bar, and checkpoints atomically so that ``resume`` continues at the exact
+step: an interrupted run and an uninterrupted one with the same seed end with the same weights.
+
+Task sources are duck-typed: ``sample(n_tasks) -> TaskBatch`` plus ``state_dict()`` /
+``load_state_dict()`` (tensors and JSON scalars) so that their randomness is saved and restored
+with the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from metaunsup.checkpoint import read_checkpoint, save_checkpoint
+from metaunsup.errors import CheckpointError, ConfigError
+from metaunsup.tasks import TaskBatch
+from metaunsup.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+LOG = "train_log.jsonl"
+
+
+class TaskSource(Protocol):
+    """Where meta-training tasks come from."""
+
+    def sample(self, n_tasks: int) -> TaskBatch: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class MetaLearnerLike(Protocol):
+    """What the Trainer needs of a learner (see ``learners/base.py``)."""
+
+    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def config(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports."""
+
+    steps: int
+    seconds: float
+    best_step: int
+    best_metric: float
+    last_metrics: dict[str, float]
+    out_dir: Path
+
+
+class Trainer:
+    """Runs the outer loop of meta-training.
+
+    Parameters
+    ----------
+    learner:
+        An ``nn.Module`` with ``meta_loss(batch)`` and ``config()``.
+    source:
+        Meta-training task source (see :class:`TaskSource`).
+    settings:
+        Steps, meta-batch size, optimiser and cadence (``[train]`` of a run config; its
+        ``seed``, ``device`` and ``threads`` are applied by the caller).
+    out_dir:
+        Folder for ``last.safetensors``, ``best.safetensors`` and ``train_log.jsonl``.
+    validate:
+        Optional ``validate(learner) -> dict`` of metrics on fixed meta-validation tasks; its
+        ``settings.val_metric`` (higher is better) picks the best checkpoint.
+    run_config:
+        JSON-serialisable description of the run, stored in every checkpoint.
+    progress:
+        Show a progress bar (with ETA and the running metrics) when stderr is a terminal.
+    tensorboard:
+        Optional folder for TensorBoard event files of the same records as the JSONL log
+        (:class:`~metaunsup.training.tensorboard_log.TensorBoardLog`; needs the ``tensorboard``
+        package).
+    """
+
+    def __init__(
+        self,
+        learner: nn.Module,
+        source: TaskSource,
+        settings: TrainConfig,
+        out_dir: str | Path,
+        *,
+        validate: Callable[[nn.Module], dict[str, float]] | None = None,
+        run_config: dict[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+        progress: bool = True,
+        tensorboard: str | Path | None = None,
+    ) -> None:
+        self.learner = learner.to(device)
+        self.source = source
+        self.settings = settings
+        self.out_dir = Path(out_dir)
+        self.validate = validate
+        self.run_config = run_config or {}
+        self.device = torch.device(device)
+        self.progress = progress
+        self.tensorboard = tensorboard
+        self._tb = None
+        self.optimizer = self._make_optimizer()
+        self.step = 0
+        self.best_metric = -math.inf
+        self.best_step = 0
+        self.seconds = 0.0
+
+    # ------------------------------------------------------------------ set-up
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        params = [p for p in self.learner.parameters() if p.requires_grad]
+        if self.settings.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.settings.lr)
+        if self.settings.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.settings.lr)
+        raise ConfigError(f"unknown optimizer {self.settings.optimizer!r}")
+
+    def _lr_at(self, step: int) -> float:
+        s = self.settings
+        if s.lr_decay_steps <= 0:
+            return s.lr
+        return s.lr * s.lr_decay ** (step // s.lr_decay_steps)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train until ``settings.steps``; with ``resume`` continue from ``out_dir/last``."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._resume()
+        else:
+            (self.out_dir / LOG).write_text("")
+        metrics: dict[str, float] = {}
+        if self.tensorboard is not None:
+            from metaunsup.training.tensorboard_log import TensorBoardLog
+
+            self._tb = TensorBoardLog(self.tensorboard, first_step=self.step)
+        bar = self._bar()
+        log_file = (self.out_dir / LOG).open("a", encoding="utf-8")
+        try:
+            while self.step < self.settings.steps:
+                t0 = time.perf_counter()
+                metrics = self._train_step()
+                self.step += 1
+                self.seconds += time.perf_counter() - t0
+                if self.step % self.settings.log_every == 0 or self.step == self.settings.steps:
+                    record = {"step": self.step, "lr": self._lr_at(self.step - 1), **metrics}
+                    record["seconds"] = round(self.seconds, 4)
+                    self._record(record, log_file)
+                if self.validate is not None and (
+                    self.step % self.settings.val_every == 0 or self.step == self.settings.steps
+                ):
+                    self._validate(log_file)
+                if self.step % self.settings.checkpoint_every == 0 or (
+                    self.step == self.settings.steps
+                ):
+                    self.save(self.out_dir / LAST, training=True)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
+        finally:
+            log_file.close()
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
+            if bar is not None:
+                bar.close()
+        if self.validate is None:
+            self.save(self.out_dir / BEST, training=False)
+            self.best_step = self.step
+        return TrainResult(
+            steps=self.step,
+            seconds=self.seconds,
+            best_step=self.best_step,
+            best_metric=self.best_metric,
+            last_metrics=metrics,
+            out_dir=self.out_dir,
+        )
+
+    def _train_step(self) -> dict[str, float]:
+        self.learner.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr_at(self.step)
+        batch = self.source.sample(self.settings.meta_batch).to(self.device)
+        loss, metrics = self.learner.meta_loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"meta-loss became {loss.item()} at step {self.step + 1}; lower train.lr or set "
+                "train.grad_clip"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.settings.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.learner.parameters(), self.settings.grad_clip)
+        self.optimizer.step()
+        return {"loss": float(loss.detach()), **{k: float(v) for k, v in metrics.items()}}
+
+    def _record(self, record: dict[str, Any], log_file) -> None:
+        """Append ``record`` to the JSONL log (and to TensorBoard when asked for)."""
+        log_file.write(json.dumps(record) + "\n")
+        log_file.flush()
+        if self._tb is not None:
+            self._tb.write(record)
+
+    def _validate(self, log_file) -> None:
+        self.learner.eval()
+        scores = self.validate(self.learner)
+        metric = float(scores[self.settings.val_metric])
+        improved = metric > self.best_metric
+        if improved:
+            self.best_metric, self.best_step = metric, self.step
+            self.save(self.out_dir / BEST, training=False)
+        self._record({"step": self.step, "val": scores, "best": improved}, log_file)
+        log.info(
+            "step %d: validation %s (best %.4f at %d)",
+            self.step,
+            scores,
+            self.best_metric,
+            self.best_step,
+        )
+
+    def _bar(self):
+        if not self.progress or not sys.stderr.isatty():
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            total=self.settings.steps,
+            initial=self.step,
+            desc="meta-train",
+            unit="step",
+            dynamic_ncols=True,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: Path, training: bool) -> Path:
+        """Write the learner (and, with ``training``, everything needed to resume)."""
+        tensors = {f"model.{k}": v for k, v in self.learner.state_dict().items()}
+        meta: dict[str, Any] = {
+            "kind": "training" if training else "model",
+            "learner": self.learner.config(),
+            "run": self.run_config,
+            "step": self.step,
+            "seconds": self.seconds,
+            "best_step": self.best_step,
+            "best_metric": None if math.isinf(self.best_metric) else self.best_metric,
+        }
+        if training:
+            opt_tensors, opt_meta = _optimizer_state(self.optimizer)
+            tensors.update(opt_tensors)
+            source_state = self.source.state_dict()
+            for key, value in source_state.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"source.{key}"] = value
+            meta["source"] = {
+                k: v for k, v in source_state.items() if not isinstance(v, torch.Tensor)
+            }
+            tensors["rng.torch"] = torch.get_rng_state()
+            meta["optimizer"] = opt_meta
+        return save_checkpoint(path, tensors, meta)
+
+    def _resume(self) -> None:
+        path = self.out_dir / LAST
+        if not path.is_file():
+            raise CheckpointError(
+                f"cannot resume: {str(path)!r} not found (start without --resume)"
+            )
+        tensors, meta = read_checkpoint(path)
+        if meta.get("kind") != "training":
+            raise CheckpointError(f"{str(path)!r} holds no training state to resume from")
+        if meta.get("learner") != self.learner.config():
+            raise CheckpointError(
+                f"{str(path)!r} was written by another learner configuration; use a new --out "
+                "folder or the config it was trained with"
+            )
+        load_model_state(self.learner, tensors, str(path))
+        _load_optimizer_state(self.optimizer, tensors, meta["optimizer"], str(path))
+        source_state = dict(meta.get("source", {}))
+        source_state.update(
+            {k[len("source.") :]: v for k, v in tensors.items() if k.startswith("source.")}
+        )
+        self.source.load_state_dict(source_state)
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step = int(meta["step"])
+        self.seconds = float(meta.get("seconds", 0.0))
+        self.best_step = int(meta.get("best_step", 0))
+        best = meta.get("best_metric")
+        self.best_metric = -math.inf if best is None else float(best)
+        _truncate_log(self.out_dir / LOG, self.step)
+        log.info("resumed from %s at step %d", path, self.step)
+
+
+def load_model_state(model: nn.Module, tensors: dict[str, torch.Tensor], name: str) -> None:
+    """Load the ``model.*`` tensors of a checkpoint into ``model``, strictly.
+
+    Raises :class:`CheckpointError` listing missing, unexpected or mis-shaped weights.
+    """
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:5])}")
+        if shapes:
+            parts.append(f"shape mismatch {', '.join(shapes[:3])}")
+        raise CheckpointError(
+            f"checkpoint {name!r} does not match the model architecture: " + "; ".join(parts)
+        )
+    model.load_state_dict(state)
+
+
+def _optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, values in state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{idx}.{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer_state(
+    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict, name: str
+) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, field = key.split(".", 2)
+            state.setdefault(int(idx), {})[field] = value
+    for idx, values in meta.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(values)
+    try:
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"optimizer state in {name!r} does not fit: {err}") from None
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after ``step`` (they will be redone after a resume)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            break
+    path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")

@@ -1,0 +1,235 @@
+"""Task sources for meta-training without labels, built from a run's ``[unsupervised]`` table.
+
+:func:`unsupervised_source` turns the unlabeled training split into tasks:
+
+1. optional SimCLR pre-training of the learner's own backbone
+   (:func:`metaunsup.embed.simclr.pretrain_contrastive`), saved as ``pretrain.safetensors`` in the
+   run folder so that a resumed run does not redo it;
+2. ``"cactus"``: k-means partitions of the pre-trained features (of the pixels without
+   pre-training; of another run's pre-trained backbone with ``features_from``; or of the
+   spectral embedding of their nearest-neighbour graph when ``spectral_dims > 0``), cached as
+   ``partitions.safetensors``, and a
+   :class:`~metaunsup.tasks.pseudo.cactus.CactusTaskSource` (clustering layout for clustering runs);
+   ``"umtra"``: a :class:`~metaunsup.tasks.pseudo.umtra.UmtraTaskSource`.
+
+The data reaches every step only through an :class:`~metaunsup.data.unlabeled.UnlabeledView`,
+which raises :class:`~metaunsup.errors.LabelAccessError` if anything reads a label.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metaunsup.checkpoint import read_checkpoint, save_checkpoint
+from metaunsup.data.augment import Augment
+from metaunsup.data.unlabeled import UnlabeledView
+from metaunsup.embed.simclr import net_embeddings, pretrain_contrastive
+from metaunsup.errors import CheckpointError, ConfigError
+from metaunsup.learners import MetaLearner
+from metaunsup.nets import FunctionalNet, build_net
+from metaunsup.training.config import RunConfig
+
+__all__ = ["PARTITIONS_FILE", "PRETRAIN_FILE", "pretrained_only_learner", "unsupervised_source"]
+
+log = logging.getLogger(__name__)
+
+PRETRAIN_FILE = "pretrain.safetensors"
+PARTITIONS_FILE = "partitions.safetensors"
+_PRETRAIN_KIND = "metaunsup-pretrain"
+
+
+def _augment(name: str, view: UnlabeledView) -> Augment:
+    if name == "auto":
+        return Augment.for_shape(view.example_shape, strong=True)
+    return Augment.preset(name)
+
+
+def pretrained_backbone(
+    cfg: RunConfig,
+    learner: MetaLearner,
+    view: UnlabeledView,
+    out_dir: Path,
+    device: torch.device,
+    progress: bool,
+) -> dict[str, Any]:
+    """Pre-train ``learner.net`` (or load the run's earlier pre-training); returns its record.
+
+    The record (``{"steps", "seconds", "final_loss"}``) is stored with the weights and in the
+    checkpoints' run description, so the card of a trained model says what pre-training cost.
+    """
+    u = cfg.unsupervised
+    assert u is not None
+    path = out_dir / PRETRAIN_FILE
+    settings = {
+        "steps": u.pretrain_steps,
+        "batch": u.pretrain_batch,
+        "lr": u.pretrain_lr,
+        "temperature": u.pretrain_temperature,
+        "augment": u.augment,
+        "seed": cfg.train.seed,
+        # the backbone that is pre-trained: a classification head is neither trained nor saved,
+        # so learners with and without one (MAML, ProtoNets) share a pre-training
+        "net": {**learner.net.config(), "n_way": None},
+    }
+    if path.exists():
+        tensors, meta = read_checkpoint(path)
+        if meta.get("kind") != _PRETRAIN_KIND or meta.get("settings") != settings:
+            raise CheckpointError(
+                f"{str(path)!r} holds a pre-training with other settings; delete it or use "
+                "another --out folder"
+            )
+        _load_backbone(learner, tensors, path)
+        log.info("pre-trained backbone loaded from %s", path)
+        return meta["record"]
+    start = time.perf_counter()
+    losses = pretrain_contrastive(
+        learner.net,
+        view,
+        steps=u.pretrain_steps,
+        batch_size=u.pretrain_batch,
+        temperature=u.pretrain_temperature,
+        augment=_augment(u.augment, view),
+        lr=u.pretrain_lr,
+        seed=cfg.train.seed,
+        device=device,
+        progress=progress,
+    )
+    record = {
+        "steps": u.pretrain_steps,
+        "seconds": round(time.perf_counter() - start, 2),
+        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+    }
+    head = set(learner.net.head_names)
+    save_checkpoint(
+        path,
+        {k: v for k, v in learner.net.state_dict().items() if k not in head},
+        {"kind": _PRETRAIN_KIND, "settings": settings, "record": record},
+    )
+    return record
+
+
+def _load_backbone(learner: MetaLearner, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Load pre-trained backbone weights into ``learner.net`` (its head, if any, is not in
+    them); raises :class:`CheckpointError` when they are not this backbone's."""
+    head = set(learner.net.head_names)
+    missing, unexpected = learner.net.load_state_dict(tensors, strict=False)
+    if unexpected or set(missing) - head:
+        raise CheckpointError(
+            f"{str(path)!r} does not hold this backbone's weights (missing "
+            f"{sorted(set(missing) - head)}, unexpected {sorted(unexpected)})"
+        )
+
+
+def pretrained_net_of_run(run_dir: Path) -> FunctionalNet:
+    """The SimCLR pre-trained backbone of another run (``run_dir/pretrain.safetensors``), in
+    evaluation mode; raises :class:`ConfigError` when that run has not been pre-trained."""
+    path = run_dir / PRETRAIN_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"unsupervised.features_from: {str(path)!r} not found; train the run "
+            f"{run_dir.name!r} into {str(run_dir)!r} first"
+        )
+    tensors, meta = read_checkpoint(path)
+    if meta.get("kind") != _PRETRAIN_KIND:
+        raise CheckpointError(f"{str(path)!r} is not a metaunsup pre-training")
+    net_config = (meta.get("settings") or {}).get("net")
+    if not isinstance(net_config, dict):
+        raise CheckpointError(f"{str(path)!r} does not say which network it pre-trained")
+    net = build_net(net_config)
+    missing, unexpected = net.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{str(path)!r} does not match the network its settings name")
+    return net.eval()
+
+
+def pretrained_only_learner(
+    cfg: RunConfig, run_dir: str | Path, example_shape: tuple[int, ...]
+) -> MetaLearner | None:
+    """The run's learner, in evaluation mode, with the run's SimCLR pre-trained backbone and
+    no meta-training (the baseline that shows what meta-training adds); ``None`` when the run
+    folder holds no pre-training."""
+    from metaunsup.training.build import _fresh_learner
+
+    path = Path(run_dir) / PRETRAIN_FILE
+    if not path.exists():
+        return None
+    tensors, meta = read_checkpoint(path)
+    if meta.get("kind") != _PRETRAIN_KIND:
+        raise CheckpointError(f"{str(path)!r} is not a metaunsup pre-training")
+    learner = _fresh_learner(cfg, example_shape)
+    _load_backbone(learner, tensors, path)
+    return learner.eval()
+
+
+def unsupervised_source(
+    cfg: RunConfig,
+    learner: MetaLearner,
+    view: UnlabeledView,
+    out_dir: str | Path,
+    device: torch.device,
+    progress: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    """``(task source, record)`` for meta-training ``learner`` on ``view`` with no labels.
+
+    Pre-trains the learner's backbone in place when ``unsupervised.pretrain_steps > 0``.
+    ``record`` says what was done (pre-training time and loss, partition count).
+    """
+    from metaunsup.tasks.pseudo.cactus import CactusTaskSource, cactus_partitions
+    from metaunsup.tasks.pseudo.umtra import UmtraTaskSource
+
+    u, t = cfg.unsupervised, cfg.task
+    assert u is not None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"tasks": u.tasks}
+    if u.pretrain_steps > 0:
+        record["pretrain"] = pretrained_backbone(cfg, learner, view, out, device, progress)
+    if u.tasks == "umtra":
+        source = UmtraTaskSource(
+            view, t.n_way, t.n_query, augment=_augment(u.augment, view), seed=cfg.train.seed
+        )
+        return source, record
+    start = time.perf_counter()
+    if u.features_from:
+        teacher = pretrained_net_of_run(out.parent / u.features_from)
+        z = net_embeddings(teacher, view.float_x(), device=device)
+        record["features_from"] = u.features_from
+    elif u.pretrain_steps > 0:
+        learner.net.eval()
+        z = net_embeddings(learner.net, view.float_x(), device=device)
+    else:
+        z = view.float_x().reshape(len(view), -1)
+    if u.spectral_dims > 0:
+        from metaunsup.cluster.graph import spectral_embedding
+
+        z = spectral_embedding(z, u.spectral_dims, u.neighbors)
+    parts = cactus_partitions(
+        z,
+        u.partitions,
+        u.clusters,
+        seed=cfg.train.seed,
+        scale=u.scale,
+        fit_size=u.fit_size,
+        n_init=u.n_init,
+        device=device,
+        cache=out / PARTITIONS_FILE,
+        progress=progress,
+    )
+    log.info("CACTUs partitions ready in %.1f s", time.perf_counter() - start)
+    record["partitions"] = int(parts.shape[0])
+    clustering = t.kind == "clustering"
+    source = CactusTaskSource(
+        view,
+        parts,
+        t.n_way,
+        t.k_shot,
+        0 if clustering else t.n_query,
+        seed=cfg.train.seed,
+        shuffle=clustering,
+    )
+    return source, record

@@ -1,0 +1,275 @@
+"""Meta-training with no labels through ``metaunsup train``: the ``[unsupervised]`` table,
+pre-training, CACTUs / UMTRA sources, the label guard, exact resume and the demo."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import metaunsup.data as data_module
+from metaunsup.app.demo import DEMO_CONFIG
+from metaunsup.checkpoint import read_checkpoint
+from metaunsup.data import load
+from metaunsup.data.base import Dataset
+from metaunsup.embed.simclr import net_embeddings, pretrain_contrastive
+from metaunsup.errors import ConfigError
+from metaunsup.nets import Conv4
+from metaunsup.training.build import load_learner, train_run
+from metaunsup.training.config import config_from_dict, load_config
+from metaunsup.training.unsupervised import PARTITIONS_FILE, PRETRAIN_FILE
+
+ROOT = Path(__file__).resolve().parents[2]
+
+NET = {"name": "conv4", "hidden": 8, "norm": "batch"}
+TRAIN = {"steps": 4, "meta_batch": 2, "lr": 0.001, "checkpoint_every": 2, "seed": 0}
+UNSUP = {"tasks": "cactus", "pretrain_steps": 3, "pretrain_batch": 32, "partitions": 3}
+
+#: One run per unsupervised method the engine offers.
+RUNS = {
+    "cactus-meta_kmeans": {
+        "task": {"kind": "clustering", "n_way": 5, "k_shot": 4},
+        "unsupervised": UNSUP,
+        "learner": {"name": "meta_kmeans", "n_iter": 2, "net": NET},
+    },
+    "cactus-protonet": {
+        "task": {"kind": "fewshot", "n_way": 5, "k_shot": 1, "n_query": 2},
+        "unsupervised": {**UNSUP, "pretrain_steps": 0},
+        "learner": {"name": "protonet", "net": NET},
+    },
+    "cactus-maml": {
+        "task": {"kind": "fewshot", "n_way": 5, "k_shot": 1, "n_query": 2},
+        "unsupervised": UNSUP,
+        "learner": {"name": "maml", "inner_lr": 0.1, "inner_steps": 1, "net": NET},
+    },
+    "umtra-maml": {
+        "task": {"kind": "fewshot", "n_way": 5, "k_shot": 1, "n_query": 2},
+        "unsupervised": {"tasks": "umtra"},
+        "learner": {"name": "maml", "inner_lr": 0.1, "inner_steps": 1, "net": NET},
+    },
+    "cactus-meta_gmvae": {
+        "task": {"kind": "fewshot", "n_way": 5, "k_shot": 2, "n_query": 2},
+        "unsupervised": {**UNSUP, "pretrain_steps": 0},
+        "learner": {"name": "meta_gmvae", "latent_dim": 4, "n_samples": 2, "net": NET},
+    },
+}
+
+
+def run_config(name: str, **train) -> dict:
+    raw = {"name": name, "data": {"dataset": "digits", "split": "train"}, **RUNS[name]}
+    raw = copy.deepcopy(raw)
+    raw["train"] = {**TRAIN, **train}
+    return raw
+
+
+class LabelTrap(Dataset):
+    """A dataset that fails the test the moment anything reads its labels."""
+
+    armed = False
+
+    def __getattribute__(self, name: str):
+        if name in ("y", "classes", "groups") and object.__getattribute__(self, "armed"):
+            raise AssertionError(f"an unsupervised run read the labels ({name})")
+        return super().__getattribute__(name)
+
+
+@pytest.fixture
+def trapped_digits(monkeypatch):
+    """``data.load`` hands out digits whose labels cannot be read."""
+    real = load("digits", "train")
+
+    def fake_load(name, split, root=None):
+        ds = LabelTrap(real.name, real.split, real.x, real.y, real.classes, real.groups)
+        ds.armed = True
+        return ds
+
+    monkeypatch.setattr(data_module, "load", fake_load)
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_every_unsupervised_method_trains_without_reading_labels(name, trapped_digits, tmp_path):
+    cfg = config_from_dict(run_config(name))
+    result = train_run(cfg, tmp_path, progress=False)
+    assert result.steps == TRAIN["steps"]
+    _, meta = read_checkpoint(tmp_path / "last.safetensors")
+    record = meta["run"]["unsupervised_record"]
+    assert record["tasks"] == cfg.unsupervised.tasks
+    assert ("pretrain" in record) == (cfg.unsupervised.pretrain_steps > 0)
+    assert (tmp_path / PARTITIONS_FILE).exists() == (cfg.unsupervised.tasks == "cactus")
+    assert torch.isfinite(torch.tensor(result.last_metrics["loss"]))
+
+
+def test_unsupervised_run_resumes_to_identical_weights(tmp_path):
+    raw = run_config("cactus-meta_kmeans")
+    train_run(config_from_dict(raw), tmp_path / "whole", progress=False)
+    stopped = copy.deepcopy(raw)
+    stopped["train"]["steps"] = 2
+    train_run(config_from_dict(stopped), tmp_path / "parts", progress=False)
+    pre = (tmp_path / "parts" / PRETRAIN_FILE).stat().st_mtime_ns
+    train_run(config_from_dict(raw), tmp_path / "parts", resume=True, progress=False)
+    assert (tmp_path / "parts" / PRETRAIN_FILE).stat().st_mtime_ns == pre  # not redone
+    a, _ = read_checkpoint(tmp_path / "whole" / "last.safetensors")
+    b, _ = read_checkpoint(tmp_path / "parts" / "last.safetensors")
+    for key in a:
+        if key.startswith("model."):
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_pretraining_with_other_settings_in_the_folder_is_refused(tmp_path):
+    raw = run_config("cactus-meta_kmeans")
+    train_run(config_from_dict(raw), tmp_path, progress=False)
+    raw["unsupervised"]["pretrain_steps"] = 4
+    with pytest.raises(Exception, match="pre-training with other settings"):
+        train_run(config_from_dict(raw), tmp_path, resume=True, progress=False)
+
+
+def test_learners_with_and_without_a_head_share_a_pretraining(tmp_path):
+    """A ProtoNet run's cached pre-training is exactly what a MAML run (whose backbone has a
+    classification head) would compute, so a copy of it is reused as is."""
+    raw = run_config("cactus-protonet")
+    raw["unsupervised"] = dict(UNSUP)  # with pre-training, like cactus-maml
+    protonet = config_from_dict(raw)
+    train_run(protonet, tmp_path / "protonet", progress=False)
+    maml = config_from_dict(run_config("cactus-maml"))
+    train_run(maml, tmp_path / "maml", progress=False)
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    shutil.copy(tmp_path / "protonet" / PRETRAIN_FILE, copied / PRETRAIN_FILE)
+    train_run(maml, copied, progress=False)
+    a, _ = read_checkpoint(tmp_path / "maml" / PRETRAIN_FILE)
+    b, _ = read_checkpoint(tmp_path / "protonet" / PRETRAIN_FILE)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for run in ("maml", "copied"):
+        assert not any("head" in k for k in read_checkpoint(tmp_path / run / PRETRAIN_FILE)[0])
+    x, _ = read_checkpoint(tmp_path / "maml" / "last.safetensors")
+    y, _ = read_checkpoint(copied / "last.safetensors")
+    assert all(torch.equal(x[k], y[k]) for k in x if k.startswith("model."))
+
+
+def test_cactus_can_cluster_the_features_of_another_runs_pretraining(tmp_path):
+    """``features_from``: a cheaper network meta-trains on the pseudo-classes of another run's
+    pre-trained features (the same partitions that run made with the same CACTUs settings)."""
+    teacher = run_config("cactus-meta_kmeans")
+    train_run(config_from_dict(teacher), tmp_path / "teacher", progress=False)
+    student = run_config("cactus-meta_kmeans")
+    student["name"] = "student"
+    student["learner"]["net"] = {**NET, "hidden": 4, "input_pool": 2}
+    student["unsupervised"]["features_from"] = "teacher"
+    cfg = config_from_dict(student)
+    with pytest.raises(ConfigError, match="train the run 'teacher'"):
+        train_run(cfg, tmp_path / "alone" / "student", progress=False)
+    train_run(cfg, tmp_path / "student", progress=False)
+    a, _ = read_checkpoint(tmp_path / "teacher" / PARTITIONS_FILE)
+    b, _ = read_checkpoint(tmp_path / "student" / PARTITIONS_FILE)
+    assert torch.equal(a["partitions"], b["partitions"])
+    _, meta = read_checkpoint(tmp_path / "student" / "last.safetensors")
+    assert meta["run"]["unsupervised_record"]["features_from"] == "teacher"
+    own = run_config("cactus-meta_kmeans")
+    own["learner"]["net"] = student["learner"]["net"]
+    train_run(config_from_dict(own), tmp_path / "own", progress=False)
+    c, _ = read_checkpoint(tmp_path / "own" / PARTITIONS_FILE)
+    assert not torch.equal(a["partitions"], c["partitions"])  # its own features differ
+
+
+def test_features_from_needs_cactus_tasks():
+    raw = run_config("umtra-maml")
+    raw["unsupervised"]["features_from"] = "teacher"
+    with pytest.raises(ConfigError, match="features_from"):
+        config_from_dict(raw)
+
+
+def test_pretraining_makes_augmented_copies_agree():
+    """After contrastive pre-training an image's features are closer to its augmented copy
+    than to other images' (the property the loss trains; random weights do not have it)."""
+    from metaunsup.data.augment import Augment
+
+    torch.manual_seed(0)
+    net = Conv4(1, n_way=None, hidden=16, image_size=8)
+    digits = load("digits", "train")
+    x = digits.x[:200].float()
+    aug = Augment.for_shape((1, 8, 8), strong=True)
+
+    def margin() -> float:
+        g = torch.Generator().manual_seed(1)
+        a = net_embeddings(net, aug(x, g))
+        b = net_embeddings(net, aug(x, g))
+        sim = a @ b.T
+        return float(sim.diag().mean() - sim.mean())
+
+    before = margin()
+    losses = pretrain_contrastive(net, x, steps=60, batch_size=64, seed=0)
+    assert losses[-1] < losses[0]
+    assert margin() > before + 0.1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"tasks": "dino"}, "unsupervised.tasks"),
+        ({"partitions": 0}, "partitions"),
+        ({"pretrain_steps": -1}, "pretrain_steps"),
+        ({"clusters": 3}, "at least task.n_way"),
+        ({"pretrain_lr": 0.0}, "positive"),
+        ({"n_init": "ten"}, "must be int"),
+        ({"colour": 1}, "unknown key"),
+        ({"features_from": "../elsewhere"}, "plain folder name"),
+        ({"features_from": ".."}, "plain folder name"),
+    ],
+)
+def test_bad_unsupervised_tables_are_config_errors(change, message):
+    raw = run_config("cactus-meta_kmeans")
+    raw["unsupervised"].update(change)
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(raw)
+
+
+def test_umtra_needs_one_shot_fewshot_tasks():
+    raw = run_config("umtra-maml")
+    raw["task"]["k_shot"] = 2
+    with pytest.raises(ConfigError, match="UMTRA"):
+        config_from_dict(raw)
+
+
+def test_shipped_unsupervised_configs_parse_and_the_demo_matches_its_config():
+    demo = load_config(ROOT / "configs" / "digits-unsup.toml")
+    assert demo == config_from_dict(copy.deepcopy(DEMO_CONFIG))
+    for path in sorted((ROOT / "configs").glob("*unsup*.toml")):
+        assert load_config(path).unsupervised is not None, path
+
+
+def test_demo_writes_results_and_figure(tmp_path, monkeypatch):
+    """The demo's plumbing on a shortened run (the full run is `metaunsup demo`)."""
+    import metaunsup.app.demo as demo
+
+    short = copy.deepcopy(DEMO_CONFIG)
+    short["unsupervised"].update(pretrain_steps=3, partitions=2)
+    short["train"].update(steps=3)
+    monkeypatch.setattr(demo, "DEMO_CONFIG", short)
+    report = demo.run_demo(tmp_path, tasks=12, curve_tasks=6, progress=False, echo=lambda m: None)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    names = [r["method"] for r in saved["results"]]
+    assert names[:3] == ["kmeans", "pca-kmeans", "gmm"] and "meta-trained, no labels" in names
+    assert saved["training"]["meta_steps"] == 3 and saved["tasks"] == 12
+    curves = saved["curves"]
+    assert [p["steps"] for p in next(iter(curves.values()))] == list(demo.MODEL_STEPS)
+    assert all(0 <= p["acc"] <= 1 for pts in curves.values() for p in pts)
+    assert (tmp_path / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["files"]["figure"] is not None
+    # a second call reuses the finished run
+    again = demo.run_demo(tmp_path, tasks=12, curve_tasks=6, progress=False, echo=lambda m: None)
+    assert [r["acc"] for r in again["results"]] == [r["acc"] for r in report["results"]]
+
+
+def test_demo_model_loads_as_a_clustering_checkpoint(tmp_path):
+    raw = copy.deepcopy(DEMO_CONFIG)
+    raw["unsupervised"].update(pretrain_steps=2, partitions=2)
+    raw["train"].update(steps=2)
+    train_run(config_from_dict(raw), tmp_path, progress=False)
+    learner = load_learner(tmp_path / "last.safetensors")
+    x = load("digits", "test").x[:40].float().unsqueeze(0)
+    labels = learner.cluster(x, 10, seed=0)
+    assert labels.shape == (1, 40) and int(labels.max()) < 10
