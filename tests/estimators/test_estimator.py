@@ -215,7 +215,7 @@ def test_choose_k_limits():
     assert set(choose_k(x, 2, 10).scores) == {2, 3}  # k <= n - 1
     with pytest.raises(ConfigError, match="at least 3 examples"):
         choose_k(x[:2])
-    with pytest.raises(ConfigError, match="k_min must be an integer >= 2"):
+    with pytest.raises(ConfigError, match="k_min must be >= 2, got 1"):
         choose_k(x, 1, 3)
     dupes = torch.zeros(10, 2)
     assert choose_k(dupes, 2, 4).k == 2  # every score is the worst: the smallest k wins

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from metaunsup._validation import check_int
 from metaunsup.errors import ConfigError, DataError
 
 _MASK64 = (1 << 64) - 1
@@ -38,7 +39,7 @@ def task_seeds(seed: int, n_tasks: int) -> list[int]:
     with ``seed=task_seeds(s, B)[b]`` (and a call on task ``0`` alone with ``seed=s``), and the
     seeds do not depend on the batch size: a prefix of a batch gets the same results.
     """
-    seed = _check_int(seed, "seed")
+    seed = check_int("seed", seed)
     if seed < 0:
         raise ConfigError(f"seed must be a non-negative int, got {seed}")
     out = [seed]
@@ -60,7 +61,7 @@ def resolve_seeds(seed: SeedLike, n_tasks: int) -> list[int]:
         raise ConfigError(f"seed must be an int or a sequence of ints, got {type(seed).__name__}")
     if len(seed) != n_tasks:
         raise ConfigError(f"got {len(seed)} seeds for {n_tasks} tasks; give one per task")
-    out = [_check_int(s, "seed") for s in seed]
+    out = [check_int("seed", s) for s in seed]
     if any(s < 0 for s in out):
         raise ConfigError("seeds must be non-negative ints")
     return out
@@ -78,32 +79,6 @@ def task_uniforms(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
         g.manual_seed(s)
         torch.rand(shape, generator=g, dtype=torch.float64, out=out[b])
     return out
-
-
-def _check_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    return int(value)
-
-
-def check_int(value: object, name: str, low: int, high: int | None = None) -> int:
-    """``value`` as an int in ``[low, high]``; :class:`ConfigError` naming ``name`` otherwise."""
-    v = _check_int(value, name)
-    if v < low or (high is not None and v > high):
-        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ConfigError(f"{name} must be {rng}, got {v}")
-    return v
-
-
-def check_float(value: object, name: str, low: float = 0.0, strict: bool = False) -> float:
-    """``value`` as a finite float ``>= low`` (``> low`` when ``strict``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not np.isfinite(v) or v < low or (strict and v == low):
-        op = ">" if strict else ">="
-        raise ConfigError(f"{name} must be finite and {op} {low}, got {v}")
-    return v
 
 
 def check_points(x: object, name: str = "x") -> tuple[torch.Tensor, bool]:
@@ -139,11 +114,7 @@ def check_points(x: object, name: str = "x") -> tuple[torch.Tensor, bool]:
 
 def check_k(k: object, n: int) -> int:
     """The number of clusters as an int in ``[1, n]``."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise ConfigError(f"k must be an int number of clusters, got {k!r} ({type(k).__name__})")
-    k = int(k)
-    if k < 1:
-        raise ConfigError(f"k must be >= 1, got {k}")
+    k = check_int("k", k, 1)
     if k > n:
         raise ConfigError(f"k={k} clusters but only {n} points per task")
     return k

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from metaunsup._validation import check_int
 from metaunsup.cluster.kmeans import kmeans
 from metaunsup.errors import ConfigError
 
@@ -89,10 +90,8 @@ def _check_range(z: torch.Tensor, k_min: object, k_max: object, smallest: int) -
     """``n`` after checking ``z`` ``[n, d]`` and the range of ``k`` (``k_min >= smallest``)."""
     if z.dim() != 2:
         raise ConfigError(f"choosing k needs points [n, d], got shape {tuple(z.shape)}")
-    if isinstance(k_min, bool) or not isinstance(k_min, int) or k_min < smallest:
-        raise ConfigError(f"k_min must be an integer >= {smallest}, got {k_min!r}")
-    if isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < k_min:
-        raise ConfigError(f"k_max must be an integer >= k_min={k_min}, got {k_max!r}")
+    k_min = check_int("k_min", k_min, smallest)
+    k_max = check_int("k_max", k_max, k_min)
     if z.shape[0] < 3:
         raise ConfigError(
             f"choosing k needs at least 3 examples, got {z.shape[0]}; give k yourself"

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
+from metaunsup._validation import check_float, check_int
 from metaunsup.cluster._common import (
     SeedLike,
-    check_float,
-    check_int,
     check_k,
     check_points,
     gather_rows,
@@ -274,10 +273,10 @@ def gmm(
     xb, batched = check_points(x)
     B, n, d = xb.shape
     k = check_k(k, n)
-    n_init = check_int(n_init, "n_init", 1)
-    max_iter = check_int(max_iter, "max_iter", 1)
-    tol = check_float(tol, "tol", 0.0)
-    reg_covar = check_float(reg_covar, "reg_covar", 0.0)
+    n_init = check_int("n_init", n_init, 1)
+    max_iter = check_int("max_iter", max_iter, 1)
+    tol = check_float("tol", tol, 0.0)
+    reg_covar = check_float("reg_covar", reg_covar, 0.0)
     if init not in _INITS:
         raise ConfigError(f"init must be one of {', '.join(map(repr, _INITS))}, got {init!r}")
     seeds = resolve_seeds(seed, B)
@@ -350,8 +349,8 @@ def gmm_em_steps(
     [B, n, k])``, the responsibilities being those of the returned parameters. Gradients flow to
     ``x`` and to the initial parameters.
     """
-    n_steps = check_int(n_steps, "n_steps", 0)
-    reg_covar = check_float(reg_covar, "reg_covar", 0.0)
+    n_steps = check_int("n_steps", n_steps, 0)
+    reg_covar = check_float("reg_covar", reg_covar, 0.0)
     if x.dim() != 3 or means.dim() != 3 or variances.shape != means.shape:
         raise DataError(
             "gmm_em_steps expects x [B, n, d], means and variances [B, k, d], weights [B, k]"

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from metaunsup._validation import check_int
 from metaunsup.errors import DataError
-from metaunsup.tasks._checks import check_int
 
 if TYPE_CHECKING:
     from scipy.sparse.linalg import LinearOperator

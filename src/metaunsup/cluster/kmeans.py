@@ -48,10 +48,9 @@ from typing import TypeVar
 
 import torch
 
+from metaunsup._validation import check_float, check_int
 from metaunsup.cluster._common import (
     SeedLike,
-    check_float,
-    check_int,
     check_k,
     check_points,
     gather_rows,
@@ -436,9 +435,9 @@ def kmeans(
     xb, batched = check_points(x)
     B, n, d = xb.shape
     k = check_k(k, n)
-    n_init = check_int(n_init, "n_init", 1)
-    max_iter = check_int(max_iter, "max_iter", 1)
-    tol = check_float(tol, "tol", 0.0)
+    n_init = check_int("n_init", n_init, 1)
+    max_iter = check_int("max_iter", max_iter, 1)
+    tol = check_float("tol", tol, 0.0)
     L = _n_local_trials(k)
     if isinstance(init, torch.Tensor):
         if n_init != 1:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from metaunsup.cluster._common import SeedLike, check_float, check_int, check_points
+from metaunsup._validation import check_float, check_int
+from metaunsup.cluster._common import SeedLike, check_points
 from metaunsup.errors import DataError
 
 __all__ = ["SoftKMeansResult", "soft_assign", "soft_kmeans"]
@@ -115,9 +116,9 @@ def soft_kmeans(
     """
     xb, batched = check_points(x)
     B, n, d = xb.shape
-    temperature = check_float(temperature, "temperature", 0.0, strict=True)
-    n_iter = check_int(n_iter, "n_iter", 0)
-    eps = check_float(eps, "eps", 0.0, strict=True)
+    temperature = check_float("temperature", temperature, 0.0, strict_low=True)
+    n_iter = check_int("n_iter", n_iter, 0)
+    eps = check_float("eps", eps, 0.0, strict_low=True)
     if isinstance(init, torch.Tensor):
         c = init.to(xb.dtype)
         if not batched and c.dim() == 2:

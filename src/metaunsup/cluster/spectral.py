@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import torch
 
+from metaunsup._validation import check_int
 from metaunsup.cluster.kmeans import kmeans
-from metaunsup.errors import DataError
+from metaunsup.errors import ConfigError, DataError
 
 __all__ = ["spectral_clustering"]
 
@@ -45,8 +46,10 @@ def spectral_clustering(
     if not torch.isfinite(z).all():
         raise DataError("embeddings contain NaN or inf")
     n = z.shape[1]
-    if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k < n:
-        raise DataError(f"k must be an integer in [2, {n - 1}] for {n} points, got {k!r}")
+    try:
+        k = check_int("k", k, 2, n - 1)
+    except ConfigError as err:
+        raise DataError(f"{err} for {n} points") from None
     from metaunsup.cluster.graph import spectral_embedding
 
     neighbors = min(n_neighbors, n - 1)

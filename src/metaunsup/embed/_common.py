@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from metaunsup._validation import MAX_SEED, check_int
 from metaunsup.checkpoint import read_checkpoint, save_checkpoint
 from metaunsup.data.base import Dataset
 from metaunsup.data.unlabeled import UnlabeledView, as_unlabeled
 from metaunsup.embed.networks import Encoder, build_encoder
 from metaunsup.errors import CheckpointError, ConfigError, DataError
-from metaunsup.tasks._checks import MAX_SEED, check_int
 from metaunsup.tasks.samplers import gather_float
 
 logger = logging.getLogger(__name__)

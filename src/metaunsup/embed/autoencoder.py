@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaunsup._validation import check_int
 from metaunsup.data.unlabeled import as_unlabeled
 from metaunsup.embed._common import (
     BatchStream,
@@ -36,7 +37,6 @@ from metaunsup.embed.networks import (
     choose_arch,
 )
 from metaunsup.errors import ConfigError
-from metaunsup.tasks._checks import check_int
 
 __all__ = ["AutoEncoder", "fit_autoencoder", "reconstruction_loss"]
 

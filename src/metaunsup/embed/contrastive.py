@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaunsup._validation import check_int
 from metaunsup.data.augment import Augment
 from metaunsup.data.unlabeled import as_unlabeled
 from metaunsup.embed._common import (
@@ -27,7 +28,6 @@ from metaunsup.embed._common import (
 )
 from metaunsup.embed.networks import ConvEncoder, Encoder, MLPEncoder, choose_arch
 from metaunsup.errors import ConfigError
-from metaunsup.tasks._checks import check_int
 
 __all__ = ["fit_contrastive", "nt_xent_loss"]
 

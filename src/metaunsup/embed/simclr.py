@@ -22,13 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaunsup._validation import check_int
 from metaunsup.data.augment import Augment
 from metaunsup.data.unlabeled import UnlabeledView, as_unlabeled
 from metaunsup.embed._common import BatchStream, batch_of, check_fit_args, train_loop
 from metaunsup.embed.contrastive import nt_xent_loss
 from metaunsup.errors import ConfigError
 from metaunsup.nets import FunctionalNet
-from metaunsup.tasks._checks import check_int
 
 __all__ = ["net_embeddings", "pretrain_contrastive"]
 

@@ -21,7 +21,6 @@ Shapes: ``X`` is ``[n, d]`` (a table or flattened images), ``[n, H, W]`` (grey i
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
@@ -43,6 +42,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
         return estimator._validate_data(X, **kwargs)
 
 
+from metaunsup._validation import check_choice, check_float, check_int, check_positive
 from metaunsup.cluster import kmeans
 from metaunsup.cluster.choose_k import KChoice, choose_k, choose_k_eigengap
 from metaunsup.errors import CheckpointError, ConfigError, DataError
@@ -298,38 +298,27 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     # ------------------------------------------------------------------ fitting
     def _check_params(self) -> None:
-        k = self.n_clusters
-        if k != "auto" and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
-            raise ConfigError(f"n_clusters must be an integer >= 1 or 'auto', got {k!r}")
+        if self.n_clusters != "auto":
+            try:
+                check_int("n_clusters", self.n_clusters, 1)
+            except ConfigError:
+                raise ConfigError(
+                    f"n_clusters must be an integer >= 1 or 'auto', got {self.n_clusters!r}"
+                ) from None
         for name, low in (("n_init", 1), ("max_iter", 1), ("max_clusters", 2), ("batch_size", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-        if self.k_selection not in K_SELECTIONS:
-            raise ConfigError(
-                f"k_selection must be one of {K_SELECTIONS}, got {self.k_selection!r}"
-            )
-        value = self.meta_steps
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-            raise ConfigError(f"meta_steps must be an integer >= 0, got {value!r}")
-        if self.adapt_steps is not None and (
-            isinstance(self.adapt_steps, bool)
-            or not isinstance(self.adapt_steps, numbers.Integral)
-            or self.adapt_steps < 0
-        ):
-            raise ConfigError(
-                f"adapt_steps must be None or an integer >= 0, got {self.adapt_steps!r}"
-            )
-        if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) or self.tol < 0:
-            raise ConfigError(f"tol must be a number >= 0, got {self.tol!r}")
-        scale = self.input_scale
-        if scale != "auto" and (
-            isinstance(scale, bool)
-            or not isinstance(scale, numbers.Real)
-            or not math.isfinite(scale)
-            or scale <= 0
-        ):
-            raise ConfigError(f"input_scale must be a positive number or 'auto', got {scale!r}")
+            check_int(name, getattr(self, name), low)
+        check_choice("k_selection", self.k_selection, K_SELECTIONS)
+        check_int("meta_steps", self.meta_steps, 0)
+        if self.adapt_steps is not None:
+            check_int("adapt_steps", self.adapt_steps, 0)
+        check_float("tol", self.tol, 0.0)
+        if self.input_scale != "auto":
+            try:
+                check_positive("input_scale", self.input_scale)
+            except ConfigError:
+                raise ConfigError(
+                    f"input_scale must be a positive number or 'auto', got {self.input_scale!r}"
+                ) from None
         self._device()
 
     def _device(self) -> torch.device:

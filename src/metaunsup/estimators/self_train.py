@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 
+from metaunsup._validation import check_int
 from metaunsup.cluster import kmeans
 from metaunsup.cluster.graph import METRICS, spectral_embedding
 from metaunsup.errors import ConfigError, DataError
@@ -127,19 +128,15 @@ class SelfTrainSettings:
     def __post_init__(self) -> None:
         for name in ("steps", "meta_batch", "n_partitions", "task_shots"):
             value = getattr(self, name)
-            low = 0 if name == "steps" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_int(name, value, 0 if name == "steps" else 1)
         if self.pseudo_labels not in PSEUDO_LABELS:
             raise ConfigError(
                 f"pseudo_labels must be one of {PSEUDO_LABELS}, got {self.pseudo_labels!r}"
             )
-        if not self.neighbors or any(
-            isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.neighbors
-        ):
-            raise ConfigError(
-                f"neighbors must be one or more integers >= 1, got {self.neighbors!r}"
-            )
+        if not self.neighbors:
+            raise ConfigError("neighbors must be one or more integers >= 1, got none")
+        for m in self.neighbors:
+            check_int("neighbors", m, 1)
         if not self.metrics or any(m not in METRICS for m in self.metrics):
             raise ConfigError(f"metrics must be one or more of {METRICS}, got {self.metrics!r}")
         if self.feature_fraction is not None and not 0.0 < self.feature_fraction <= 1.0:

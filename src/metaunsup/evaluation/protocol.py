@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from metaunsup._validation import check_int
 from metaunsup.data.base import Dataset
 from metaunsup.errors import ConfigError
 from metaunsup.evaluation.baselines import get_baseline
@@ -185,8 +186,7 @@ def evaluate_clustering(
 
 
 def _check_n_tasks(n_tasks: object) -> None:
-    if isinstance(n_tasks, bool) or not isinstance(n_tasks, int) or n_tasks < 1:
-        raise ConfigError(f"the number of tasks must be a positive integer, got {n_tasks!r}")
+    check_int("n_tasks", n_tasks, 1)
 
 
 def _timed_call(

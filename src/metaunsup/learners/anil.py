@@ -16,7 +16,8 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from metaunsup.learners.base import AdaptedState, check_int, task_cross_entropy
+from metaunsup._validation import check_int
+from metaunsup.learners.base import AdaptedState, task_cross_entropy
 from metaunsup.learners.inner import gradient_steps
 from metaunsup.learners.maml import MAML
 from metaunsup.nets import ParamDict

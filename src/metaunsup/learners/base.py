@@ -65,26 +65,6 @@ def accuracy(logits: Tensor, y: Tensor) -> float:
         return float((logits.argmax(-1) == y).to(torch.float32).mean())
 
 
-def check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
-    return value
-
-
-def check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
-def check_float(name: str, value: Any, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    if positive and not value > 0:
-        raise ConfigError(f"{name} must be positive, got {value!r}")
-    return float(value)
-
-
 class MetaLearner(nn.Module, ABC):
     """Base class of the meta-learners (the protocol the Trainer and the evaluator rely on).
 

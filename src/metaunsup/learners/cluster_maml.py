@@ -38,8 +38,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from metaunsup._validation import check_int
 from metaunsup.cluster._common import SeedLike
-from metaunsup.learners.base import check_int
 from metaunsup.learners.clustering import balanced_soft_kmeans, clustering_objective
 from metaunsup.learners.inner import InnerLoopSettings, gradient_steps
 from metaunsup.learners.meta_kmeans import MetaKMeansLearner

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from metaunsup.learners.base import check_bool, check_float, check_int
+from metaunsup._validation import check_bool, check_int, check_positive
 from metaunsup.nets import ParamDict
 
 #: A learning rate: one number, or a tensor per parameter name (Meta-SGD), shaped like it.
@@ -99,7 +99,7 @@ class InnerLoopSettings:
     def set_inner_loop(
         self, inner_lr: float, inner_steps: int, test_steps: int | None, first_order: bool
     ) -> None:
-        self.inner_lr = check_float("inner_lr", inner_lr)
+        self.inner_lr = check_positive("inner_lr", inner_lr)
         self.inner_steps = check_int("inner_steps", inner_steps, 0)
         self.test_steps = check_int(
             "test_steps", inner_steps if test_steps is None else test_steps, 0

@@ -19,13 +19,9 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
+from metaunsup._validation import check_int
 from metaunsup.errors import ConfigError
-from metaunsup.learners.base import (
-    AdaptedState,
-    MetaLearner,
-    check_int,
-    task_cross_entropy,
-)
+from metaunsup.learners.base import AdaptedState, MetaLearner, task_cross_entropy
 from metaunsup.learners.inner import InnerLoopSettings, LearningRate, gradient_steps
 from metaunsup.nets import FunctionalNet, ParamDict
 

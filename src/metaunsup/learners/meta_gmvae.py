@@ -62,16 +62,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metaunsup._validation import check_bool, check_int, check_positive
 from metaunsup.cluster.gmm import gmm_e_step
 from metaunsup.cluster.kmeans import kmeans, kmeans_plusplus
 from metaunsup.errors import ConfigError, DataError
-from metaunsup.learners.base import (
-    AdaptedState,
-    MetaLearner,
-    check_bool,
-    check_float,
-    check_int,
-)
+from metaunsup.learners.base import AdaptedState, MetaLearner
 from metaunsup.nets import MLP, Conv4, FunctionalNet, ParamDict
 from metaunsup.tasks.batch import TaskBatch
 
@@ -353,8 +348,8 @@ class MetaGMVAE(MetaLearner):
         if n_components is not None:
             check_int("n_components", n_components, 1)
         self.n_components = n_components
-        self.beta = check_float("beta", beta)
-        self.reg_covar = check_float("reg_covar", reg_covar)
+        self.beta = check_positive("beta", beta)
+        self.reg_covar = check_positive("reg_covar", reg_covar)
         self.em_grad = check_bool("em_grad", em_grad)
         self.uniform_weights = check_bool("uniform_weights", uniform_weights)
         self.seed = check_int("seed", seed, 0)

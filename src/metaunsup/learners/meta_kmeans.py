@@ -47,10 +47,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from metaunsup._validation import check_bool, check_float, check_int, check_positive
 from metaunsup.cluster import kmeans, task_seeds
-from metaunsup.cluster._common import SeedLike
+from metaunsup.cluster._common import SeedLike, check_k
 from metaunsup.errors import ConfigError, DataError
-from metaunsup.learners.base import AdaptedState, MetaLearner, check_bool, check_float, check_int
+from metaunsup.learners.base import AdaptedState, MetaLearner
 from metaunsup.learners.clustering import (
     SoftClustering,
     balanced_soft_kmeans,
@@ -112,11 +113,11 @@ class MetaKMeansLearner(MetaLearner):
         super().__init__(net)
         self.n_iter = check_int("n_iter", n_iter, 0)
         self.test_iter = check_int("test_iter", n_iter if test_iter is None else test_iter, 0)
-        self.temperature = check_float("temperature", temperature)
-        self.balance = check_float("balance", balance, positive=False)
+        self.temperature = check_positive("temperature", temperature)
+        self.balance = check_float("balance", balance)
         if not -1.0 < self.balance < 1.0:
             raise ConfigError(f"balance must be in (-1, 1), got {balance!r}")
-        self.shrink = check_float("shrink", shrink)
+        self.shrink = check_positive("shrink", shrink)
         self.restarts = check_int("restarts", restarts, 1)
         self.refine = check_bool("refine", refine)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(self.temperature)))
@@ -323,6 +324,4 @@ class MetaKMeansLearner(MetaLearner):
             raise DataError(f"x must be [B, n, ...], got shape {tuple(x.shape)}")
         if n_way is None:
             raise ConfigError(f"{self.name}: the number of clusters (n_way) is needed")
-        if isinstance(n_way, bool) or not isinstance(n_way, int) or not 1 <= n_way <= x.shape[1]:
-            raise ConfigError(f"{self.name}: k={n_way!r} clusters for tasks of {x.shape[1]} points")
-        return int(x.shape[0]), n_way
+        return int(x.shape[0]), check_k(n_way, int(x.shape[1]))

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from metaunsup._validation import check_int
 from metaunsup.errors import ConfigError
 from metaunsup.learners.base import AdaptedState, MetaLearner
 from metaunsup.nets import FunctionalNet
@@ -86,8 +87,7 @@ class ProtoNet(MetaLearner):
         if n_way is None:
             n_way = int(support_y.max()) + 1
         refine = self.transductive_steps if steps is None else steps
-        if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
-            raise ConfigError(f"protonet: steps must be an integer >= 0, got {refine!r}")
+        refine = check_int("steps", refine, 0)
         params = self.meta_params(differentiable)
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             emb = self.net.functional_features(params, support_x)

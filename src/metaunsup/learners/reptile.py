@@ -24,15 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from metaunsup._validation import check_int, check_positive
 from metaunsup.errors import ConfigError
-from metaunsup.learners.base import (
-    AdaptedState,
-    MetaLearner,
-    accuracy,
-    check_float,
-    check_int,
-    task_cross_entropy,
-)
+from metaunsup.learners.base import AdaptedState, MetaLearner, accuracy, task_cross_entropy
 from metaunsup.nets import FunctionalNet, ParamDict
 from metaunsup.tasks.batch import TaskBatch
 
@@ -86,14 +80,14 @@ class Reptile(MetaLearner):
         betas = tuple(float(b) for b in betas)
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise ConfigError(f"betas must be two numbers in [0, 1), got {betas!r}")
-        self.inner_lr = check_float("inner_lr", inner_lr)
+        self.inner_lr = check_positive("inner_lr", inner_lr)
         self.inner_steps = check_int("inner_steps", inner_steps, 0)
         self.test_steps = check_int(
             "test_steps", inner_steps if test_steps is None else test_steps, 0
         )
         self.inner_optimizer = inner_optimizer
         self.betas: tuple[float, float] = (betas[0], betas[1])
-        self.eps = check_float("eps", eps)
+        self.eps = check_positive("eps", eps)
 
     @property
     def train_steps(self) -> int:

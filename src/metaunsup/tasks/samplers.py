@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
+from metaunsup._validation import MAX_SEED, check_int
 from metaunsup.data.base import Dataset
 from metaunsup.errors import ConfigError
-from metaunsup.tasks._checks import MAX_SEED, check_int
 from metaunsup.tasks.batch import TaskBatch
 from metaunsup.tasks.sampling import ClassIndex, draw_uniforms, per_task_uniforms, sample_grouped
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from metaunsup._validation import MAX_SEED, check_int
 from metaunsup.data.base import Dataset
 from metaunsup.errors import ConfigError
-from metaunsup.tasks._checks import MAX_SEED, check_int
 
 __all__ = ["ClassSplit", "split_classes"]
 

@@ -37,12 +37,12 @@ from typing import Any
 
 import torch
 
+from metaunsup._validation import MAX_SEED, check_int
 from metaunsup.checkpoint import read_checkpoint, save_checkpoint
 from metaunsup.cluster.kmeans import kmeans
 from metaunsup.data.base import Dataset
 from metaunsup.data.unlabeled import UnlabeledView, as_unlabeled
 from metaunsup.errors import CheckpointError, ConfigError, DataError
-from metaunsup.tasks._checks import MAX_SEED, check_int
 from metaunsup.tasks.batch import TaskBatch
 from metaunsup.tasks.samplers import gather_float
 from metaunsup.tasks.sampling import ClassIndex, draw_uniforms, sample_grouped

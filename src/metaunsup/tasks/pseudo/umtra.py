@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
+from metaunsup._validation import MAX_SEED, check_int
 from metaunsup.data.augment import Augment
 from metaunsup.data.base import Dataset
 from metaunsup.data.unlabeled import UnlabeledView, as_unlabeled
 from metaunsup.errors import ConfigError
-from metaunsup.tasks._checks import MAX_SEED, check_int
 from metaunsup.tasks.batch import TaskBatch
 from metaunsup.tasks.samplers import gather_float
 from metaunsup.tasks.sampling import draw_uniforms, floyd_sample, random_order
