@@ -46,7 +46,7 @@ def variant(X: np.ndarray, seed: int, settings: SelfTrainSettings) -> np.ndarray
     x = torch.tensor(centred / np.sqrt((centred**2).mean()), dtype=torch.float32)
     result = self_train(x, 10, settings, seed=seed)
     with torch.no_grad():
-        z = result.learner.embed(result.learner.meta_params(False), x[None])[0].double()
+        z = result.learner.embed(x[None])[0].double()
     return kmeans(z, 10, n_init=10, seed=seed).labels.numpy()
 
 

@@ -44,9 +44,9 @@ from metaunsup.cluster import task_seeds
 from metaunsup.data import load
 from metaunsup.errors import MetaUnsupError
 from metaunsup.fileio import atomic_write_json
+from metaunsup.learners import load_learner
 from metaunsup.metrics import clustering_accuracy
 from metaunsup.tasks import ClusteringTaskSampler
-from metaunsup.training.build import load_learner
 
 RESULTS = Path(__file__).resolve().parent / "results"
 K = 10
@@ -81,11 +81,11 @@ def stages(learner, x: Tensor) -> dict[str, Callable[[], Tensor]]:
     seeds = task_seeds(0, len(x))
     size = learner.eval_chunk
     with torch.no_grad():
-        z = torch.cat([learner.embed(params, c) for c in chunks(x, size)])
+        z = torch.cat([learner.embed(c, params) for c in chunks(x, size)])
 
     def embed() -> Tensor:
         with torch.no_grad():
-            return torch.cat([learner.embed(params, c) for c in chunks(x, size)])
+            return torch.cat([learner.embed(c, params) for c in chunks(x, size)])
 
     def soft_kmeans() -> Tensor:
         with torch.no_grad():

@@ -25,7 +25,8 @@ from metaunsup import data
 from metaunsup.checkpoint import read_checkpoint
 from metaunsup.evaluation.protocol import evaluate_fewshot
 from metaunsup.fileio import atomic_write_json, atomic_write_text
-from metaunsup.training.build import load_learner, train_run
+from metaunsup.learners import load_learner
+from metaunsup.training.build import train_run
 from metaunsup.training.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,7 +30,8 @@ from metaunsup import data
 from metaunsup.checkpoint import read_checkpoint, resolve_checkpoint
 from metaunsup.evaluation.protocol import evaluate_fewshot
 from metaunsup.fileio import atomic_write_json, atomic_write_text
-from metaunsup.training.build import load_learner
+from metaunsup.learners import load_learner
+from metaunsup.training.build import fresh_learner
 from metaunsup.training.config import load_config
 from metaunsup.training.unsupervised import PRETRAIN_FILE, pretrained_only_learner
 
@@ -109,7 +110,9 @@ MODELS = [
 def _load(model: Model) -> torch.nn.Module:
     if model.pretrained_only:
         cfg = load_config(ROOT / "configs" / f"{model.config}.toml")
-        learner = pretrained_only_learner(cfg, (ROOT / model.checkpoint).parent, (1, 28, 28))
+        learner = pretrained_only_learner(
+            fresh_learner(cfg, (1, 28, 28)), (ROOT / model.checkpoint).parent
+        )
         if learner is None:
             raise SystemExit(f"{model.checkpoint} not found: train {model.config} first")
         return learner

@@ -31,7 +31,7 @@ from metaunsup.cluster import kmeans, spectral_clustering
 from metaunsup.data.base import to_float
 from metaunsup.evaluation.protocol import ClusteringMethod, evaluate_clustering
 from metaunsup.fileio import atomic_write_json, atomic_write_text
-from metaunsup.training.build import load_learner
+from metaunsup.learners import load_learner
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {
@@ -44,7 +44,7 @@ MODELS = {
 
 def task_embeddings(learner: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``[B, n, D]`` unit-length embeddings of the tasks ``x`` ``[B, n, C, H, W]``."""
-    z = learner.embed(learner.meta_params(False), to_float(x))
+    z = learner.embed(to_float(x))
     return torch.nn.functional.normalize(z.double(), dim=-1)
 
 

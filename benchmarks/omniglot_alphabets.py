@@ -42,8 +42,8 @@ import torch
 from metaunsup.cluster import kmeans, spectral_clustering
 from metaunsup.cluster.choose_k import choose_k, choose_k_eigengap
 from metaunsup.data import load
+from metaunsup.learners import load_learner
 from metaunsup.metrics import clustering_accuracy, nmi
-from metaunsup.training.build import load_learner
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results"
 ASSIGN = ("model", "kmeans", "spectral")
@@ -51,7 +51,7 @@ ASSIGN = ("model", "kmeans", "spectral")
 
 def embed(learner: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``[n, D]`` embedding of one alphabet ``x`` ``[1, n, C, H, W]`` by the model."""
-    z = learner.embed(learner.meta_params(False), x)[0]  # the alphabet is one task
+    z = learner.embed(x)[0]  # the alphabet is one task
     if not hasattr(learner, "cluster"):  # embedding-only (ProtoNet): compared by angle
         z = torch.nn.functional.normalize(z, dim=1)
     return z

@@ -12,9 +12,9 @@ from metaunsup.checkpoint import packaged_dir, packaged_names
 from metaunsup.data import load
 from metaunsup.errors import DataError
 from metaunsup.evaluation.protocol import evaluate_fewshot
+from metaunsup.learners import load_learner
 from metaunsup.metrics import clustering_accuracy
 from metaunsup.tasks import ClusteringTaskSampler
-from metaunsup.training.build import load_learner
 from tests.helpers.data import needs_omniglot
 
 

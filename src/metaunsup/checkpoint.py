@@ -17,12 +17,15 @@ import os
 import struct
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from metaunsup.errors import CheckpointError
 from metaunsup.fileio import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from torch import nn
 
 FORMAT = "metaunsup-checkpoint"
 VERSION = 1
@@ -137,3 +140,31 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     raise CheckpointError(
         f"unknown checkpoint {text!r}: not a file, and not a packaged name ({choices})"
     )
+
+
+def load_model_state(model: nn.Module, tensors: dict[str, torch.Tensor], name: str) -> None:
+    """Load the ``model.*`` tensors of a checkpoint into ``model``, strictly.
+
+    Raises :class:`CheckpointError` listing missing, unexpected or mis-shaped weights.
+    """
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:5])}")
+        if shapes:
+            parts.append(f"shape mismatch {', '.join(shapes[:3])}")
+        raise CheckpointError(
+            f"checkpoint {name!r} does not match the model architecture: " + "; ".join(parts)
+        )
+    model.load_state_dict(state)

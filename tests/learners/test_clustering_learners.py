@@ -15,8 +15,16 @@ from torch.func import functional_call
 
 from metaunsup.app.cli import main
 from metaunsup.cluster import kmeans, kmeans_plusplus, soft_kmeans, task_seeds
+from metaunsup.data import load
 from metaunsup.errors import ConfigError
-from metaunsup.learners import ClusterMAML, MetaKMeansLearner, MetaLearner, build_learner
+from metaunsup.evaluation.protocol import evaluate_fewshot
+from metaunsup.learners import (
+    ClusterMAML,
+    FewShotLearner,
+    MetaKMeansLearner,
+    MetaLearner,
+    build_learner,
+)
 from metaunsup.learners.clustering import (
     balanced_soft_kmeans,
     clustering_objective,
@@ -403,8 +411,11 @@ def test_meta_kmeans_predict_adapt_and_refine():
     assert loss.requires_grad and {"loss", "acc", "temperature", "balance", "shrink"} <= set(
         metrics
     )
-    with pytest.raises(ConfigError, match="clustering learner"):
-        learner.fewshot_logits(tasks)
+    assert not isinstance(learner, FewShotLearner)  # cluster ids are arbitrary: no query logits
+    with pytest.raises(ConfigError, match="does not classify few-shot tasks"):
+        evaluate_fewshot(
+            load("digits", "test"), [("mk", learner)], n_way=3, k_shot=1, n_query=2, n_tasks=1
+        )
     with pytest.raises(ConfigError, match="n_way"):
         learner.adapt(tasks.x)
     with pytest.raises(ConfigError):
@@ -467,7 +478,9 @@ def test_clustering_config_validation():
 
 
 def test_train_then_evaluate_a_clustering_checkpoint(tmp_path, capsys):
-    from metaunsup.training.build import checkpoint_method, load_learner, train_run
+    from metaunsup.evaluation.protocol import checkpoint_method
+    from metaunsup.learners import load_learner
+    from metaunsup.training.build import train_run
 
     result = train_run(_run_config(), tmp_path, progress=False)
     assert result.steps == 3

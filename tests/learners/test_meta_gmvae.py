@@ -280,12 +280,12 @@ def test_cluster_recovers_well_separated_blobs():
     x, y = blobs(4, 10, seed=4)
     perm = torch.randperm(30, generator=gen(0))
     x, y = x[:, perm], y[:, perm]
-    labels = identity_learner().cluster(x, 3, em_steps=5, seed=0)
+    labels = identity_learner().cluster(x, 3, steps=5, seed=0)
     assert labels.shape == (4, 30) and labels.dtype == torch.int64
     assert (clustering_accuracy(y.numpy(), labels.numpy()) == 1.0).all()
 
 
 def test_cluster_runs_on_images_and_reports_k_groups_at_most():
-    labels = conv_learner().cluster(batch().x, 3, em_steps=2)
+    labels = conv_learner().cluster(batch().x, 3, steps=2)
     assert labels.shape == (2, 12) and int(labels.max()) < 3 and int(labels.min()) >= 0
     assert math.isfinite(float(conv_learner().fewshot_logits(batch()).sum()))

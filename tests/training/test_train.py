@@ -15,7 +15,8 @@ import torch
 from metaunsup.app.cli import main
 from metaunsup.checkpoint import read_checkpoint, save_checkpoint
 from metaunsup.errors import CheckpointError
-from metaunsup.training.build import load_learner, train_run
+from metaunsup.learners import load_learner
+from metaunsup.training.build import train_run
 from metaunsup.training.config import config_from_dict
 
 CONFIG = {

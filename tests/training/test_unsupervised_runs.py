@@ -18,8 +18,9 @@ from metaunsup.data import load
 from metaunsup.data.base import Dataset
 from metaunsup.embed.simclr import net_embeddings, pretrain_contrastive
 from metaunsup.errors import ConfigError
+from metaunsup.learners import load_learner
 from metaunsup.nets import Conv4
-from metaunsup.training.build import load_learner, train_run
+from metaunsup.training.build import train_run
 from metaunsup.training.config import config_from_dict, load_config
 from metaunsup.training.unsupervised import PARTITIONS_FILE, PRETRAIN_FILE
 

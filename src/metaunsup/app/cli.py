@@ -146,7 +146,7 @@ def evaluate(
         check_output_path(json_path)
     if task == "fewshot":
         from metaunsup.evaluation.protocol import evaluate_fewshot
-        from metaunsup.training.build import load_learner
+        from metaunsup.learners import load_learner
 
         if methods:
             raise ConfigError("--method is for clustering; few-shot tasks take --checkpoint")
@@ -160,7 +160,7 @@ def evaluate(
                 seed=seed, steps=steps, progress=update,
             ).to_json()  # fmt: skip
     else:
-        from metaunsup.training.build import checkpoint_method
+        from metaunsup.evaluation.protocol import checkpoint_method
 
         chosen = resolve_methods(methods or ("kmeans",))
         names = {m.name for m in chosen}

@@ -80,7 +80,8 @@ def run_demo(
     update: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns the results dict written to ``results.json``."""
-    from metaunsup.training.build import _fresh_learner, load_learner, train_run
+    from metaunsup.learners import load_learner
+    from metaunsup.training.build import fresh_learner, train_run
     from metaunsup.training.trainer import LAST
     from metaunsup.training.unsupervised import pretrained_only_learner
 
@@ -99,8 +100,8 @@ def run_demo(
 
     test = data.load("digits", "test")
     model = load_learner(run_dir / LAST)
-    untrained = _fresh_learner(cfg, test.example_shape).eval()
-    pretrained = pretrained_only_learner(cfg, run_dir, test.example_shape)
+    untrained = fresh_learner(cfg, test.example_shape).eval()
+    pretrained = pretrained_only_learner(fresh_learner(cfg, test.example_shape), run_dir)
     methods = [
         *resolve_methods(["kmeans", "pca-kmeans", "gmm"]),
         learner_method("network, random weights", untrained),

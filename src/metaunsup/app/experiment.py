@@ -132,7 +132,8 @@ def run_mnist_clustering(
 
     ``dataset`` names the test data (``"mnist"``; the tests run the same code on digits).
     """
-    from metaunsup.training.build import _fresh_learner, load_learner
+    from metaunsup.learners import load_learner
+    from metaunsup.training.build import fresh_learner
     from metaunsup.training.trainer import BEST
     from metaunsup.training.unsupervised import pretrained_only_learner
 
@@ -151,9 +152,9 @@ def run_mnist_clustering(
         models.append((spec, learner))
         training[spec.label] = record
         if spec.track == "unsup" and spec.controls:
-            untrained = _fresh_learner(cfg, test.example_shape).eval()
+            untrained = fresh_learner(cfg, test.example_shape).eval()
             methods.append(learner_method("Conv4, not meta-trained (random weights)", untrained))
-            pre = pretrained_only_learner(cfg, run_dir, test.example_shape)
+            pre = pretrained_only_learner(fresh_learner(cfg, test.example_shape), run_dir)
             if pre is not None:
                 label = "Conv4, SimCLR pre-trained only (no meta-training)"
                 methods.append(learner_method(label, pre))

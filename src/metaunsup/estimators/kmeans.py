@@ -46,6 +46,7 @@ from metaunsup._validation import check_choice, check_float, check_int, check_po
 from metaunsup.cluster import kmeans
 from metaunsup.cluster.choose_k import KChoice, choose_k, choose_k_eigengap
 from metaunsup.errors import CheckpointError, ConfigError, DataError
+from metaunsup.learners.base import AdaptiveEmbedder, Embedder
 
 __all__ = ["MetaKMeans", "expected_input_shape"]
 
@@ -331,14 +332,14 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         return device
 
     def _fit_checkpoint(self, x: np.ndarray, uint8: bool, seed: int) -> None:
-        from metaunsup.training.build import load_learner
+        from metaunsup.learners import load_learner
 
         learner = load_learner(self.checkpoint)
-        if not callable(getattr(learner, "embed", None)):
+        if not isinstance(learner, Embedder):
             raise CheckpointError(
                 f"checkpoint {str(self.checkpoint)!r} holds a {learner.name!r} learner, which "
-                "does not cluster or embed; use a meta_kmeans, cluster_maml or protonet "
-                "checkpoint"
+                "does not cluster or embed; use a checkpoint of a learner that does (meta_kmeans, "
+                "cluster_maml, protonet, meta_gmvae)"
             )
         self.input_shape_ = expected_input_shape(learner.net)
         fit_shape(x, self.input_shape_, f"checkpoint {str(self.checkpoint)!r}")
@@ -351,7 +352,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.offset_, self.scale_ = 0.0, scale
         self.training_ = None
         self._set_learner(learner)
-        self.adapted_params_ = self.learner_.meta_params(False)
+        self.adapted_params_: dict[str, torch.Tensor] | None = None
         k = self.n_clusters
         if k == "auto":  # chosen in the (not yet adapted) embedding of the checkpoint
             self.k_choice_ = self._choose_k(self._embed(x), seed)
@@ -375,7 +376,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         result = self_train(table, int(k), settings, seed, progress=bool(self.verbose))
         self.training_ = result.summary()
         self._set_learner(result.learner)
-        self.adapted_params_ = self.learner_.meta_params(False)
+        self.adapted_params_ = None
 
     def _set_learner(self, learner: torch.nn.Module) -> None:
         device = self._device()
@@ -384,12 +385,13 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             learner = learner.double()
         self.learner_ = learner
 
-    def _adapt(self, x: np.ndarray, k: int, seed: int) -> dict[str, torch.Tensor]:
-        """The network's parameters for ``X``: Clustering-MAML adapts them to ``X`` (on one
-        seeded sample of at most ``batch_size`` examples); other learners keep theirs."""
+    def _adapt(self, x: np.ndarray, k: int, seed: int) -> dict[str, torch.Tensor] | None:
+        """The network's parameters for ``X``: an adaptive embedding (Clustering-MAML) adapts
+        them to ``X`` (on one seeded sample of at most ``batch_size`` examples); ``None``: the
+        learner's own."""
         learner = self.learner_
-        if not hasattr(learner, "adapted_params") or not hasattr(learner, "inner_names"):
-            return learner.meta_params(False)
+        if not isinstance(learner, AdaptiveEmbedder):
+            return None
         g = torch.Generator().manual_seed(seed)
         take = torch.randperm(len(x), generator=g)[: self.batch_size]
         device = next(learner.parameters()).device
@@ -458,7 +460,9 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         """Embeddings ``[n, D]`` (on the CPU) of the examples ``x`` ``[n, ...]``."""
         t = self._net_input(x)
         device = next(self.learner_.parameters()).device
-        params = {k: v.to(device) for k, v in self.adapted_params_.items()}
+        params = None
+        if self.adapted_params_ is not None:
+            params = {k: v.to(device) for k, v in self.adapted_params_.items()}
         n = t.shape[0]
         order = torch.arange(n)
         if n > self.batch_size and self._batch_norm():
@@ -468,7 +472,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         with torch.no_grad():
             for start in range(0, n, self.batch_size):
                 chunk = t[order[start : start + self.batch_size]].to(device).unsqueeze(0)
-                out.append(self.learner_.embed(params, chunk)[0].cpu())
+                out.append(self.learner_.embed(chunk, params)[0].cpu())
         z = torch.cat(out)
         result = torch.empty_like(z)
         result[order] = z

@@ -19,6 +19,7 @@ import torch
 from metaunsup.cluster import kmeans
 from metaunsup.data.base import Dataset
 from metaunsup.errors import ConfigError
+from metaunsup.learners import ClusteringLearner
 from metaunsup.metrics import mean_ci, score_clustering
 from metaunsup.tasks import ClusteringTaskSampler
 
@@ -90,13 +91,13 @@ def measure_curve(
 
 
 def learner_curve(
-    learner: torch.nn.Module, dataset: Dataset, steps: Sequence[int], **kwargs
+    learner: ClusteringLearner, dataset: Dataset, steps: Sequence[int], **kwargs
 ) -> list[CurvePoint]:
-    """:func:`measure_curve` of a clustering learner's ``cluster(x, k, seed, steps)``."""
+    """:func:`measure_curve` of a clustering learner's ``cluster(x, k, seed=, steps=)``."""
 
     def run(x: torch.Tensor, k: int, seed: int, s: int) -> torch.Tensor:
         with torch.no_grad():
-            return learner.cluster(x, k, seed=seed, steps=s)  # type: ignore[operator]
+            return learner.cluster(x, k, seed=seed, steps=s)
 
     return measure_curve(dataset, run, steps, **kwargs)
 

@@ -12,6 +12,7 @@ import platform
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from metaunsup._validation import check_int
 from metaunsup.data.base import Dataset
 from metaunsup.errors import ConfigError
 from metaunsup.evaluation.baselines import get_baseline
+from metaunsup.learners import ClusteringLearner, FewShotLearner, MetaLearner, load_learner
 from metaunsup.metrics import mean_ci, score_clustering
 from metaunsup.tasks import ClusteringTaskSampler, TaskBatch
 
@@ -34,21 +36,39 @@ class ClusteringMethod:
 
 def learner_method(
     name: str,
-    learner: torch.nn.Module,
+    learner: MetaLearner,
     steps: int | None = None,
     device: torch.device | str = "cpu",
 ) -> ClusteringMethod:
-    """A clustering learner (``learner.cluster(x, k, seed=...)``: Meta-K-means,
-    Clustering-MAML, Meta-GMVAE) as an evaluation method, run without gradients on
-    ``device``; ``steps`` (``None``: the learner's own) overrides its test-time steps."""
-    extra = {} if steps is None else {"steps": steps}
+    """A :class:`~metaunsup.learners.ClusteringLearner` (Meta-K-means, Clustering-MAML,
+    Meta-GMVAE) as an evaluation method, run without gradients on ``device``; ``steps``
+    (``None``: the learner's own) overrides its test-time steps. A learner that does not
+    cluster is a :class:`ConfigError` saying which task it is for."""
+    if not isinstance(learner, ClusteringLearner):
+        raise ConfigError(
+            f"{name!r} holds a {learner.name!r} learner, which does not cluster; evaluate it "
+            "with --task fewshot"
+        )
 
     def fn(x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
         with torch.no_grad():
-            labels = learner.cluster(x.to(device), k, seed=seed, **extra)  # type: ignore[operator]
+            labels = learner.cluster(x.to(device), k, seed=seed, steps=steps)
         return labels.cpu()
 
     return ClusteringMethod(name, fn)
+
+
+def checkpoint_method(
+    name_or_path: str | Path,
+    steps: int | None = None,
+    device: torch.device | str = "cpu",
+    label: str | None = None,
+) -> ClusteringMethod:
+    """A trained clustering learner, loaded from a checkpoint file or packaged name, as an
+    evaluation method (``evaluate --checkpoint``); ``label`` names the method (default: the
+    checkpoint as given). See :func:`learner_method`."""
+    learner = load_learner(name_or_path, device)
+    return learner_method(label or str(name_or_path), learner, steps, device)
 
 
 @dataclass
@@ -205,7 +225,7 @@ def _timed_call(
 
 def evaluate_fewshot(
     dataset: Dataset,
-    learners: Sequence[tuple[str, torch.nn.Module]],
+    learners: Sequence[tuple[str, MetaLearner]],
     *,
     n_way: int,
     k_shot: int,
@@ -225,6 +245,12 @@ def evaluate_fewshot(
     from metaunsup.tasks import FewShotTaskSampler
 
     _check_n_tasks(n_tasks)
+    for name, learner in learners:
+        if not isinstance(learner, FewShotLearner):
+            raise ConfigError(
+                f"{name!r} holds a {learner.name!r} learner, which does not classify few-shot "
+                "tasks; evaluate it with --task clustering"
+            )
     sampler = FewShotTaskSampler(dataset, n_way, k_shot, n_query, seed=seed)
     accs: dict[str, list[np.ndarray]] = {name: [] for name, _ in learners}
     seconds = dict.fromkeys(accs, 0.0)

@@ -1,11 +1,25 @@
-"""The meta-learner protocol every algorithm implements, and what they share.
+"""The meta-learner protocol every algorithm implements, its declared abilities, and what they
+share.
 
 A :class:`MetaLearner` is an ``nn.Module`` whose parameters are the meta-parameters. The
 algorithm-agnostic Trainer only ever calls :meth:`MetaLearner.meta_loss` and steps an optimiser
-on ``learner.parameters()``; evaluation calls :meth:`~MetaLearner.adapt` then
-:meth:`~MetaLearner.predict` (or :meth:`~MetaLearner.fewshot_logits`); checkpoints store
-``state_dict()`` next to :meth:`~MetaLearner.config`, from which ``build_learner`` rebuilds the
-module.
+on ``learner.parameters()``; checkpoints store ``state_dict()`` next to
+:meth:`~MetaLearner.config`, from which :func:`~metaunsup.learners.registry.build_learner`
+rebuilds the module.
+
+What a learner can do beyond meta-training is *declared*: each class names the abilities it
+implements among its bases, and callers check them with ``isinstance`` (the protocols are
+runtime-checkable), never by looking for attributes:
+
+* :class:`FewShotLearner` — ``fewshot_logits(batch, steps=None)``: adapt on a few-shot task's
+  labelled support, return its query logits;
+* :class:`ClusteringLearner` — ``cluster(x, k, *, seed=0, steps=None)``: partition unlabeled
+  tasks;
+* :class:`Embedder` — ``embed(x, params=None)``: the learned representation of examples;
+  :class:`AdaptiveEmbedder` adds ``adapted_params``: an embedding that adapts to the task
+  before it is used (Clustering-MAML);
+* :class:`AnomalyScorer` — ``score(support, query)``: how anomalous each query example is
+  against a support of normal examples.
 
 Shapes: few-shot batches (:class:`~metaunsup.tasks.batch.TaskBatch`) hold ``B`` tasks; the
 support is ``x`` ``[B, n_way*k_shot, *example_shape]`` with labels ``[B, n_way*k_shot]``, the
@@ -18,7 +32,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +41,63 @@ from torch import Tensor, nn
 from metaunsup.errors import ConfigError, DataError
 from metaunsup.nets import FunctionalNet, ParamDict, build_kwargs, build_net
 from metaunsup.tasks.batch import TaskBatch
+
+#: A seed for every task (an int, expanded per task) or one per task.
+SeedLike = int | list[int]
+
+
+@runtime_checkable
+class FewShotLearner(Protocol):
+    """Few-shot classification: adapt on each task's labelled support, classify its query."""
+
+    def fewshot_logits(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
+        """Detached query logits ``[B, m, n_way]`` of a few-shot ``batch`` after adapting on
+        its support with ``steps`` (``None``: the learner's test-time steps)."""
+        ...
+
+
+@runtime_checkable
+class ClusteringLearner(Protocol):
+    """Clustering of unlabeled tasks: the learner sees the points and ``k``, never labels."""
+
+    def cluster(self, x: Tensor, k: int, *, seed: int = 0, steps: int | None = None) -> Tensor:
+        """Labels ``int64 [B, n]`` of the points ``x`` ``[B, n, *example_shape]`` of ``B``
+        tasks into ``k`` clusters each; ``seed`` seeds any initialisation (task ``b`` uses its
+        own seed derived from it, so results do not depend on chunking); ``steps`` overrides
+        the test-time adaptation steps. Works under ``torch.no_grad()``."""
+        ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A learned representation of examples."""
+
+    def embed(self, x: Tensor, params: ParamDict | None = None) -> Tensor:
+        """Embeddings ``[B, n, D]`` of ``x`` ``[B, n, *example_shape]`` (cast to the weights'
+        dtype), with the meta-parameters or with ``params`` (e.g. adapted ones)."""
+        ...
+
+
+@runtime_checkable
+class AdaptiveEmbedder(Embedder, Protocol):
+    """An embedding that adapts its parameters to a task before embedding it."""
+
+    def adapted_params(
+        self, x: Tensor, k: int, steps: int | None, differentiable: bool, seed: SeedLike
+    ) -> ParamDict:
+        """The network parameters for the tasks ``x`` ``[B, n, ...]`` with ``k`` clusters,
+        after ``steps`` adaptation steps (``None``: the learner's own)."""
+        ...
+
+
+@runtime_checkable
+class AnomalyScorer(Protocol):
+    """One-class scoring: a support of normal examples, a query to score."""
+
+    def score(self, support: Tensor, query: Tensor) -> Tensor:
+        """Anomaly scores ``[B, q]`` (higher = more anomalous) of ``query``
+        ``[B, q, *example_shape]`` against ``support`` ``[B, K, *example_shape]``."""
+        ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,6 +147,11 @@ class MetaLearner(nn.Module, ABC):
     name: ClassVar[str]
     #: Whether the learner's head has a fixed number of outputs that tasks must match.
     fixed_way: ClassVar[bool] = True
+    #: Whether the backbone is built without a classification head (metric, clustering and
+    #: generative learners embed; run configs then leave ``n_way`` out of the network).
+    headless: ClassVar[bool] = False
+    #: The ``task.kind`` values the learner meta-trains on.
+    task_kinds: ClassVar[tuple[str, ...]] = ("fewshot",)
 
     def __init__(self, net: FunctionalNet) -> None:
         super().__init__()
@@ -141,8 +217,9 @@ class MetaLearner(nn.Module, ABC):
         with torch.no_grad():
             return self.predict(state, x).argmax(-1)
 
-    def fewshot_logits(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
-        """Evaluation: adapt on the batch's support, return detached query logits ``[B, m, N]``."""
+    def query_logits(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
+        """Adapt on the batch's support, return detached query logits ``[B, m, N]`` (what a
+        :class:`FewShotLearner` answers; a learner that declares the ability calls this)."""
         self.check_batch(batch)
         state = self.adapt(batch.support_x, batch.support_y, steps=steps, n_way=batch.n_way)
         with torch.no_grad():

@@ -121,7 +121,7 @@ class ClusterMAML(InnerLoopSettings, MetaKMeansLearner):
         T, lam, s = self.clustering_params(differentiable)
 
         def loss_fn(p: ParamDict) -> Tensor:
-            z = self.embed(p, x)
+            z = self.embed(x, p)
             sc = balanced_soft_kmeans(
                 z, k, temperature=T, balance=lam, shrink=s, n_iter=self.n_iter, seed=seed
             )
@@ -188,5 +188,5 @@ class ClusterMAML(InnerLoopSettings, MetaKMeansLearner):
         for t, params in enumerate(path):
             for s in (s for s, n in wanted.items() if n == t):
                 with torch.no_grad():
-                    out[s] = self.finish(self.embed(params, x), k, self.test_iter, seeds)
+                    out[s] = self.finish(self.embed(x, params), k, self.test_iter, seeds)
         return out

@@ -21,12 +21,13 @@ from torch import Tensor
 
 from metaunsup._validation import check_int
 from metaunsup.errors import ConfigError
-from metaunsup.learners.base import AdaptedState, MetaLearner, task_cross_entropy
+from metaunsup.learners.base import AdaptedState, FewShotLearner, MetaLearner, task_cross_entropy
 from metaunsup.learners.inner import InnerLoopSettings, LearningRate, gradient_steps
 from metaunsup.nets import FunctionalNet, ParamDict
+from metaunsup.tasks.batch import TaskBatch
 
 
-class MAML(InnerLoopSettings, MetaLearner):
+class MAML(InnerLoopSettings, MetaLearner, FewShotLearner):
     """MAML with a first/second-order flag.
 
     Parameters
@@ -98,6 +99,11 @@ class MAML(InnerLoopSettings, MetaLearner):
             create_graph=not self.first_order,
         )
         return AdaptedState(params=adapted, n_tasks=B, n_way=n_way)
+
+    def fewshot_logits(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
+        """Query logits ``[B, m, n_way]`` after adapting on the support (``steps``: inner steps;
+        ``None``: the test-time steps)."""
+        return self.query_logits(batch, steps)
 
     def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
         """Logits ``[B, m, n_way]`` of ``x`` ``[B, m, ...]`` with each task's adapted weights."""

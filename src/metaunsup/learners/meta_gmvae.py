@@ -66,7 +66,13 @@ from metaunsup._validation import check_bool, check_int, check_positive
 from metaunsup.cluster.gmm import gmm_e_step
 from metaunsup.cluster.kmeans import kmeans, kmeans_plusplus
 from metaunsup.errors import ConfigError, DataError
-from metaunsup.learners.base import AdaptedState, MetaLearner
+from metaunsup.learners.base import (
+    AdaptedState,
+    ClusteringLearner,
+    Embedder,
+    FewShotLearner,
+    MetaLearner,
+)
 from metaunsup.nets import MLP, Conv4, FunctionalNet, ParamDict
 from metaunsup.tasks.batch import TaskBatch
 
@@ -271,7 +277,7 @@ class ELBOTerms:
     log_q: Tensor
 
 
-class MetaGMVAE(MetaLearner):
+class MetaGMVAE(MetaLearner, FewShotLearner, ClusteringLearner, Embedder):
     """Meta-GMVAE (Lee, Lee & Hwang, ICLR 2021); see the module docstring for the math.
 
     Parameters
@@ -540,29 +546,40 @@ class MetaGMVAE(MetaLearner):
         )
         return fit.log_resp
 
+    def fewshot_logits(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
+        """Query log-responsibilities ``[B, m, n_way]`` of the semi-supervised mixture fitted
+        to the support and the query (``steps``: EM iterations; ``None``: ``test_em_steps``)."""
+        return self.query_logits(batch, steps)
+
+    def embed(self, x: Tensor, params: ParamDict | None = None) -> Tensor:
+        """Latent means ``[B, n, latent_dim]`` of ``x`` ``[B, n, *example_shape]`` (the
+        encoder's parameters: ``params``, default the meta-parameters, detached)."""
+        mean, _ = self.encode(self.encoder_params(False) if params is None else params, x)
+        return mean
+
     # ------------------------------------------------------------------ clustering
     def cluster(
-        self, x: Tensor, k: int, em_steps: int | None = None, *, seed: int = 0, n_init: int = 10
+        self, x: Tensor, k: int, *, seed: int = 0, steps: int | None = None, n_init: int = 10
     ) -> Tensor:
         """Cluster each task of ``x`` ``[B, n, *example_shape]`` into ``k`` groups:
         ``int64 [B, n]`` labels.
 
         The latent means ``[B, n, D]`` are clustered by k-means (k-means++ seeding, ``n_init``
         restarts, ``seed``); a diagonal mixture started from those clusters is refined by
-        ``em_steps`` (default ``test_em_steps``) EM iterations, and each point takes its most
+        ``steps`` (default ``test_em_steps``) EM iterations, and each point takes its most
         responsible component. No gradients.
         """
         self._check_examples(x)
-        steps = self.test_em_steps if em_steps is None else check_int("em_steps", em_steps, 0)
+        em_steps = self.test_em_steps if steps is None else check_int("steps", steps, 0)
         with torch.no_grad():
-            z, _ = self.encode(self.encoder_params(False), x)
+            z = self.embed(x)
             labels = kmeans(z, k, n_init=n_init, seed=seed).labels
             resp = F.one_hot(labels, k).to(z.dtype)
             params = m_step(z, resp, self.reg_covar, self.uniform_weights)
             params = em_refine(
                 z,
                 *params,
-                steps,
+                em_steps,
                 reg_covar=self.reg_covar,
                 uniform_weights=self.uniform_weights,
             )

@@ -51,7 +51,7 @@ from metaunsup._validation import check_bool, check_float, check_int, check_posi
 from metaunsup.cluster import kmeans, task_seeds
 from metaunsup.cluster._common import SeedLike, check_k
 from metaunsup.errors import ConfigError, DataError
-from metaunsup.learners.base import AdaptedState, MetaLearner
+from metaunsup.learners.base import AdaptedState, AdaptiveEmbedder, ClusteringLearner, MetaLearner
 from metaunsup.learners.clustering import (
     SoftClustering,
     balanced_soft_kmeans,
@@ -66,7 +66,7 @@ from metaunsup.tasks.batch import TaskBatch
 CURVE_STEPS = (0, 1, 2, 5, 10, 20, 50)
 
 
-class MetaKMeansLearner(MetaLearner):
+class MetaKMeansLearner(MetaLearner, ClusteringLearner, AdaptiveEmbedder):
     """Meta-K-means over an embedding backbone (see the module docstring).
 
     Parameters
@@ -148,8 +148,11 @@ class MetaKMeansLearner(MetaLearner):
         return values[0].detach(), values[1].detach(), values[2].detach()
 
     # ------------------------------------------------------------------ the pipeline
-    def embed(self, params: ParamDict, x: Tensor) -> Tensor:
-        """Embeddings ``[B, n, D]`` of ``x`` ``[B, n, ...]`` (cast to the weights' dtype)."""
+    def embed(self, x: Tensor, params: ParamDict | None = None) -> Tensor:
+        """Embeddings ``[B, n, D]`` of ``x`` ``[B, n, ...]`` (cast to the weights' dtype), by
+        the network with ``params`` (default: the meta-parameters, detached)."""
+        if params is None:
+            params = self.meta_params(False)
         dtype = next(iter(params.values())).dtype
         return self.net.functional_features(params, x.to(dtype))
 
@@ -197,7 +200,7 @@ class MetaKMeansLearner(MetaLearner):
         params = self.adapted_params(support_x, k, steps, differentiable, seed)
         iters = self.kmeans_iters(steps, differentiable)
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
-            z = self.embed(params, support_x)
+            z = self.embed(support_x, params)
             sc = self.soft_clustering(z, k, iters, differentiable, seed)
         extras = {
             "centers": sc.centers,
@@ -214,7 +217,7 @@ class MetaKMeansLearner(MetaLearner):
         (cluster ids are arbitrary: compare partitions, not ids)."""
         e = state.extras
         sc = SoftClustering(e["logits"], e["centers"], e["scale"], e["log_prior"], e["temperature"])
-        return sc.assign_logits(self.embed(state.params, x))
+        return sc.assign_logits(self.embed(x, state.params))
 
     def meta_loss(self, batch: TaskBatch) -> tuple[Tensor, dict[str, float]]:
         """Pairwise (MCL) loss of the clustering of each task's points against its partition.
@@ -246,15 +249,8 @@ class MetaKMeansLearner(MetaLearner):
         if not 1 <= batch.n_way <= batch.x.shape[1]:
             raise ConfigError(f"{self.name}: {batch.n_way} clusters but {batch.x.shape[1]} points")
 
-    def fewshot_logits(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
-        """Not defined: cluster ids are arbitrary, so query accuracy against class ids is not."""
-        raise ConfigError(
-            f"{self.name} is a clustering learner; evaluate it on clustering tasks "
-            "(metaunsup evaluate --task clustering --checkpoint ...)"
-        )
-
     # ------------------------------------------------------------------ clustering API
-    def cluster(self, x: Tensor, k: int, seed: int = 0, steps: int | None = None) -> Tensor:
+    def cluster(self, x: Tensor, k: int, *, seed: int = 0, steps: int | None = None) -> Tensor:
         """Labels ``int64 [B, n]`` of the points ``x`` ``[B, n, ...]`` of ``B`` tasks.
 
         ``k`` clusters per task; ``seed`` seeds the initialisations (task ``b`` uses
@@ -289,7 +285,7 @@ class MetaKMeansLearner(MetaLearner):
         self, x: Tensor, k: int, seeds: list[int], steps: Sequence[int | None]
     ) -> dict[int | None, Tensor]:
         with torch.no_grad():
-            z = self.embed(self.meta_params(False), x.to(self.log_temperature.device))
+            z = self.embed(x.to(self.log_temperature.device))
             return {s: self.finish(z, k, self.kmeans_iters(s, False), seeds) for s in steps}
 
     def finish(self, z: Tensor, k: int, n_iter: int, seeds: list[int]) -> Tensor:

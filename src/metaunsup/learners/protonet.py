@@ -29,8 +29,9 @@ from torch import Tensor
 
 from metaunsup._validation import check_int
 from metaunsup.errors import ConfigError
-from metaunsup.learners.base import AdaptedState, MetaLearner
-from metaunsup.nets import FunctionalNet
+from metaunsup.learners.base import AdaptedState, Embedder, FewShotLearner, MetaLearner
+from metaunsup.nets import FunctionalNet, ParamDict
+from metaunsup.tasks.batch import TaskBatch
 
 
 def prototypes(embeddings: Tensor, labels: Tensor, n_way: int) -> Tensor:
@@ -50,12 +51,13 @@ def squared_distances(x: Tensor, centres: Tensor) -> Tensor:
     return (x.unsqueeze(2) - centres.unsqueeze(1)).pow(2).sum(-1)
 
 
-class ProtoNet(MetaLearner):
+class ProtoNet(MetaLearner, FewShotLearner, Embedder):
     """Prototypical Networks over an embedding backbone (built with ``n_way=None``; a
     backbone with a head is used through its features only)."""
 
     name: ClassVar[str] = "protonet"
     fixed_way: ClassVar[bool] = False
+    headless: ClassVar[bool] = True
 
     def __init__(self, net: FunctionalNet, transductive_steps: int = 0) -> None:
         super().__init__(net)
@@ -101,6 +103,11 @@ class ProtoNet(MetaLearner):
             }
         return AdaptedState(params=params, n_tasks=B, n_way=n_way, extras=extras)
 
+    def fewshot_logits(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
+        """Query logits ``[B, m, n_way]`` after adapting on the support (``steps``: inner steps;
+        ``None``: the test-time steps)."""
+        return self.query_logits(batch, steps)
+
     def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
         """Logits ``−‖f(x) − c_k‖²`` ``[B, m, N]`` of ``x`` ``[B, m, ...]`` (with refined
         prototypes when the state asks for transductive steps)."""
@@ -118,9 +125,12 @@ class ProtoNet(MetaLearner):
                 centres = total / (counts + r.sum(1)).unsqueeze(-1)
         return -squared_distances(emb, centres)
 
-    def embed(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+    def embed(self, x: Tensor, params: ParamDict | None = None) -> Tensor:
         """The metric space ``[B, n, D]`` of ``x`` ``[B, n, ...]`` (cast to the weights'
         dtype), in which classes are compact around their means: what
-        :class:`~metaunsup.MetaKMeans` clusters with a ProtoNet checkpoint."""
+        :class:`~metaunsup.MetaKMeans` clusters with a ProtoNet checkpoint. ``params``: the
+        network's parameters (default: the meta-parameters, detached)."""
+        if params is None:
+            params = self.meta_params(False)
         dtype = next(iter(params.values())).dtype
         return self.net.functional_features(params, x.to(dtype))

@@ -26,7 +26,13 @@ from torch import Tensor
 
 from metaunsup._validation import check_int, check_positive
 from metaunsup.errors import ConfigError
-from metaunsup.learners.base import AdaptedState, MetaLearner, accuracy, task_cross_entropy
+from metaunsup.learners.base import (
+    AdaptedState,
+    FewShotLearner,
+    MetaLearner,
+    accuracy,
+    task_cross_entropy,
+)
 from metaunsup.nets import FunctionalNet, ParamDict
 from metaunsup.tasks.batch import TaskBatch
 
@@ -40,7 +46,7 @@ def reptile_surrogate(theta: ParamDict, adapted: ParamDict, n_tasks: int) -> Ten
     return total / n_tasks  # type: ignore[return-value]
 
 
-class Reptile(MetaLearner):
+class Reptile(MetaLearner, FewShotLearner):
     """Reptile with an SGD or Adam inner loop, as a surrogate meta-loss.
 
     Parameters
@@ -143,6 +149,11 @@ class Reptile(MetaLearner):
                         v.addcdiv_(m, denom, value=-self.inner_lr / (1.0 - b1**t))
         adapted = {k: v.detach() for k, v in fast.items()}
         return AdaptedState(params=adapted, n_tasks=B, n_way=n_way)
+
+    def fewshot_logits(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
+        """Query logits ``[B, m, n_way]`` after adapting on the support (``steps``: inner steps;
+        ``None``: the test-time steps)."""
+        return self.query_logits(batch, steps)
 
     def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
         """Logits ``[B, m, n_way]`` of ``x`` ``[B, m, ...]`` with each task's adapted weights."""

@@ -17,14 +17,20 @@ from metaunsup import data
 from metaunsup.data.base import Dataset
 from metaunsup.data.transforms import with_rotations
 from metaunsup.errors import ConfigError
-from metaunsup.learners import LEARNERS, MetaLearner, build_learner
+from metaunsup.learners import (
+    LEARNERS,
+    ClusteringLearner,
+    MetaLearner,
+    build_learner,
+    learner_class,
+)
 from metaunsup.metrics import clustering_accuracy, mean_ci
 from metaunsup.tasks import ClusteringTaskSampler, FewShotTaskSampler, split_classes
 from metaunsup.training.config import RunConfig
 from metaunsup.training.trainer import Trainer, TrainResult
 
 if TYPE_CHECKING:
-    from metaunsup.evaluation.protocol import ClusteringMethod
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +57,7 @@ def learner_config(cfg: RunConfig, example_shape: tuple[int, ...]) -> dict[str, 
         for size in example_shape:
             flat *= size
         net.setdefault("in_features", flat)
-    if learner["name"] == "protonet" or getattr(LEARNERS.get(learner["name"]), "headless", False):
+    if learner_class(learner["name"]).headless:
         net["n_way"] = None  # a metric or clustering learner embeds; it has no head
     else:
         net.setdefault("n_way", cfg.task.n_way)
@@ -60,9 +66,8 @@ def learner_config(cfg: RunConfig, example_shape: tuple[int, ...]) -> dict[str, 
 
 
 def task_kinds(name: str) -> tuple[str, ...]:
-    """The ``task.kind`` values learner ``name`` trains on (its ``task_kinds`` attribute;
-    few-shot tasks for learners that declare none)."""
-    return tuple(getattr(LEARNERS.get(name), "task_kinds", ("fewshot",)))
+    """The ``task.kind`` values learner ``name`` meta-trains on (its declared ``task_kinds``)."""
+    return learner_class(name).task_kinds
 
 
 def split_examples(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
@@ -126,11 +131,13 @@ def clustering_accuracy_of(
 ) -> tuple[float, float]:
     """Mean Hungarian clustering accuracy of ``learner.cluster`` over ``n_tasks`` tasks, and
     its 95% half-width. The learner sees only the points and ``k``; labels only score."""
+    if not isinstance(learner, ClusteringLearner):
+        raise ConfigError(f"learner {learner.name!r} does not cluster")
     accs = []
     learner.eval()
     start = 0
     for batch in sampler.batches(n_tasks, chunk):
-        labels = learner.cluster(batch.x.to(device), batch.n_way, seed=seed + start)  # type: ignore[operator]
+        labels = learner.cluster(batch.x.to(device), batch.n_way, seed=seed + start)
         accs.append(clustering_accuracy(batch.y, labels.cpu()))
         start += batch.n_tasks
     mean, ci = mean_ci(torch.cat([torch.as_tensor(a) for a in accs]).numpy())
@@ -206,7 +213,7 @@ def train_run(
 
         # No labels: the whole split, read through a view that refuses labels; no validation.
         view = UnlabeledView(data.load(cfg.data.dataset, cfg.data.split, root=cfg.data.root))
-        learner = _fresh_learner(cfg, view.example_shape)
+        learner = fresh_learner(cfg, view.example_shape)
         source, record = unsupervised_source(cfg, learner, view, out_dir, device, progress)
         run_config["unsupervised_record"] = record
         val = None
@@ -216,7 +223,7 @@ def train_run(
             source = ClusteringTaskSampler(train_ds, t.n_way, t.k_shot, seed=tr.seed)
         else:
             source = FewShotTaskSampler(train_ds, t.n_way, t.k_shot, t.n_query, seed=tr.seed)
-        learner = _fresh_learner(cfg, train_ds.example_shape)
+        learner = fresh_learner(cfg, train_ds.example_shape)
     trainer = Trainer(
         learner,
         source,
@@ -231,53 +238,8 @@ def train_run(
     return trainer.fit(resume=resume)
 
 
-def _fresh_learner(cfg: RunConfig, example_shape: tuple[int, ...]) -> MetaLearner:
-    """The run's learner with initial weights drawn from ``train.seed``."""
+def fresh_learner(cfg: RunConfig, example_shape: tuple[int, ...]) -> MetaLearner:
+    """The run's learner with initial weights drawn from ``train.seed`` (before any training)."""
     with torch.random.fork_rng():
         torch.manual_seed(cfg.train.seed)
         return build_learner(learner_config(cfg, example_shape))
-
-
-def load_learner(name_or_path: str | Path, device: torch.device | str = "cpu") -> MetaLearner:
-    """A learner from a checkpoint file or packaged name, weights validated against its config."""
-    from metaunsup.checkpoint import read_checkpoint, resolve_checkpoint
-    from metaunsup.errors import CheckpointError
-    from metaunsup.training.trainer import load_model_state
-
-    path = resolve_checkpoint(name_or_path)
-    tensors, meta = read_checkpoint(path)
-    if "learner" not in meta:
-        raise CheckpointError(f"{str(path)!r} holds no learner configuration")
-    try:
-        learner = build_learner(meta["learner"])
-    except ConfigError as err:
-        raise CheckpointError(
-            f"{str(path)!r} describes a learner this version cannot build: {err}"
-        ) from None
-    load_model_state(learner, tensors, str(path))
-    return learner.to(device).eval()
-
-
-def checkpoint_method(
-    name_or_path: str | Path,
-    steps: int | None = None,
-    device: torch.device | str = "cpu",
-    label: str | None = None,
-) -> ClusteringMethod:
-    """A trained clustering learner as an evaluation method (``evaluate --checkpoint``).
-
-    Loads the checkpoint (:func:`load_learner`) and wraps its ``cluster(x, k, seed, steps)``
-    as ``fn(x [B, n, ...], k, seed) -> labels int64 [B, n]``; ``steps`` overrides its
-    test-time steps. ``label`` names the method (default: the checkpoint as given). Raises
-    :class:`ConfigError` for a learner that does not cluster (e.g. few-shot MAML).
-    """
-    from metaunsup.evaluation.protocol import learner_method
-
-    learner = load_learner(name_or_path, device)
-    if not callable(getattr(learner, "cluster", None)):
-        raise ConfigError(
-            f"checkpoint {str(name_or_path)!r} holds a {learner.name!r} learner, which does not "
-            "cluster; evaluate it with --task fewshot"
-        )
-
-    return learner_method(label or str(name_or_path), learner, steps, device)

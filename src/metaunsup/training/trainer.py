@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from metaunsup.checkpoint import read_checkpoint, save_checkpoint
+from metaunsup.checkpoint import load_model_state, read_checkpoint, save_checkpoint
 from metaunsup.errors import CheckpointError, ConfigError
 from metaunsup.tasks import TaskBatch
 from metaunsup.training.config import TrainConfig
@@ -305,34 +305,6 @@ class Trainer:
         self.best_metric = -math.inf if best is None else float(best)
         _truncate_log(self.out_dir / LOG, self.step)
         log.info("resumed from %s at step %d", path, self.step)
-
-
-def load_model_state(model: nn.Module, tensors: dict[str, torch.Tensor], name: str) -> None:
-    """Load the ``model.*`` tensors of a checkpoint into ``model``, strictly.
-
-    Raises :class:`CheckpointError` listing missing, unexpected or mis-shaped weights.
-    """
-    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:5])}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:5])}")
-        if shapes:
-            parts.append(f"shape mismatch {', '.join(shapes[:3])}")
-        raise CheckpointError(
-            f"checkpoint {name!r} does not match the model architecture: " + "; ".join(parts)
-        )
-    model.load_state_dict(state)
 
 
 def _optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

@@ -147,21 +147,17 @@ def pretrained_net_of_run(run_dir: Path) -> FunctionalNet:
     return net.eval()
 
 
-def pretrained_only_learner(
-    cfg: RunConfig, run_dir: str | Path, example_shape: tuple[int, ...]
-) -> MetaLearner | None:
-    """The run's learner, in evaluation mode, with the run's SimCLR pre-trained backbone and
-    no meta-training (the baseline that shows what meta-training adds); ``None`` when the run
-    folder holds no pre-training."""
-    from metaunsup.training.build import _fresh_learner
-
+def pretrained_only_learner(learner: MetaLearner, run_dir: str | Path) -> MetaLearner | None:
+    """``learner`` (the run's learner before training, see
+    :func:`~metaunsup.training.build.fresh_learner`) in evaluation mode with the run's SimCLR
+    pre-trained backbone and no meta-training (the baseline that shows what meta-training
+    adds); ``None`` when the run folder holds no pre-training."""
     path = Path(run_dir) / PRETRAIN_FILE
     if not path.exists():
         return None
     tensors, meta = read_checkpoint(path)
     if meta.get("kind") != _PRETRAIN_KIND:
         raise CheckpointError(f"{str(path)!r} is not a metaunsup pre-training")
-    learner = _fresh_learner(cfg, example_shape)
     _load_backbone(learner, tensors, path)
     return learner.eval()
 

@@ -1,0 +1,91 @@
+"""The one place that knows the learners' names: register, build and load them.
+
+A learner is rebuilt from its ``config()`` dict, e.g.::
+
+    {"name": "maml", "net": {"name": "conv4", "in_channels": 1, "n_way": 5, "hidden": 64,
+     "image_size": [28, 28], "norm": "batch", "groups": 8, "depth": 4},
+     "inner_lr": 0.4, "inner_steps": 1, "test_steps": 3, "first_order": false}
+
+then ``load_state_dict`` restores its weights (:func:`load_learner` does both from a checkpoint).
+A new learner is one module with a :class:`~metaunsup.learners.base.MetaLearner` subclass and
+one :func:`register_learner` call; code outside the package registers its own the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from metaunsup.checkpoint import load_model_state, read_checkpoint, resolve_checkpoint
+from metaunsup.errors import CheckpointError, ConfigError
+from metaunsup.learners.anil import ANIL
+from metaunsup.learners.base import MetaLearner
+from metaunsup.learners.cluster_maml import ClusterMAML
+from metaunsup.learners.maml import MAML
+from metaunsup.learners.meta_gmvae import MetaGMVAE
+from metaunsup.learners.meta_kmeans import MetaKMeansLearner
+from metaunsup.learners.metasgd import MetaSGD
+from metaunsup.learners.protonet import ProtoNet
+from metaunsup.learners.reptile import Reptile
+
+__all__ = ["LEARNERS", "build_learner", "learner_class", "load_learner", "register_learner"]
+
+#: Registered learner classes by their ``name``.
+LEARNERS: dict[str, type[MetaLearner]] = {}
+
+L = TypeVar("L", bound=type[MetaLearner])
+
+
+def register_learner(cls: L) -> L:
+    """Add ``cls`` under ``cls.name`` (usable as a class decorator); a name is taken once."""
+    if not (isinstance(cls, type) and issubclass(cls, MetaLearner)):
+        raise ConfigError(f"register_learner needs a MetaLearner subclass, got {cls!r}")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{cls.__name__} needs a class attribute 'name' to be registered")
+    if LEARNERS.get(name, cls) is not cls:
+        raise ConfigError(f"a learner named {name!r} is registered already ({LEARNERS[name]})")
+    LEARNERS[name] = cls
+    return cls
+
+
+#: The learners that come with metaunsup: one line each.
+for _builtin in (MAML, MetaSGD, Reptile, ANIL, ProtoNet, MetaGMVAE, MetaKMeansLearner, ClusterMAML):
+    register_learner(_builtin)
+
+
+def learner_class(name: str) -> type[MetaLearner]:
+    """The class registered as ``name``; :class:`ConfigError` listing the names otherwise."""
+    if name not in LEARNERS:
+        raise ConfigError(f"unknown learner {name!r}; choose one of: {', '.join(LEARNERS)}")
+    return LEARNERS[name]
+
+
+def build_learner(config: Mapping[str, Any]) -> MetaLearner:
+    """A learner (fresh weights) from its ``config()`` dict; see the module docstring."""
+    if not isinstance(config, Mapping) or "name" not in config:
+        raise ConfigError(f"a learner config must be a dict with a 'name', got {config!r}")
+    return learner_class(config["name"]).from_config(config)
+
+
+def load_learner(name_or_path: str | Path, device: torch.device | str = "cpu") -> MetaLearner:
+    """A trained learner, in evaluation mode, from a checkpoint file or a packaged name.
+
+    Raises :class:`CheckpointError` when the file holds no learner, a learner this version
+    cannot build, or weights that do not fit the configuration they were saved with.
+    """
+    path = resolve_checkpoint(name_or_path)
+    tensors, meta = read_checkpoint(path)
+    if "learner" not in meta:
+        raise CheckpointError(f"{str(path)!r} holds no learner configuration")
+    try:
+        learner = build_learner(meta["learner"])
+    except ConfigError as err:
+        raise CheckpointError(
+            f"{str(path)!r} describes a learner this version cannot build: {err}"
+        ) from None
+    load_model_state(learner, tensors, str(path))
+    return learner.to(device).eval()
