@@ -12,6 +12,7 @@ from metaunsup.errors import (
     DataError,
     LabelAccessError,
     MetaUnsupError,
+    TrainingDivergedError,
 )
 
 __version__ = "0.1.0"
@@ -33,5 +34,6 @@ __all__ = [
     "LabelAccessError",
     "MetaKMeans",
     "MetaUnsupError",
+    "TrainingDivergedError",
     "__version__",
 ]

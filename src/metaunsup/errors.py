@@ -27,3 +27,7 @@ class CheckpointError(MetaUnsupError):
 
 class LabelAccessError(MetaUnsupError):
     """Labels were read on a path that must train without them (unsupervised meta-training)."""
+
+
+class TrainingDivergedError(MetaUnsupError):
+    """A training loss became NaN or infinite; the message names the setting to lower."""

@@ -12,7 +12,7 @@ import torch
 from metaunsup.data import Dataset
 from metaunsup.data.augment import Augment
 from metaunsup.data.unlabeled import UnlabeledView, as_unlabeled
-from metaunsup.embed import embed, fit_autoencoder, fit_contrastive
+from metaunsup.embed import net_embeddings
 from metaunsup.errors import (
     CheckpointError,
     ConfigError,
@@ -20,6 +20,7 @@ from metaunsup.errors import (
     LabelAccessError,
     MetaUnsupError,
 )
+from metaunsup.nets import Conv4
 from metaunsup.tasks import TaskBatch
 from metaunsup.tasks.pseudo import cactus as cactus_module
 from metaunsup.tasks.pseudo.cactus import (
@@ -29,6 +30,7 @@ from metaunsup.tasks.pseudo.cactus import (
     save_partitions,
 )
 from metaunsup.tasks.pseudo.umtra import UmtraTaskSource
+from metaunsup.training.pretraining import pretrain_contrastive
 
 FIELDS = ("x", "y", "classes", "indices")
 
@@ -109,10 +111,11 @@ def test_unsupervised_paths_run_through_a_view_that_raises_on_labels():
     view = UnlabeledView(image_dataset(n=40, size=8))
     with pytest.raises(LabelAccessError):
         _ = view.y
-    ae = fit_autoencoder(view, dim=4, steps=2, batch_size=8, width=4)
-    simclr = fit_contrastive(view, dim=4, proj_dim=4, steps=2, batch_size=8, width=4)
-    z = embed(ae, view)
-    assert z.shape == (40, 4) and embed(simclr, view).shape == (40, 4)
+    net = Conv4(1, n_way=None, hidden=4, image_size=8)
+    result = pretrain_contrastive(net, view, steps=2, batch_size=8, proj_dim=4)
+    assert result.steps == 2
+    z = net_embeddings(net, view.float_x())
+    assert z.shape == (40, 4)
     parts = cactus_partitions(z, n_partitions=2, k=3, seed=0)
     batch = CactusTaskSource(view, parts, n_way=2, k_shot=1, n_query=1, seed=0).sample(3)
     assert batch.x.shape == (3, 4, 1, 8, 8)

@@ -1,32 +1,17 @@
-"""Unsupervised embeddings, learned from unlabeled examples only.
+"""Representation learning on unlabeled examples, over the backbones of :mod:`metaunsup.nets`.
 
-- :func:`fit_autoencoder` — reconstruction (Hinton & Salakhutdinov 2006).
-- :func:`fit_contrastive` — SimCLR's NT-Xent on two augmented views (Chen et al. 2020).
-- :func:`embed` — features ``[n, dim]`` of any examples with a trained encoder.
-- :func:`save_encoder` / :func:`load_encoder` — safetensors checkpoints.
+- :mod:`metaunsup.embed.simclr` — SimCLR's NT-Xent objective, its projection head and its
+  source of augmented pairs (Chen et al. 2020); run by
+  :func:`metaunsup.training.pretraining.pretrain_contrastive` through the one Trainer.
+- :func:`net_embeddings` — a backbone's features of every example, in chunks.
 
-Both learners take an :class:`~metaunsup.data.unlabeled.UnlabeledView`, are deterministic given
-their seed, and return the trained :class:`Encoder` (its per-step losses in ``.losses``). CACTUs
-(:mod:`metaunsup.tasks.pseudo.cactus`) clusters such embeddings to make meta-training tasks.
+CACTUs (:mod:`metaunsup.tasks.pseudo.cactus`) clusters such features to make meta-training
+tasks without labels.
 """
 
 from __future__ import annotations
 
-from metaunsup.embed._common import embed, load_encoder, save_encoder
-from metaunsup.embed.autoencoder import AutoEncoder, fit_autoencoder
-from metaunsup.embed.contrastive import fit_contrastive, nt_xent_loss
-from metaunsup.embed.networks import ConvEncoder, Encoder, MLPEncoder, build_encoder
+from metaunsup.embed.features import net_embeddings
+from metaunsup.embed.simclr import ContrastiveObjective, ContrastiveViews, nt_xent_loss
 
-__all__ = [
-    "AutoEncoder",
-    "ConvEncoder",
-    "Encoder",
-    "MLPEncoder",
-    "build_encoder",
-    "embed",
-    "fit_autoencoder",
-    "fit_contrastive",
-    "load_encoder",
-    "nt_xent_loss",
-    "save_encoder",
-]
+__all__ = ["ContrastiveObjective", "ContrastiveViews", "net_embeddings", "nt_xent_loss"]

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +56,8 @@ from metaunsup.learners import MetaKMeansLearner
 from metaunsup.nets import MLP
 from metaunsup.tasks.batch import TaskBatch
 from metaunsup.tasks.pseudo.cactus import CactusTaskSource
+from metaunsup.training.config import TrainConfig
+from metaunsup.training.trainer import Trainer
 
 __all__ = [
     "SelfTrainResult",
@@ -281,12 +282,31 @@ def _task_source(
         return CactusTaskSource(x, parts, n_way, 1, 0, seed=seed, shuffle=True), 1
 
 
-def _corrupt(batch: TaskBatch, x: torch.Tensor, rate: float, g: torch.Generator) -> TaskBatch:
-    """``batch`` with a fraction ``rate`` of each example's features taken from random rows."""
-    B, n, d = batch.x.shape
-    mask = torch.rand((B, n, d), generator=g) < rate
-    donors = x[torch.randint(0, x.shape[0], (B, n), generator=g)]
-    return dataclasses.replace(batch, x=torch.where(mask, donors, batch.x))
+class CorruptedTasks:
+    """A task source whose tasks have a fraction ``rate`` of each example's features taken
+    from random rows of ``x`` ``[n, d]`` (a denoising view of the pseudo-tasks, drawn from its
+    own generator seeded with ``seed``)."""
+
+    def __init__(self, tasks: CactusTaskSource, x: torch.Tensor, rate: float, seed: int) -> None:
+        self.tasks, self.x, self.rate = tasks, x, rate
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample(self, n_tasks: int) -> TaskBatch:
+        batch = self.tasks.sample(n_tasks)
+        if self.rate <= 0:
+            return batch
+        B, n, d = batch.x.shape
+        mask = torch.rand((B, n, d), generator=self.generator) < self.rate
+        donors = self.x[torch.randint(0, self.x.shape[0], (B, n), generator=self.generator)]
+        return dataclasses.replace(batch, x=torch.where(mask, donors, batch.x))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.tasks.state_dict(), "corruption_generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self.generator.set_state(state.pop("corruption_generator"))
+        self.tasks.load_state_dict(state)
 
 
 def self_train(
@@ -325,27 +345,16 @@ def self_train(
     except ConfigError as err:
         log.warning("no pseudo-tasks could be made from the data (%s); embedding left random", err)
         return _finish(result)
-    g = torch.Generator().manual_seed(seed + 1)
-    optimizer = torch.optim.Adam(learner.parameters(), lr=settings.lr)
-    learner.train()
-    bar = None
-    if progress and sys.stderr.isatty():
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=settings.steps, desc="meta-training on the data", unit="step")
-    for _ in range(settings.steps):
-        batch = source.sample(settings.meta_batch)
-        if settings.corruption > 0:
-            batch = _corrupt(batch, x, settings.corruption, g)
-        loss, _ = learner.meta_loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        result.losses.append(float(loss.detach()))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+    trainer = Trainer(
+        learner,
+        learner.meta_loss,
+        CorruptedTasks(source, x, settings.corruption, seed + 1),
+        TrainConfig(steps=settings.steps, meta_batch=settings.meta_batch, lr=settings.lr),
+        progress=progress,
+        name="meta-training on the data",
+        remedy="standardise the columns or cluster with a checkpoint",
+    )
+    result.losses = trainer.fit().losses
     result.steps = settings.steps
     result.seconds = time.perf_counter() - t0
     log.info("self-training: %s", result.summary())

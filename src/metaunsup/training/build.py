@@ -214,7 +214,7 @@ def train_run(
         # No labels: the whole split, read through a view that refuses labels; no validation.
         view = UnlabeledView(data.load(cfg.data.dataset, cfg.data.split, root=cfg.data.root))
         learner = fresh_learner(cfg, view.example_shape)
-        source, record = unsupervised_source(cfg, learner, view, out_dir, device, progress)
+        source, record = unsupervised_source(cfg, learner, view, out_dir, device, progress, resume)
         run_config["unsupervised_record"] = record
         val = None
     else:
@@ -226,14 +226,17 @@ def train_run(
         learner = fresh_learner(cfg, train_ds.example_shape)
     trainer = Trainer(
         learner,
+        learner.meta_loss,
         source,
         tr,
         out_dir,
+        identity={"learner": learner.config()},
+        describe={"run": run_config},
         validate=None if val is None else make_validator(cfg, val, device),
-        run_config=run_config,
         device=device,
         progress=progress,
         tensorboard=tensorboard,
+        name=f"meta-train {cfg.name}",
     )
     return trainer.fit(resume=resume)
 

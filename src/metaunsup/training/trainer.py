@@ -1,14 +1,17 @@
-"""The Trainer: the outer loop shared by every meta-learner.
+"""The Trainer: the one outer loop of metaunsup.
 
-It knows nothing about any algorithm. Each step it draws a meta-batch of tasks from a task source,
-asks the learner for ``meta_loss(batch) -> (loss, metrics)``, and steps the optimiser. Around that
-it validates on fixed meta-validation tasks (keeping the best checkpoint), writes one JSON line per
-step, shows a progress bar, and checkpoints atomically so that ``resume`` continues at the exact
-step: an interrupted run and an uninterrupted one with the same seed end with the same weights.
+Meta-training of every learner, SimCLR pre-training of a backbone and the estimator's
+self-training on the user's data all run here. The Trainer knows nothing about any algorithm:
+each step it draws a batch from a task source, asks an *objective* for ``(loss, metrics)``, and
+steps the optimiser. Around that it validates on fixed meta-validation tasks (keeping the best
+checkpoint), writes one JSON line per step, shows a progress bar, stops with one policy when the
+loss diverges (:class:`~metaunsup.errors.TrainingDivergedError`, naming the setting to lower),
+and checkpoints atomically so that ``resume`` continues at the exact step: an interrupted run
+and an uninterrupted one with the same seed end with the same weights.
 
-Task sources are duck-typed: ``sample(n_tasks) -> TaskBatch`` plus ``state_dict()`` /
-``load_state_dict()`` (tensors and JSON scalars) so that their randomness is saved and restored
-with the checkpoint.
+Task sources are duck-typed: ``sample(n) -> batch`` (anything with ``.to(device)``) plus
+``state_dict()`` / ``load_state_dict()`` (tensors and JSON scalars) so that their randomness is
+saved and restored with the checkpoint.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,8 +30,7 @@ import torch
 from torch import nn
 
 from metaunsup.checkpoint import load_model_state, read_checkpoint, save_checkpoint
-from metaunsup.errors import CheckpointError, ConfigError
-from metaunsup.tasks import TaskBatch
+from metaunsup.errors import CheckpointError, ConfigError, TrainingDivergedError
 from metaunsup.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -37,96 +39,114 @@ LAST = "last.safetensors"
 BEST = "best.safetensors"
 LOG = "train_log.jsonl"
 
+#: ``objective(batch) -> (scalar loss, metrics)``, differentiable w.r.t. the model's parameters.
+Objective = Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
+
 
 class TaskSource(Protocol):
-    """Where meta-training tasks come from."""
+    """Where training batches come from."""
 
-    def sample(self, n_tasks: int) -> TaskBatch: ...
+    def sample(self, n_tasks: int) -> Any: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-class MetaLearnerLike(Protocol):
-    """What the Trainer needs of a learner (see ``learners/base.py``)."""
-
-    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]: ...
-
-    def config(self) -> dict[str, Any]: ...
-
-
 @dataclass
 class TrainResult:
-    """What a finished run reports."""
+    """What a finished run reports (``losses``: every step's loss run in this process)."""
 
     steps: int
     seconds: float
     best_step: int
     best_metric: float
     last_metrics: dict[str, float]
-    out_dir: Path
+    out_dir: Path | None
+    losses: list[float] = field(default_factory=list)
 
 
 class Trainer:
-    """Runs the outer loop of meta-training.
+    """Runs an outer training loop.
 
     Parameters
     ----------
-    learner:
-        An ``nn.Module`` with ``meta_loss(batch)`` and ``config()``.
+    model:
+        The module whose trainable parameters the optimiser steps (a meta-learner, or a
+        pre-training objective holding a backbone and its projection head).
+    objective:
+        ``objective(batch) -> (loss, metrics)``, e.g. ``learner.meta_loss``.
     source:
-        Meta-training task source (see :class:`TaskSource`).
+        Task source (see :class:`TaskSource`); ``settings.meta_batch`` is what each step asks
+        it for.
     settings:
-        Steps, meta-batch size, optimiser and cadence (``[train]`` of a run config; its
-        ``seed``, ``device`` and ``threads`` are applied by the caller).
+        Steps, batch size, optimiser and cadence (a :class:`~metaunsup.training.config.TrainConfig`;
+        its ``seed``, ``device`` and ``threads`` are applied by the caller).
     out_dir:
-        Folder for ``last.safetensors``, ``best.safetensors`` and ``train_log.jsonl``.
+        Folder for ``last.safetensors``, ``best.safetensors`` and ``train_log.jsonl``;
+        ``None`` trains in memory (no log, no checkpoints, no resume).
+    identity:
+        JSON that every checkpoint stores and that a resume must find unchanged (e.g.
+        ``{"learner": learner.config()}``: resuming with another model is refused).
+    describe:
+        More JSON stored in every checkpoint but not compared (e.g. the run's configuration).
     validate:
-        Optional ``validate(learner) -> dict`` of metrics on fixed meta-validation tasks; its
+        Optional ``validate(model) -> dict`` of metrics on fixed meta-validation tasks; its
         ``settings.val_metric`` (higher is better) picks the best checkpoint.
-    run_config:
-        JSON-serialisable description of the run, stored in every checkpoint.
     progress:
         Show a progress bar (with ETA and the running metrics) when stderr is a terminal.
     tensorboard:
         Optional folder for TensorBoard event files of the same records as the JSONL log
-        (:class:`~metaunsup.training.tensorboard_log.TensorBoardLog`; needs the ``tensorboard``
-        package).
+        (:class:`~metaunsup.training.tensorboard_log.TensorBoardLog`; needs the
+        ``tensorboard`` package).
+    name:
+        What is trained, for the progress bar, the log and error messages.
+    remedy:
+        What a user should change when the loss diverges, e.g. ``"lower train.lr or set
+        train.grad_clip"``.
     """
 
     def __init__(
         self,
-        learner: nn.Module,
+        model: nn.Module,
+        objective: Objective,
         source: TaskSource,
         settings: TrainConfig,
-        out_dir: str | Path,
+        out_dir: str | Path | None = None,
         *,
+        identity: dict[str, Any] | None = None,
+        describe: dict[str, Any] | None = None,
         validate: Callable[[nn.Module], dict[str, float]] | None = None,
-        run_config: dict[str, Any] | None = None,
         device: str | torch.device = "cpu",
         progress: bool = True,
         tensorboard: str | Path | None = None,
+        name: str = "meta-train",
+        remedy: str = "lower train.lr or set train.grad_clip",
     ) -> None:
-        self.learner = learner.to(device)
+        self.model = model.to(device)
+        self.objective = objective
         self.source = source
         self.settings = settings
-        self.out_dir = Path(out_dir)
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.identity = dict(identity or {})
+        self.describe = dict(describe or {})
         self.validate = validate
-        self.run_config = run_config or {}
         self.device = torch.device(device)
         self.progress = progress
         self.tensorboard = tensorboard
+        self.name = name
+        self.remedy = remedy
         self._tb = None
         self.optimizer = self._make_optimizer()
         self.step = 0
         self.best_metric = -math.inf
         self.best_step = 0
         self.seconds = 0.0
+        self.losses: list[float] = []
 
     # ------------------------------------------------------------------ set-up
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        params = [p for p in self.learner.parameters() if p.requires_grad]
+        params = [p for p in self.model.parameters() if p.requires_grad]
         if self.settings.optimizer == "adam":
             return torch.optim.Adam(params, lr=self.settings.lr)
         if self.settings.optimizer == "sgd":
@@ -142,48 +162,34 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def fit(self, resume: bool = False) -> TrainResult:
         """Train until ``settings.steps``; with ``resume`` continue from ``out_dir/last``."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self._resume()
-        else:
-            (self.out_dir / LOG).write_text("")
+        log_file = self._open_log(resume)
         metrics: dict[str, float] = {}
         if self.tensorboard is not None:
             from metaunsup.training.tensorboard_log import TensorBoardLog
 
             self._tb = TensorBoardLog(self.tensorboard, first_step=self.step)
         bar = self._bar()
-        log_file = (self.out_dir / LOG).open("a", encoding="utf-8")
         try:
             while self.step < self.settings.steps:
                 t0 = time.perf_counter()
                 metrics = self._train_step()
                 self.step += 1
                 self.seconds += time.perf_counter() - t0
-                if self.step % self.settings.log_every == 0 or self.step == self.settings.steps:
-                    record = {"step": self.step, "lr": self._lr_at(self.step - 1), **metrics}
-                    record["seconds"] = round(self.seconds, 4)
-                    self._record(record, log_file)
-                if self.validate is not None and (
-                    self.step % self.settings.val_every == 0 or self.step == self.settings.steps
-                ):
-                    self._validate(log_file)
-                if self.step % self.settings.checkpoint_every == 0 or (
-                    self.step == self.settings.steps
-                ):
-                    self.save(self.out_dir / LAST, training=True)
+                self._after_step(metrics, log_file)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
         finally:
-            log_file.close()
+            if log_file is not None:
+                log_file.close()
             if self._tb is not None:
                 self._tb.close()
                 self._tb = None
             if bar is not None:
                 bar.close()
-        if self.validate is None:
+        if self.validate is None and self.out_dir is not None:
             self.save(self.out_dir / BEST, training=False)
+        if self.validate is None:
             self.best_step = self.step
         return TrainResult(
             steps=self.step,
@@ -192,41 +198,77 @@ class Trainer:
             best_metric=self.best_metric,
             last_metrics=metrics,
             out_dir=self.out_dir,
+            losses=self.losses,
         )
 
+    def _open_log(self, resume: bool):
+        """The JSONL log, opened for appending (``None`` in memory); resumes if asked."""
+        if self.out_dir is None:
+            if resume:
+                raise ConfigError("resume needs an output folder")
+            return None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._resume()
+        else:
+            (self.out_dir / LOG).write_text("")
+        return (self.out_dir / LOG).open("a", encoding="utf-8")
+
+    def _after_step(self, metrics: dict[str, float], log_file) -> None:
+        """Log, validate and checkpoint at their cadences after step ``self.step``."""
+        s, last = self.settings, self.step == self.settings.steps
+        if self.step % s.log_every == 0 or last:
+            record = {"step": self.step, "lr": self._lr_at(self.step - 1), **metrics}
+            record["seconds"] = round(self.seconds, 4)
+            self._record(record, log_file)
+        every = max(1, s.steps // 10)
+        if self.step % every == 0 or last:
+            recent = self.losses[-every:]
+            if recent:
+                log.info("%s step %d/%d: loss %.5f", self.name, self.step, s.steps,
+                         sum(recent) / len(recent))  # fmt: skip
+        if self.validate is not None and (self.step % s.val_every == 0 or last):
+            self._validate(log_file)
+        if self.out_dir is not None and (self.step % s.checkpoint_every == 0 or last):
+            self.save(self.out_dir / LAST, training=True)
+
     def _train_step(self) -> dict[str, float]:
-        self.learner.train()
+        self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr_at(self.step)
         batch = self.source.sample(self.settings.meta_batch).to(self.device)
-        loss, metrics = self.learner.meta_loss(batch)
+        loss, metrics = self.objective(batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"meta-loss became {loss.item()} at step {self.step + 1}; lower train.lr or set "
-                "train.grad_clip"
+            raise TrainingDivergedError(
+                f"{self.name}: the loss became {loss.item()} at step {self.step + 1}; {self.remedy}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.settings.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.learner.parameters(), self.settings.grad_clip)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
         self.optimizer.step()
-        return {"loss": float(loss.detach()), **{k: float(v) for k, v in metrics.items()}}
+        value = float(loss.detach())
+        self.losses.append(value)
+        return {"loss": value, **{k: float(v) for k, v in metrics.items()}}
 
     def _record(self, record: dict[str, Any], log_file) -> None:
         """Append ``record`` to the JSONL log (and to TensorBoard when asked for)."""
-        log_file.write(json.dumps(record) + "\n")
-        log_file.flush()
+        if log_file is not None:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
         if self._tb is not None:
             self._tb.write(record)
 
     def _validate(self, log_file) -> None:
-        self.learner.eval()
-        scores = self.validate(self.learner)
+        assert self.validate is not None
+        self.model.eval()
+        scores = self.validate(self.model)
         metric = float(scores[self.settings.val_metric])
         improved = metric > self.best_metric
         if improved:
             self.best_metric, self.best_step = metric, self.step
-            self.save(self.out_dir / BEST, training=False)
+            if self.out_dir is not None:
+                self.save(self.out_dir / BEST, training=False)
         self._record({"step": self.step, "val": scores, "best": improved}, log_file)
         log.info(
             "step %d: validation %s (best %.4f at %d)",
@@ -244,19 +286,19 @@ class Trainer:
         return tqdm(
             total=self.settings.steps,
             initial=self.step,
-            desc="meta-train",
+            desc=self.name,
             unit="step",
             dynamic_ncols=True,
         )
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: Path, training: bool) -> Path:
-        """Write the learner (and, with ``training``, everything needed to resume)."""
-        tensors = {f"model.{k}": v for k, v in self.learner.state_dict().items()}
+        """Write the model (and, with ``training``, everything needed to resume)."""
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         meta: dict[str, Any] = {
             "kind": "training" if training else "model",
-            "learner": self.learner.config(),
-            "run": self.run_config,
+            **self.identity,
+            **self.describe,
             "step": self.step,
             "seconds": self.seconds,
             "best_step": self.best_step,
@@ -277,6 +319,7 @@ class Trainer:
         return save_checkpoint(path, tensors, meta)
 
     def _resume(self) -> None:
+        assert self.out_dir is not None
         path = self.out_dir / LAST
         if not path.is_file():
             raise CheckpointError(
@@ -285,12 +328,12 @@ class Trainer:
         tensors, meta = read_checkpoint(path)
         if meta.get("kind") != "training":
             raise CheckpointError(f"{str(path)!r} holds no training state to resume from")
-        if meta.get("learner") != self.learner.config():
+        if any(meta.get(key) != value for key, value in self.identity.items()):
             raise CheckpointError(
-                f"{str(path)!r} was written by another learner configuration; use a new --out "
-                "folder or the config it was trained with"
+                f"{str(path)!r} was written by another {' and '.join(self.identity)} "
+                "configuration; use a new --out folder or the config it was trained with"
             )
-        load_model_state(self.learner, tensors, str(path))
+        load_model_state(self.model, tensors, str(path))
         _load_optimizer_state(self.optimizer, tensors, meta["optimizer"], str(path))
         source_state = dict(meta.get("source", {}))
         source_state.update(

@@ -28,17 +28,21 @@ import torch
 from metaunsup.checkpoint import read_checkpoint, save_checkpoint
 from metaunsup.data.augment import Augment
 from metaunsup.data.unlabeled import UnlabeledView
-from metaunsup.embed.simclr import net_embeddings, pretrain_contrastive
+from metaunsup.embed.features import net_embeddings
 from metaunsup.errors import CheckpointError, ConfigError
 from metaunsup.learners import MetaLearner
 from metaunsup.nets import FunctionalNet, build_net
 from metaunsup.training.config import RunConfig
+from metaunsup.training.pretraining import final_loss, pretrain_contrastive
+from metaunsup.training.trainer import BEST, LAST
 
 __all__ = ["PARTITIONS_FILE", "PRETRAIN_FILE", "pretrained_only_learner", "unsupervised_source"]
 
 log = logging.getLogger(__name__)
 
 PRETRAIN_FILE = "pretrain.safetensors"
+#: Folder of the pre-training's log and (while it runs) checkpoints, inside the run folder.
+PRETRAIN_DIR = "pretrain"
 PARTITIONS_FILE = "partitions.safetensors"
 _PRETRAIN_KIND = "metaunsup-pretrain"
 
@@ -56,8 +60,13 @@ def pretrained_backbone(
     out_dir: Path,
     device: torch.device,
     progress: bool,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Pre-train ``learner.net`` (or load the run's earlier pre-training); returns its record.
+
+    The pre-training runs through the Trainer in ``out_dir/pretrain/`` (its log and, while it
+    runs, its checkpoints): with ``resume`` an interrupted pre-training continues where it
+    stopped.
 
     The record (``{"steps", "seconds", "final_loss"}``) is stored with the weights and in the
     checkpoints' run description, so the card of a trained model says what pre-training cost.
@@ -86,8 +95,8 @@ def pretrained_backbone(
         _load_backbone(learner, tensors, path)
         log.info("pre-trained backbone loaded from %s", path)
         return meta["record"]
-    start = time.perf_counter()
-    losses = pretrain_contrastive(
+    folder = out_dir / PRETRAIN_DIR
+    result = pretrain_contrastive(
         learner.net,
         view,
         steps=u.pretrain_steps,
@@ -98,11 +107,15 @@ def pretrained_backbone(
         seed=cfg.train.seed,
         device=device,
         progress=progress,
+        out_dir=folder,
+        resume=resume and (folder / LAST).is_file(),
+        identity=settings,
+        remedy="lower unsupervised.pretrain_lr",
     )
     record = {
         "steps": u.pretrain_steps,
-        "seconds": round(time.perf_counter() - start, 2),
-        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+        "seconds": round(result.seconds, 2),
+        "final_loss": final_loss(result),
     }
     head = set(learner.net.head_names)
     save_checkpoint(
@@ -110,6 +123,8 @@ def pretrained_backbone(
         {k: v for k, v in learner.net.state_dict().items() if k not in head},
         {"kind": _PRETRAIN_KIND, "settings": settings, "record": record},
     )
+    for name in (LAST, BEST):  # the backbone is kept above; its log stays beside it
+        (folder / name).unlink(missing_ok=True)
     return record
 
 
@@ -169,10 +184,12 @@ def unsupervised_source(
     out_dir: str | Path,
     device: torch.device,
     progress: bool = False,
+    resume: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """``(task source, record)`` for meta-training ``learner`` on ``view`` with no labels.
 
-    Pre-trains the learner's backbone in place when ``unsupervised.pretrain_steps > 0``.
+    Pre-trains the learner's backbone in place when ``unsupervised.pretrain_steps > 0``
+    (continuing an interrupted pre-training with ``resume``).
     ``record`` says what was done (pre-training time and loss, partition count).
     """
     from metaunsup.tasks.pseudo.cactus import CactusTaskSource, cactus_partitions
@@ -184,7 +201,7 @@ def unsupervised_source(
     out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"tasks": u.tasks}
     if u.pretrain_steps > 0:
-        record["pretrain"] = pretrained_backbone(cfg, learner, view, out, device, progress)
+        record["pretrain"] = pretrained_backbone(cfg, learner, view, out, device, progress, resume)
     if u.tasks == "umtra":
         source = UmtraTaskSource(
             view, t.n_way, t.n_query, augment=_augment(u.augment, view), seed=cfg.train.seed
