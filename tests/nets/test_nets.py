@@ -45,6 +45,14 @@ def test_input_pool_equals_the_same_net_on_pooled_images():
     assert pooled.config()["input_pool"] == 2 and "input_pool" not in plain.config()
 
 
+def test_backbones_declare_their_example_shape():
+    assert Conv4(in_channels=3, image_size=[12, 10]).example_shape == (3, 12, 10)
+    assert Conv4(image_size=28, input_pool=2).example_shape == (1, 28, 28)
+    assert MLP(20).example_shape == (20,)
+    net = Conv4(in_channels=2, hidden=4, image_size=(9, 7))
+    assert net(torch.rand(3, *net.example_shape)).shape == (3, 5)
+
+
 def test_conv4_batchnorm_drops_redundant_conv_bias():
     assert "blocks.0.conv.bias" not in Conv4(norm="batch").params()
     assert "blocks.0.conv.bias" in Conv4(norm="group").params()

@@ -30,6 +30,11 @@ class FunctionalNet(nn.Module, ABC):
 
     Attributes
     ----------
+    example_shape:
+        Shape of one input example, e.g. ``(C, H, W)`` for images or ``(D,)`` for vectors:
+        ``forward`` reads ``[n, *example_shape]``, ``functional_forward``
+        ``[B, n, *example_shape]``. Declared by every backbone, so that callers build inputs
+        and decoders from it instead of guessing from the backbone's type or config.
     n_way:
         Outputs of the linear head, or ``None`` for an embedding network without head.
     feature_dim:
@@ -38,6 +43,7 @@ class FunctionalNet(nn.Module, ABC):
         Names of the head's parameters (empty without head).
     """
 
+    example_shape: tuple[int, ...]
     n_way: int | None
     feature_dim: int
     head_names: tuple[str, ...]

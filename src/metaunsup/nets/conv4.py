@@ -88,6 +88,8 @@ class Conv4(FunctionalNet):
 
     Attributes
     ----------
+    example_shape:
+        ``(in_channels, H, W)``: the shape of one input image (before ``input_pool``).
     large_task:
         ``n*H*W`` per task from which the CPU fast path runs task by task instead of one
         grouped pass (default 10000: a 1-shot 5-way support of 28×28 images is one pass, a
@@ -133,6 +135,7 @@ class Conv4(FunctionalNet):
         check_norm(norm, hidden, groups)
         self.in_channels, self.hidden, self.norm, self.groups = in_channels, hidden, norm, groups
         self.image_size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self.example_shape = (int(in_channels), *self.image_size)
         self.input_pool = input_pool
         self.n_way = n_way
         blocks, cin = [], in_channels
