@@ -28,6 +28,12 @@ class FunctionalNet(nn.Module, ABC):
     * ``functional_forward(params, x)``: ``x`` ``[B, n, *example_shape]`` and a parameter dict
       whose entries are shared or task-batched → ``[B, n, n_way]``, all tasks at once.
 
+    A new backbone is one module with a subclass (``__init__`` arguments that are its config,
+    ``example_shape``, ``n_way``, ``feature_dim``, ``head_names``, ``forward``,
+    ``functional_features``, ``config``) and one line that registers it under its config
+    name (:func:`~metaunsup.nets.register_backbone`); learners, checkpoints and the command
+    line then build it with :func:`~metaunsup.nets.build_net`.
+
     Attributes
     ----------
     example_shape:
