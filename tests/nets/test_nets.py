@@ -8,17 +8,7 @@ from torch.func import functional_call
 
 from metaunsup.errors import ConfigError, DataError
 from metaunsup.nets import MLP, Conv4, FunctionalNet, build_net
-from metaunsup.nets.batchnorm import batch_norm_2d
-from metaunsup.nets.conv import conv2d
-from metaunsup.nets.functional import (
-    channels_last,
-    data_patches,
-    task_batch_norm,
-    task_conv2d,
-    task_conv_batch_norm_of_data,
-    task_linear,
-)
-from metaunsup.nets.pointwise import max_pool2_relu, relu
+from metaunsup.nets.functional import task_linear
 
 B = 3
 
@@ -53,6 +43,14 @@ def test_input_pool_equals_the_same_net_on_pooled_images():
     )
     torch.testing.assert_close(pooled(x[0]), plain(small[0]))
     assert pooled.config()["input_pool"] == 2 and "input_pool" not in plain.config()
+
+
+def test_backbones_declare_their_example_shape():
+    assert Conv4(in_channels=3, image_size=[12, 10]).example_shape == (3, 12, 10)
+    assert Conv4(image_size=28, input_pool=2).example_shape == (1, 28, 28)
+    assert MLP(20).example_shape == (20,)
+    net = Conv4(in_channels=2, hidden=4, image_size=(9, 7))
+    assert net(torch.rand(3, *net.example_shape)).shape == (3, 5)
 
 
 def test_conv4_batchnorm_drops_redundant_conv_bias():
@@ -112,17 +110,6 @@ def test_functional_forward_rejects_unbatched_input():
     net = Conv4(hidden=4, image_size=8)
     with pytest.raises(DataError):
         net.functional_forward(net.params(), torch.rand(5, 1, 8, 8))
-
-
-def test_channels_last_restrides_single_channel_tensors():
-    x = torch.rand(2, 1, 5, 4, requires_grad=True)
-    y = channels_last(x)
-    assert y.stride() == (20, 1, 4, 1) and torch.equal(y, x)
-    assert channels_last(y) is y
-    z = channels_last(torch.rand(2, 3, 5, 4))
-    assert z.stride() == (60, 1, 12, 3)
-    y.sum().backward()
-    assert torch.equal(x.grad, torch.ones_like(x))
 
 
 def test_task_linear_shared_and_batched():
@@ -247,189 +234,3 @@ def test_functional_forward_follows_the_input_device_and_dtype():
         conv = Conv4(hidden=4, image_size=8).cuda()
         x = torch.rand(2, 3, 1, 8, 8, device="cuda")
         assert conv.functional_forward(conv.params(), x).device.type == "cuda"
-
-
-# --------------------------------------------------------------------------- fast paths
-
-
-def test_batch_norm_2d_matches_aten_with_first_and_second_derivatives():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
-    torch.testing.assert_close(
-        batch_norm_2d(x, w, b), torch.nn.functional.batch_norm(x, None, None, w, b, training=True)
-    )
-    assert torch.autograd.gradcheck(batch_norm_2d, (x, w, b))
-    assert torch.autograd.gradgradcheck(batch_norm_2d, (x, w, b))
-
-
-def test_batch_norm_2d_is_accurate_in_float32():
-    """Statistics of shifted data: aten's [M, C] kernel loses ~1e-5; ours stays near 1e-6."""
-    g = torch.Generator().manual_seed(0)
-    x64 = torch.randn(20000, 8, generator=g, dtype=torch.float64) * 0.5 + 3.0
-    w, b = torch.ones(8, dtype=torch.float64), torch.zeros(8, dtype=torch.float64)
-    ref = torch.nn.functional.batch_norm(x64, None, None, w, b, training=True)
-    ours = batch_norm_2d(x64.float(), w.float(), b.float())
-    assert float((ours.double() - ref).abs().max()) < 3e-6
-
-
-@pytest.mark.parametrize("n_tasks", [1, 3])
-@pytest.mark.parametrize("batched", [False, True])
-def test_first_layer_gemm_equals_convolution_then_batch_norm(n_tasks: int, batched: bool):
-    g = torch.Generator().manual_seed(n_tasks)
-    dt = torch.float64
-    x = torch.rand(3, n_tasks * 2, 4, 3, generator=g, dtype=dt)
-    lead = (n_tasks,) if batched else ()
-    w = torch.randn(*lead, 3, 2, 3, 3, generator=g, dtype=dt, requires_grad=True)
-    gamma = torch.randn(*lead, 3, generator=g, dtype=dt, requires_grad=True)
-    beta = torch.randn(*lead, 3, generator=g, dtype=dt, requires_grad=True)
-
-    def ours(w, gamma, beta):
-        return task_conv_batch_norm_of_data(x, w, gamma, beta, n_tasks)
-
-    def reference(w, gamma, beta):
-        return task_batch_norm(task_conv2d(x, w, None, n_tasks), gamma, beta, n_tasks)
-
-    out = ours(w, gamma, beta)
-    assert out.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(out, reference(w, gamma, beta))
-    assert torch.autograd.gradgradcheck(ours, (w, gamma, beta))
-
-
-@pytest.mark.parametrize("groups", [1, 3])
-@pytest.mark.parametrize("channels_last_input", [False, True])
-def test_conv2d_double_backward_matches_finite_differences(groups: int, channels_last_input: bool):
-    g = torch.Generator().manual_seed(groups)
-    x = torch.randn(2, 2 * groups, 5, 4, generator=g, dtype=torch.float64)
-    if channels_last_input:
-        x = x.contiguous(memory_format=torch.channels_last)
-    x.requires_grad_()
-    w = torch.randn(2 * groups, 2, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
-
-    def f(x, w):
-        return conv2d(x, w, groups=groups, padding=1)
-
-    torch.testing.assert_close(f(x, w), torch.nn.functional.conv2d(x, w, padding=1, groups=groups))
-    assert torch.autograd.gradcheck(f, (x, w))
-    assert torch.autograd.gradgradcheck(f, (x, w))
-
-
-@pytest.mark.parametrize("op", ["pool_relu", "relu"])
-@pytest.mark.parametrize("channels_last_input", [False, True])
-def test_pool_and_relu_second_derivatives_match_aten(channels_last_input: bool, op: str):
-    """max_pool2_relu (one node) and relu against aten's operations, to second order."""
-    ours_op, aten_op = (
-        (max_pool2_relu, lambda t: torch.relu(torch.nn.functional.max_pool2d(t, 2)))
-        if op == "pool_relu"
-        else (relu, torch.relu)
-    )
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, 6, 5, generator=g, dtype=torch.float64)
-    if channels_last_input:
-        x = x.contiguous(memory_format=torch.channels_last)
-    x.requires_grad_()
-    v = torch.randn(aten_op(x).shape, generator=g, dtype=torch.float64)
-
-    def ours(x):
-        return (ours_op(x) * v).sum() * x.sum()  # a non-zero second derivative
-
-    def reference(x):
-        return (aten_op(x) * v).sum() * x.sum()
-
-    torch.testing.assert_close(ours(x), reference(x))
-    (g1,) = torch.autograd.grad(ours(x), x, create_graph=True)
-    (r1,) = torch.autograd.grad(reference(x), x, create_graph=True)
-    torch.testing.assert_close(g1, r1)
-    u = torch.randn(x.shape, generator=g, dtype=torch.float64)
-    (g2,) = torch.autograd.grad((g1 * u).sum(), x)
-    (r2,) = torch.autograd.grad((r1 * u).sum(), x)
-    torch.testing.assert_close(g2, r2)
-    assert torch.autograd.gradgradcheck(lambda t: ours_op(t).pow(2), (x,))
-
-
-def test_data_patches_are_unfold_in_task_major_order():
-    g = torch.Generator().manual_seed(0)
-    n_tasks, C = 3, 2
-    x = torch.randn(4, n_tasks * C, 5, 6, generator=g)
-    ours = data_patches(x, n_tasks)  # [n*H*W, B, C*9]
-    ref = torch.nn.functional.unfold(x, 3, padding=1)  # [n, B*C*9, H*W]
-    ref = ref.view(4, n_tasks, C * 9, 30).permute(0, 3, 1, 2).reshape(4 * 30, n_tasks, C * 9)
-    assert torch.equal(ours, ref)
-
-
-@pytest.mark.parametrize("size", [(6, 4), (7, 5)])
-@pytest.mark.parametrize("chunked", [False, True])
-def test_first_layer_with_fused_pooling_equals_pooling_its_output(
-    monkeypatch: pytest.MonkeyPatch, size: tuple[int, int], chunked: bool
-):
-    """Chunks of images (and odd sizes, where pooling drops the last row/column) change
-    nothing: values, gradients and second derivatives are those of pooling the full map."""
-    import metaunsup.nets.functional as functional
-
-    if chunked:  # 17 images in chunks of 2 (and a last one of 1)
-        monkeypatch.setattr(functional, "POOL_CHUNK_ELEMENTS", 1)
-        monkeypatch.setattr(functional, "POOL_CHUNK_MIN_IMAGES", 2)
-    n_tasks = 2
-    g = torch.Generator().manual_seed(1)
-    dt = torch.float64
-    x = torch.rand(17 if chunked else 3, n_tasks, *size, generator=g, dtype=dt)
-    w = torch.randn(n_tasks, 3, 1, 3, 3, generator=g, dtype=dt, requires_grad=True)
-    gamma = torch.randn(n_tasks, 3, generator=g, dtype=dt, requires_grad=True)
-    beta = torch.randn(n_tasks, 3, generator=g, dtype=dt, requires_grad=True)
-
-    def fused(w, gamma, beta):
-        return task_conv_batch_norm_of_data(x, w, gamma, beta, n_tasks, pool_relu=True)
-
-    def reference(w, gamma, beta):
-        out = task_conv_batch_norm_of_data(x, w, gamma, beta, n_tasks)
-        return torch.relu(torch.nn.functional.max_pool2d(out, 2))
-
-    out = fused(w, gamma, beta)
-    assert out.shape == (x.shape[0], n_tasks * 3, size[0] // 2, size[1] // 2)
-    assert out.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(out, reference(w, gamma, beta))
-    v = torch.randn(out.shape, generator=g, dtype=dt)
-    grads = torch.autograd.grad((fused(w, gamma, beta) * v).sum(), (w, gamma, beta))
-    want = torch.autograd.grad((reference(w, gamma, beta) * v).sum(), (w, gamma, beta))
-    for a, b in zip(grads, want, strict=True):
-        torch.testing.assert_close(a, b)
-    assert torch.autograd.gradgradcheck(fused, (w, gamma, beta))
-
-
-def test_first_layer_gemm_differentiates_with_respect_to_its_input():
-    g = torch.Generator().manual_seed(2)
-    dt = torch.float64
-    x = torch.rand(3, 2, 4, 5, generator=g, dtype=dt, requires_grad=True)
-    w = torch.randn(3, 2, 3, 3, generator=g, dtype=dt)
-    gamma, beta = torch.randn(3, generator=g, dtype=dt), torch.randn(3, generator=g, dtype=dt)
-
-    def ours(x):
-        return task_conv_batch_norm_of_data(x, w, gamma, beta, 1)
-
-    torch.testing.assert_close(ours(x), task_batch_norm(task_conv2d(x, w, None, 1), gamma, beta, 1))
-    assert torch.autograd.gradcheck(ours, (x,))
-
-
-def test_cpu_kernels_off_runs_the_generic_path(monkeypatch: pytest.MonkeyPatch):
-    """``cpu_kernels = False`` skips the CPU rewrites (here: the first layer's GEMM), with the
-    same values."""
-    import metaunsup.nets.conv4 as conv4_module
-
-    net = Conv4(1, 3, hidden=4, image_size=8, norm="batch").double()
-    x = torch.rand(2, 4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    fast = net.functional_forward(net.params(), x)
-    calls = []
-    real = conv4_module.task_conv_batch_norm_of_data
-    monkeypatch.setattr(
-        conv4_module,
-        "task_conv_batch_norm_of_data",
-        lambda *a, **k: calls.append(1) or real(*a, **k),
-    )
-    net.cpu_kernels = False
-    generic = net.functional_forward(net.params(), x)
-    assert calls == []
-    torch.testing.assert_close(generic, fast)
-    net.cpu_kernels = True
-    net.functional_forward(net.params(), x)
-    assert calls == [1]

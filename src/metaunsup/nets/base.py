@@ -28,8 +28,19 @@ class FunctionalNet(nn.Module, ABC):
     * ``functional_forward(params, x)``: ``x`` ``[B, n, *example_shape]`` and a parameter dict
       whose entries are shared or task-batched → ``[B, n, n_way]``, all tasks at once.
 
+    A new backbone is one module with a subclass (``__init__`` arguments that are its config,
+    ``example_shape``, ``n_way``, ``feature_dim``, ``head_names``, ``forward``,
+    ``functional_features``, ``config``) and one line that registers it under its config
+    name (:func:`~metaunsup.nets.register_backbone`); learners, checkpoints and the command
+    line then build it with :func:`~metaunsup.nets.build_net`.
+
     Attributes
     ----------
+    example_shape:
+        Shape of one input example, e.g. ``(C, H, W)`` for images or ``(D,)`` for vectors:
+        ``forward`` reads ``[n, *example_shape]``, ``functional_forward``
+        ``[B, n, *example_shape]``. Declared by every backbone, so that callers build inputs
+        and decoders from it instead of guessing from the backbone's type or config.
     n_way:
         Outputs of the linear head, or ``None`` for an embedding network without head.
     feature_dim:
@@ -38,6 +49,7 @@ class FunctionalNet(nn.Module, ABC):
         Names of the head's parameters (empty without head).
     """
 
+    example_shape: tuple[int, ...]
     n_way: int | None
     feature_dim: int
     head_names: tuple[str, ...]

@@ -26,22 +26,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metaunsup.errors import ConfigError
+from metaunsup.nets._cpu import conv4_features
 from metaunsup.nets.base import FunctionalNet, ParamDict, check_norm
 from metaunsup.nets.functional import (
-    channels_last,
     from_task_channels,
     task_batch_norm,
     task_conv2d,
-    task_conv_batch_norm_of_data,
     task_group_norm,
     to_task_channels,
 )
-from metaunsup.nets.pointwise import max_pool2_relu, relu
 
 
 class _Block(nn.Module):
@@ -91,17 +88,19 @@ class Conv4(FunctionalNet):
 
     Attributes
     ----------
+    example_shape:
+        ``(in_channels, H, W)``: the shape of one input image (before ``input_pool``).
     large_task:
-        ``n*H*W`` per task from which the CPU functional forward runs task by task instead of
-        one grouped pass (default 10000: a 1-shot 5-way support of 28×28 images is one pass,
-        a 15-query set runs per task). A speed knob only; results do not depend on it.
+        ``n*H*W`` per task from which the CPU fast path runs task by task instead of one
+        grouped pass (default 10000: a 1-shot 5-way support of 28×28 images is one pass, a
+        15-query set runs per task). A speed knob only; results do not depend on it.
     cpu_kernels:
-        Whether the functional forward on CPU uses the rewrites listed in
-        :meth:`functional_features` (default ``True``). ``False`` runs the generic path that
-        other devices use: one grouped NCHW pass with aten's convolution, batch norm and
-        pooling, which rounds in float32 the way a plain PyTorch Conv4 does (for comparing
-        gradients with another library operation for operation; slower on CPU). Values and
-        gradients are the same function either way.
+        Whether the functional forward of CPU inputs takes the private fast path
+        (``metaunsup.nets._cpu``, default ``True``). ``False`` runs the generic path that other
+        devices use: one grouped NCHW pass with aten's convolution, batch norm and pooling,
+        which rounds in float32 the way a plain PyTorch Conv4 does (for comparing gradients
+        with another library operation for operation; slower on CPU). Values and gradients
+        are the same function either way.
     """
 
     def __init__(
@@ -136,6 +135,7 @@ class Conv4(FunctionalNet):
         check_norm(norm, hidden, groups)
         self.in_channels, self.hidden, self.norm, self.groups = in_channels, hidden, norm, groups
         self.image_size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self.example_shape = (int(in_channels), *self.image_size)
         self.input_pool = input_pool
         self.n_way = n_way
         blocks, cin = [], in_channels
@@ -151,7 +151,6 @@ class Conv4(FunctionalNet):
         self.feature_dim = hidden * h * w
         self.head = nn.Linear(self.feature_dim, n_way) if n_way is not None else None
         self.head_names = ("head.weight", "head.bias") if n_way is not None else ()
-        self._shared_ndim = {k: v.dim() for k, v in self.named_parameters()}
         self.large_task = 10000
         self.cpu_kernels = True
 
@@ -165,84 +164,36 @@ class Conv4(FunctionalNet):
         return self.head(x) if self.head is not None else x
 
     def functional_features(self, params: ParamDict, x: Tensor) -> Tensor:
-        """``[B, n, C, H, W]`` → ``[B, n, feature_dim]``, all tasks at once.
+        """``[B, n, C, H, W]`` → ``[B, n, feature_dim]``, all tasks in one grouped pass.
 
-        Small tasks (``n*H*W < large_task``: inner-loop supports) run as one grouped pass over
-        the task-channel layout. On CPU, the implementation also picks what is fast there, all
-        exact:
+        The examples travel in the task-channel layout ``[n, B*C, H, W]`` through the blocks
+        of :meth:`forward`, each layer one operation for all tasks
+        (:mod:`metaunsup.nets.functional`); values and gradients of every order equal those of
+        a loop over tasks of :meth:`forward` (up to rounding).
 
-        * large tasks (query sets) run task by task with ordinary convolutions: one large
-          grouped convolution is slower there than the same work split per task;
-        * activations are channels-last (the NCHW pooling and normalisation kernels are
-          several times slower), and batch norm runs on the ``[n*H*W, C]`` matrix view with a
-          closed-form double backward (:mod:`metaunsup.nets.batchnorm`);
-        * with batch norm, the first convolution + norm is one GEMM of the input's centred
-          patches, pooled chunk by chunk while in cache
-          (:func:`~metaunsup.nets.functional.task_conv_batch_norm_of_data`);
-        * ReLU follows the max-pool: they commute exactly, and it is four times less work.
-
-        Values and gradients of every order equal those of a loop over tasks of ``forward``
-        (up to rounding).
+        On the CPU with :attr:`cpu_kernels` on, the same function is computed by the private
+        fast path ``metaunsup.nets._cpu.conv4_features`` (channels-last activations, a GEMM
+        for the first layer, closed-form double backwards, large tasks one by one), which the
+        tests compare with this forward.
         """
         self._check_batched_input(x, 3)
         if self.input_pool > 1:
             pooled = F.avg_pool2d(x.flatten(0, 1), self.input_pool)
             x = pooled.view(*x.shape[:2], *pooled.shape[1:])
-        B, n, _, H, W = x.shape
-        cpu = x.device.type == "cpu" and self.cpu_kernels
-        if cpu and B > 1 and n * H * W >= self.large_task:
-            per_task = self._per_task(params, B)
-            return torch.cat([self._features(per_task[t], x[t : t + 1], True) for t in range(B)])
-        return self._features(params, x, cpu)
-
-    def _per_task(self, params: ParamDict, n_tasks: int) -> list[ParamDict]:
-        """Each task's parameters: batched entries as ``[1, ...]`` pieces, shared ones kept.
-
-        The pieces come from one ``unbind`` per entry, whose backward stacks the tasks'
-        gradients in one write (slicing would zero-fill a full-size gradient per task and add
-        them up).
-        """
-        ndim = self._shared_ndim
-        pieces = {
-            k: [piece.unsqueeze(0) for piece in v.unbind(0)]
-            for k, v in params.items()
-            if v.dim() > ndim.get(k, v.dim())
-        }
-        return [
-            {k: pieces[k][t] if k in pieces else v for k, v in params.items()}
-            for t in range(n_tasks)
-        ]
-
-    def _features(self, params: ParamDict, x: Tensor, cpu_path: bool) -> Tensor:
+        if x.device.type == "cpu" and self.cpu_kernels:
+            return conv4_features(self, params, x)
         B = x.shape[0]
         h = to_task_channels(x)
         for i, block in enumerate(self.blocks):
             p = f"blocks.{i}."
-            if i == 0 and self.norm == "batch" and cpu_path:
-                h = task_conv_batch_norm_of_data(
-                    h,
-                    params[p + "conv.weight"],
-                    params[p + "norm.weight"],
-                    params[p + "norm.bias"],
-                    B,
-                    pool_relu=block.pool,
+            h = task_conv2d(h, params[p + "conv.weight"], params.get(p + "conv.bias"), B)
+            if self.norm == "batch":
+                h = task_batch_norm(h, params[p + "norm.weight"], params[p + "norm.bias"], B)
+            elif self.norm == "group":
+                h = task_group_norm(
+                    h, params[p + "norm.weight"], params[p + "norm.bias"], B, self.groups
                 )
-                if block.pool:
-                    continue  # pooled and ReLU'd already
-            else:
-                if i == 0 and cpu_path:
-                    h = channels_last(h)
-                h = task_conv2d(h, params[p + "conv.weight"], params.get(p + "conv.bias"), B)
-                if self.norm == "batch":
-                    h = task_batch_norm(h, params[p + "norm.weight"], params[p + "norm.bias"], B)
-                elif self.norm == "group":
-                    h = task_group_norm(
-                        h, params[p + "norm.weight"], params[p + "norm.bias"], B, self.groups
-                    )
-            if block.pool:
-                h = max_pool2_relu(h) if cpu_path else F.relu(F.max_pool2d(h, 2))
-            else:
-                h = relu(h) if cpu_path else F.relu(h)
+            h = F.relu(F.max_pool2d(h, 2)) if block.pool else F.relu(h)  # (they commute)
         return from_task_channels(h, B)
 
     def config(self) -> dict[str, Any]:

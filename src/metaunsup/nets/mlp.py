@@ -49,8 +49,13 @@ class MLP(FunctionalNet):
     norm, groups:
         ``"batch"``, ``"group"`` (``groups`` must divide every width) or ``"none"``.
 
-    Shapes: ``forward`` ``[n, *example_shape]`` → ``[n, n_way]``;
-    ``functional_forward(params, x)`` ``[B, n, *example_shape]`` → ``[B, n, n_way]``.
+    Shapes: ``forward`` ``[n, *shape]`` → ``[n, n_way]``; ``functional_forward(params, x)``
+    ``[B, n, *shape]`` → ``[B, n, n_way]``, for any ``shape`` of ``in_features`` elements.
+
+    Attributes
+    ----------
+    example_shape:
+        ``(in_features,)``: one flattened example.
     """
 
     def __init__(
@@ -73,6 +78,7 @@ class MLP(FunctionalNet):
             check_norm(norm, h, groups)
         self.in_features, self.hidden, self.norm, self.groups = in_features, hidden, norm, groups
         self.n_way = n_way
+        self.example_shape = (int(in_features),)
         widths = [in_features, *hidden]
         self.layers = nn.ModuleList(
             _Layer(a, b, norm, groups) for a, b in itertools.pairwise(widths)
