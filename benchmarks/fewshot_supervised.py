@@ -23,7 +23,7 @@ import torch
 
 from metaunsup import data
 from metaunsup.checkpoint import read_checkpoint
-from metaunsup.evaluation.protocol import evaluate_fewshot
+from metaunsup.evaluation.fewshot import evaluate_fewshot
 from metaunsup.fileio import atomic_write_json, atomic_write_text
 from metaunsup.learners import load_learner
 from metaunsup.training.build import train_run

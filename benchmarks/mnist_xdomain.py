@@ -29,7 +29,7 @@ import torch
 from metaunsup import data
 from metaunsup.cluster import kmeans, spectral_clustering
 from metaunsup.data.base import to_float
-from metaunsup.evaluation.protocol import ClusteringMethod, evaluate_clustering
+from metaunsup.evaluation.clustering import ClusteringMethod, evaluate_clustering
 from metaunsup.fileio import atomic_write_json, atomic_write_text
 from metaunsup.learners import load_learner
 

@@ -11,7 +11,7 @@ import torch
 from metaunsup.checkpoint import packaged_dir, packaged_names
 from metaunsup.data import load
 from metaunsup.errors import DataError
-from metaunsup.evaluation.protocol import evaluate_fewshot
+from metaunsup.evaluation.fewshot import evaluate_fewshot
 from metaunsup.learners import load_learner
 from metaunsup.metrics import clustering_accuracy
 from metaunsup.tasks import ClusteringTaskSampler

@@ -17,7 +17,7 @@ from metaunsup.app.cli import main
 from metaunsup.cluster import kmeans, kmeans_plusplus, soft_kmeans, task_seeds
 from metaunsup.data import load
 from metaunsup.errors import ConfigError
-from metaunsup.evaluation.protocol import evaluate_fewshot
+from metaunsup.evaluation.fewshot import evaluate_fewshot
 from metaunsup.learners import (
     ClusterMAML,
     FewShotLearner,
@@ -478,7 +478,7 @@ def test_clustering_config_validation():
 
 
 def test_train_then_evaluate_a_clustering_checkpoint(tmp_path, capsys):
-    from metaunsup.evaluation.protocol import checkpoint_method
+    from metaunsup.evaluation.clustering import checkpoint_method
     from metaunsup.learners import load_learner
     from metaunsup.training.build import train_run
 

@@ -13,7 +13,8 @@ from torch import Tensor
 
 from metaunsup.checkpoint import save_checkpoint
 from metaunsup.errors import ConfigError
-from metaunsup.evaluation.protocol import evaluate_clustering, evaluate_fewshot, learner_method
+from metaunsup.evaluation.clustering import evaluate_clustering, learner_method
+from metaunsup.evaluation.fewshot import evaluate_fewshot
 from metaunsup.learners import (
     LEARNERS,
     AdaptedState,
@@ -186,4 +187,4 @@ def test_every_clustering_learner_runs_through_the_evaluation_protocol():
     ]
     report = evaluate_clustering(ds, methods, n_way=3, k_shot=5, n_tasks=4)
     assert [r.method for r in report.results] == [m.name for m in methods]
-    assert all(0.0 <= r.acc.mean <= 1.0 for r in report.results)
+    assert all(0.0 <= r.scores["acc"].mean <= 1.0 for r in report.results)

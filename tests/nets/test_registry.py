@@ -3,6 +3,7 @@ line and used end to end through the public registries (``build_net``, ``build_l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,6 +50,10 @@ class ToyNet(FunctionalNet):
     def functional_features(self, params: ParamDict, x: Tensor) -> Tensor:
         self._check_batched_input(x, len(self.example_shape))
         return F.relu(task_linear(x, params["body.weight"], params["body.bias"]))
+
+    @classmethod
+    def shape_config(cls, example_shape: tuple[int, ...]) -> dict[str, Any]:
+        return {"in_features": math.prod(example_shape)}
 
     def config(self) -> dict[str, Any]:
         return {

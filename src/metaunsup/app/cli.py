@@ -77,10 +77,10 @@ POSITIVE = click.IntRange(min=1)
 @click.option("--split", default="test", show_default=True, help="Split the tasks come from.")
 @click.option(
     "--task",
-    type=click.Choice(["clustering", "fewshot"]),
     default="clustering",
     show_default=True,
-    help="Task protocol: clustering (labels hidden) or few-shot classification.",
+    help="Task kind: clustering (labels hidden) or fewshot (classify a query after a labelled "
+    "support).",
 )
 @click.option("--n-way", type=POSITIVE, default=10, show_default=True, help="Classes per task.")
 @click.option(
@@ -138,40 +138,29 @@ def evaluate(
 ) -> None:
     """Evaluate methods on seeded test tasks (all methods on the identical tasks)."""
     from metaunsup import data
-    from metaunsup.evaluation.protocol import evaluate_clustering, resolve_methods
+    from metaunsup.evaluation.kinds import task_kind
+    from metaunsup.evaluation.protocol import TaskShape, evaluate
     from metaunsup.fileio import atomic_write_json, check_output_path
+    from metaunsup.learners import load_learner
 
     _set_threads(threads)
     if json_path is not None:
         check_output_path(json_path)
-    if task == "fewshot":
-        from metaunsup.evaluation.protocol import evaluate_fewshot
-        from metaunsup.learners import load_learner
-
-        if methods:
-            raise ConfigError("--method is for clustering; few-shot tasks take --checkpoint")
-        if not checkpoints:
-            raise ConfigError("few-shot evaluation needs a trained model: pass --checkpoint")
-        learners = [(name, load_learner(name)) for name in checkpoints]
-        ds = data.load(dataset, split, root=data_dir)
-        with _progress(tasks, f"{dataset}/{split}", quiet) as update:
-            report = evaluate_fewshot(
-                ds, learners, n_way=n_way, k_shot=k_shot, n_query=query, n_tasks=tasks,
-                seed=seed, steps=steps, progress=update,
-            ).to_json()  # fmt: skip
-    else:
-        from metaunsup.evaluation.protocol import checkpoint_method
-
-        chosen = resolve_methods(methods or ("kmeans",))
-        names = {m.name for m in chosen}
-        for name in dict.fromkeys(checkpoints):
-            if name not in names:
-                chosen.append(checkpoint_method(name, steps=steps))
-        ds = data.load(dataset, split, root=data_dir)
-        with _progress(tasks, f"{dataset}/{split}", quiet) as update:
-            report = evaluate_clustering(
-                ds, chosen, n_way=n_way, k_shot=k_shot, n_tasks=tasks, seed=seed, progress=update
-            ).to_json()
+    kind = task_kind(task)
+    chosen = kind.resolve(methods or kind.default_baselines)
+    names = {m.name for m in chosen}
+    for name in dict.fromkeys(checkpoints):
+        if name not in names:
+            chosen.append(kind.method_of(name, load_learner(name), steps))
+    if not chosen:
+        raise ConfigError(f"nothing to evaluate on {task} tasks: pass --checkpoint (a trained "
+                          "model)")  # fmt: skip
+    ds = data.load(dataset, split, root=data_dir)
+    shape = TaskShape(n_way, k_shot, query if kind.has_query else 0)
+    with _progress(tasks, f"{dataset}/{split}", quiet) as update:
+        report = evaluate(
+            kind, ds, chosen, shape=shape, n_tasks=tasks, seed=seed, progress=update
+        ).to_json()
     _print_report(report)
     if json_path is not None:
         atomic_write_json(json_path, report)

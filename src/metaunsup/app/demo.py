@@ -25,8 +25,8 @@ from typing import Any
 
 from metaunsup import data
 from metaunsup.app.report.figures import plot_curves
+from metaunsup.evaluation.clustering import evaluate_clustering, learner_method, resolve_methods
 from metaunsup.evaluation.convergence import kmeans_curve, learner_curve
-from metaunsup.evaluation.protocol import evaluate_clustering, learner_method, resolve_methods
 from metaunsup.fileio import atomic_write_json
 from metaunsup.training.config import RunConfig, config_from_dict
 

@@ -31,8 +31,8 @@ from metaunsup.app.report.figures import plot_curves
 from metaunsup.app.report.tables import report_title, results_table
 from metaunsup.checkpoint import read_checkpoint
 from metaunsup.errors import ConfigError
+from metaunsup.evaluation.clustering import evaluate_clustering, learner_method, resolve_methods
 from metaunsup.evaluation.convergence import kmeans_curve, learner_curve
-from metaunsup.evaluation.protocol import evaluate_clustering, learner_method, resolve_methods
 from metaunsup.fileio import atomic_write_json, atomic_write_text
 from metaunsup.training.config import load_config
 

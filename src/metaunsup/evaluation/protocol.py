@@ -1,8 +1,13 @@
-"""The evaluation protocol: seeded test tasks, every method on the identical tasks, mean ± 95% CI.
+"""The evaluation protocol, the same for every task kind: seeded test tasks, every method on
+the identical tasks, each score as mean ± 95% CI over tasks.
 
-Tasks are drawn once per chunk by a seeded sampler and handed to each method in turn, so all
-methods see exactly the same tasks and the comparison is paired. Time is measured per method
-(wall clock over all its chunks) and reported as milliseconds per task.
+Tasks are drawn once per chunk by the kind's seeded sampler and handed to each method in turn,
+so all methods see exactly the same tasks and the comparison is paired. Time is measured per
+method (wall clock over all its chunks) and reported as milliseconds per task.
+
+A task kind (:class:`TaskKind`, registered in :mod:`metaunsup.evaluation.kinds`) says how its
+tasks are drawn, what a method returns for them and how that is scored, which learners can be
+evaluated on it and which baselines stand beside them; :func:`evaluate` runs any of them.
 """
 
 from __future__ import annotations
@@ -10,9 +15,9 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,55 +25,109 @@ import torch
 from metaunsup._validation import check_int
 from metaunsup.data.base import Dataset
 from metaunsup.errors import ConfigError
-from metaunsup.evaluation.baselines import get_baseline
-from metaunsup.learners import ClusteringLearner, FewShotLearner, MetaLearner, load_learner
-from metaunsup.metrics import mean_ci, score_clustering
-from metaunsup.tasks import ClusteringTaskSampler, TaskBatch
+from metaunsup.learners import MetaLearner
+from metaunsup.metrics import mean_ci
+from metaunsup.tasks import TaskBatch
+
+__all__ = [
+    "EvaluationReport",
+    "MeanCI",
+    "Method",
+    "MethodResult",
+    "TaskKind",
+    "TaskShape",
+    "environment",
+    "evaluate",
+]
 
 
 @dataclass(frozen=True)
-class ClusteringMethod:
-    """A clustering method under evaluation: ``fn(x [B, n, ...], k, seed) -> labels [B, n]``."""
+class TaskShape:
+    """The shape of a task: ``n_way`` classes × ``k_shot`` examples (+ ``n_query`` each)."""
+
+    n_way: int
+    k_shot: int
+    n_query: int = 0
+
+
+class Method(Protocol):
+    """A method under evaluation: ``run(batch, seed)`` → what its task kind scores (labels
+    ``int64 [B, n]`` for clustering, query predictions ``[B, m]`` for few-shot tasks)."""
 
     name: str
-    fn: Callable[[torch.Tensor, int, int], torch.Tensor]
+
+    def run(self, batch: TaskBatch, seed: int) -> torch.Tensor: ...
 
 
-def learner_method(
-    name: str,
-    learner: MetaLearner,
-    steps: int | None = None,
-    device: torch.device | str = "cpu",
-) -> ClusteringMethod:
-    """A :class:`~metaunsup.learners.ClusteringLearner` (Meta-K-means, Clustering-MAML,
-    Meta-GMVAE) as an evaluation method, run without gradients on ``device``; ``steps``
-    (``None``: the learner's own) overrides its test-time steps. A learner that does not
-    cluster is a :class:`ConfigError` saying which task it is for."""
-    if not isinstance(learner, ClusteringLearner):
-        raise ConfigError(
-            f"{name!r} holds a {learner.name!r} learner, which does not cluster; evaluate it "
-            "with --task fewshot"
-        )
+@dataclass(frozen=True)
+class TaskKind:
+    """What the protocol needs to know about one kind of task.
 
-    def fn(x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
-        with torch.no_grad():
-            labels = learner.cluster(x.to(device), k, seed=seed, steps=steps)
-        return labels.cpu()
+    Attributes
+    ----------
+    name, summary:
+        The kind's name (``task.kind`` in configs, ``--task`` on the command line) and one
+        line about it.
+    ability:
+        The learner ability (:mod:`metaunsup.learners.base`) a model needs to be evaluated
+        (and validated) on these tasks.
+    scores:
+        The scores each method gets, the headline first (meta-validation keeps the best
+        checkpoint by it).
+    score_labels:
+        How reports name each score (their columns and axes), e.g. ``{"acc": "accuracy"}``.
+    has_query:
+        Whether tasks hold query examples besides their support (``n_query`` matters).
+    chunk_size:
+        Tasks drawn and run at a time (memory; and, with the method seed of each chunk,
+        part of what makes a run reproducible).
+    make_sampler:
+        ``(dataset, shape, seed) -> sampler`` of labelled tasks (``batches(n, chunk)``), for
+        evaluation, meta-validation and supervised meta-training alike.
+    score:
+        ``(batch, output) -> {score: float64 [B]}``; checks the output's shape.
+    learner_method:
+        ``(name, learner, steps, device) -> Method`` for a learner with the ability.
+    baselines:
+        Baseline methods by name (factories), and ``default_baselines`` those evaluated when
+        none is named.
+    """
 
-    return ClusteringMethod(name, fn)
+    name: str
+    summary: str
+    ability: type
+    scores: tuple[str, ...]
+    score_labels: Mapping[str, str]
+    has_query: bool
+    chunk_size: int
+    make_sampler: Callable[[Dataset, TaskShape, int], Any]
+    score: Callable[[TaskBatch, torch.Tensor], dict[str, np.ndarray]]
+    learner_method: Callable[[str, MetaLearner, int | None, torch.device | str], Method]
+    baselines: Mapping[str, Callable[[], Method]] = field(default_factory=dict)
+    default_baselines: tuple[str, ...] = ()
 
+    def baseline(self, name: str) -> Method:
+        """The baseline called ``name``; :class:`ConfigError` naming the choices otherwise."""
+        if name not in self.baselines:
+            choices = ", ".join(self.baselines) or "none: evaluate trained models (--checkpoint)"
+            raise ConfigError(f"unknown method {name!r} for {self.name} tasks; choose from: "
+                              f"{choices}")  # fmt: skip
+        return self.baselines[name]()
 
-def checkpoint_method(
-    name_or_path: str | Path,
-    steps: int | None = None,
-    device: torch.device | str = "cpu",
-    label: str | None = None,
-) -> ClusteringMethod:
-    """A trained clustering learner, loaded from a checkpoint file or packaged name, as an
-    evaluation method (``evaluate --checkpoint``); ``label`` names the method (default: the
-    checkpoint as given). See :func:`learner_method`."""
-    learner = load_learner(name_or_path, device)
-    return learner_method(label or str(name_or_path), learner, steps, device)
+    def resolve(self, names: Iterable[str]) -> list[Method]:
+        """Baselines by name, each once, in order (unknown names: :class:`ConfigError`)."""
+        return [self.baseline(name) for name in dict.fromkeys(names)]
+
+    def method_of(
+        self,
+        name: str,
+        learner: MetaLearner,
+        steps: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> Method:
+        """``learner`` as a method; the kind's ``learner_method`` raises a
+        :class:`ConfigError` saying which kind fits when the learner lacks the ability."""
+        return self.learner_method(name, learner, steps, device)
 
 
 @dataclass
@@ -86,13 +145,18 @@ class MeanCI:
 
 @dataclass
 class MethodResult:
-    """Scores of one method over all tasks (``nmi``/``ari`` only for clustering tasks)."""
+    """Scores of one method over all tasks, by name (``scores["acc"]``), and its time."""
 
     method: str
-    acc: MeanCI
+    scores: dict[str, MeanCI]
     ms_per_task: float
-    nmi: MeanCI | None = None
-    ari: MeanCI | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"method", <score>: {"mean", "ci95"}, ..., "ms_per_task"}``."""
+        out: dict[str, Any] = {"method": self.method}
+        out.update({k: {"mean": v.mean, "ci95": v.ci95} for k, v in self.scores.items()})
+        out["ms_per_task"] = self.ms_per_task
+        return out
 
 
 @dataclass
@@ -110,28 +174,22 @@ class EvaluationReport:
     n_query: int = 0
     environment: dict[str, str] = field(default_factory=dict)
 
-    def to_json(self) -> dict:
-        """The JSON layout: results keep only the scores that were measured."""
-        out = asdict(self)
-        out["results"] = [{k: v for k, v in r.items() if v is not None} for r in out["results"]]
-        if self.task == "clustering":
-            del out["n_query"]
+    def to_json(self) -> dict[str, Any]:
+        """The JSON layout (``n_query`` only for kinds whose tasks have a query)."""
+        out: dict[str, Any] = {
+            "dataset": self.dataset,
+            "split": self.split,
+            "task": self.task,
+            "n_way": self.n_way,
+            "k_shot": self.k_shot,
+            "tasks": self.tasks,
+            "seed": self.seed,
+            "results": [r.to_json() for r in self.results],
+        }
+        if self.n_query:
+            out["n_query"] = self.n_query
+        out["environment"] = dict(self.environment)
         return out
-
-
-def resolve_methods(names: Iterable[str]) -> list[ClusteringMethod]:
-    """Turn baseline names into :class:`ClusteringMethod` objects (unknown → ConfigError)."""
-    methods = []
-    seen = set()
-    for name in names:
-        if name in seen:
-            continue
-        seen.add(name)
-        baseline = get_baseline(name)
-        methods.append(ClusteringMethod(baseline.name, baseline.fn))
-    if not methods:
-        raise ConfigError("no method to evaluate; name at least one")
-    return methods
 
 
 def environment() -> dict[str, str]:
@@ -148,36 +206,47 @@ def environment() -> dict[str, str]:
     }
 
 
-def evaluate_clustering(
+def evaluate(
+    kind: TaskKind,
     dataset: Dataset,
-    methods: Sequence[ClusteringMethod],
+    methods: Sequence[Method],
     *,
-    n_way: int,
-    k_shot: int,
+    shape: TaskShape,
     n_tasks: int,
     seed: int = 0,
-    chunk_size: int = 250,
+    chunk_size: int | None = None,
+    method_seed: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> EvaluationReport:
-    """Run clustering protocol A: ``n_tasks`` tasks of ``n_way`` classes × ``k_shot`` examples.
+    """Run ``methods`` on ``n_tasks`` seeded tasks of ``kind`` from ``dataset``.
 
-    Each method sees only the task's examples and ``k = n_way``; the hidden labels score it
-    (Hungarian accuracy, NMI, ARI). ``progress(n)`` is called after every chunk with the number of
-    tasks just finished. The method seed of a chunk is ``seed + index of its first task``.
+    Each method sees only what the kind shows it (clustering: the points and ``k``; few-shot:
+    the labelled support and the query); the hidden labels only score. The tasks come from
+    ``kind.make_sampler(dataset, shape, seed)`` in chunks of ``chunk_size`` (default: the
+    kind's); the methods of a chunk get the seed ``method_seed + index of its first task``
+    (``method_seed`` defaults to ``seed``). ``progress(n)`` is called after every chunk with
+    the number of tasks just finished.
     """
-    _check_n_tasks(n_tasks)
-    if chunk_size < 1:
-        raise ConfigError(f"chunk_size must be positive, got {chunk_size!r}")
-    sampler = ClusteringTaskSampler(dataset, n_way=n_way, k_shot=k_shot, seed=seed)
+    check_int("n_tasks", n_tasks, 1)
+    chunk = kind.chunk_size if chunk_size is None else check_int("chunk_size", chunk_size, 1)
+    if not methods:
+        raise ConfigError("no method to evaluate; name at least one")
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"two methods share a name: {names}")
+    sampler = kind.make_sampler(dataset, shape, seed)
+    base = seed if method_seed is None else method_seed
     scores: dict[str, dict[str, list[np.ndarray]]] = {
-        m.name: {"acc": [], "nmi": [], "ari": []} for m in methods
+        n: {s: [] for s in kind.scores} for n in names
     }
-    seconds = dict.fromkeys(scores, 0.0)
+    seconds = dict.fromkeys(names, 0.0)
     start = 0
-    for batch in sampler.batches(n_tasks, chunk_size):
+    for batch in sampler.batches(n_tasks, chunk):
         for method in methods:
-            labels = _timed_call(method, batch, seed + start, seconds)
-            for key, values in score_clustering(batch.y, labels).items():
+            t0 = time.perf_counter()
+            out = method.run(batch, base + start)
+            seconds[method.name] += time.perf_counter() - t0
+            for key, values in kind.score(batch, out.cpu()).items():
                 scores[method.name][key].append(values)
         start += batch.n_tasks
         if progress is not None:
@@ -185,100 +254,18 @@ def evaluate_clustering(
     results = [
         MethodResult(
             method=name,
-            acc=MeanCI.of(np.concatenate(s["acc"])),
-            nmi=MeanCI.of(np.concatenate(s["nmi"])),
-            ari=MeanCI.of(np.concatenate(s["ari"])),
+            scores={k: MeanCI.of(np.concatenate(v)) for k, v in per_score.items()},
             ms_per_task=1000.0 * seconds[name] / n_tasks,
         )
-        for name, s in scores.items()
+        for name, per_score in scores.items()
     ]
     return EvaluationReport(
         dataset=dataset.name,
         split=dataset.split,
-        task="clustering",
-        n_way=n_way,
-        k_shot=k_shot,
-        tasks=n_tasks,
-        seed=seed,
-        results=results,
-        environment=environment(),
-    )
-
-
-def _check_n_tasks(n_tasks: object) -> None:
-    check_int("n_tasks", n_tasks, 1)
-
-
-def _timed_call(
-    method: ClusteringMethod, batch: TaskBatch, seed: int, seconds: dict[str, float]
-) -> torch.Tensor:
-    t0 = time.perf_counter()
-    labels = method.fn(batch.x, batch.n_way, seed)
-    seconds[method.name] += time.perf_counter() - t0
-    if labels.shape != batch.y.shape:
-        raise RuntimeError(
-            f"method {method.name!r} returned labels of shape {tuple(labels.shape)}, "
-            f"expected {tuple(batch.y.shape)}"
-        )
-    return labels
-
-
-def evaluate_fewshot(
-    dataset: Dataset,
-    learners: Sequence[tuple[str, MetaLearner]],
-    *,
-    n_way: int,
-    k_shot: int,
-    n_query: int,
-    n_tasks: int,
-    seed: int = 0,
-    steps: int | None = None,
-    chunk_size: int = 50,
-    device: torch.device | str = "cpu",
-    progress: Callable[[int], None] | None = None,
-) -> EvaluationReport:
-    """Few-shot classification: adapt on each task's support, score its query (accuracy).
-
-    All learners see the identical tasks; ``steps`` overrides the test-time adaptation steps of
-    gradient-based learners.
-    """
-    from metaunsup.tasks import FewShotTaskSampler
-
-    _check_n_tasks(n_tasks)
-    for name, learner in learners:
-        if not isinstance(learner, FewShotLearner):
-            raise ConfigError(
-                f"{name!r} holds a {learner.name!r} learner, which does not classify few-shot "
-                "tasks; evaluate it with --task clustering"
-            )
-    sampler = FewShotTaskSampler(dataset, n_way, k_shot, n_query, seed=seed)
-    accs: dict[str, list[np.ndarray]] = {name: [] for name, _ in learners}
-    seconds = dict.fromkeys(accs, 0.0)
-    for batch in sampler.batches(n_tasks, chunk_size):
-        batch = batch.to(device)
-        for name, learner in learners:
-            t0 = time.perf_counter()
-            logits = learner.fewshot_logits(batch, steps=steps)
-            seconds[name] += time.perf_counter() - t0
-            hits = (logits.argmax(-1) == batch.query_y).to(torch.float64).mean(1)
-            accs[name].append(hits.cpu().numpy())
-        if progress is not None:
-            progress(batch.n_tasks)
-    results = [
-        MethodResult(
-            method=name,
-            acc=MeanCI.of(np.concatenate(values)),
-            ms_per_task=1000.0 * seconds[name] / n_tasks,
-        )
-        for name, values in accs.items()
-    ]
-    return EvaluationReport(
-        dataset=dataset.name,
-        split=dataset.split,
-        task="fewshot",
-        n_way=n_way,
-        k_shot=k_shot,
-        n_query=n_query,
+        task=kind.name,
+        n_way=shape.n_way,
+        k_shot=shape.k_shot,
+        n_query=shape.n_query if kind.has_query else 0,
         tasks=n_tasks,
         seed=seed,
         results=results,

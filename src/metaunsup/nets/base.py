@@ -76,6 +76,14 @@ class FunctionalNet(nn.Module, ABC):
         """Logits ``[B, n, n_way]`` (features without head) of all ``B`` tasks in one pass."""
         return self.functional_head(params, self.functional_features(params, x))
 
+    @classmethod
+    @abstractmethod
+    def shape_config(cls, example_shape: tuple[int, ...]) -> dict[str, Any]:
+        """The constructor arguments that fit examples of ``example_shape`` (the inverse of
+        :attr:`example_shape`): what a run config may leave out of ``[learner.net]``, to be
+        taken from the data. :class:`~metaunsup.errors.ConfigError` when the backbone cannot
+        take such examples."""
+
     @abstractmethod
     def config(self) -> dict[str, Any]:
         """JSON-serialisable architecture, with ``"name"``; ``build_net(config)`` rebuilds it."""

@@ -196,6 +196,13 @@ class Conv4(FunctionalNet):
             h = F.relu(F.max_pool2d(h, 2)) if block.pool else F.relu(h)  # (they commute)
         return from_task_channels(h, B)
 
+    @classmethod
+    def shape_config(cls, example_shape: tuple[int, ...]) -> dict[str, Any]:
+        """``{"in_channels": C, "image_size": [H, W]}`` for images ``(C, H, W)``."""
+        if len(example_shape) != 3:
+            raise ConfigError(f"conv4 needs images [C, H, W], the data has {example_shape}")
+        return {"in_channels": example_shape[0], "image_size": list(example_shape[1:])}
+
     def config(self) -> dict[str, Any]:
         """The constructor's arguments; ``input_pool`` only when it is used, so configs (and
         the checkpoints and caches that compare them) written before it existed still match."""

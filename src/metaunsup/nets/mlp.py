@@ -9,6 +9,7 @@ normalisation is ``"batch"`` (per-task batch statistics, always), ``"group"`` (p
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -110,6 +111,11 @@ class MLP(FunctionalNet):
                 )
             h = F.relu(h)
         return h
+
+    @classmethod
+    def shape_config(cls, example_shape: tuple[int, ...]) -> dict[str, Any]:
+        """``{"in_features": d}`` with ``d`` the values of one (flattened) example."""
+        return {"in_features": math.prod(example_shape)}
 
     def config(self) -> dict[str, Any]:
         return {

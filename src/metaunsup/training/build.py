@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -17,46 +17,37 @@ from metaunsup import data
 from metaunsup.data.base import Dataset
 from metaunsup.data.transforms import with_rotations
 from metaunsup.errors import ConfigError
-from metaunsup.learners import (
-    LEARNERS,
-    ClusteringLearner,
-    MetaLearner,
-    build_learner,
-    learner_class,
-)
-from metaunsup.metrics import clustering_accuracy, mean_ci
-from metaunsup.tasks import ClusteringTaskSampler, FewShotTaskSampler, split_classes
+from metaunsup.evaluation.kinds import task_kind
+from metaunsup.evaluation.protocol import TaskShape, evaluate
+from metaunsup.learners import LEARNERS, MetaLearner, build_learner, learner_class
+from metaunsup.nets import BACKBONES
+from metaunsup.tasks import split_classes
 from metaunsup.training.config import RunConfig
 from metaunsup.training.trainer import Trainer, TrainResult
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
 #: Seed offset of the fixed meta-validation tasks (distinct from the training stream).
 VAL_SEED_OFFSET = 1_000_003
+#: Meta-validation tasks drawn and run at a time.
+VAL_CHUNK = 50
 
 
 def learner_config(cfg: RunConfig, example_shape: tuple[int, ...]) -> dict[str, Any]:
     """The learner config with the network's input shape and head size filled in from the data.
 
-    ``[learner.net]`` may omit ``in_channels``, ``image_size`` (images) or ``in_features``
-    (tables), and ``n_way``; they are taken from the dataset and ``[task]``. Metric and
-    clustering learners (``protonet``, and those marked ``headless``) get no head.
+    ``[learner.net]`` may omit what its backbone's ``shape_config`` fills in from the data
+    (e.g. ``in_channels`` and ``image_size`` of a Conv4, ``in_features`` of an MLP) and
+    ``n_way`` (from ``[task]``). Learners declared ``headless`` (metric, clustering and
+    generative ones) get no head.
     """
     learner = dict(cfg.learner)
     net = dict(learner.get("net", {"name": "conv4" if len(example_shape) == 3 else "mlp"}))
-    if net.get("name") == "conv4":
-        if len(example_shape) != 3:
-            raise ConfigError(f"conv4 needs images [C, H, W], the data has {example_shape}")
-        net.setdefault("in_channels", example_shape[0])
-        net.setdefault("image_size", list(example_shape[1:]))
-    elif net.get("name") == "mlp":
-        flat = 1
-        for size in example_shape:
-            flat *= size
-        net.setdefault("in_features", flat)
+    name = net.get("name")
+    backbone = BACKBONES.get(name) if isinstance(name, str) else None
+    if backbone is not None:  # an unknown name is reported when the learner is built
+        for key, value in backbone.shape_config(example_shape).items():
+            net.setdefault(key, value)
     if learner_class(learner["name"]).headless:
         net["n_way"] = None  # a metric or clustering learner embeds; it has no head
     else:
@@ -121,64 +112,31 @@ def split_for_training(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
     return train_ds, val
 
 
-def clustering_accuracy_of(
-    learner: MetaLearner,
-    sampler: ClusteringTaskSampler,
-    n_tasks: int,
-    seed: int = 0,
-    chunk: int = 50,
-    device: torch.device | str = "cpu",
-) -> tuple[float, float]:
-    """Mean Hungarian clustering accuracy of ``learner.cluster`` over ``n_tasks`` tasks, and
-    its 95% half-width. The learner sees only the points and ``k``; labels only score."""
-    if not isinstance(learner, ClusteringLearner):
-        raise ConfigError(f"learner {learner.name!r} does not cluster")
-    accs = []
-    learner.eval()
-    start = 0
-    for batch in sampler.batches(n_tasks, chunk):
-        labels = learner.cluster(batch.x.to(device), batch.n_way, seed=seed + start)
-        accs.append(clustering_accuracy(batch.y, labels.cpu()))
-        start += batch.n_tasks
-    mean, ci = mean_ci(torch.cat([torch.as_tensor(a) for a in accs]).numpy())
-    return float(mean), float(ci)
-
-
 def make_validator(
     cfg: RunConfig, val: Dataset, device: torch.device | str
 ) -> Callable[[MetaLearner], dict[str, float]]:
-    """Validation on a fixed set of meta-validation tasks (the same tasks every time): query
-    accuracy for few-shot runs, clustering accuracy (Hungarian) for clustering runs."""
+    """Validation on a fixed set of meta-validation tasks (the same tasks every time), scored
+    by the task kind's headline score (query accuracy for few-shot runs, Hungarian clustering
+    accuracy for clustering runs): ``{score: mean, score + "_ci95": half-width}``."""
     t = cfg.task
-    if t.kind == "clustering":
-
-        def validate_clustering(learner: MetaLearner) -> dict[str, float]:
-            sampler = ClusteringTaskSampler(
-                val, t.val_n_way or t.n_way, t.k_shot, seed=cfg.train.seed + VAL_SEED_OFFSET
-            )
-            acc, ci = clustering_accuracy_of(
-                learner, sampler, cfg.train.val_tasks, seed=cfg.train.seed, device=device
-            )
-            return {"acc": acc, "acc_ci95": ci}
-
-        return validate_clustering
+    kind = task_kind(t.kind)
+    shape = TaskShape(t.val_n_way or t.n_way, t.k_shot, t.n_query if kind.has_query else 0)
+    headline = kind.scores[0]
 
     def validate(learner: MetaLearner) -> dict[str, float]:
-        from metaunsup.evaluation.protocol import evaluate_fewshot
-
         learner.eval()
-        report = evaluate_fewshot(
+        report = evaluate(
+            kind,
             val,
-            [("val", learner)],
-            n_way=t.val_n_way or t.n_way,
-            k_shot=t.k_shot,
-            n_query=t.n_query,
+            [kind.method_of("val", learner, device=device)],
+            shape=shape,
             n_tasks=cfg.train.val_tasks,
             seed=cfg.train.seed + VAL_SEED_OFFSET,
-            device=device,
+            chunk_size=VAL_CHUNK,
+            method_seed=cfg.train.seed,
         )
-        acc = report.results[0].acc
-        return {"acc": acc.mean, "acc_ci95": acc.ci95}
+        score = report.results[0].scores[headline]
+        return {headline: score.mean, f"{headline}_ci95": score.ci95}
 
     return validate
 
@@ -219,10 +177,9 @@ def train_run(
         val = None
     else:
         train_ds, val = split_for_training(cfg)
-        if t.kind == "clustering":
-            source = ClusteringTaskSampler(train_ds, t.n_way, t.k_shot, seed=tr.seed)
-        else:
-            source = FewShotTaskSampler(train_ds, t.n_way, t.k_shot, t.n_query, seed=tr.seed)
+        kind = task_kind(t.kind)
+        shape = TaskShape(t.n_way, t.k_shot, t.n_query if kind.has_query else 0)
+        source = kind.make_sampler(train_ds, shape, tr.seed)
         learner = fresh_learner(cfg, train_ds.example_shape)
     trainer = Trainer(
         learner,

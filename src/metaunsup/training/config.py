@@ -4,7 +4,7 @@ A run config has four tables::
 
     name = "omniglot-maml-5w1s"
     [data]     dataset, split, val_fraction, val_by, rotations
-    [task]     kind ("fewshot" | "clustering"), n_way, k_shot, n_query
+    [task]     kind (a registered task kind: "fewshot", "clustering"), n_way, k_shot, n_query
     [learner]  name + the learner's own options (passed to ``learners.build_learner``)
     [train]    steps, meta_batch, lr, optimizer, seed, validation and checkpoint cadence, device
     [unsupervised]  optional: make the tasks from the unlabeled data (CACTUs, UMTRA), see
@@ -201,16 +201,23 @@ def _check_type(value: Any, expected: Any, where: str) -> Any:
 
 
 def _validate(cfg: RunConfig) -> RunConfig:
+    from metaunsup.evaluation.kinds import TASK_KINDS
+
     t, tr, d = cfg.task, cfg.train, cfg.data
-    if t.kind not in ("fewshot", "clustering"):
-        raise ConfigError(f"task.kind must be 'fewshot' or 'clustering', got {t.kind!r}")
+    if t.kind not in TASK_KINDS:
+        choices = " or ".join(repr(k) for k in TASK_KINDS)
+        raise ConfigError(f"task.kind must be {choices}, got {t.kind!r}")
+    kind = TASK_KINDS[t.kind]
     for name in ("n_way", "k_shot"):
         if getattr(t, name) < 1:
             raise ConfigError(f"task.{name} must be at least 1, got {getattr(t, name)}")
     if t.val_n_way < 0:
         raise ConfigError(f"task.val_n_way must be >= 0, got {t.val_n_way}")
-    if t.n_query < 0 or (t.kind == "fewshot" and t.n_query < 1):
-        raise ConfigError(f"task.n_query must be at least 1 for few-shot tasks, got {t.n_query}")
+    if t.n_query < 0 or (kind.has_query and t.n_query < 1):
+        raise ConfigError(
+            f"task.n_query must be at least 1 for {t.kind} tasks (they have a query), "
+            f"got {t.n_query}"
+        )
     for name in ("steps", "meta_batch", "val_every", "val_tasks", "checkpoint_every", "log_every"):
         if getattr(tr, name) < 1:
             raise ConfigError(f"train.{name} must be at least 1, got {getattr(tr, name)}")
@@ -240,7 +247,7 @@ def _validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"unsupervised.pretrain_steps must be >= 0, got {u.pretrain_steps}")
         if not (u.pretrain_lr > 0 and u.pretrain_temperature > 0):
             raise ConfigError("unsupervised.pretrain_lr and pretrain_temperature must be positive")
-        if u.tasks == "umtra" and (t.kind != "fewshot" or t.k_shot != 1):
+        if u.tasks == "umtra" and (not kind.has_query or t.k_shot != 1):
             raise ConfigError("UMTRA tasks are few-shot with k_shot = 1 (one image per class)")
         source = u.features_from
         if source and (u.tasks != "cactus" or source in (".", "..") or Path(source).name != source):

@@ -30,6 +30,7 @@ from metaunsup.data.augment import Augment
 from metaunsup.data.unlabeled import UnlabeledView
 from metaunsup.embed.features import net_embeddings
 from metaunsup.errors import CheckpointError, ConfigError
+from metaunsup.evaluation.kinds import task_kind
 from metaunsup.learners import MetaLearner
 from metaunsup.nets import FunctionalNet, build_net
 from metaunsup.training.config import RunConfig
@@ -235,7 +236,7 @@ def unsupervised_source(
     )
     log.info("CACTUs partitions ready in %.1f s", time.perf_counter() - start)
     record["partitions"] = int(parts.shape[0])
-    clustering = t.kind == "clustering"
+    clustering = not task_kind(t.kind).has_query  # tasks without a query: clustering layout
     source = CactusTaskSource(
         view,
         parts,

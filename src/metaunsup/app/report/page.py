@@ -28,7 +28,6 @@ from metaunsup.fileio import atomic_write_bytes, atomic_write_text
 
 __all__ = ["NamedReport", "read_report", "require_matplotlib", "write_report"]
 
-_SCORES = {"acc": "accuracy", "nmi": "NMI", "ari": "ARI"}
 _REQUIRED = ("dataset", "split", "task", "n_way", "k_shot", "tasks", "seed", "results")
 
 
@@ -77,13 +76,19 @@ def read_report(path: str | os.PathLike) -> NamedReport:
             f"{p}: not an evaluation report (missing {', '.join(missing)}); give the JSON "
             "written by metaunsup evaluate --json or metaunsup demo"
         )
+    from metaunsup.evaluation.kinds import TASK_KINDS
+
+    kind = TASK_KINDS.get(data["task"]) if isinstance(data["task"], str) else None
+    if kind is None:
+        raise DataError(f"{p}: task {data['task']!r} is not a task kind ({', '.join(TASK_KINDS)})")
     results = data["results"]
     if not isinstance(results, list) or not results:
         raise DataError(f"{p}: 'results' must be a non-empty list of methods")
+    headline = kind.scores[0]
     for i, r in enumerate(results):
-        if not isinstance(r, Mapping) or not isinstance(r.get("method"), str) or "acc" not in r:
-            raise DataError(f"{p}: results[{i}] needs a 'method' name and an 'acc' score")
-        for key in _SCORES:
+        if not isinstance(r, Mapping) or not isinstance(r.get("method"), str) or headline not in r:
+            raise DataError(f"{p}: results[{i}] needs a 'method' name and an {headline!r} score")
+        for key in kind.scores:
             if key in r:
                 _check_score(r[key], f"{p}: results[{i}].{key}")
     curves = data.get("curves", {})
@@ -116,7 +121,8 @@ def comparison_figure(reports: Sequence[NamedReport]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scores = [s for s in _SCORES if any(s in r for rep in reports for r in rep.data["results"])]
+    labels_of = _score_labels(reports)
+    scores = [s for s in labels_of if any(s in r for rep in reports for r in rep.data["results"])]
     rows = [(rep.name, r) for rep in reports for r in rep.data["results"]]
     labels = [f"{r['method']} ({name})" if len(reports) > 1 else r["method"] for name, r in rows]
     fig, axes = plt.subplots(1, len(scores), figsize=(4.5 * len(scores), 0.45 * len(rows) + 1.6))
@@ -137,10 +143,21 @@ def comparison_figure(reports: Sequence[NamedReport]) -> bytes:
         ax.set_yticks(range(len(rows)), labels if ax is axes[0] else [""] * len(rows))
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
-        ax.set_xlabel(f"{_SCORES[score]} (mean, 95% CI)")
+        ax.set_xlabel(f"{labels_of[score]} (mean, 95% CI)")
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _png(fig)
+
+
+def _score_labels(reports: Sequence[NamedReport]) -> dict[str, str]:
+    """Every score of the reports' task kinds, in the kinds' order, with its label."""
+    from metaunsup.evaluation.kinds import task_kind
+
+    labels: dict[str, str] = {}
+    for rep in reports:
+        for score, label in task_kind(rep.data["task"]).score_labels.items():
+            labels.setdefault(score, label)
+    return labels
 
 
 def curves_figure(report: NamedReport) -> bytes:

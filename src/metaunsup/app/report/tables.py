@@ -12,11 +12,14 @@ def _fmt(score: Mapping[str, float]) -> str:
 def results_table(report: Mapping) -> str:
     """A markdown table of one evaluation report (the dict written as JSON).
 
-    Columns: method, the scores present (``acc``, ``nmi``, ``ari``) as mean ± 95% CI, and
-    milliseconds per task.
+    Columns: method, the task kind's scores (e.g. ``acc``, ``nmi``, ``ari`` for clustering) as
+    mean ± 95% CI, and milliseconds per task.
     """
+    from metaunsup.evaluation.kinds import task_kind
+
     results: Sequence[Mapping] = report["results"]
-    metrics = [m for m in ("acc", "nmi", "ari") if results and all(m in r for r in results)]
+    kind = task_kind(report["task"])
+    metrics = [m for m in kind.scores if results and all(m in r for r in results)]
     header = ["method", *metrics, "ms/task"]
     rows = [
         [r["method"], *(_fmt(r[m]) for m in metrics), f"{r['ms_per_task']:.2f}"] for r in results
