@@ -48,7 +48,7 @@ from metaunsup.cluster.choose_k import KChoice, choose_k, choose_k_eigengap
 from metaunsup.errors import CheckpointError, ConfigError, DataError
 from metaunsup.learners.base import AdaptiveEmbedder, Embedder
 
-__all__ = ["MetaKMeans", "expected_input_shape"]
+__all__ = ["MetaKMeans"]
 
 _FLOATS = (np.float64, np.float32)
 
@@ -56,21 +56,6 @@ _FLOATS = (np.float64, np.float32)
 class InputTypeError(DataError, TypeError):
     """Input of a type that cannot be read as numbers (also a ``TypeError``, as scikit-learn's
     conventions expect)."""
-
-
-def expected_input_shape(net: torch.nn.Module) -> tuple[int, ...] | None:
-    """The example shape a network takes, from its ``config()``: ``(d,)`` or ``(C, H, W)``.
-
-    ``None`` when the configuration does not say (the network then checks its input itself).
-    """
-    config = net.config() if hasattr(net, "config") else {}
-    if "in_features" in config:
-        return (int(config["in_features"]),)
-    if "in_channels" in config and "image_size" in config:
-        size = config["image_size"]
-        h, w = (size, size) if isinstance(size, int) else size
-        return (int(config["in_channels"]), int(h), int(w))
-    return None
 
 
 def _describe(shape: tuple[int, ...]) -> str:
@@ -341,7 +326,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 "does not cluster or embed; use a checkpoint of a learner that does (meta_kmeans, "
                 "cluster_maml, protonet, meta_gmvae)"
             )
-        self.input_shape_ = expected_input_shape(learner.net)
+        self.input_shape_ = tuple(learner.net.example_shape)
         fit_shape(x, self.input_shape_, f"checkpoint {str(self.checkpoint)!r}")
         if self.input_scale != "auto":
             scale = float(self.input_scale)

@@ -73,7 +73,7 @@ from metaunsup.learners.base import (
     FewShotLearner,
     MetaLearner,
 )
-from metaunsup.nets import MLP, Conv4, FunctionalNet, ParamDict
+from metaunsup.nets import FunctionalNet, ParamDict
 from metaunsup.tasks.batch import TaskBatch
 
 __all__ = ["ELBOTerms", "MetaGMVAE", "MixtureFit", "em_refine", "m_step", "semi_supervised_em"]
@@ -239,15 +239,6 @@ class _DeconvDecoder(nn.Module):
         return h.flatten(1)
 
 
-def _example_shape(net: FunctionalNet) -> tuple[int, ...]:
-    """The shape of one input example the backbone expects: ``(C, H, W)`` or ``(P,)``."""
-    if isinstance(net, Conv4):
-        return (net.in_channels, *net.image_size)
-    if isinstance(net, MLP):
-        return (net.in_features,)
-    raise ConfigError(f"meta_gmvae: no decoder for a {type(net).__name__} encoder (conv4 or mlp)")
-
-
 # ----------------------------------------------------------------------------------------------
 
 
@@ -363,7 +354,7 @@ class MetaGMVAE(MetaLearner, FewShotLearner, ClusteringLearner, Embedder):
         self.prior_variance = prior_variance
         hidden = _DEFAULT_HIDDEN[decoder] if decoder_hidden is None else decoder_hidden
         self.decoder_hidden = [check_int("decoder_hidden", h, 1) for h in hidden]
-        self.example_shape = _example_shape(net)
+        self.example_shape = tuple(net.example_shape)
         self.to_latent = nn.Linear(net.feature_dim, 2 * self.latent_dim)
         self.decoder = self._build_decoder()
         if likelihood == "gaussian":

@@ -176,7 +176,7 @@ class Conv4(FunctionalNet):
         for the first layer, closed-form double backwards, large tasks one by one), which the
         tests compare with this forward.
         """
-        self._check_batched_input(x, 3)
+        self._check_batched_input(x, len(self.example_shape))
         if self.input_pool > 1:
             pooled = F.avg_pool2d(x.flatten(0, 1), self.input_pool)
             x = pooled.view(*x.shape[:2], *pooled.shape[1:])

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import torch
 
@@ -26,6 +25,7 @@ from metaunsup.data.base import Dataset
 from metaunsup.errors import ConfigError
 from metaunsup.tasks.batch import TaskBatch
 from metaunsup.tasks.sampling import ClassIndex, draw_uniforms, per_task_uniforms, sample_grouped
+from metaunsup.tasks.stream import SeededStream
 
 __all__ = ["ClusteringTaskSampler", "FewShotTaskSampler", "classes_with_min_examples"]
 
@@ -130,7 +130,7 @@ def classes_with_min_examples(
     return ids[counts[ids] >= min_examples]
 
 
-class _TaskSampler:
+class _TaskSampler(SeededStream):
     """Shared machinery: validation, class index, generator, chunked and endless iteration.
 
     Subclasses set ``_shuffle_within`` and implement ``_per_task`` and ``_layout``.
@@ -195,8 +195,7 @@ class _TaskSampler:
             )
         self.classes = ids
         self._index = ClassIndex.from_labels(dataset.y, ids, n_labels=dataset.n_classes)
-        self._generator = torch.Generator(device="cpu")
-        self.reset()
+        self.start_stream()
 
     def _need_text(self, need: int) -> str:
         if self.n_query:
@@ -204,26 +203,6 @@ class _TaskSampler:
         return f"k_shot = {need}"
 
     # -- the stream ------------------------------------------------------------------------
-
-    def reset(self) -> None:
-        """Rewind to the first task of ``seed``."""
-        self._generator.manual_seed(self.seed)
-        self.tasks_drawn = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        """Where the stream stands, to resume it with :meth:`load_state_dict`."""
-        return {
-            "seed": self.seed,
-            "tasks_drawn": self.tasks_drawn,
-            "generator": self._generator.get_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume the stream from :meth:`state_dict` of a sampler with the same settings."""
-        if int(state["seed"]) != self.seed:
-            raise ConfigError(f"sampler state is for seed {state['seed']}, not {self.seed}")
-        self._generator.set_state(state["generator"])
-        self.tasks_drawn = int(state["tasks_drawn"])
 
     @property
     def n_per_task(self) -> int:

@@ -46,6 +46,7 @@ from metaunsup.errors import CheckpointError, ConfigError, DataError
 from metaunsup.tasks.batch import TaskBatch
 from metaunsup.tasks.samplers import gather_float
 from metaunsup.tasks.sampling import ClassIndex, draw_uniforms, sample_grouped
+from metaunsup.tasks.stream import SeededStream
 
 __all__ = [
     "CactusTaskSource",
@@ -315,7 +316,7 @@ def _check_partitions(partitions: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- tasks
 
 
-class CactusTaskSource:
+class CactusTaskSource(SeededStream):
     """Seeded few-shot tasks whose classes are clusters of CACTUs partitions.
 
     Each task draws one of the usable partitions uniformly, then ``n_way`` of its usable
@@ -422,39 +423,13 @@ class CactusTaskSource:
         self.partition_ids = torch.tensor(kept, dtype=torch.int64)
         self._indexes = indexes
         self._max_clusters = max(ix.n_classes for ix in indexes)
-        self._generator = torch.Generator(device="cpu")
-        self.reset()
+        self.start_stream()
 
     # -- the stream -------------------------------------------------------------------------
 
-    def reset(self) -> None:
-        """Rewind to the first task of ``seed``."""
-        self._generator.manual_seed(self.seed)
-        self.tasks_drawn = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        """Where the stream stands (tensors and JSON scalars), for :meth:`load_state_dict`."""
-        return {
-            "seed": self.seed,
-            "tasks_drawn": self.tasks_drawn,
-            "n_examples": len(self.view),
-            "n_partitions": int(self.partition_ids.numel()),
-            "generator": self._generator.get_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from :meth:`state_dict` of a source with the same settings and partitions."""
-        if int(state["seed"]) != self.seed:
-            raise ConfigError(f"task source state is for seed {state['seed']}, not {self.seed}")
-        mine = (len(self.view), int(self.partition_ids.numel()))
-        theirs = (int(state["n_examples"]), int(state["n_partitions"]))
-        if mine != theirs:
-            raise ConfigError(
-                f"task source state is for {theirs[0]} examples and {theirs[1]} usable "
-                f"partitions, this source has {mine[0]} and {mine[1]}"
-            )
-        self._generator.set_state(state["generator"])
-        self.tasks_drawn = int(state["tasks_drawn"])
+    def stream_facts(self) -> dict[str, int]:
+        """A saved state must be of as many examples and usable partitions."""
+        return {"n_examples": len(self.view), "n_partitions": int(self.partition_ids.numel())}
 
     @property
     def n_per_task(self) -> int:

@@ -11,7 +11,6 @@ what the meta-learner learns to be invariant to.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
@@ -23,13 +22,14 @@ from metaunsup.errors import ConfigError
 from metaunsup.tasks.batch import TaskBatch
 from metaunsup.tasks.samplers import gather_float
 from metaunsup.tasks.sampling import draw_uniforms, floyd_sample, random_order
+from metaunsup.tasks.stream import SeededStream
 
 __all__ = ["UmtraTaskSource"]
 
 AugmentFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
-class UmtraTaskSource:
+class UmtraTaskSource(SeededStream):
     """Seeded UMTRA tasks over unlabeled images.
 
     Per task: ``n_way`` distinct images, uniformly among all ``n`` (Floyd's algorithm, so no
@@ -90,34 +90,11 @@ class UmtraTaskSource:
             raise ConfigError(f"augment must be an Augment or a callable, got {augment!r}")
         self.augment_support = bool(augment_support)
         self.device = torch.device("cpu") if device is None else torch.device(device)
-        self._generator = torch.Generator(device="cpu")
-        self.reset()
+        self.start_stream()
 
-    def reset(self) -> None:
-        """Rewind to the first task of ``seed``."""
-        self._generator.manual_seed(self.seed)
-        self.tasks_drawn = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        """Where the stream stands (tensors and JSON scalars), for :meth:`load_state_dict`."""
-        return {
-            "seed": self.seed,
-            "tasks_drawn": self.tasks_drawn,
-            "n_examples": len(self.view),
-            "generator": self._generator.get_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from :meth:`state_dict` of a source with the same settings."""
-        if int(state["seed"]) != self.seed:
-            raise ConfigError(f"task source state is for seed {state['seed']}, not {self.seed}")
-        if int(state["n_examples"]) != len(self.view):
-            raise ConfigError(
-                f"task source state is for {state['n_examples']} examples, this source has "
-                f"{len(self.view)}"
-            )
-        self._generator.set_state(state["generator"])
-        self.tasks_drawn = int(state["tasks_drawn"])
+    def stream_facts(self) -> dict[str, int]:
+        """A saved state must be of as many examples."""
+        return {"n_examples": len(self.view)}
 
     def sample_indices(self, n_tasks: int) -> torch.Tensor:
         """``int64 [B, n_way]``: the images of the next ``n_tasks`` tasks, nothing gathered.
