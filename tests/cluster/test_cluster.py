@@ -1,7 +1,9 @@
-"""Batched k-means, soft k-means and Gaussian mixtures: correctness against scikit-learn."""
+"""Batched k-means, soft k-means and Gaussian mixtures: correctness against scikit-learn and
+against the direct formulas."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import warnings
@@ -11,14 +13,20 @@ import pytest
 import torch
 
 from metaunsup.cluster import (
+    balanced_soft_kmeans,
     gmm,
     gmm_e_step,
     gmm_em_steps,
     kmeans,
     kmeans_plusplus,
-    soft_assign,
     soft_kmeans,
     task_seeds,
+)
+from metaunsup.cluster.soft_kmeans import (
+    clustering_objective,
+    log_softmax_clusters,
+    relative_sqdist,
+    softmax_clusters,
 )
 from metaunsup.errors import ConfigError, DataError, MetaUnsupError
 from metaunsup.metrics import clustering_accuracy
@@ -314,9 +322,10 @@ def test_soft_kmeans_weights_mask_points_and_shapes() -> None:
     res = soft_kmeans(xg, 2, n_iter=2, seed=0)
     res.centers.sum().backward()
     assert xg.grad is not None and torch.isfinite(xg.grad).all()
-    torch.testing.assert_close(
-        soft_assign(x, res.centers.detach(), 1.0), res.responsibilities.detach()
-    )
+    # the responsibilities are softmax(-||x - c||² / T) of the final centres
+    c = res.centers.detach()
+    direct = torch.softmax(-(x.unsqueeze(2) - c.unsqueeze(1)).pow(2).sum(-1) / 1.0, dim=-1)
+    torch.testing.assert_close(direct, res.responsibilities.detach())
 
 
 def test_soft_kmeans_rejects_bad_input() -> None:
@@ -331,6 +340,68 @@ def test_soft_kmeans_rejects_bad_input() -> None:
         soft_kmeans(x, 2, weights=torch.ones(2, 9))
     with pytest.raises(DataError):
         soft_kmeans(x, 2, weights=-torch.ones(2, 10))
+
+
+def test_distance_and_softmax_kernels_equal_the_direct_formulas_with_gradients():
+    g = torch.Generator().manual_seed(0)
+    # points far from the origin relative to their spread: the expansion must not cancel
+    z = (50.0 + torch.randn(3, 40, 6, generator=g, dtype=torch.float64)).requires_grad_()
+    c = torch.cat([z[:, :4].detach(), 50.0 + torch.randn(3, 3, 6, generator=g).double()], 1)
+    c.requires_grad_()
+    scale = torch.rand(3, generator=g, dtype=torch.float64) + 0.5
+    ours = relative_sqdist(z, c, scale)
+    direct = (z.unsqueeze(2) - c.unsqueeze(1)).pow(2).sum(-1) / scale.view(-1, 1, 1)
+    torch.testing.assert_close(ours, direct, rtol=1e-10, atol=1e-10)
+    assert (ours >= 0).all()
+    w = torch.randn(ours.shape, generator=g, dtype=torch.float64)
+    grads = [torch.autograd.grad((d * w).sum(), (z, c)) for d in (ours, direct)]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8)
+    # float32 at the same offset: accurate to the spread of the task, not to |z|^2
+    z32, c32 = z.detach().float(), c.detach().float()
+    err = (relative_sqdist(z32, c32, scale.float()).double() - direct.detach()).abs().max()
+    assert err < 1e-3
+    logits = torch.randn(4, 7, 10, generator=g, dtype=torch.float64, requires_grad=True)
+    probe = torch.randn(4, 7, 10, generator=g, dtype=torch.float64)
+    for mine, ref in ((softmax_clusters, torch.softmax), (log_softmax_clusters, torch.log_softmax)):
+        a, b = mine(logits), ref(logits, dim=-1)
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(
+            torch.autograd.grad((a * probe).sum(), logits)[0],
+            torch.autograd.grad((b * probe).sum(), logits)[0],
+        )
+
+
+def test_balanced_soft_kmeans_without_balance_is_soft_kmeans_in_variance_units():
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(1, 30, 3, generator=g, dtype=torch.float64)
+    ours = balanced_soft_kmeans(z, 4, temperature=0.2, balance=0.0, shrink=1.0, n_iter=6, seed=3)
+    init, _ = kmeans_plusplus(z, 4, seed=3)
+    scale = float((z - z.mean(1, keepdim=True)).pow(2).sum(-1).mean())
+    ref = soft_kmeans(z, init, temperature=0.2 * scale, n_iter=6)
+    torch.testing.assert_close(ours.responsibilities, ref.responsibilities)
+    torch.testing.assert_close(ours.centers, ref.centers)
+    # and both are the textbook iterations, written out
+    c = init[0]
+    for _ in range(6):
+        r = torch.softmax(-torch.cdist(z[0], c).pow(2) / (0.2 * scale), dim=-1)
+        c = (r.T @ z[0] + 1e-8 * c) / (r.sum(0) + 1e-8).unsqueeze(-1)
+    torch.testing.assert_close(ours.centers[0], c)
+    torch.testing.assert_close(
+        ours.responsibilities[0], torch.softmax(-torch.cdist(z[0], c).pow(2) / (0.2 * scale), -1)
+    )
+
+
+def test_the_clustering_objective_decreases_over_iterations():
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(3, 40, 2, generator=g, dtype=torch.float64)
+    z[:, :20] += 3.0
+    values = [
+        clustering_objective(z, balanced_soft_kmeans(z, 3, temperature=0.1, n_iter=t), 0.0)
+        for t in range(6)
+    ]
+    for before, after in itertools.pairwise(values):
+        assert bool((after <= before + 1e-12).all()), (before, after)
 
 
 # ------------------------------------------------------------------------------------------ GMM
