@@ -17,6 +17,7 @@ from metaunsup.cluster import (
     gmm,
     gmm_e_step,
     gmm_em_steps,
+    gmm_m_step,
     kmeans,
     kmeans_plusplus,
     soft_kmeans,
@@ -443,12 +444,46 @@ def test_gmm_unbatched_float64_and_errors() -> None:
         gmm(x, 2, reg_covar=-1.0)
 
 
+def test_gmm_m_step_options_and_labelled_points_in_em() -> None:
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 20, 3, generator=g, dtype=torch.float64)
+    resp = torch.softmax(torch.randn(2, 20, 4, generator=g, dtype=torch.float64), -1)
+    means, variances, weights = gmm_m_step(x, resp, 0.01)
+    nk = resp.sum(1)
+    torch.testing.assert_close(means, resp.transpose(1, 2) @ x / nk.unsqueeze(-1))
+    dev = (x.unsqueeze(2) - means.unsqueeze(1)).pow(2)  # [B, n, k, d]
+    want = (resp.unsqueeze(-1) * dev).sum(1) / nk.unsqueeze(-1) + 0.01
+    torch.testing.assert_close(variances, want)
+    torch.testing.assert_close(weights, nk / 20)
+    m2, v2, w2 = gmm_m_step(x, resp, 0.01, uniform_weights=True, unit_variance=True)
+    assert torch.equal(m2, means) and torch.equal(v2, torch.ones_like(v2))
+    assert torch.equal(w2, torch.full_like(w2, 0.25))
+    # labelled points with their own E-step responsibilities: one step of EM on all points
+    xl, xu = x[:, :8], x[:, 8:]
+    rl = gmm_e_step(xl, means, variances, weights)[0].exp()
+    semi = gmm_em_steps(xu, means, variances, weights, 1, 0.01, labelled=(xl, rl))
+    full = gmm_em_steps(x, means, variances, weights, 1, 0.01)
+    for a, b in zip(semi, full, strict=True):
+        torch.testing.assert_close(a, b)
+    # only labelled points in the M-step (the others weighted 0): the class means
+    y = torch.arange(8).remainder(4).expand(2, -1)
+    onehot = torch.nn.functional.one_hot(y, 4).double()
+    mask = torch.zeros(2, 12, dtype=torch.float64)
+    m3, _, w3 = gmm_em_steps(xu, means, variances, weights, 2, 0.01, mask, labelled=(xl, onehot))
+    class_means = torch.stack([xl[:, y[0] == j].mean(1) for j in range(4)], 1)
+    torch.testing.assert_close(m3, class_means)
+    torch.testing.assert_close(w3, torch.full_like(w3, 0.25))
+    with pytest.raises(DataError):
+        gmm_em_steps(xu, means, variances, weights, labelled=(xl, onehot[:, :, :3]))
+
+
 def test_gmm_em_steps_are_differentiable_and_monotone() -> None:
     x, _ = blobs(2, 15, 2, 2, spread=4.0, dtype=torch.float64)
     fit = gmm(x, 2)
     means, variances, weights = fit.means, fit.variances, fit.weights
     # the fitted parameters are (nearly) a fixed point of EM
-    m2, _, _, r2 = gmm_em_steps(x, means, variances, weights, n_steps=3)
+    m2, v2, w2 = gmm_em_steps(x, means, variances, weights, n_steps=3)
+    r2 = gmm_e_step(x, m2, v2, w2)[0].exp()
     torch.testing.assert_close(m2, means, atol=1e-3, rtol=1e-3)
     torch.testing.assert_close(r2.sum(-1), torch.ones(2, 30, dtype=torch.float64))
     # EM never lowers the likelihood
@@ -458,7 +493,7 @@ def test_gmm_em_steps_are_differentiable_and_monotone() -> None:
     lls = []
     for _ in range(5):
         lls.append(gmm_e_step(x, m, v, w)[1].mean(-1))
-        m, v, w, _ = gmm_em_steps(x, m, v, w, n_steps=1)
+        m, v, w = gmm_em_steps(x, m, v, w, n_steps=1)
     lls = torch.stack(lls)
     assert torch.all(lls[1:] >= lls[:-1] - 1e-9)
     # the E-step agrees with the batched fit
@@ -472,6 +507,7 @@ def test_gmm_em_steps_are_differentiable_and_monotone() -> None:
     w0 = torch.full((2, 2), 0.5, dtype=torch.float64, requires_grad=True)
 
     def f(xs, m0, v0, w0):
-        return gmm_em_steps(xs, m0, v0, w0, n_steps=2)
+        m, v, w = gmm_em_steps(xs, m0, v0, w0, n_steps=2)
+        return m, v, w, gmm_e_step(xs, m, v, w)[0].exp()
 
     assert torch.autograd.gradcheck(f, (xs, m0, v0, w0))
