@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import importlib
 import os
 import platform
 import statistics
@@ -39,7 +40,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-import metaunsup.learners.clustering as clustering
 from metaunsup.cluster import task_seeds
 from metaunsup.data import load
 from metaunsup.errors import MetaUnsupError
@@ -47,6 +47,9 @@ from metaunsup.fileio import atomic_write_json
 from metaunsup.learners import load_learner
 from metaunsup.metrics import clustering_accuracy
 from metaunsup.tasks import ClusteringTaskSampler
+
+# the module, not the function ``metaunsup.cluster.soft_kmeans`` that shadows it as an attribute
+clustering = importlib.import_module("metaunsup.cluster.soft_kmeans")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 K = 10
@@ -58,7 +61,7 @@ def _previous_sqdist(z: Tensor, c: Tensor, scale: Tensor) -> Tensor:
 
 @contextlib.contextmanager
 def previous_kernels() -> Iterator[None]:
-    """Swap in the earlier distance and softmax kernels of ``metaunsup.learners.clustering``."""
+    """Swap in the earlier distance and softmax kernels of ``metaunsup.cluster.soft_kmeans``."""
     names = ("relative_sqdist", "softmax_clusters", "log_softmax_clusters")
     saved = {name: getattr(clustering, name) for name in names}
     clustering.relative_sqdist = _previous_sqdist

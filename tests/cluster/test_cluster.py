@@ -1,7 +1,9 @@
-"""Batched k-means, soft k-means and Gaussian mixtures: correctness against scikit-learn."""
+"""Batched k-means, soft k-means and Gaussian mixtures: correctness against scikit-learn and
+against the direct formulas."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import warnings
@@ -11,14 +13,21 @@ import pytest
 import torch
 
 from metaunsup.cluster import (
+    balanced_soft_kmeans,
     gmm,
     gmm_e_step,
     gmm_em_steps,
+    gmm_m_step,
     kmeans,
     kmeans_plusplus,
-    soft_assign,
     soft_kmeans,
     task_seeds,
+)
+from metaunsup.cluster.soft_kmeans import (
+    clustering_objective,
+    log_softmax_clusters,
+    relative_sqdist,
+    softmax_clusters,
 )
 from metaunsup.errors import ConfigError, DataError, MetaUnsupError
 from metaunsup.metrics import clustering_accuracy
@@ -314,9 +323,10 @@ def test_soft_kmeans_weights_mask_points_and_shapes() -> None:
     res = soft_kmeans(xg, 2, n_iter=2, seed=0)
     res.centers.sum().backward()
     assert xg.grad is not None and torch.isfinite(xg.grad).all()
-    torch.testing.assert_close(
-        soft_assign(x, res.centers.detach(), 1.0), res.responsibilities.detach()
-    )
+    # the responsibilities are softmax(-||x - c||² / T) of the final centres
+    c = res.centers.detach()
+    direct = torch.softmax(-(x.unsqueeze(2) - c.unsqueeze(1)).pow(2).sum(-1) / 1.0, dim=-1)
+    torch.testing.assert_close(direct, res.responsibilities.detach())
 
 
 def test_soft_kmeans_rejects_bad_input() -> None:
@@ -331,6 +341,68 @@ def test_soft_kmeans_rejects_bad_input() -> None:
         soft_kmeans(x, 2, weights=torch.ones(2, 9))
     with pytest.raises(DataError):
         soft_kmeans(x, 2, weights=-torch.ones(2, 10))
+
+
+def test_distance_and_softmax_kernels_equal_the_direct_formulas_with_gradients():
+    g = torch.Generator().manual_seed(0)
+    # points far from the origin relative to their spread: the expansion must not cancel
+    z = (50.0 + torch.randn(3, 40, 6, generator=g, dtype=torch.float64)).requires_grad_()
+    c = torch.cat([z[:, :4].detach(), 50.0 + torch.randn(3, 3, 6, generator=g).double()], 1)
+    c.requires_grad_()
+    scale = torch.rand(3, generator=g, dtype=torch.float64) + 0.5
+    ours = relative_sqdist(z, c, scale)
+    direct = (z.unsqueeze(2) - c.unsqueeze(1)).pow(2).sum(-1) / scale.view(-1, 1, 1)
+    torch.testing.assert_close(ours, direct, rtol=1e-10, atol=1e-10)
+    assert (ours >= 0).all()
+    w = torch.randn(ours.shape, generator=g, dtype=torch.float64)
+    grads = [torch.autograd.grad((d * w).sum(), (z, c)) for d in (ours, direct)]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8)
+    # float32 at the same offset: accurate to the spread of the task, not to |z|^2
+    z32, c32 = z.detach().float(), c.detach().float()
+    err = (relative_sqdist(z32, c32, scale.float()).double() - direct.detach()).abs().max()
+    assert err < 1e-3
+    logits = torch.randn(4, 7, 10, generator=g, dtype=torch.float64, requires_grad=True)
+    probe = torch.randn(4, 7, 10, generator=g, dtype=torch.float64)
+    for mine, ref in ((softmax_clusters, torch.softmax), (log_softmax_clusters, torch.log_softmax)):
+        a, b = mine(logits), ref(logits, dim=-1)
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(
+            torch.autograd.grad((a * probe).sum(), logits)[0],
+            torch.autograd.grad((b * probe).sum(), logits)[0],
+        )
+
+
+def test_balanced_soft_kmeans_without_balance_is_soft_kmeans_in_variance_units():
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(1, 30, 3, generator=g, dtype=torch.float64)
+    ours = balanced_soft_kmeans(z, 4, temperature=0.2, balance=0.0, shrink=1.0, n_iter=6, seed=3)
+    init, _ = kmeans_plusplus(z, 4, seed=3)
+    scale = float((z - z.mean(1, keepdim=True)).pow(2).sum(-1).mean())
+    ref = soft_kmeans(z, init, temperature=0.2 * scale, n_iter=6)
+    torch.testing.assert_close(ours.responsibilities, ref.responsibilities)
+    torch.testing.assert_close(ours.centers, ref.centers)
+    # and both are the textbook iterations, written out
+    c = init[0]
+    for _ in range(6):
+        r = torch.softmax(-torch.cdist(z[0], c).pow(2) / (0.2 * scale), dim=-1)
+        c = (r.T @ z[0] + 1e-8 * c) / (r.sum(0) + 1e-8).unsqueeze(-1)
+    torch.testing.assert_close(ours.centers[0], c)
+    torch.testing.assert_close(
+        ours.responsibilities[0], torch.softmax(-torch.cdist(z[0], c).pow(2) / (0.2 * scale), -1)
+    )
+
+
+def test_the_clustering_objective_decreases_over_iterations():
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(3, 40, 2, generator=g, dtype=torch.float64)
+    z[:, :20] += 3.0
+    values = [
+        clustering_objective(z, balanced_soft_kmeans(z, 3, temperature=0.1, n_iter=t), 0.0)
+        for t in range(6)
+    ]
+    for before, after in itertools.pairwise(values):
+        assert bool((after <= before + 1e-12).all()), (before, after)
 
 
 # ------------------------------------------------------------------------------------------ GMM
@@ -372,12 +444,46 @@ def test_gmm_unbatched_float64_and_errors() -> None:
         gmm(x, 2, reg_covar=-1.0)
 
 
+def test_gmm_m_step_options_and_labelled_points_in_em() -> None:
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 20, 3, generator=g, dtype=torch.float64)
+    resp = torch.softmax(torch.randn(2, 20, 4, generator=g, dtype=torch.float64), -1)
+    means, variances, weights = gmm_m_step(x, resp, 0.01)
+    nk = resp.sum(1)
+    torch.testing.assert_close(means, resp.transpose(1, 2) @ x / nk.unsqueeze(-1))
+    dev = (x.unsqueeze(2) - means.unsqueeze(1)).pow(2)  # [B, n, k, d]
+    want = (resp.unsqueeze(-1) * dev).sum(1) / nk.unsqueeze(-1) + 0.01
+    torch.testing.assert_close(variances, want)
+    torch.testing.assert_close(weights, nk / 20)
+    m2, v2, w2 = gmm_m_step(x, resp, 0.01, uniform_weights=True, unit_variance=True)
+    assert torch.equal(m2, means) and torch.equal(v2, torch.ones_like(v2))
+    assert torch.equal(w2, torch.full_like(w2, 0.25))
+    # labelled points with their own E-step responsibilities: one step of EM on all points
+    xl, xu = x[:, :8], x[:, 8:]
+    rl = gmm_e_step(xl, means, variances, weights)[0].exp()
+    semi = gmm_em_steps(xu, means, variances, weights, 1, 0.01, labelled=(xl, rl))
+    full = gmm_em_steps(x, means, variances, weights, 1, 0.01)
+    for a, b in zip(semi, full, strict=True):
+        torch.testing.assert_close(a, b)
+    # only labelled points in the M-step (the others weighted 0): the class means
+    y = torch.arange(8).remainder(4).expand(2, -1)
+    onehot = torch.nn.functional.one_hot(y, 4).double()
+    mask = torch.zeros(2, 12, dtype=torch.float64)
+    m3, _, w3 = gmm_em_steps(xu, means, variances, weights, 2, 0.01, mask, labelled=(xl, onehot))
+    class_means = torch.stack([xl[:, y[0] == j].mean(1) for j in range(4)], 1)
+    torch.testing.assert_close(m3, class_means)
+    torch.testing.assert_close(w3, torch.full_like(w3, 0.25))
+    with pytest.raises(DataError):
+        gmm_em_steps(xu, means, variances, weights, labelled=(xl, onehot[:, :, :3]))
+
+
 def test_gmm_em_steps_are_differentiable_and_monotone() -> None:
     x, _ = blobs(2, 15, 2, 2, spread=4.0, dtype=torch.float64)
     fit = gmm(x, 2)
     means, variances, weights = fit.means, fit.variances, fit.weights
     # the fitted parameters are (nearly) a fixed point of EM
-    m2, _, _, r2 = gmm_em_steps(x, means, variances, weights, n_steps=3)
+    m2, v2, w2 = gmm_em_steps(x, means, variances, weights, n_steps=3)
+    r2 = gmm_e_step(x, m2, v2, w2)[0].exp()
     torch.testing.assert_close(m2, means, atol=1e-3, rtol=1e-3)
     torch.testing.assert_close(r2.sum(-1), torch.ones(2, 30, dtype=torch.float64))
     # EM never lowers the likelihood
@@ -387,7 +493,7 @@ def test_gmm_em_steps_are_differentiable_and_monotone() -> None:
     lls = []
     for _ in range(5):
         lls.append(gmm_e_step(x, m, v, w)[1].mean(-1))
-        m, v, w, _ = gmm_em_steps(x, m, v, w, n_steps=1)
+        m, v, w = gmm_em_steps(x, m, v, w, n_steps=1)
     lls = torch.stack(lls)
     assert torch.all(lls[1:] >= lls[:-1] - 1e-9)
     # the E-step agrees with the batched fit
@@ -401,6 +507,7 @@ def test_gmm_em_steps_are_differentiable_and_monotone() -> None:
     w0 = torch.full((2, 2), 0.5, dtype=torch.float64, requires_grad=True)
 
     def f(xs, m0, v0, w0):
-        return gmm_em_steps(xs, m0, v0, w0, n_steps=2)
+        m, v, w = gmm_em_steps(xs, m0, v0, w0, n_steps=2)
+        return m, v, w, gmm_e_step(xs, m, v, w)[0].exp()
 
     assert torch.autograd.gradcheck(f, (xs, m0, v0, w0))

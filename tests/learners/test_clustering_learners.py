@@ -1,10 +1,9 @@
-"""Meta-learned clustering: the pairwise loss, balanced soft k-means, Meta-K-means and
-Clustering-MAML (exact gradients, label-free adaptation, learning, determinism), and clustering
-runs end to end (config, Trainer, ``evaluate --checkpoint``)."""
+"""Meta-learned clustering: the pairwise loss, Meta-K-means and Clustering-MAML (exact
+gradients, label-free adaptation, learning, determinism), and clustering runs end to end
+(config, Trainer, ``evaluate --checkpoint``)."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 
@@ -14,7 +13,8 @@ import torch
 from torch.func import functional_call
 
 from metaunsup.app.cli import main
-from metaunsup.cluster import kmeans, kmeans_plusplus, soft_kmeans, task_seeds
+from metaunsup.cluster import kmeans, task_seeds
+from metaunsup.cluster.soft_kmeans import balanced_soft_kmeans, clustering_objective
 from metaunsup.data import load
 from metaunsup.errors import ConfigError
 from metaunsup.evaluation.fewshot import evaluate_fewshot
@@ -25,16 +25,11 @@ from metaunsup.learners import (
     MetaLearner,
     build_learner,
 )
-from metaunsup.learners.clustering import (
-    balanced_soft_kmeans,
-    clustering_objective,
-    log_softmax_clusters,
+from metaunsup.learners.pairwise import (
     offdiagonal_mask,
     pair_log_probabilities,
     pairwise_loss,
     pairwise_targets,
-    relative_sqdist,
-    softmax_clusters,
 )
 from metaunsup.metrics import clustering_accuracy
 from metaunsup.nets import MLP, Conv4
@@ -190,62 +185,6 @@ def test_pairwise_targets_and_mask():
         [True, False, True],
         [True, True, False],
     ]
-
-
-# --------------------------------------------------------------------------- soft k-means
-
-
-def test_distance_and_softmax_kernels_equal_the_direct_formulas_with_gradients():
-    g = torch.Generator().manual_seed(0)
-    # points far from the origin relative to their spread: the expansion must not cancel
-    z = (50.0 + torch.randn(3, 40, 6, generator=g, dtype=torch.float64)).requires_grad_()
-    c = torch.cat([z[:, :4].detach(), 50.0 + torch.randn(3, 3, 6, generator=g).double()], 1)
-    c.requires_grad_()
-    scale = torch.rand(3, generator=g, dtype=torch.float64) + 0.5
-    ours = relative_sqdist(z, c, scale)
-    direct = (z.unsqueeze(2) - c.unsqueeze(1)).pow(2).sum(-1) / scale.view(-1, 1, 1)
-    torch.testing.assert_close(ours, direct, rtol=1e-10, atol=1e-10)
-    assert (ours >= 0).all()
-    w = torch.randn(ours.shape, generator=g, dtype=torch.float64)
-    grads = [torch.autograd.grad((d * w).sum(), (z, c)) for d in (ours, direct)]
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8)
-    # float32 at the same offset: accurate to the spread of the task, not to |z|^2
-    z32, c32 = z.detach().float(), c.detach().float()
-    err = (relative_sqdist(z32, c32, scale.float()).double() - direct.detach()).abs().max()
-    assert err < 1e-3
-    logits = torch.randn(4, 7, 10, generator=g, dtype=torch.float64, requires_grad=True)
-    probe = torch.randn(4, 7, 10, generator=g, dtype=torch.float64)
-    for mine, ref in ((softmax_clusters, torch.softmax), (log_softmax_clusters, torch.log_softmax)):
-        a, b = mine(logits), ref(logits, dim=-1)
-        torch.testing.assert_close(a, b)
-        torch.testing.assert_close(
-            torch.autograd.grad((a * probe).sum(), logits)[0],
-            torch.autograd.grad((b * probe).sum(), logits)[0],
-        )
-
-
-def test_balanced_soft_kmeans_without_balance_is_soft_kmeans_in_variance_units():
-    g = torch.Generator().manual_seed(2)
-    z = torch.randn(1, 30, 3, generator=g, dtype=torch.float64)
-    ours = balanced_soft_kmeans(z, 4, temperature=0.2, balance=0.0, shrink=1.0, n_iter=6, seed=3)
-    init, _ = kmeans_plusplus(z, 4, seed=3)
-    scale = float((z - z.mean(1, keepdim=True)).pow(2).sum(-1).mean())
-    ref = soft_kmeans(z, init, temperature=0.2 * scale, n_iter=6)
-    torch.testing.assert_close(ours.responsibilities, ref.responsibilities)
-    torch.testing.assert_close(ours.centers, ref.centers)
-
-
-def test_the_clustering_objective_decreases_over_iterations():
-    g = torch.Generator().manual_seed(4)
-    z = torch.randn(3, 40, 2, generator=g, dtype=torch.float64)
-    z[:, :20] += 3.0
-    values = [
-        clustering_objective(z, balanced_soft_kmeans(z, 3, temperature=0.1, n_iter=t), 0.0)
-        for t in range(6)
-    ]
-    for before, after in itertools.pairwise(values):
-        assert bool((after <= before + 1e-12).all()), (before, after)
 
 
 # --------------------------------------------------------------------------- exact gradients

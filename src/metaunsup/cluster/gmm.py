@@ -13,9 +13,13 @@ The model of each task is :math:`p(x) = \sum_j \pi_j \mathcal N(x; \mu_j, \opera
 * a restart stops when the mean log-likelihood per point changes by less than ``tol`` between
   two E-steps; each task keeps the restart with the highest final log-likelihood.
 
-:func:`gmm` fits many tasks at once (no gradients; computed in ``float64`` like scikit-learn);
-:func:`gmm_e_step` and :func:`gmm_em_steps` are the same steps written for autograd, for
-methods that differentiate through a few EM steps (e.g. Meta-GMVAE, Lee et al., ICLR 2021).
+:func:`gmm` fits many tasks at once (no gradients; computed in ``float64`` like scikit-learn,
+with both steps expanded into batched products over the restarts of a task).
+:func:`gmm_e_step`, :func:`gmm_m_step` and :func:`gmm_em_steps` are the same steps written for
+autograd in plain ``[B, n, k, d]`` arithmetic, for methods that differentiate through a few EM
+steps; they are the EM of Meta-GMVAE (Lee, Lee & Hwang, ICLR 2021,
+:mod:`metaunsup.learners.meta_gmvae`), whose options they carry: uniform weights, unit
+variances, and labelled points with fixed responsibilities (semi-supervised EM).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from metaunsup.cluster.kmeans import (
 )
 from metaunsup.errors import ConfigError, DataError
 
-__all__ = ["GMMResult", "gmm", "gmm_e_step", "gmm_em_steps"]
+__all__ = ["GMMResult", "gmm", "gmm_e_step", "gmm_em_steps", "gmm_m_step"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _INITS = ("kmeans++", "kmeans")
@@ -331,6 +335,37 @@ def gmm_e_step(
     return wlp - log_prob.unsqueeze(-1), log_prob
 
 
+def gmm_m_step(
+    x: torch.Tensor,
+    resp: torch.Tensor,
+    reg_covar: float = 1e-6,
+    *,
+    uniform_weights: bool = False,
+    unit_variance: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mixture parameters from points ``x`` ``[B, n, d]`` and responsibilities ``[B, n, k]``.
+
+    ``n_j = Σ_i r_ij + 10ε``, ``μ_j = Σ_i r_ij x_i / n_j``, ``σ_j² = Σ_i r_ij (x_i − μ_j)² / n_j
+    + reg_covar`` (the weighted mean of squared deviations: no cancellation, so it is safe in
+    ``float32``) and ``π_j = n_j / Σ_l n_l``. ``unit_variance`` fixes every variance to 1 and
+    ``uniform_weights`` every weight to ``1/k`` (e.g. the prior of Meta-GMVAE, Lee et al.,
+    ICLR 2021). Returns ``means [B, k, d]``, ``variances [B, k, d]``, ``weights [B, k]``;
+    differentiable in ``x`` and ``resp``.
+    """
+    nk = resp.sum(1) + 10 * torch.finfo(x.dtype).eps  # [B, k]
+    means = torch.bmm(resp.transpose(1, 2), x) / nk.unsqueeze(-1)
+    if unit_variance:
+        variances = torch.ones_like(means)
+    else:
+        diff = x.unsqueeze(2) - means.unsqueeze(1)  # [B, n, k, d]
+        variances = (resp.unsqueeze(-1) * diff * diff).sum(1) / nk.unsqueeze(-1) + reg_covar
+    if uniform_weights:
+        weights = torch.full_like(nk, 1.0 / nk.shape[1])
+    else:
+        weights = nk / nk.sum(-1, keepdim=True)
+    return means, variances, weights
+
+
 def gmm_em_steps(
     x: torch.Tensor,
     means: torch.Tensor,
@@ -339,15 +374,24 @@ def gmm_em_steps(
     n_steps: int = 1,
     reg_covar: float = 1e-6,
     point_weights: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    *,
+    labelled: tuple[torch.Tensor, torch.Tensor] | None = None,
+    uniform_weights: bool = False,
+    unit_variance: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n_steps`` EM iterations of a diagonal Gaussian mixture, differentiable end to end.
 
-    ``x: [B, n, d]``; initial ``means, variances: [B, k, d]`` and ``weights: [B, k]``;
-    optional ``point_weights: [B, n]`` (``0`` masks a point out of the M-step). The M-step
-    computes variances as the weighted mean of ``(x - μ)²`` (no cancellation, so it is safe in
-    ``float32``), plus ``reg_covar``. Returns ``(means, variances, weights, responsibilities
-    [B, n, k])``, the responsibilities being those of the returned parameters. Gradients flow to
-    ``x`` and to the initial parameters.
+    ``x: [B, n, d]``; initial ``means, variances: [B, k, d]`` and ``weights: [B, k]``. Each
+    iteration is :func:`gmm_e_step` on ``x`` then :func:`gmm_m_step` (with ``reg_covar``,
+    ``uniform_weights``, ``unit_variance``). Options:
+
+    * ``point_weights: [B, n]`` scale each point's responsibilities in the M-step (``0`` masks
+      a point out);
+    * ``labelled = (x_l [B, n_l, d], resp_l [B, n_l, k])``: points whose responsibilities are
+      fixed (e.g. one-hot labels) join every M-step (semi-supervised EM).
+
+    Returns the final ``(means, variances, weights)``; :func:`gmm_e_step` gives their
+    responsibilities. Gradients flow to ``x``, the labelled points and the initial parameters.
     """
     n_steps = check_int("n_steps", n_steps, 0)
     reg_covar = check_float("reg_covar", reg_covar, 0.0)
@@ -357,16 +401,20 @@ def gmm_em_steps(
         )
     if weights.shape != means.shape[:2] or means.shape[0] != x.shape[0]:
         raise DataError("weights must be [B, k] and the parameters must match the tasks of x")
-    eps = 10 * torch.finfo(x.dtype).eps
+    if labelled is not None and (
+        labelled[0].shape[::2] != x.shape[::2]
+        or labelled[1].shape != (*labelled[0].shape[:2], means.shape[1])
+    ):
+        raise DataError("labelled must be (x_l [B, n_l, d], resp_l [B, n_l, k]) matching x")
     for _ in range(n_steps):
         log_resp, _ = gmm_e_step(x, means, variances, weights)
-        r = log_resp.exp()
+        points, resp = x, log_resp.exp()
         if point_weights is not None:
-            r = r * point_weights.unsqueeze(-1)
-        nk = r.sum(1) + eps  # [B, k]
-        means = torch.bmm(r.transpose(1, 2), x) / nk.unsqueeze(-1)
-        diff = x.unsqueeze(2) - means.unsqueeze(1)  # [B, n, k, d]
-        variances = (r.unsqueeze(-1) * diff * diff).sum(1) / nk.unsqueeze(-1) + reg_covar
-        weights = nk / nk.sum(-1, keepdim=True)
-    log_resp, _ = gmm_e_step(x, means, variances, weights)
-    return means, variances, weights, log_resp.exp()
+            resp = resp * point_weights.unsqueeze(-1)
+        if labelled is not None:
+            points = torch.cat([labelled[0], x], 1)
+            resp = torch.cat([labelled[1], resp], 1)
+        means, variances, weights = gmm_m_step(
+            points, resp, reg_covar, uniform_weights=uniform_weights, unit_variance=unit_variance
+        )
+    return means, variances, weights

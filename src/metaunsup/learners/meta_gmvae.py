@@ -15,7 +15,8 @@ each task is a set of ``M`` unlabeled examples. Per task, ``S`` reparameterised 
 ``z_is = μ_i + σ_i ε_is`` are drawn for every example, ``ψ`` is initialised on the ``M·S``
 samples by k-means++ seeding (means at the seeds, every variance the pooled per-dimension
 variance of the samples, uniform weights; the authors' code starts from ``K`` random samples)
-and refined by ``em_steps`` EM iterations, and the loss is the negative ELBO with that prior,
+and refined by ``em_steps`` EM iterations (Dempster, Laird & Rubin 1977;
+:func:`~metaunsup.cluster.gmm_em_steps`), and the loss is the negative ELBO with that prior,
 averaged over tasks, examples and samples::
 
     loss = −(1/(B M S)) Σ_{b,i,s} [ log p_θ(x_i|z_is) + β (log p_ψ(z_is) − log q_φ(z_is|x_i)) ]
@@ -63,7 +64,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metaunsup._validation import check_bool, check_int, check_positive
-from metaunsup.cluster.gmm import gmm_e_step
+from metaunsup.cluster.gmm import gmm_e_step, gmm_em_steps, gmm_m_step
 from metaunsup.cluster.kmeans import kmeans, kmeans_plusplus
 from metaunsup.errors import ConfigError, DataError
 from metaunsup.learners.base import (
@@ -76,7 +77,7 @@ from metaunsup.learners.base import (
 from metaunsup.nets import FunctionalNet, ParamDict
 from metaunsup.tasks.batch import TaskBatch
 
-__all__ = ["ELBOTerms", "MetaGMVAE", "MixtureFit", "em_refine", "m_step", "semi_supervised_em"]
+__all__ = ["ELBOTerms", "MetaGMVAE", "MixtureFit", "semi_supervised_em"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _DECODERS = ("mlp", "deconv")
@@ -88,63 +89,7 @@ _X_LOG_VAR_RANGE = (-7.0, 7.0)
 
 
 # ----------------------------------------------------------------------------------------------
-# Diagonal mixtures: M-step with soft, fixed or mixed responsibilities, EM, semi-supervised EM.
-
-
-def m_step(
-    z: Tensor,
-    resp: Tensor,
-    reg_covar: float,
-    uniform_weights: bool = False,
-    unit_variance: bool = False,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Mixture parameters from points ``z`` ``[B, n, D]`` and responsibilities ``[B, n, K]``.
-
-    Returns ``means [B, K, D]``, ``variances [B, K, D]`` (weighted mean of ``(z − m_k)²`` plus
-    ``reg_covar``, or ones with ``unit_variance``) and ``weights [B, K]`` (``n_k / n``, or
-    ``1/K`` with ``uniform_weights``). Differentiable in ``z`` and ``resp``.
-    """
-    nk = resp.sum(1) + 10 * torch.finfo(z.dtype).eps  # [B, K]
-    means = torch.bmm(resp.transpose(1, 2), z) / nk.unsqueeze(-1)
-    if unit_variance:
-        variances = torch.ones_like(means)
-    else:
-        diff = z.unsqueeze(2) - means.unsqueeze(1)  # [B, n, K, D]
-        variances = (resp.unsqueeze(-1) * diff * diff).sum(1) / nk.unsqueeze(-1) + reg_covar
-    if uniform_weights:
-        weights = torch.full_like(nk, 1.0 / nk.shape[1])
-    else:
-        weights = nk / nk.sum(-1, keepdim=True)
-    return means, variances, weights
-
-
-def em_refine(
-    z: Tensor,
-    means: Tensor,
-    variances: Tensor,
-    weights: Tensor,
-    n_steps: int,
-    *,
-    reg_covar: float,
-    uniform_weights: bool = False,
-    unit_variance: bool = False,
-    labelled: tuple[Tensor, Tensor] | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``n_steps`` EM iterations of a diagonal mixture on ``z`` ``[B, n, D]``.
-
-    ``means, variances`` ``[B, K, D]`` and ``weights`` ``[B, K]`` are the start. With
-    ``labelled = (z_l [B, n_l, D], onehot [B, n_l, K])`` those points join every M-step with
-    their responsibilities fixed (semi-supervised EM). Returns the final parameters;
-    differentiable end to end.
-    """
-    for _ in range(n_steps):
-        log_resp, _ = gmm_e_step(z, means, variances, weights)
-        points, resp = z, log_resp.exp()
-        if labelled is not None:
-            points = torch.cat([labelled[0], z], 1)
-            resp = torch.cat([labelled[1], resp], 1)
-        means, variances, weights = m_step(points, resp, reg_covar, uniform_weights, unit_variance)
-    return means, variances, weights
+# Task mixtures: initial variances, semi-supervised EM (the EM steps are metaunsup.cluster.gmm).
 
 
 def pooled_variances(z: Tensor, k: int, reg_covar: float) -> Tensor:
@@ -178,23 +123,24 @@ def semi_supervised_em(
     ``support_z`` ``[B, n, D]`` with labels ``support_y`` ``int64 [B, n]`` in ``0..N−1``,
     ``query_z`` ``[B, m, D]``. Component ``k`` starts at the mean of support class ``k``, with
     the pooled per-dimension variance of support and query and uniform weights; then ``n_steps``
-    EM iterations with the support's responsibilities fixed to one-hot labels and the query's
-    soft. With ``n_steps = 0`` this is a Gaussian classifier around the class means.
+    EM iterations (:func:`~metaunsup.cluster.gmm_em_steps`) with the support's responsibilities
+    fixed to one-hot labels and the query's soft. With ``n_steps = 0`` this is a Gaussian
+    classifier around the class means.
     """
     onehot = F.one_hot(support_y, n_way).to(support_z.dtype)  # [B, n, N]
     counts = onehot.sum(1).clamp_min(1.0)  # [B, N]
     means = torch.bmm(onehot.transpose(1, 2), support_z) / counts.unsqueeze(-1)
     variances = pooled_variances(torch.cat([support_z, query_z], 1), n_way, reg_covar)
     weights = torch.full_like(counts, 1.0 / n_way)
-    means, variances, weights = em_refine(
+    means, variances, weights = gmm_em_steps(
         query_z,
         means,
         variances,
         weights,
         n_steps,
-        reg_covar=reg_covar,
-        uniform_weights=uniform_weights,
+        reg_covar,
         labelled=(support_z, onehot),
+        uniform_weights=uniform_weights,
     )
     log_resp, _ = gmm_e_step(query_z, means, variances, weights)
     return MixtureFit(means=means, variances=variances, weights=weights, log_resp=log_resp)
@@ -479,13 +425,13 @@ class MetaGMVAE(MetaLearner, FewShotLearner, ClusteringLearner, Embedder):
         unit = self.prior_variance == "unit"
         variances = torch.ones_like(means) if unit else pooled_variances(data, k, self.reg_covar)
         weights = torch.full((B, k), 1.0 / k, dtype=data.dtype, device=data.device)
-        return em_refine(
+        return gmm_em_steps(
             data,
             means,
             variances,
             weights,
             self.em_steps,
-            reg_covar=self.reg_covar,
+            self.reg_covar,
             uniform_weights=self.uniform_weights,
             unit_variance=unit,
         )
@@ -566,13 +512,9 @@ class MetaGMVAE(MetaLearner, FewShotLearner, ClusteringLearner, Embedder):
             z = self.embed(x)
             labels = kmeans(z, k, n_init=n_init, seed=seed).labels
             resp = F.one_hot(labels, k).to(z.dtype)
-            params = m_step(z, resp, self.reg_covar, self.uniform_weights)
-            params = em_refine(
-                z,
-                *params,
-                em_steps,
-                reg_covar=self.reg_covar,
-                uniform_weights=self.uniform_weights,
+            params = gmm_m_step(z, resp, self.reg_covar, uniform_weights=self.uniform_weights)
+            params = gmm_em_steps(
+                z, *params, em_steps, self.reg_covar, uniform_weights=self.uniform_weights
             )
             log_resp, _ = gmm_e_step(z, *params)
         return log_resp.argmax(-1)

@@ -2,7 +2,7 @@
 
 Given an unlabeled task ``x`` ``[B, n, ...]`` and the number of clusters ``K``, the learner
 embeds the points with a network ``f_θ`` (a backbone without head), ``z = f_θ(x)``
-``[B, n, D]``, and clusters them with :func:`~metaunsup.learners.clustering.balanced_soft_kmeans`
+``[B, n, D]``, and clusters them with :func:`~metaunsup.cluster.balanced_soft_kmeans`
 unrolled for ``n_iter`` iterations: k-means++ seeds shrunk towards the mean, then alternating
 balanced soft assignments and centre updates. Meta-learned, end to end through the unrolled
 iterations:
@@ -16,11 +16,11 @@ iterations:
 * the shrinkage ``s`` of the initial centres towards the task mean (``1``: k-means++ seeds).
 
 The meta-loss is the permutation-invariant pairwise loss (MCL, Hsu et al., ICLR 2019; KCL, Hsu,
-Lv & Kira, ICLR 2018) of the final soft assignment against the task's partition — the labels
-are read only there. This is meta-learning to cluster in the sense of Jiang & Verma (2019):
-tasks are whole clustering problems and the learner is rewarded for partitioning new ones. It
-is the clustering counterpart of Prototypical Networks (Snell et al. 2017), whose class means
-become soft k-means centres (as in Ren et al., ICLR 2018).
+Lv & Kira, ICLR 2018; :mod:`metaunsup.learners.pairwise`) of the final soft assignment against
+the task's partition — the labels are read only there. This is meta-learning to cluster in the
+sense of Jiang & Verma (2019): tasks are whole clustering problems and the learner is rewarded
+for partitioning new ones. It is the clustering counterpart of Prototypical Networks (Snell et
+al. 2017), whose class means become soft k-means centres (as in Ren et al., ICLR 2018).
 
 Test time (:meth:`MetaKMeansLearner.cluster`): embed, run the learned soft k-means for
 ``test_iter`` iterations from ``restarts`` seeded initialisations, keep per task the run with
@@ -28,13 +28,10 @@ the lowest clustering objective (unsupervised), and take the most responsible cl
 optionally finish with hard Lloyd iterations from the soft centres (``refine``). Shapes:
 embeddings ``[B, n, D]``, centres ``[B, K, D]``, logits ``[B, n, K]``.
 
-Measured on digits with ``configs/digits-meta-kmeans.toml`` cut to 150 meta-steps (14 s on one
-CPU thread, one run): 200 test tasks of 10×20 cluster at 0.886 ± 0.007 accuracy with one
-restart and 5 iterations (0.92 with 5 restarts and 10 iterations), against 0.737 ± 0.006 for
-K-means on the pixels. The initial temperature matters: in variance units soft k-means
-collapses all centres onto the mean above about ``T = 0.25`` on these embeddings (the first
-phase transition of deterministic annealing, ``2 λ_max / V``), and meta-training from
-``T = 1`` did not recover within 50 steps; ``T = 0.1`` learns at once.
+The initial temperature matters: in variance units, soft k-means collapses all centres onto the
+mean above the first phase transition of deterministic annealing (``T = 2 λ_max / V``, with
+``λ_max`` the largest eigenvalue of the embeddings' covariance), and meta-training from there
+may not recover; start below it (the default is ``T = 0.1``).
 """
 
 from __future__ import annotations
@@ -50,14 +47,14 @@ from torch import Tensor, nn
 from metaunsup._validation import check_bool, check_float, check_int, check_positive
 from metaunsup.cluster import kmeans, task_seeds
 from metaunsup.cluster._common import SeedLike, check_k
-from metaunsup.errors import ConfigError, DataError
-from metaunsup.learners.base import AdaptedState, AdaptiveEmbedder, ClusteringLearner, MetaLearner
-from metaunsup.learners.clustering import (
+from metaunsup.cluster.soft_kmeans import (
     SoftClustering,
     balanced_soft_kmeans,
     clustering_objective,
-    pairwise_loss,
 )
+from metaunsup.errors import ConfigError, DataError
+from metaunsup.learners.base import AdaptedState, AdaptiveEmbedder, ClusteringLearner, MetaLearner
+from metaunsup.learners.pairwise import pairwise_loss
 from metaunsup.metrics import clustering_accuracy
 from metaunsup.nets import FunctionalNet, ParamDict
 from metaunsup.tasks.batch import TaskBatch

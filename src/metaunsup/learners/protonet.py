@@ -10,7 +10,10 @@ inner loop.
 Classification", ICLR 2018, soft k-means refinement): the query's own unlabeled embeddings
 refine the prototypes by soft k-means steps started at the support means, each
 ``c_k ← (Σ_{i: y_i=k} f(x_i) + Σ_j r_jk f(q_j)) / (K_k + Σ_j r_jk)`` with ``r_j =
-softmax_k(−‖f(q_j) − c_k‖²)``; the logits are then those of the refined prototypes. The query is
+softmax_k(−‖f(q_j) − c_k‖²)``, i.e. the soft k-means centre update
+(:func:`~metaunsup.cluster.soft_kmeans.soft_centers`) with the labelled support as fixed mass;
+the assignment uses ProtoNet's own distances (from the differences, as its logits) and
+``torch.softmax``. The logits are then those of the refined prototypes. The query is
 classified together, as Meta-GMVAE's EM does; with 0 steps (the default) every query is
 classified on its own.
 
@@ -28,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from metaunsup._validation import check_int
+from metaunsup.cluster.soft_kmeans import soft_centers
 from metaunsup.errors import ConfigError
 from metaunsup.learners.base import AdaptedState, Embedder, FewShotLearner, MetaLearner
 from metaunsup.nets import FunctionalNet, ParamDict
@@ -121,8 +125,7 @@ class ProtoNet(MetaLearner, FewShotLearner, Embedder):
             counts = onehot.sum(1)  # [B, N]
             for _ in range(steps):
                 r = (-squared_distances(emb, centres)).softmax(-1)  # [B, m, N]
-                total = labelled + torch.bmm(r.transpose(1, 2), emb)
-                centres = total / (counts + r.sum(1)).unsqueeze(-1)
+                centres, _ = soft_centers(emb, r, counts, prior_sum=labelled)
         return -squared_distances(emb, centres)
 
     def embed(self, x: Tensor, params: ParamDict | None = None) -> Tensor:
