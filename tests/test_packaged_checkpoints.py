@@ -4,6 +4,7 @@ cards say on fresh tasks (a smaller sample than the card's 1000 tasks, so a loos
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from metaunsup.evaluation.fewshot import evaluate_fewshot
 from metaunsup.learners import load_learner
 from metaunsup.metrics import clustering_accuracy
 from metaunsup.tasks import ClusteringTaskSampler
+from metaunsup.training.config import load_config
 from tests.helpers.data import needs_omniglot
 
 
@@ -22,7 +24,12 @@ def test_digits_and_mnist_are_packaged_with_cards():
     assert {"digits", "mnist"} <= set(packaged_names())
     for name in ("digits", "mnist"):
         card = json.loads((packaged_dir() / f"{name}.json").read_text())
-        assert card["name"] == name and card["command"].startswith("metaunsup train configs/")
+        words = card["command"].split("&&")[-1].split()  # the last command trains the model
+        assert card["name"] == name and words[:2] == ["metaunsup", "train"]
+        config = words[2]  # a file of configs/ or a packaged config, and the run it names
+        root = Path(__file__).resolve().parents[1]
+        path = root / config if config.startswith("configs/") else config
+        assert load_config(path).name == card["config"]["name"]
         assert card["data"]["labels_used"] == "none"  # both trained without labels
         assert card["training_seconds"]["meta_training"] > 0
         report = card["evaluations"][0]["report"]

@@ -41,7 +41,13 @@ def test_pages_have_runnable_examples():
         assert "python" in languages, name
 
 
-@pytest.mark.parametrize("name", PAGES)
+#: Pages whose examples take more than a few seconds (the demo's page trains a model).
+SLOW_PAGES = {"demo.md"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_PAGES else p for p in PAGES]
+)
 def test_examples_run(name, tmp_path, monkeypatch, capsys):
     if name == "report.md":
         pytest.importorskip("matplotlib")

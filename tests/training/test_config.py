@@ -92,9 +92,23 @@ def test_every_shipped_config_is_valid():
     from metaunsup.training.build import learner_config
 
     shapes = {"omniglot": (1, 28, 28), "mnist": (1, 28, 28), "digits": (1, 8, 8)}
+    from metaunsup.training.config import packaged_configs
+
     configs = sorted((Path(__file__).parents[2] / "configs").glob("*.toml"))
     assert configs, "configs/ is empty"
+    configs += list(packaged_configs().values())
     for path in configs:
         cfg = load_config(path)
         learner = build_learner(learner_config(cfg, shapes[cfg.data.dataset]))
         assert learner.config()["name"] == cfg.learner["name"], path.name
+
+
+def test_packaged_configs_load_by_name_and_a_missing_config_says_which_exist(tmp_path):
+    from metaunsup.training.config import load_config, packaged_configs
+
+    assert "digits-unsup" in packaged_configs()
+    assert load_config("digits-unsup", {"train.steps": 7}).train.steps == 7
+    with pytest.raises(ConfigError, match=r"not found \(packaged configs: digits-unsup"):
+        load_config("no-such-run")
+    with pytest.raises(ConfigError, match=r"is a folder; give a \.toml file"):
+        load_config(tmp_path)

@@ -80,6 +80,7 @@ def test_resume_in_process_matches_uninterrupted(tmp_path):
     assert log_steps == list(range(1, 13))
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_weights(tmp_path):
     """Kill a real `metaunsup train` process mid-run, resume it, compare with an unbroken run."""
 

@@ -4,6 +4,7 @@ pre-training, CACTUs / UMTRA sources, the label guard, exact resume and the demo
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +13,6 @@ import pytest
 import torch
 
 import metaunsup.data as data_module
-from metaunsup.app.demo import DEMO_CONFIG
 from metaunsup.checkpoint import read_checkpoint
 from metaunsup.data import load
 from metaunsup.data.base import Dataset
@@ -236,9 +236,13 @@ def test_umtra_needs_one_shot_fewshot_tasks():
         config_from_dict(raw)
 
 
-def test_shipped_unsupervised_configs_parse_and_the_demo_matches_its_config():
-    demo = load_config(ROOT / "configs" / "digits-unsup.toml")
-    assert demo == config_from_dict(copy.deepcopy(DEMO_CONFIG))
+def test_shipped_unsupervised_configs_parse_and_the_demo_runs_the_packaged_one():
+    from metaunsup.app.demo import demo_config
+    from metaunsup.training.config import packaged_configs
+
+    demo = load_config("digits-unsup")  # a packaged config, by name
+    assert demo == load_config(packaged_configs()["digits-unsup"]) == demo_config(seed=0)
+    assert demo.unsupervised is not None and demo_config(seed=3).train.seed == 3
     for path in sorted((ROOT / "configs").glob("*unsup*.toml")):
         assert load_config(path).unsupervised is not None, path
 
@@ -247,11 +251,12 @@ def test_demo_writes_results_and_figure(tmp_path, monkeypatch):
     """The demo's plumbing on a shortened run (the full run is `metaunsup demo`)."""
     import metaunsup.app.demo as demo
 
-    short = copy.deepcopy(DEMO_CONFIG)
-    short["unsupervised"].update(pretrain_steps=3, partitions=2)
-    short["train"].update(steps=3)
-    monkeypatch.setattr(demo, "DEMO_CONFIG", short)
-    report = demo.run_demo(tmp_path, tasks=12, curve_tasks=6, progress=False, echo=lambda m: None)
+    short = {"unsupervised.pretrain_steps": 3, "unsupervised.partitions": 2, "train.steps": 3}
+    run = functools.partial(
+        demo.run_demo, tasks=12, curve_tasks=6, progress=False, echo=lambda m: None,
+        config_overrides=short,
+    )  # fmt: skip
+    report = run(tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     names = [r["method"] for r in saved["results"]]
     assert names[:3] == ["kmeans", "pca-kmeans", "gmm"] and "meta-trained, no labels" in names
@@ -262,15 +267,13 @@ def test_demo_writes_results_and_figure(tmp_path, monkeypatch):
     assert (tmp_path / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["files"]["figure"] is not None
     # a second call reuses the finished run
-    again = demo.run_demo(tmp_path, tasks=12, curve_tasks=6, progress=False, echo=lambda m: None)
+    again = run(tmp_path)
     assert [r["acc"] for r in again["results"]] == [r["acc"] for r in report["results"]]
 
 
 def test_demo_model_loads_as_a_clustering_checkpoint(tmp_path):
-    raw = copy.deepcopy(DEMO_CONFIG)
-    raw["unsupervised"].update(pretrain_steps=2, partitions=2)
-    raw["train"].update(steps=2)
-    train_run(config_from_dict(raw), tmp_path, progress=False)
+    short = {"unsupervised.pretrain_steps": 2, "unsupervised.partitions": 2, "train.steps": 2}
+    train_run(load_config("digits-unsup", short), tmp_path, progress=False)
     learner = load_learner(tmp_path / "last.safetensors")
     x = load("digits", "test").x[:40].float().unsqueeze(0)
     labels = learner.cluster(x, 10, seed=0)

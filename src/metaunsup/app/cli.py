@@ -10,9 +10,10 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -33,7 +34,7 @@ def _progress(total: int, desc: str, quiet: bool):
     The bar appears at the first update (so an early error prints only its own line) and only
     when stderr is a terminal and ``quiet`` is off.
     """
-    state: dict[str, object] = {}
+    state: dict[str, Any] = {}
 
     def update(n: int) -> None:
         if quiet or not sys.stderr.isatty():
@@ -403,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(cli, argv)
 
 
-def _run(command: Callable, argv: Sequence[str] | None) -> int:
+def _run(command: click.Command, argv: Sequence[str] | None) -> int:
     try:
         command.main(
             args=list(argv) if argv is not None else None,

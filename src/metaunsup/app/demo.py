@@ -1,6 +1,6 @@
 """``metaunsup demo``: meta-learned clustering of the bundled digits, trained with no labels.
 
-1. Meta-train :data:`DEMO_CONFIG` (the same run as ``configs/digits-unsup.toml``) on the
+1. Meta-train the packaged config ``digits-unsup`` (:data:`DEMO_CONFIG`) on the
    unlabeled ``train`` half: SimCLR pre-training of a small Conv4, CACTUs pseudo-classes from
    k-means partitions of the spectral embedding of its features' 10-nearest-neighbour graph,
    Meta-K-means on 10 × 20 pseudo clustering tasks.
@@ -17,7 +17,6 @@ call with the same folder reuses the finished run.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,45 +27,21 @@ from metaunsup.app.report.figures import plot_curves
 from metaunsup.evaluation.clustering import evaluate_clustering, learner_method, resolve_methods
 from metaunsup.evaluation.convergence import kmeans_curve, learner_curve
 from metaunsup.fileio import atomic_write_json
-from metaunsup.training.config import RunConfig, config_from_dict
+from metaunsup.training.config import RunConfig, load_config
 
 __all__ = ["DEMO_CONFIG", "run_demo"]
 
-#: The demo's run; ``configs/digits-unsup.toml`` holds the same (a test keeps them equal).
-DEMO_CONFIG: dict[str, Any] = {
-    "name": "digits-unsup",
-    "data": {"dataset": "digits", "split": "train"},
-    "task": {"kind": "clustering", "n_way": 10, "k_shot": 20},
-    "unsupervised": {
-        "tasks": "cactus",
-        "pretrain_steps": 1000,
-        "pretrain_batch": 256,
-        "partitions": 5,
-        "clusters": 10,
-        "n_init": 10,
-        "spectral_dims": 10,
-        "neighbors": 10,
-    },
-    "learner": {
-        "name": "meta_kmeans",
-        "n_iter": 5,
-        "test_iter": 10,
-        "restarts": 5,
-        "temperature": 0.1,
-        "net": {"name": "conv4", "hidden": 32, "norm": "batch"},
-    },
-    "train": {"steps": 200, "meta_batch": 4, "lr": 0.0001, "checkpoint_every": 50, "seed": 0},
-}
+#: The demo's run: a config packaged with metaunsup (``metaunsup train digits-unsup``).
+DEMO_CONFIG = "digits-unsup"
 
 #: Adaptation steps of the model's curve and Lloyd iterations of K-means' curve.
 MODEL_STEPS = (0, 1, 2, 5, 10, 20)
 KMEANS_ITERS = (1, 2, 3, 5, 10, 20, 50)
 
 
-def demo_config(seed: int = 0) -> RunConfig:
-    raw = copy.deepcopy(DEMO_CONFIG)
-    raw["train"]["seed"] = seed
-    return config_from_dict(raw)
+def demo_config(seed: int = 0, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The demo's run with ``train.seed = seed`` and any other ``"table.key"`` overrides."""
+    return load_config(DEMO_CONFIG, {**(overrides or {}), "train.seed": seed})
 
 
 def run_demo(
@@ -78,8 +53,13 @@ def run_demo(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     update: Callable[[int], None] | None = None,
+    config_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the demo into ``out_dir``; returns the results dict written to ``results.json``."""
+    """Run the demo into ``out_dir``; returns the results dict written to ``results.json``.
+
+    ``config_overrides``: ``"table.key"`` changes of the demo's run (e.g. fewer steps for a
+    quick look); the numbers of the README are those of the run as packaged.
+    """
     from metaunsup.learners import load_learner
     from metaunsup.training.build import fresh_learner, train_run
     from metaunsup.training.trainer import LAST
@@ -87,9 +67,10 @@ def run_demo(
 
     out = Path(out_dir)
     run_dir = out / "run"
-    cfg = demo_config(seed)
+    cfg = demo_config(seed, config_overrides)
     start = time.perf_counter()
     resume = (run_dir / LAST).exists()
+    assert cfg.unsupervised is not None  # the demo's run makes its tasks without labels
     echo(
         f"meta-training {cfg.name} on digits/train without labels "
         f"({cfg.unsupervised.pretrain_steps} pre-training + {cfg.train.steps} meta-steps)"
@@ -102,6 +83,7 @@ def run_demo(
     model = load_learner(run_dir / LAST)
     untrained = fresh_learner(cfg, test.example_shape).eval()
     pretrained = pretrained_only_learner(fresh_learner(cfg, test.example_shape), run_dir)
+    assert pretrained is not None  # the demo's run pre-trains its backbone
     methods = [
         *resolve_methods(["kmeans", "pca-kmeans", "gmm"]),
         learner_method("network, random weights", untrained),

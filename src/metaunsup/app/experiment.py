@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from metaunsup import data
 from metaunsup.app.report.figures import plot_curves
 from metaunsup.app.report.tables import report_title, results_table
@@ -34,6 +32,7 @@ from metaunsup.errors import ConfigError
 from metaunsup.evaluation.clustering import evaluate_clustering, learner_method, resolve_methods
 from metaunsup.evaluation.convergence import kmeans_curve, learner_curve
 from metaunsup.fileio import atomic_write_json, atomic_write_text
+from metaunsup.learners import MetaLearner
 from metaunsup.training.config import load_config
 
 __all__ = ["MNIST_MODELS", "ModelSpec", "run_mnist_clustering"]
@@ -144,7 +143,7 @@ def run_mnist_clustering(
     trained = [_trained(spec, configs, runs, train, progress, echo) for spec in MNIST_MODELS]
     test = data.load(dataset, "test", root=data_root)
 
-    models: list[tuple[ModelSpec, torch.nn.Module]] = []
+    models: list[tuple[ModelSpec, MetaLearner]] = []
     training: dict[str, Any] = {}
     methods = list(resolve_methods(BASELINES))
     for spec, (cfg, run_dir, record) in zip(MNIST_MODELS, trained, strict=True):

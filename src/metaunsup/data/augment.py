@@ -159,7 +159,7 @@ def warp(
     n, _, h, w = flat.shape
     dev, dt = flat.device, flat.dtype
     half = _pixel_to_normalized((h, w), dev)
-    m = None
+    m: torch.Tensor | None = None
     if matrices is not None:
         m = matrices.to(device=dev, dtype=torch.float64)
         if m.shape in ((3, 3), (1, 3, 3)):
@@ -169,6 +169,7 @@ def warp(
                 f"matrices must have shape [{n}, 3, 3], [1, 3, 3] or [3, 3], got {tuple(m.shape)}"
             )
     if displacement is None:
+        assert m is not None  # checked above: matrices, a displacement or both
         # Only matrices: the same map in normalized coordinates, theta = S^-1 M S.
         theta = m[:, :2, :2] * (half.view(1, 1, 2) / half.view(1, 2, 1))
         theta = torch.cat([theta, (m[:, :2, 2] / half).unsqueeze(-1)], dim=-1)
@@ -413,7 +414,7 @@ def random_affine(
     flat, _ = _flatten_images(x)
     m = random_affine_matrices(
         flat.shape[0],
-        tuple(flat.shape[-2:]),
+        (int(flat.shape[-2]), int(flat.shape[-1])),
         generator,
         degrees=degrees,
         translate=translate,
@@ -440,7 +441,7 @@ def random_resized_crop(
     flat, _ = _flatten_images(x)
     m = random_resized_crop_matrices(
         flat.shape[0],
-        tuple(flat.shape[-2:]),
+        (int(flat.shape[-2]), int(flat.shape[-1])),
         generator,
         scale=scale,
         ratio=ratio,
@@ -464,7 +465,7 @@ def elastic(
     flat, _ = _flatten_images(x)
     d = elastic_displacement(
         flat.shape[0],
-        tuple(flat.shape[-2:]),
+        (int(flat.shape[-2]), int(flat.shape[-1])),
         generator,
         alpha=alpha,
         sigma=sigma,
@@ -686,7 +687,7 @@ class Augment:
 
     def _warp(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         flat, _ = _flatten_images(x)
-        n, size, dev = flat.shape[0], tuple(flat.shape[-2:]), flat.device
+        n, size, dev = flat.shape[0], (int(flat.shape[-2]), int(flat.shape[-1])), flat.device
         m = None
         if self.crop_scale is not None:
             m = random_resized_crop_matrices(

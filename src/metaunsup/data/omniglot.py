@@ -29,6 +29,7 @@ with Pillow dominates), so nothing is cached between calls.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 import re
@@ -459,7 +460,7 @@ def download(root: Path) -> None:
                 continue
             except DataError as exc:
                 logger.warning("replacing %s: %s", dest, exc)
-        fetch([ZIP_URLS[split]], dest, validate=lambda p, s=split: check_zip(p, s))
+        fetch([ZIP_URLS[split]], dest, validate=functools.partial(check_zip, split=split))
 
 
 SPEC = DatasetSpec(

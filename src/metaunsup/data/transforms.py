@@ -18,7 +18,10 @@ def with_rotations(dataset: Dataset, quarter_turns: tuple[int, ...] = (0, 1, 2, 
     """
     if dataset.x.dim() != 4:
         raise DataError(f"rotations need images [n, C, H, W], got shape {tuple(dataset.x.shape)}")
-    xs, ys, names, groups = [], [], [], []
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    names: list[str] = []
+    groups: list[str] = []
     for r, turns in enumerate(quarter_turns):
         xs.append(torch.rot90(dataset.x, k=turns, dims=(2, 3)))
         ys.append(dataset.y + r * dataset.n_classes)

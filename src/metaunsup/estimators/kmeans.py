@@ -46,7 +46,7 @@ from metaunsup._validation import check_choice, check_float, check_int, check_po
 from metaunsup.cluster import kmeans
 from metaunsup.cluster.choose_k import KChoice, choose_k, choose_k_eigengap
 from metaunsup.errors import CheckpointError, ConfigError, DataError
-from metaunsup.learners.base import AdaptiveEmbedder, Embedder
+from metaunsup.learners.base import AdaptiveEmbedder, Embedder, MetaLearner
 
 __all__ = ["MetaKMeans"]
 
@@ -185,6 +185,10 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     ((300,), (10, 64))
     """
 
+    learner_: MetaLearner
+    adapted_params_: dict[str, torch.Tensor] | None
+    training_: dict[str, Any] | None
+
     def __init__(
         self,
         n_clusters: int | str = 8,
@@ -233,7 +237,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         if len(x) < 2:
             raise DataError(f"got 1 sample (shape {x.shape}); clustering needs at least 2 examples")
         k = self.n_clusters
-        if k != "auto" and k > len(x):
+        if isinstance(k, int) and k > len(x):
             raise ConfigError(
                 f"n_clusters={k} but only {len(x)} examples; use n_clusters <= {len(x)}"
             )
@@ -245,6 +249,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         z = self._embed(x)
         self.embedding_dim_ = int(z.shape[1])
         if k == "auto":
+            assert self.k_choice_ is not None  # set by _fit_checkpoint / _fit_self_trained
             k = self.k_choice_.k
         result = kmeans(
             z, int(k), n_init=self.n_init, max_iter=self.max_iter, tol=self.tol, seed=seed
@@ -319,6 +324,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     def _fit_checkpoint(self, x: np.ndarray, uint8: bool, seed: int) -> None:
         from metaunsup.learners import load_learner
 
+        assert self.checkpoint is not None
         learner = load_learner(self.checkpoint)
         if not isinstance(learner, Embedder):
             raise CheckpointError(
@@ -337,7 +343,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.offset_, self.scale_ = 0.0, scale
         self.training_ = None
         self._set_learner(learner)
-        self.adapted_params_: dict[str, torch.Tensor] | None = None
+        self.adapted_params_ = None
         k = self.n_clusters
         if k == "auto":  # chosen in the (not yet adapted) embedding of the checkpoint
             self.k_choice_ = self._choose_k(self._embed(x), seed)
@@ -363,7 +369,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self._set_learner(result.learner)
         self.adapted_params_ = None
 
-    def _set_learner(self, learner: torch.nn.Module) -> None:
+    def _set_learner(self, learner: MetaLearner) -> None:
         device = self._device()
         learner = learner.to(device).eval()
         if device.type == "cpu":
@@ -454,10 +460,12 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             # batches of a seeded shuffle, so that each is a sample of the data like a task
             order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
         out = []
+        learner = self.learner_
+        assert isinstance(learner, Embedder)  # checked when the learner was loaded
         with torch.no_grad():
             for start in range(0, n, self.batch_size):
                 chunk = t[order[start : start + self.batch_size]].to(device).unsqueeze(0)
-                out.append(self.learner_.embed(chunk, params)[0].cpu())
+                out.append(learner.embed(chunk, params)[0].cpu())
         z = torch.cat(out)
         result = torch.empty_like(z)
         result[order] = z

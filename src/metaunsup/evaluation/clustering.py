@@ -8,6 +8,7 @@ the hidden classes score them by Hungarian accuracy, NMI and ARI (protocol A). B
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,7 @@ CLUSTERING = TaskKind(
     make_sampler=_sampler,
     score=_score,
     learner_method=learner_method,
-    baselines={name: (lambda name=name: _baseline(name)) for name in BASELINES},
+    baselines={name: functools.partial(_baseline, name) for name in BASELINES},
     default_baselines=("kmeans",),
 )
 

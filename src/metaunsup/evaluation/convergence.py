@@ -19,7 +19,7 @@ import torch
 from metaunsup.cluster import kmeans
 from metaunsup.data.base import Dataset
 from metaunsup.errors import ConfigError
-from metaunsup.learners import ClusteringLearner
+from metaunsup.learners import ClusteringLearner, MetaLearner
 from metaunsup.metrics import mean_ci, score_clustering
 from metaunsup.tasks import ClusteringTaskSampler
 
@@ -91,9 +91,12 @@ def measure_curve(
 
 
 def learner_curve(
-    learner: ClusteringLearner, dataset: Dataset, steps: Sequence[int], **kwargs
+    learner: MetaLearner, dataset: Dataset, steps: Sequence[int], **kwargs
 ) -> list[CurvePoint]:
-    """:func:`measure_curve` of a clustering learner's ``cluster(x, k, seed=, steps=)``."""
+    """:func:`measure_curve` of a clustering learner's ``cluster(x, k, seed=, steps=)``
+    (:class:`ConfigError` for a learner that does not cluster)."""
+    if not isinstance(learner, ClusteringLearner):
+        raise ConfigError(f"a {learner.name!r} learner does not cluster: it has no curve")
 
     def run(x: torch.Tensor, k: int, seed: int, s: int) -> torch.Tensor:
         with torch.no_grad():

@@ -54,7 +54,8 @@ class Method(Protocol):
     """A method under evaluation: ``run(batch, seed)`` → what its task kind scores (labels
     ``int64 [B, n]`` for clustering, query predictions ``[B, m]`` for few-shot tasks)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def run(self, batch: TaskBatch, seed: int) -> torch.Tensor: ...
 

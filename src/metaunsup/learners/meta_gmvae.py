@@ -306,6 +306,7 @@ class MetaGMVAE(MetaLearner, FewShotLearner, ClusteringLearner, Embedder):
         if likelihood == "gaussian":
             self.x_log_var = nn.Parameter(torch.zeros(math.prod(self.example_shape)))
         state = torch.Generator().manual_seed(self.seed).get_state()
+        self.noise_state: Tensor
         self.register_buffer("noise_state", state)
 
     def _build_decoder(self) -> nn.Module:
@@ -377,10 +378,9 @@ class MetaGMVAE(MetaLearner, FewShotLearner, ClusteringLearner, Embedder):
         ``recon`` (``−E log p(x|z)``) and ``kl`` (``E[log q(z|x) − log p_ψ(z)]``), per example.
         """
         k = self.n_components if self.n_components is not None else batch.n_way
-        own = generator is None
-        g = self._own_generator() if own else generator
+        g = self._own_generator() if generator is None else generator
         terms = self.elbo_terms(batch.x, k, g)
-        if own:
+        if generator is None:
             self.noise_state.copy_(g.get_state())
         recon = -terms.log_px.mean()
         kl = (terms.log_q - terms.log_prior).mean()

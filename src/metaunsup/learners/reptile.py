@@ -17,6 +17,8 @@ The metrics report the surrogate (``loss``) and, after adaptation, the query los
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -42,8 +44,8 @@ OPTIMIZERS = ("sgd", "adam")
 def reptile_surrogate(theta: ParamDict, adapted: ParamDict, n_tasks: int) -> Tensor:
     """``(1/B) Σ_b ½‖θ − φ_b‖²`` summed over parameters; ``adapted`` entries ``[B, *θ.shape]``
     are treated as constants. Its gradient w.r.t. ``θ`` is ``θ − mean_b φ_b``."""
-    total = sum(0.5 * (theta[k] - adapted[k].detach()).pow(2).sum() for k in theta)
-    return total / n_tasks  # type: ignore[return-value]
+    terms = [0.5 * (theta[k] - adapted[k].detach()).pow(2).sum() for k in theta]
+    return functools.reduce(operator.add, terms) / n_tasks
 
 
 class Reptile(MetaLearner, FewShotLearner):

@@ -30,6 +30,8 @@ the reference that the CPU fast path of :class:`~metaunsup.nets.Conv4` (the priv
 
 from __future__ import annotations
 
+from typing import overload
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -47,12 +49,20 @@ def from_task_channels(x: Tensor, n_tasks: int) -> Tensor:
     return x.reshape(n, n_tasks, -1).transpose(0, 1)
 
 
+@overload
+def task_major(p: Tensor, n_tasks: int, shared_dim: int) -> Tensor: ...
+
+
+@overload
+def task_major(p: None, n_tasks: int, shared_dim: int) -> None: ...
+
+
 def task_major(p: Tensor | None, n_tasks: int, shared_dim: int) -> Tensor | None:
     """A per-channel parameter for ``n_tasks`` tasks, task-major: ``[B*O, ...]``.
 
     ``p`` is shared (``shared_dim`` dimensions, e.g. ``[O]`` or ``[O, C, k, k]``: repeated for
     every task) or task-batched (``shared_dim + 1`` dimensions, ``[B, O, ...]``: the task axis
-    is merged into the channel axis). ``None`` stays ``None``.
+    is merged into the channel axis). ``None`` (no parameter) stays ``None``.
     """
     if p is None:
         return None

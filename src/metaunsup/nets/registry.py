@@ -57,7 +57,7 @@ def build_kwargs(cls: type, config: Mapping[str, Any], what: str) -> dict[str, A
     ``what`` names the kind of object in the error (``"network"``, ``"learner"``).
     """
     kwargs = {k: v for k, v in config.items() if k != "name"}
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    accepted = set(inspect.signature(cls).parameters)
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise ConfigError(

@@ -56,10 +56,11 @@ class ClassSplit:
                 f"class split is for {self.n_classes} classes but dataset "
                 f"{dataset.name}/{dataset.split} has {dataset.n_classes}"
             )
-        return tuple(  # type: ignore[return-value]
+        train, val, test = (
             dataset.subset_classes(ids, split=f"{dataset.split}/meta-{part}")
             for part, ids in zip(_PARTS, self.parts(), strict=True)
         )
+        return train, val, test
 
 
 def _counts_from_fractions(n_classes: int, fractions: Sequence[float]) -> list[int]:

@@ -94,12 +94,12 @@ def split_for_training(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
     ``data.val_by = "examples"``, of every class's examples)."""
     ds = data.load(cfg.data.dataset, cfg.data.split, root=cfg.data.root)
     if cfg.data.val_by == "examples" and cfg.data.val_fraction > 0:
-        train_ds, val = split_examples(ds, cfg.data.val_fraction, cfg.train.seed)
+        train_ds, held_out = split_examples(ds, cfg.data.val_fraction, cfg.train.seed)
         if cfg.data.rotations:
             train_ds = with_rotations(train_ds)
-        return train_ds, val
+        return train_ds, held_out
     n_val = round(cfg.data.val_fraction * ds.n_classes)
-    val = None
+    val: Dataset | None = None
     if n_val > 0:
         parts = split_classes(
             ds.n_classes, counts=(ds.n_classes - n_val, n_val, 0), seed=cfg.train.seed

@@ -19,6 +19,7 @@ import dataclasses
 import os
 import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -292,11 +293,33 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     return _validate(cfg)
 
 
-def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a TOML run config; ``overrides`` maps ``"train.steps"``-style keys to values."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} not found")
+def packaged_configs() -> dict[str, Path]:
+    """The run configs that come with the package (``digits-unsup``, the demo's run), by name."""
+    folder = Path(str(resources.files("metaunsup") / "configs"))
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
+def resolve_config(path_or_name: str | os.PathLike) -> Path:
+    """A config file: the path itself, or the packaged config of that name (``digits-unsup``)."""
+    p = Path(path_or_name).expanduser()
+    if p.is_file():
+        return p
+    packaged = packaged_configs()
+    if str(path_or_name) in packaged:
+        return packaged[str(path_or_name)]
+    if p.is_dir():
+        raise ConfigError(f"config {str(p)!r} is a folder; give a .toml file")
+    raise ConfigError(
+        f"config file {str(p)!r} not found (packaged configs: {', '.join(packaged) or 'none'})"
+    )
+
+
+def load_config(
+    path_or_name: str | os.PathLike, overrides: dict[str, Any] | None = None
+) -> RunConfig:
+    """Read a TOML run config (a path, or a packaged config's name); ``overrides`` maps
+    ``"train.steps"``-style keys to values."""
+    p = resolve_config(path_or_name)
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -32,6 +32,9 @@ from torch import nn
 from metaunsup.checkpoint import load_model_state, read_checkpoint, save_checkpoint
 from metaunsup.errors import CheckpointError, ConfigError, TrainingDivergedError
 from metaunsup.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from metaunsup.training.tensorboard_log import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +119,7 @@ class Trainer:
         *,
         identity: dict[str, Any] | None = None,
         describe: dict[str, Any] | None = None,
-        validate: Callable[[nn.Module], dict[str, float]] | None = None,
+        validate: Callable[[Any], dict[str, float]] | None = None,
         device: str | torch.device = "cpu",
         progress: bool = True,
         tensorboard: str | Path | None = None,
@@ -136,7 +139,7 @@ class Trainer:
         self.tensorboard = tensorboard
         self.name = name
         self.remedy = remedy
-        self._tb = None
+        self._tb: TensorBoardLog | None = None
         self.optimizer = self._make_optimizer()
         self.step = 0
         self.best_metric = -math.inf

@@ -237,7 +237,7 @@ def unsupervised_source(
     log.info("CACTUs partitions ready in %.1f s", time.perf_counter() - start)
     record["partitions"] = int(parts.shape[0])
     clustering = not task_kind(t.kind).has_query  # tasks without a query: clustering layout
-    source = CactusTaskSource(
+    cactus = CactusTaskSource(
         view,
         parts,
         t.n_way,
@@ -246,4 +246,4 @@ def unsupervised_source(
         seed=cfg.train.seed,
         shuffle=clustering,
     )
-    return source, record
+    return cactus, record

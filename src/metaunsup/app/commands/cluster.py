@@ -14,11 +14,14 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from metaunsup.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["ClusterCount", "cluster"]
 
@@ -47,7 +50,7 @@ class ClusterCount(click.ParamType):
         return k
 
 
-def labels_csv(names: Sequence[str], labels: Sequence[int], images: bool) -> str:
+def labels_csv(names: Sequence[str], labels: Sequence[int] | np.ndarray, images: bool) -> str:
     """The labels as CSV text: ``file,label`` rows for images, ``index,label`` for tables."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -183,7 +186,7 @@ def cluster(
             f"--plot draws images, but {input_path} holds a table of shape {x.shape}; "
             "leave out --plot or give a folder of images (or an .npy of [n, H, W] images)"
         )
-    if k != "auto" and k > len(x):
+    if isinstance(k, int) and k > len(x):
         raise ConfigError(
             f"--k {k} is more than the {len(x)} examples in {input_path}; use --k {len(x)} or fewer"
         )

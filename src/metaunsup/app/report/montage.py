@@ -67,7 +67,7 @@ def montage_image(
         at = np.linspace(0, members.size - 1, min(per_cluster, members.size)).round().astype(int)
         picks = members[at]
         for j, i in enumerate(picks):
-            tile = Image.fromarray(pixels[i]).resize((cell_w, cell_h), Image.NEAREST)
+            tile = Image.fromarray(pixels[i]).resize((cell_w, cell_h), Image.Resampling.NEAREST)
             canvas.paste(tile.convert("RGB"), (_LABEL_WIDTH + j * (cell_w + _GAP), top))
     return canvas
 

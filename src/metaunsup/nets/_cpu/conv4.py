@@ -80,7 +80,7 @@ def _features(net: Conv4, params: ParamDict, x: Tensor) -> Tensor:
                 params[p + "norm.weight"],
                 params[p + "norm.bias"],
                 B,
-                pool_relu=block.pool,
+                pool_relu=bool(block.pool),
             )
             if block.pool:
                 continue  # pooled and ReLU'd already
