@@ -177,23 +177,29 @@ def run_mnist_clustering(
     report["command"] = f"metaunsup experiment mnist-clustering --tasks {tasks} --seed {seed}"
     report["seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_json(out / "mnist_fewshot_clustering.json", report)
+    _plot_mnist_curves(curves, out, test.name, args["n_tasks"])
+    atomic_write_text(out / "mnist_fewshot_clustering.md", results_page(report))
+    return report
+
+
+def _plot_mnist_curves(curves: dict[str, Any], out: Path, dataset: str, n_tasks: int) -> None:
+    """The experiment's two figures: every model's curve beside K-means', and K-means alone."""
+    kmeans_key = "K-means, pixels (Lloyd iterations)"
     plot_curves(
         {k: v for k, v in curves.items() if not k.startswith("K-means")}
-        | {"K-means, pixels (Lloyd iterations)": curves["K-means, pixels (Lloyd iterations)"]},
+        | {kmeans_key: curves[kmeans_key]},
         out / "mnist_convergence.png",
-        title=f"{test.name}/test, 10 × 20 clustering tasks ({args['n_tasks']} tasks)",
+        title=f"{dataset}/test, 10 × 20 clustering tasks ({n_tasks} tasks)",
         metrics=("acc", "nmi"),
         step_label="adaptation steps (soft k-means / Lloyd iterations)",
     )
     plot_curves(
-        {"K-means, pixels": curves["K-means, pixels (Lloyd iterations)"]},
+        {"K-means, pixels": curves[kmeans_key]},
         out / "mnist_kmeans_lloyd.png",
-        title=f"K-means on {test.name} 10 × 20 tasks against its Lloyd iterations",
+        title=f"K-means on {dataset} 10 × 20 tasks against its Lloyd iterations",
         metrics=("acc", "nmi"),
         step_label="Lloyd iterations (10 k-means++ restarts)",
     )
-    atomic_write_text(out / "mnist_fewshot_clustering.md", results_page(report))
-    return report
 
 
 def results_page(report: dict[str, Any]) -> str:

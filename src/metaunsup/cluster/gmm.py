@@ -296,15 +296,20 @@ def gmm(
     parts = [
         torch.cat(t) for t in zip(*_map_chunks(run, range(0, B, chunk), xb.device), strict=True)
     ]
+    return _result(parts, xb.dtype, batched)
+
+
+def _result(parts: list[torch.Tensor], dtype: torch.dtype, batched: bool) -> GMMResult:
+    """The :class:`GMMResult` of the chunks' concatenated outputs, in the input's ``dtype``
+    (without the task dimension for one task)."""
     labels, means, variances, weights, ll, resp, n_iter, conv = parts
-    dt = xb.dtype
     fields = dict(
         labels=labels,
-        means=means.to(dt),
-        variances=variances.to(dt),
-        weights=weights.to(dt),
-        log_likelihood=ll.to(dt),
-        responsibilities=resp.to(dt),
+        means=means.to(dtype),
+        variances=variances.to(dtype),
+        weights=weights.to(dtype),
+        log_likelihood=ll.to(dtype),
+        responsibilities=resp.to(dtype),
         n_iter=n_iter,
         converged=conv,
     )

@@ -439,17 +439,7 @@ def kmeans(
     max_iter = check_int("max_iter", max_iter, 1)
     tol = check_float("tol", tol, 0.0)
     L = _n_local_trials(k)
-    if isinstance(init, torch.Tensor):
-        if n_init != 1:
-            raise ConfigError(
-                f"with given initial centres there is one run: set n_init=1, not {n_init}"
-            )
-        start = _check_centers(init, B, k, d, batched).to(xb.dtype).unsqueeze(1)  # [B, 1, k, d]
-    elif init == "k-means++":
-        seeds = resolve_seeds(seed, B)
-        start = task_uniforms(seeds, (n_init, 1 + (k - 1) * L)).to(xb.device)
-    else:
-        raise ConfigError(f"init must be 'k-means++' or a tensor of centres, got {init!r}")
+    start = _starts(xb, k, n_init, seed, init, batched)
     chunk = _chunk_size(B, n * n_init * max(k, L) + (n + n_init * k) * (d + 1), xb.device)
     xb = xb.detach()
 
@@ -462,6 +452,24 @@ def kmeans(
     if not batched:
         labels, centers, inertia, n_iter = labels[0], centers[0], inertia[0], n_iter[0]
     return KMeansResult(labels=labels, centers=centers, inertia=inertia, n_iter=n_iter)
+
+
+def _starts(
+    xb: torch.Tensor, k: int, n_init: int, seed: SeedLike, init: str | torch.Tensor, batched: bool
+) -> torch.Tensor:
+    """Where each task's restarts begin: given centres ``[B, 1, k, d]``, or for k-means++ the
+    uniforms each task's seeding draws from, ``[B, n_init, 1 + (k - 1) * L]``."""
+    B, _, d = xb.shape
+    if isinstance(init, torch.Tensor):
+        if n_init != 1:
+            raise ConfigError(
+                f"with given initial centres there is one run: set n_init=1, not {n_init}"
+            )
+        return _check_centers(init, B, k, d, batched).to(xb.dtype).unsqueeze(1)
+    if init == "k-means++":
+        trials = 1 + (k - 1) * _n_local_trials(k)
+        return task_uniforms(resolve_seeds(seed, B), (n_init, trials)).to(xb.device)
+    raise ConfigError(f"init must be 'k-means++' or a tensor of centres, got {init!r}")
 
 
 def _check_centers(c: object, B: int, k: int, d: int, batched: bool) -> torch.Tensor:

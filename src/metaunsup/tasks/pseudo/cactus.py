@@ -29,9 +29,11 @@ MNIST training images, ``P = 100``: ``k = 10`` in about 12 s, ``k = 500`` in abo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +135,8 @@ def cactus_partitions(
     Parameters
     ----------
     embeddings:
-        ``[n, d]`` features of the unlabeled examples, e.g. from :func:`metaunsup.embed.embed`.
+        ``[n, d]`` features of the unlabeled examples, e.g. from
+        :func:`metaunsup.embed.net_embeddings`.
     n_partitions:
         ``P`` (the paper used 100 for MNIST, 1–100 for Omniglot).
     k:
@@ -167,43 +170,97 @@ def cactus_partitions(
 
     Example
     -------
-    >>> z = embed(fit_autoencoder(UnlabeledView(mnist_train), seed=0), mnist_train.x)
+    >>> z = net_embeddings(pretrained_backbone, mnist_train.float_x())
     >>> parts = cactus_partitions(z, n_partitions=100, k=10, seed=0, cache="mnist_p100.safetensors")
     """
     z = _check_embeddings(embeddings)
-    n, d = z.shape
-    n_partitions = check_int("n_partitions", n_partitions, 1)
-    k = check_int("k", k, 1, n)
-    seed = check_int("seed", seed, 0, MAX_SEED)
-    n_init = check_int("n_init", n_init, 1)
-    max_iter = check_int("max_iter", max_iter, 1)
-    refine_iter = check_int("refine_iter", refine_iter, 0)
-    m = n if fit_size is None else min(n, check_int("fit_size", fit_size, k))
-    settings = {
-        "n_partitions": n_partitions,
-        "k": k,
-        "seed": seed,
-        "scale": bool(scale),
-        "fit_size": m,
-        "refine_iter": refine_iter,
-        "n_init": n_init,
-        "max_iter": max_iter,
-        "tol": float(tol),
-    }
+    n = z.shape[0]
+    settings = _settings(
+        n, n_partitions, k, seed, scale, fit_size, refine_iter, n_init, max_iter, tol
+    )
     fingerprint = None
     if cache is not None:
         fingerprint = _fingerprint(z)
         cached = _read_cache(Path(cache), settings, fingerprint, n)
         if cached is not None:
             return cached
+    out = _partitions(z, settings, tol, device, progress)
+    if cache is not None:
+        save_partitions(cache, out, {**settings, "embeddings_sha256": fingerprint})
+    return out
+
+
+def _partitions(
+    z: torch.Tensor,
+    settings: dict[str, Any],
+    tol: float,
+    device: torch.device | str | None,
+    progress: bool,
+) -> torch.Tensor:
+    """The partitions ``int32 [P, n]`` of ``z`` ``[n, d]`` for checked ``settings``: the random
+    per-partition scalings and k-means seeds (all from ``settings["seed"]``), then the fits."""
+    n_partitions, k, m = settings["n_partitions"], settings["k"], settings["fit_size"]
+    d = z.shape[1]
     dev = torch.device("cpu") if device is None else torch.device(device)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(settings["seed"])
     weights = torch.rand((n_partitions, d), generator=g)
-    if not scale:
+    if not settings["scale"]:
         weights.fill_(1.0)
     weights[0] = 1.0
     km_seeds = torch.randint(0, 2**62, (n_partitions,), generator=g).tolist()
-    zd = z.to(dev)
+    fit = functools.partial(
+        kmeans, n_init=settings["n_init"], max_iter=settings["max_iter"], tol=tol
+    )
+    out = _partition_groups(
+        z.to(dev), weights.to(dev), km_seeds, k, m, g, fit, settings["refine_iter"], progress
+    )
+    _log_sizes(out, k)
+    return out
+
+
+def _settings(
+    n: int,
+    n_partitions: int,
+    k: int,
+    seed: int,
+    scale: bool,
+    fit_size: int | None,
+    refine_iter: int,
+    n_init: int,
+    max_iter: int,
+    tol: float,
+) -> dict[str, Any]:
+    """The checked settings of :func:`cactus_partitions` for ``n`` points (what its cache
+    stores and compares); ``fit_size`` becomes the points each fit uses."""
+    k = check_int("k", k, 1, n)
+    return {
+        "n_partitions": check_int("n_partitions", n_partitions, 1),
+        "k": k,
+        "seed": check_int("seed", seed, 0, MAX_SEED),
+        "scale": bool(scale),
+        "fit_size": n if fit_size is None else min(n, check_int("fit_size", fit_size, k)),
+        "refine_iter": check_int("refine_iter", refine_iter, 0),
+        "n_init": check_int("n_init", n_init, 1),
+        "max_iter": check_int("max_iter", max_iter, 1),
+        "tol": float(tol),
+    }
+
+
+def _partition_groups(
+    z: torch.Tensor,
+    weights: torch.Tensor,
+    km_seeds: list[int],
+    k: int,
+    m: int,
+    g: torch.Generator,
+    fit: Callable[..., Any],
+    refine_iter: int,
+    progress: bool,
+) -> torch.Tensor:
+    """``int32 [P, n]``: partition ``p`` fits k-means (``fit``, seeded with ``km_seeds[p]``)
+    to ``m`` random points of ``z * weights[p]`` (all of them when ``m == n``), then refines
+    on all points. Partitions are fitted in groups of as many as fit in memory at once."""
+    n_partitions, (n, d) = weights.shape[0], z.shape
     out = torch.empty((n_partitions, n), dtype=torch.int32)
     group = max(1, _FIT_ELEMENTS // (m * d))
     bar = None
@@ -214,38 +271,38 @@ def cactus_partitions(
     try:
         for start in range(0, n_partitions, group):
             ids = range(start, min(start + group, n_partitions))
-            w = weights[list(ids)].to(dev)  # [g, d]
+            w = weights[list(ids)]  # [g, d]
             if m < n:
-                sub = torch.stack([torch.randperm(n, generator=g)[:m] for _ in ids]).to(dev)
-                pts = zd[sub] * w[:, None, :]  # [g, m, d]
+                sub = torch.stack([torch.randperm(n, generator=g)[:m] for _ in ids]).to(z.device)
+                pts = z[sub] * w[:, None, :]  # [g, m, d]
             else:
-                pts = zd.unsqueeze(0) * w[:, None, :]
-            res = kmeans(
-                pts, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=km_seeds[start : ids.stop]
-            )
+                pts = z.unsqueeze(0) * w[:, None, :]
+            res = fit(pts, k, seed=km_seeds[start : ids.stop])
             for j, p in enumerate(ids):
-                zw = zd * w[j]
-                labels = _refine(zw, res.centers[j].to(dev, torch.float32), refine_iter)
+                zw = z * w[j]
+                labels = _refine(zw, res.centers[j].to(z.device, torch.float32), refine_iter)
                 out[p] = labels.to(torch.int32).cpu()
             if bar is not None:
                 bar.update(len(ids))
     finally:
         if bar is not None:
             bar.close()
-    sizes = torch.stack([torch.bincount(row.long(), minlength=k) for row in out])
+    return out
+
+
+def _log_sizes(partitions: torch.Tensor, k: int) -> None:
+    """Log how the cluster sizes of ``partitions`` ``[P, n]`` spread (empty clusters too)."""
+    sizes = torch.stack([torch.bincount(row.long(), minlength=k) for row in partitions])
     logger.info(
         "CACTUs: %d partitions of %d points into k=%d; cluster sizes median %d, min %d, "
         "%.1f%% of clusters empty",
-        n_partitions,
-        n,
+        partitions.shape[0],
+        partitions.shape[1],
         k,
         int(sizes.median()),
         int(sizes.min()),
         100.0 * float((sizes == 0).float().mean()),
     )
-    if cache is not None:
-        save_partitions(cache, out, {**settings, "embeddings_sha256": fingerprint})
-    return out
 
 
 def save_partitions(
