@@ -1,4 +1,4 @@
-"""Protocol C of BENCHMARKS.md: supervised few-shot classification on Omniglot.
+"""Protocol C of docs/protocols.md: supervised few-shot classification on Omniglot.
 
 Trains (or resumes) each config, evaluates its best checkpoint on 1000 seeded 5-way tasks of
 the evaluation characters, prints a markdown table and writes JSON and a results page.

@@ -34,7 +34,8 @@ def test_evaluate_writes_table_and_json(tmp_path, capsys):
     for r in report["results"]:
         assert 0.0 <= r["acc"]["mean"] <= 1.0 and r["acc"]["ci95"] >= 0.0
         assert set(r) >= {"method", "acc", "nmi", "ari", "ms_per_task"}
-    # K-means on 10x20 digits tasks scores about 0.75 (BENCHMARKS.md): far above chance (~0.2)
+    # K-means on 10x20 digits tasks scores about 0.74, far above chance (~0.2):
+    # docs/results/clustering_baselines.md
     assert report["results"][0]["acc"]["mean"] > 0.6
 
 

@@ -58,7 +58,7 @@ def run_demo(
     """Run the demo into ``out_dir``; returns the results dict written to ``results.json``.
 
     ``config_overrides``: ``"table.key"`` changes of the demo's run (e.g. fewer steps for a
-    quick look); the numbers of the README are those of the run as packaged.
+    quick look); the numbers in ``docs/results/README.md`` are those of the run as packaged.
     """
     from metaunsup.learners import load_learner
     from metaunsup.training.build import fresh_learner, train_run

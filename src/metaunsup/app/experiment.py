@@ -1,6 +1,6 @@
 """``metaunsup experiment mnist-clustering``: the reference experiment as one command.
 
-Protocol A of BENCHMARKS.md on MNIST: tasks of 10 classes × 20 test images, labels hidden.
+Protocol A of ``docs/protocols.md`` on MNIST: tasks of 10 classes × 20 test images, labels hidden.
 The command trains (or loads, when already trained) the models named in :data:`MNIST_MODELS`
 from their configs, clusters the same ``tasks`` test tasks with every model and every classical
 baseline, measures convergence curves, and writes a results page with its figures and JSON:

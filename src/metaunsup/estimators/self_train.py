@@ -11,8 +11,8 @@ Tasks from Unlabeled Tables", ICLR 2023):
    (:func:`metaunsup.cluster.graph.spectral_embedding`: the top ``k`` eigenvectors of the
    regularised normalised adjacency, rows scaled to unit length) and runs k-means on that
    embedding (Ng, Jordan & Weiss, NIPS 2001). Neighbourhoods are far purer than k-means'
-   round clusters: on the 1797 scikit-learn digits these partitions score 0.80-0.90 clustering
-   accuracy, against 0.79 for k-means on the pixels. Graphs are built on at most 4000 random
+   round clusters, so these partitions are better pseudo-labels than k-means on the raw
+   features (``docs/python.md``). Graphs are built on at most 4000 random
    examples (their cost grows with the square of the examples); the others take the
    partition's label of their nearest sampled example.
 2. Small data fall back to :func:`subset_partitions`: k-means partitions each computed on a
@@ -29,10 +29,10 @@ Each example of a task has a fraction ``corruption`` (default 0.2) of its featur
 the same features of random other examples (the marginal corruption of SCARF, Bahri et al.,
 ICLR 2022), so the embedding must group examples from partial evidence.
 
-Measured on all 1797 scikit-learn digits (``benchmarks/bench_estimator.py``, k = 10, one CPU
-thread, 300 steps): see ``docs/python.md`` for the table. The learned embedding generalises the
-partitions (k-means in it scores about as well as the best single partition and better than
-their mean), which k-means partitions could not teach (0.80-0.82 with them).
+Measured on all 1797 scikit-learn digits by ``benchmarks/bench_estimator.py``: see
+``docs/python.md`` for the table. The learned embedding generalises the partitions (k-means in
+it scores about as well as the best single partition and better than their mean), which
+k-means partitions could not teach.
 
 Everything is seeded: the same data, settings and seed give the same learner (on one CPU
 thread count). Shapes: data ``[n, d]`` ``float32``; partitions ``int64 [P, n]``.

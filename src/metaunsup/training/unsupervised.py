@@ -3,8 +3,8 @@
 :func:`unsupervised_source` turns the unlabeled training split into tasks:
 
 1. optional SimCLR pre-training of the learner's own backbone
-   (:func:`metaunsup.embed.simclr.pretrain_contrastive`), saved as ``pretrain.safetensors`` in the
-   run folder so that a resumed run does not redo it;
+   (:func:`metaunsup.training.pretraining.pretrain_contrastive`), saved as ``pretrain.safetensors``
+   in the run folder so that a resumed run does not redo it;
 2. ``"cactus"``: k-means partitions of the pre-trained features (of the pixels without
    pre-training; of another run's pre-trained backbone with ``features_from``; or of the
    spectral embedding of their nearest-neighbour graph when ``spectral_dims > 0``), cached as

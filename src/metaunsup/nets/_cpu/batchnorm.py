@@ -4,9 +4,9 @@ Second-order MAML differentiates the inner-loop gradient, so every batch normali
 differentiated twice. PyTorch's generic double backward of ``batch_norm`` is a composite of
 some thirty full-size tensor operations; here it is written out in closed form, with three
 column reductions and five fused multiply-adds over the full matrix, which on CPU makes the
-second-order step of the first (largest) layer several times cheaper
-(``benchmarks/bench_meta_step.py``). Statistics are two-pass column sums (accurate in float32,
-unlike the fused kernel on ``[M, C]`` inputs).
+second-order step of the first (largest) layer cheaper (``benchmarks/bench_meta_step.py``).
+Statistics are two-pass column sums (accurate in float32, unlike the fused kernel on ``[M, C]``
+inputs).
 Third-order derivatives are not supported (the double backward is ``once_differentiable``).
 
 Notation, per column: ``m`` rows, ``r = 1/sqrt(var + eps)``, ``x̂ = (x - mean) r``,
@@ -36,8 +36,8 @@ class _BatchNorm(Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
         # Two passes with plain column sums: accurate in float32 (aten's fused kernel on
-        # [M, C] inputs accumulates the mean far less accurately) and, on CPU, several times
-        # faster than torch.var_mean's Welford reduction over dim 0.
+        # [M, C] inputs accumulates the mean far less accurately) and, on CPU, faster than
+        # torch.var_mean's Welford reduction over dim 0.
         m = x.shape[0]
         centred = x - x.sum(0) / m
         invstd = torch.rsqrt((centred * centred).sum(0) / m + eps)
