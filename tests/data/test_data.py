@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from metaunsup.data import _files, arrays, digits, load, mnist, names, omniglot, spec, verify
+from metaunsup.data.base import Dataset
 from metaunsup.errors import ConfigError, DataError
 from tests.helpers.data import needs_mnist, needs_omniglot
 
@@ -547,3 +548,26 @@ def test_arrays_other_path_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no split 'train'"):
         load("arrays", "train", tmp_path / "x.txt")
     assert verify("arrays", tmp_path / "nothing.npy") == [f"missing {tmp_path / 'nothing.npy'}"]
+
+
+def test_a_dataset_registered_from_outside_loads_by_name():
+
+    from metaunsup.data import DatasetSpec, names, register_dataset
+    from metaunsup.data import registry as data_registry
+
+    def load_pairs(split: str, root: Path) -> Dataset:
+        x = torch.arange(12.0).view(6, 2)
+        return Dataset(name="pairs", split=split, x=x, y=torch.arange(3).repeat(2),
+                       classes=("a", "b", "c"))  # fmt: skip
+
+    spec = DatasetSpec("pairs", "six points", ("all",), load_pairs, lambda root: ["ok"],
+                       needs_files=False)  # fmt: skip
+    register_dataset(spec)
+    try:
+        assert "pairs" in names() and load("pairs", "all").x.shape == (6, 2)
+        with pytest.raises(ConfigError, match="registered already"):
+            register_dataset(DatasetSpec("mnist", "x", ("all",), load_pairs, lambda r: []))
+    finally:
+        del data_registry._REGISTERED["pairs"]
+    with pytest.raises(ConfigError, match="unknown dataset 'pairs'"):
+        load("pairs", "all")
