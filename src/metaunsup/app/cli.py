@@ -1,7 +1,11 @@
 """The ``metaunsup`` command line.
 
 Every user error (missing files, bad numbers, unknown names, NaN in data) ends as one line on
-stderr, ``metaunsup: error: ...``, and exit status 2 — never a traceback.
+stderr, ``metaunsup: error: ...``, and exit status 2 — never a traceback. Messages name the
+command's options, not the Python arguments behind them (``--k-shot``, not ``k_shot``), and
+leave out fixes that only a Python caller can apply. A warning is one line,
+``metaunsup: warning: ...``. Ctrl-C ends with exit status 130 and one line saying what was kept
+(for ``train``: the exact command that continues the run).
 """
 
 from __future__ import annotations
@@ -9,7 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
+import shlex
 import sys
+import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +24,7 @@ from typing import Any
 
 import click
 
-from metaunsup.errors import ConfigError, MetaUnsupError
+from metaunsup.errors import ConfigError, DataError, MetaUnsupError
 
 EXIT_USER_ERROR = 2
 log = logging.getLogger("metaunsup")
@@ -25,6 +32,36 @@ log = logging.getLogger("metaunsup")
 
 def _fail(message: str) -> None:
     click.echo(f"metaunsup: error: {message}", err=True)
+
+
+class CommandInterrupted(Exception):  # noqa: N818 (not an error: Ctrl-C)
+    """Ctrl-C during a command; the message says what was kept and how to continue."""
+
+
+#: The Python arguments behind each command's options, as library messages name them.
+CLI_NAMES = {
+    "evaluate": {"n_way": "--n-way", "k_shot": "--k-shot", "n_query": "--query",
+                 "n_tasks": "--tasks"},
+    "cluster": {"n_clusters": "--k", "meta_steps": "--meta-steps", "k_selection": "--k-by",
+                "random_state": "--seed"},
+}  # fmt: skip
+
+
+def for_cli(message: str, command: str | None) -> str:
+    """``message`` with the Python argument names of ``command`` replaced by its options
+    (``"n_way=11"`` → ``"--n-way 11"``, ``"k_shot + n_query"`` → ``"--k-shot + --query"``)."""
+    for name, option in CLI_NAMES.get(command or "", {}).items():
+
+        def replace(match: re.Match[str], option: str = option) -> str:
+            return option + (" " if match.group(1) else "")
+
+        message = re.sub(rf"(?<![\w.-]){name}\b(\s*=(?!=)\s*)?", replace, message)
+    return message
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command of a command line (its first word that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 @contextmanager
@@ -146,7 +183,8 @@ def evaluate(
 
     _set_threads(threads)
     if json_path is not None:
-        check_output_path(json_path)
+        inputs = [*checkpoints, data_dir if dataset == "arrays" else None]
+        check_output_path(json_path, inputs=inputs, option="--json")
     kind = task_kind(task)
     chosen = kind.resolve(methods or kind.default_baselines)
     names = {m.name for m in chosen}
@@ -196,7 +234,14 @@ def _train_summary(name: str, val_metric: str, result, out_dir: Path) -> dict:
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/NAME).")
-@click.option("--resume", is_flag=True, help="Continue from OUT/last.safetensors.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in OUT where it stopped (pre-training, partitions, meta-training).",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace the run in OUT (its checkpoints, logs and caches)."
+)
 @click.option("--steps", type=POSITIVE, help="Override train.steps.")
 @click.option("--seed", type=click.IntRange(min=0), help="Override train.seed.")
 @click.option("--device", help="Override train.device (cpu, cuda, cuda:1).")
@@ -214,6 +259,7 @@ def train(
     config: str,
     out: str | None,
     resume: bool,
+    overwrite: bool,
     steps: int | None,
     seed: int | None,
     device: str | None,
@@ -223,24 +269,32 @@ def train(
     quiet: bool,
     as_json: bool,
 ) -> None:
-    """Meta-train the run described by the TOML file CONFIG."""
+    """Meta-train the run described by the TOML file CONFIG (or a packaged config's name).
+
+    A folder that holds a run needs --resume (continue it) or --overwrite (replace it).
+    """
     from metaunsup.training.build import train_run
     from metaunsup.training.config import load_config
 
-    overrides = {
-        key: value
-        for key, value in {
-            "train.steps": steps,
-            "train.seed": seed,
-            "train.device": device,
-            "train.threads": threads,
-            "data.root": data_dir,
-        }.items()
-        if value is not None
-    }
+    options = {"--steps": steps, "--seed": seed, "--device": device, "--threads": threads,
+               "--data-dir": data_dir, "--tensorboard": tensorboard_dir}  # fmt: skip
+    keys = ("train.steps", "train.seed", "train.device", "train.threads", "data.root", None)
+    overrides = {k: v for k, v in zip(keys, options.values(), strict=True) if k and v is not None}
     cfg = load_config(config, overrides)
     out_dir = Path(out) if out else Path("runs") / cfg.name
-    result = train_run(cfg, out_dir, resume=resume, progress=not quiet, tensorboard=tensorboard_dir)
+    try:
+        result = train_run(
+            cfg,
+            out_dir,
+            resume=resume,
+            overwrite=overwrite,
+            progress=not quiet,
+            tensorboard=tensorboard_dir,
+        )
+    except KeyboardInterrupt:
+        raise CommandInterrupted(
+            _kept(cfg, out_dir, [config, "--out", str(out_dir)], options)
+        ) from None
     if as_json:
         click.echo(json.dumps(_train_summary(cfg.name, cfg.train.val_metric, result, out_dir)))
         return
@@ -252,6 +306,24 @@ def train(
         summary += " (no meta-validation: the last step is kept)"
     click.echo(summary)
     click.echo(f"checkpoints: {out_dir / 'best.safetensors'}, {out_dir / 'last.safetensors'}")
+
+
+def _kept(cfg: Any, out_dir: Path, args: list[str], options: dict[str, Any]) -> str:
+    """What an interrupted ``train`` kept in ``out_dir``, and the exact command that continues
+    it (the same CONFIG, folder and result-changing options, plus --resume)."""
+    from metaunsup.training.build import run_state
+
+    state = run_state(out_dir)
+    command = ["metaunsup", "train", *args]
+    for option, value in options.items():
+        if value is not None:
+            command += [option, str(value)]
+    if not state.resumable:
+        return f"nothing was kept yet; start again with: {shlex.join(command)}"
+    return (
+        f"kept {state.describe(cfg)} in {out_dir}; continue with: "
+        f"{shlex.join([*command, '--resume'])}"
+    )
 
 
 @cli.command()
@@ -270,6 +342,7 @@ def datasets(data_dir: str | None, download_name: str | None) -> None:
         folder = data.download(download_name, root=data_dir)
         click.echo(f"downloaded {download_name} to {folder}")
     click.echo(f"data folder: {data.resolve_root(data_dir)}")
+    bad: dict[str, list[str]] = {}
     for name in data.names():
         s = data.spec(name)
         click.echo(f"{name}: {s.description} (splits: {', '.join(s.splits)})")
@@ -277,6 +350,16 @@ def datasets(data_dir: str | None, download_name: str | None) -> None:
             continue
         for line in s.verify(data.resolve_root(data_dir)):
             click.echo(f"  {line}")
+            if line.startswith("BAD "):
+                bad.setdefault(name, []).append(line[len("BAD ") :])
+    if bad:
+        name, lines = next(iter(bad.items()))
+        more = sum(map(len, bad.values())) - 1
+        raise DataError(
+            f"{name}: {lines[0]}"
+            + (f" (and {more} more BAD file(s) above)" if more else "")
+            + f"; delete the file and get it again with `metaunsup datasets --download {name}`"
+        )
 
 
 @cli.command()
@@ -304,7 +387,14 @@ def demo(out: str, tasks: int, seed: int, threads: int | None, quiet: bool) -> N
     echo = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     show = not quiet and sys.stderr.isatty()
     with _progress(tasks, "digits/test", quiet) as update:
-        report = run_demo(out, tasks=tasks, seed=seed, progress=show, echo=echo, update=update)
+        try:
+            report = run_demo(out, tasks=tasks, seed=seed, progress=show, echo=echo, update=update)
+        except KeyboardInterrupt:
+            words = ["metaunsup", "demo", "--out", out, "--seed", str(seed), "--tasks", str(tasks)]
+            again = shlex.join(words + (["--threads", str(threads)] if threads else []))
+            raise CommandInterrupted(
+                f"the run in {Path(out) / 'run'} is kept; continue with: {again}"
+            ) from None
     _print_report(report)
     click.echo(f"meta-training took {report['training']['seconds']:.0f} s")
     for name, points in report["curves"].items():
@@ -381,7 +471,7 @@ def experiment(
 
     _set_threads(threads)
     echo = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
-    with _progress(tasks, "mnist/test", quiet) as update:
+    with _progress(tasks, "mnist/test", quiet) as update, _interrupted_runs(runs_dir):
         report = run_mnist_clustering(
             out,
             configs_dir=configs_dir,
@@ -399,22 +489,40 @@ def experiment(
     click.echo(f"wrote {Path(out) / 'mnist_fewshot_clustering.md'}")
 
 
+@contextmanager
+def _interrupted_runs(runs_dir: str):
+    """Ctrl-C in an experiment: its runs are kept and the same command continues them."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise CommandInterrupted(
+            f"the training runs in {runs_dir} are kept; the same command continues them"
+        ) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     return _run(cli, argv)
 
 
 def _run(command: click.Command, argv: Sequence[str] | None) -> int:
+    args = list(argv) if argv is not None else sys.argv[1:]
+    name = _command_of(args)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        click.echo(f"metaunsup: warning: {for_cli(str(message), name)}", err=True)
+
     try:
-        command.main(
-            args=list(argv) if argv is not None else None,
-            prog_name="metaunsup",
-            standalone_mode=False,
-        )
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            command.main(args=args, prog_name="metaunsup", standalone_mode=False)
     except click.exceptions.Exit as stop:
         return int(stop.exit_code or 0)
-    except click.exceptions.Abort:
-        _fail("interrupted")
+    except CommandInterrupted as stop:
+        click.echo(f"metaunsup: interrupted: {stop}", err=True)
+        return 130
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("metaunsup: interrupted", err=True)
         return 130
     except click.UsageError as err:
         _fail(err.format_message())
@@ -423,11 +531,8 @@ def _run(command: click.Command, argv: Sequence[str] | None) -> int:
         _fail(err.format_message())
         return EXIT_USER_ERROR
     except MetaUnsupError as err:
-        _fail(str(err))
+        _fail(for_cli(err.message, name))
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        _fail("interrupted")
-        return 130
     except json.JSONDecodeError as err:
         _fail(f"invalid JSON: {err}")
         return EXIT_USER_ERROR

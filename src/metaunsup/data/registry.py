@@ -90,7 +90,10 @@ def load(name: str, split: str, root: str | os.PathLike | None = None) -> Datase
         )
     if name == "arrays":
         if root is None:
-            raise ConfigError("dataset 'arrays' needs the path of a .npy/.csv file or image folder")
+            raise ConfigError(
+                "dataset 'arrays' needs the path of a .npy/.csv file or image folder (--data-dir "
+                "on the command line, root= in Python)"
+            )
         return s.load(split, Path(root).expanduser())
     return s.load(split, resolve_root(root))
 

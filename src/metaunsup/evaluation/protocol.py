@@ -26,6 +26,7 @@ from metaunsup._validation import check_int
 from metaunsup.data.base import Dataset
 from metaunsup.errors import ConfigError
 from metaunsup.learners import MetaLearner
+from metaunsup.learners.fit import check_fits
 from metaunsup.metrics import mean_ci
 from metaunsup.tasks import TaskBatch
 
@@ -235,6 +236,15 @@ def evaluate(
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ConfigError(f"two methods share a name: {names}")
+    for method in methods:  # a trained model must fit the data before it is scored on them
+        learner = getattr(method, "learner", None)
+        if isinstance(learner, MetaLearner):
+            check_fits(
+                learner,
+                dataset.example_shape,
+                f"model {method.name!r}",
+                f"or evaluate it on a dataset of such examples (not {dataset.name})",
+            )
     sampler = kind.make_sampler(dataset, shape, seed)
     base = seed if method_seed is None else method_seed
     scores: dict[str, dict[str, list[np.ndarray]]] = {

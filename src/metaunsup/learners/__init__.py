@@ -20,6 +20,7 @@ from metaunsup.learners.base import (
     MetaLearner,
 )
 from metaunsup.learners.cluster_maml import ClusterMAML
+from metaunsup.learners.fit import check_fits
 from metaunsup.learners.maml import MAML
 from metaunsup.learners.meta_gmvae import MetaGMVAE
 from metaunsup.learners.meta_kmeans import MetaKMeansLearner
@@ -52,6 +53,7 @@ __all__ = [
     "ProtoNet",
     "Reptile",
     "build_learner",
+    "check_fits",
     "learner_class",
     "load_learner",
     "register_learner",

@@ -324,18 +324,7 @@ class Trainer:
     def _resume(self) -> None:
         assert self.out_dir is not None
         path = self.out_dir / LAST
-        if not path.is_file():
-            raise CheckpointError(
-                f"cannot resume: {str(path)!r} not found (start without --resume)"
-            )
-        tensors, meta = read_checkpoint(path)
-        if meta.get("kind") != "training":
-            raise CheckpointError(f"{str(path)!r} holds no training state to resume from")
-        if any(meta.get(key) != value for key, value in self.identity.items()):
-            raise CheckpointError(
-                f"{str(path)!r} was written by another {' and '.join(self.identity)} "
-                "configuration; use a new --out folder or the config it was trained with"
-            )
+        tensors, meta = read_training_state(path, self.identity)
         load_model_state(self.model, tensors, str(path))
         _load_optimizer_state(self.optimizer, tensors, meta["optimizer"], str(path))
         source_state = dict(meta.get("source", {}))
@@ -351,6 +340,26 @@ class Trainer:
         self.best_metric = -math.inf if best is None else float(best)
         _truncate_log(self.out_dir / LOG, self.step)
         log.info("resumed from %s at step %d", path, self.step)
+
+
+def read_training_state(
+    path: Path, identity: dict[str, Any]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(tensors, meta)`` of the training checkpoint ``path`` that a Trainer of ``identity``
+    can resume from; :class:`CheckpointError` when it is missing, corrupt, not a training state
+    or of another identity. A run checks this before any work (see
+    :func:`metaunsup.training.build.train_run`), the Trainer again when it resumes."""
+    if not path.is_file():
+        raise CheckpointError(f"cannot resume: {str(path)!r} not found (start without --resume)")
+    tensors, meta = read_checkpoint(path)
+    if meta.get("kind") != "training":
+        raise CheckpointError(f"{str(path)!r} holds no training state to resume from")
+    if any(meta.get(key) != value for key, value in identity.items()):
+        raise CheckpointError(
+            f"{str(path)!r} was written by another {' and '.join(identity)} "
+            "configuration; use a new --out folder or the config it was trained with"
+        )
+    return tensors, meta
 
 
 def _optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
