@@ -67,16 +67,10 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     try:
         data = p.read_bytes()
     except OSError as err:
-        raise CheckpointError(
-            f"cannot read checkpoint {name!r} ({err.strerror or err}); check its permissions"
-        ) from None
+        raise _unreadable(name, err) from None
     if not data:
         raise CheckpointError(f"checkpoint {name!r} is empty")
-    if data.startswith(_PICKLE_MAGIC) or data.startswith(_ZIP_MAGIC):
-        raise CheckpointError(
-            f"{name!r} is a pickle/torch.save file; metaunsup never unpickles files (unsafe). "
-            "Use a metaunsup .safetensors checkpoint"
-        )
+    _refuse_pickle(data, name)
     meta = _header_meta(data, name)
     from safetensors import SafetensorError
     from safetensors.torch import load
@@ -101,21 +95,31 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with open(p, "rb") as handle:
             head = handle.read(8)
-            if head.startswith(_PICKLE_MAGIC) or head.startswith(_ZIP_MAGIC):
-                raise CheckpointError(
-                    f"{name!r} is a pickle/torch.save file; metaunsup never unpickles files"
-                )
+            _refuse_pickle(head, name)
             size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
             data = head + handle.read(min(size, _MAX_HEADER + 1))
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {name!r} not found") from None
     except OSError as err:
-        raise CheckpointError(
-            f"cannot read checkpoint {name!r} ({err.strerror or err}); check its permissions"
-        ) from None
+        raise _unreadable(name, err) from None
     if not data:
         raise CheckpointError(f"checkpoint {name!r} is empty")
     return _header_meta(data, name)
+
+
+def _refuse_pickle(head: bytes, name: str) -> None:
+    """Raise when ``head`` (the file's first bytes) is a pickle or a ``torch.save`` zip."""
+    if head.startswith(_PICKLE_MAGIC) or head.startswith(_ZIP_MAGIC):
+        raise CheckpointError(
+            f"{name!r} is a pickle/torch.save file; metaunsup never unpickles files (unsafe). "
+            "Use a metaunsup .safetensors checkpoint"
+        )
+
+
+def _unreadable(name: str, err: OSError) -> CheckpointError:
+    return CheckpointError(
+        f"cannot read checkpoint {name!r} ({err.strerror or err}); check its permissions"
+    )
 
 
 def _header_meta(data: bytes, name: str) -> dict[str, Any]:
