@@ -20,6 +20,7 @@ from metaunsup.learners.base import (
     MetaLearner,
 )
 from metaunsup.learners.cluster_maml import ClusterMAML
+from metaunsup.learners.imaml import IMAML
 from metaunsup.learners.maml import MAML
 from metaunsup.learners.meta_gmvae import MetaGMVAE
 from metaunsup.learners.meta_kmeans import MetaKMeansLearner
@@ -36,6 +37,7 @@ from metaunsup.learners.reptile import Reptile
 
 __all__ = [
     "ANIL",
+    "IMAML",
     "LEARNERS",
     "MAML",
     "AdaptedState",

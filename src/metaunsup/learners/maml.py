@@ -11,15 +11,21 @@ Shapes: support ``[B, N*K, C, H, W]`` (or ``[B, N*K, d]`` with an MLP), labels `
 adapted parameters ``[B, *θ.shape]``; logits ``[B, m, N]``. All ``B`` tasks run in one
 task-batched pass of the network (grouped convolutions, see :mod:`metaunsup.nets.functional`);
 batch normalisation uses each task's batch statistics (transductive, as in the paper).
+
+With ``inner_checkpoint`` the second-order inner loop is recomputed in the backward pass
+instead of stored (:func:`~metaunsup.learners.inner.checkpointed_steps`): the same
+meta-gradient with memory that grows with ``√K`` parameter copies instead of ``K`` graphs.
+The networks keep no running statistics (batch norm uses each task's batch statistics), so a
+recomputed step updates nothing twice.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from torch import Tensor
+from torch import Tensor, nn
 
-from metaunsup._validation import check_int
+from metaunsup._validation import check_bool, check_int
 from metaunsup.errors import ConfigError
 from metaunsup.learners.base import AdaptedState, FewShotLearner, MetaLearner, task_cross_entropy
 from metaunsup.learners.inner import InnerLoopSettings, LearningRate, gradient_steps
@@ -42,9 +48,16 @@ class MAML(InnerLoopSettings, MetaLearner, FewShotLearner):
         Default inner steps of :meth:`adapt` at evaluation (``None``: ``inner_steps``).
     first_order:
         ``True`` for first-order MAML (stop-gradient of the inner gradients).
+    inner_checkpoint:
+        Second order only: recompute the inner loop in the backward pass instead of storing
+        it (same meta-gradient; memory nearly flat in ``inner_steps``, for about one more pass
+        of the inner loop).
     """
 
     name: ClassVar[str] = "maml"
+    #: Whether :meth:`adapt` can recompute its inner loop in the backward pass (a learner whose
+    #: inner loss depends on meta-parameters it does not adapt cannot).
+    checkpointable: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -53,14 +66,25 @@ class MAML(InnerLoopSettings, MetaLearner, FewShotLearner):
         inner_steps: int = 1,
         test_steps: int | None = None,
         first_order: bool = False,
+        inner_checkpoint: bool = False,
     ) -> None:
         super().__init__(net)
         if net.n_way is None:
             raise ConfigError(f"{self.name} needs a network with a head (n_way set)")
         self.set_inner_loop(inner_lr, inner_steps, test_steps, first_order)
+        self.inner_checkpoint = check_bool("inner_checkpoint", inner_checkpoint)
+        if self.inner_checkpoint:
+            check_recomputable(net)
+            if not self.checkpointable:
+                raise ConfigError(f"{self.name} does not support inner_checkpoint")
 
     def hparams(self) -> dict[str, Any]:
-        return self.inner_loop_hparams()
+        """The inner-loop settings (``inner_checkpoint`` only when on, so configs written
+        before it existed still match)."""
+        out: dict[str, Any] = dict(self.inner_loop_hparams())
+        if self.inner_checkpoint:
+            out["inner_checkpoint"] = True
+        return out
 
     def inner_names(self) -> list[str]:
         """Names of the parameters the inner loop adapts (all of them for MAML)."""
@@ -97,6 +121,7 @@ class MAML(InnerLoopSettings, MetaLearner, FewShotLearner):
             self.inner_lr_for(differentiable),
             track=differentiable,
             create_graph=not self.first_order,
+            checkpoint=self.inner_checkpoint,
         )
         return AdaptedState(params=adapted, n_tasks=B, n_way=n_way)
 
@@ -108,3 +133,14 @@ class MAML(InnerLoopSettings, MetaLearner, FewShotLearner):
     def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
         """Logits ``[B, m, n_way]`` of ``x`` ``[B, m, ...]`` with each task's adapted weights."""
         return self.net.functional_forward(state.params, x)
+
+
+def check_recomputable(net: nn.Module) -> None:
+    """Refuse a network whose forward changes state (batch norm with running statistics):
+    recomputing an inner step in the backward pass would update that state twice."""
+    for name, module in net.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            raise ConfigError(
+                f"{name}: batch norm with running statistics would be updated twice by a "
+                "recomputed inner loop; use per-task batch statistics or turn inner_checkpoint off"
+            )
