@@ -168,6 +168,23 @@ def evaluate(
         click.echo(f"wrote {json_path}")
 
 
+def _child_argv(ctx: click.Context, skip: Sequence[str]) -> list[str]:
+    """The command line of ``ctx``'s command as given (its parsed values), without ``skip``."""
+    argv = [ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if param.name in skip or value is None:
+            continue
+        if isinstance(param, click.Argument):
+            argv.append(str(value))
+        elif isinstance(param, click.Option) and param.is_flag:
+            if value:
+                argv.append(param.opts[0])
+        else:
+            argv += [param.opts[0], str(value)]
+    return argv
+
+
 def _print_report(report: dict) -> None:
     from metaunsup.app.report.tables import report_title, results_table
 
@@ -210,6 +227,21 @@ def _train_summary(name: str, val_metric: str, result, out_dir: Path) -> dict:
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--nproc",
+    type=POSITIVE,
+    default=1,
+    show_default=True,
+    help="Processes on this machine, each on a share of every meta-batch (torch.distributed: "
+    "gloo on CPU, nccl on CUDA, one GPU each). Across machines, start with torchrun instead.",
+)
+@click.option(
+    "--dist-timeout",
+    type=click.FloatRange(min=1.0),
+    default=1800.0,
+    show_default=True,
+    help="Seconds a distributed run waits for a process before it stops.",
+)
 def train(
     config: str,
     out: str | None,
@@ -222,8 +254,14 @@ def train(
     tensorboard_dir: str | None,
     quiet: bool,
     as_json: bool,
+    nproc: int,
+    dist_timeout: float,
 ) -> None:
-    """Meta-train the run described by the TOML file CONFIG."""
+    """Meta-train the run described by the TOML file CONFIG.
+
+    With --nproc N (or under torchrun: torchrun --nproc-per-node N -m metaunsup train CONFIG)
+    the run is shared by N processes and ends with the weights one process would reach.
+    """
     from metaunsup.training.build import train_run
     from metaunsup.training.config import load_config
 
@@ -239,8 +277,20 @@ def train(
         if value is not None
     }
     cfg = load_config(config, overrides)
+    if nproc > 1:
+        from metaunsup.training.distributed import launch
+
+        launch(nproc, _child_argv(click.get_current_context(), skip=("nproc",)))
+        return
     out_dir = Path(out) if out else Path("runs") / cfg.name
-    result = train_run(cfg, out_dir, resume=resume, progress=not quiet, tensorboard=tensorboard_dir)
+    result = train_run(
+        cfg,
+        out_dir,
+        resume=resume,
+        progress=not quiet,
+        tensorboard=tensorboard_dir,
+        timeout=dist_timeout,
+    )
     if as_json:
         click.echo(json.dumps(_train_summary(cfg.name, cfg.train.val_metric, result, out_dir)))
         return
