@@ -12,6 +12,11 @@ adapted parameters ``[B, *θ.shape]``; logits ``[B, m, N]``. All ``B`` tasks run
 task-batched pass of the network (grouped convolutions, see :mod:`metaunsup.nets.functional`);
 batch normalisation uses each task's batch statistics (transductive, as in the paper).
 
+On the CPU the query loss is differentiated task by task as it is computed
+(:func:`query_loss_per_task`): only one task's query activations are alive at a time, which
+halves the peak memory of a meta-step at no cost in time (the CPU kernels run query sets one
+task at a time anyway); the meta-gradient is the same.
+
 With ``inner_checkpoint`` the second-order inner loop is recomputed in the backward pass
 instead of stored (:func:`~metaunsup.learners.inner.checkpointed_steps`): the same
 meta-gradient with memory that grows with ``√K`` parameter copies instead of ``K`` graphs.
@@ -23,11 +28,18 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metaunsup._validation import check_bool, check_int
 from metaunsup.errors import ConfigError
-from metaunsup.learners.base import AdaptedState, FewShotLearner, MetaLearner, task_cross_entropy
+from metaunsup.learners.base import (
+    AdaptedState,
+    FewShotLearner,
+    MetaLearner,
+    task_cross_entropy,
+)
 from metaunsup.learners.inner import InnerLoopSettings, LearningRate, gradient_steps
 from metaunsup.nets import FunctionalNet, ParamDict
 from metaunsup.tasks.batch import TaskBatch
@@ -125,6 +137,26 @@ class MAML(InnerLoopSettings, MetaLearner, FewShotLearner):
         )
         return AdaptedState(params=adapted, n_tasks=B, n_way=n_way)
 
+    def meta_loss(self, batch: TaskBatch) -> tuple[Tensor, dict[str, float]]:
+        """Mean query cross-entropy after a differentiable adaptation (see
+        :meth:`MetaLearner.meta_loss`); on the CPU the query loss is differentiated task by
+        task (:func:`query_loss_per_task`)."""
+        if batch.x.device.type != "cpu":
+            return super().meta_loss(batch)
+        self.check_batch(batch)
+        state = self.adapt(
+            batch.support_x,
+            batch.support_y,
+            steps=self.train_steps,
+            differentiable=True,
+            n_way=batch.n_way,
+        )
+        loss, predictions = query_loss_per_task(
+            self.net, state.params, batch.query_x, batch.query_y
+        )
+        acc = float((predictions == batch.query_y).to(torch.float32).mean())
+        return loss, {"loss": float(loss.detach()), "acc": acc}
+
     def fewshot_logits(self, batch: TaskBatch, steps: int | None = None) -> Tensor:
         """Query logits ``[B, m, n_way]`` after adapting on the support (``steps``: inner steps;
         ``None``: the test-time steps)."""
@@ -144,3 +176,65 @@ def check_recomputable(net: nn.Module) -> None:
                 f"{name}: batch norm with running statistics would be updated twice by a "
                 "recomputed inner loop; use per-task batch statistics or turn inner_checkpoint off"
             )
+
+
+class _QueryLossPerTask(torch.autograd.Function):
+    """Mean query cross-entropy whose gradient is computed task by task in the forward pass.
+
+    Inputs: the network, the parameter names, the query ``x`` ``[B, m, ...]`` and labels
+    ``[B, m]``, then one tensor per name (task-batched ``[B, ...]`` or shared). Outputs: the
+    loss (mean over all ``B*m`` queries) and the predicted labels ``[B, m]`` (not
+    differentiable).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, net: FunctionalNet, names: tuple[str, ...], x: Tensor, y: Tensor,
+                *values: Tensor) -> tuple[Tensor, Tensor]:  # fmt: skip
+        B, m = y.shape
+        batched = [v.dim() > p.dim() for v, p in zip(values, net.parameters(), strict=True)]
+        grads = [torch.zeros_like(v) for v in values]
+        shared = [v.detach().requires_grad_() for v in values]
+        total = values[0].new_zeros(())
+        predictions = torch.empty_like(y)
+        for b in range(B):
+            with torch.enable_grad():
+                leaves = [
+                    v[b : b + 1].detach().requires_grad_() if is_b else s
+                    for v, s, is_b in zip(values, shared, batched, strict=True)
+                ]
+                logits = net.functional_forward(dict(zip(names, leaves, strict=True)), x[b : b + 1])
+                loss = F.cross_entropy(logits[0], y[b], reduction="sum") / (B * m)
+                task_grads = torch.autograd.grad(
+                    loss, leaves, allow_unused=True, materialize_grads=True
+                )
+            for g, tg, is_b in zip(grads, task_grads, batched, strict=True):
+                if is_b:
+                    g[b] = tg[0]
+                else:
+                    g += tg
+            total += loss.detach()
+            predictions[b] = logits[0].argmax(-1)
+        ctx.save_for_backward(*grads)
+        ctx.mark_non_differentiable(predictions)
+        return total, predictions
+
+    @staticmethod
+    def backward(ctx: Any, g_loss: Tensor, _g_pred: Tensor | None) -> tuple[Tensor | None, ...]:
+        return (None, None, None, None, *(g_loss * g for g in ctx.saved_tensors))
+
+
+def query_loss_per_task(
+    net: FunctionalNet, params: ParamDict, x: Tensor, y: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(mean query cross-entropy, predicted labels [B, m])`` under ``params`` (each entry
+    task-batched ``[B, ...]`` or shared), differentiable w.r.t. ``params``.
+
+    The loss of each task is differentiated right after its forward pass and only its
+    gradient (parameter-sized) is kept for the backward pass, so the query activations of one
+    task at a time are alive instead of all ``B`` tasks'. Same value and gradient as
+    ``F.cross_entropy`` of ``net.functional_forward(params, x)``; it cannot be differentiated
+    twice (nothing differentiates a meta-loss twice).
+    """
+    names = tuple(k for k, _ in net.named_parameters())
+    loss, predictions = _QueryLossPerTask.apply(net, names, x, y, *(params[k] for k in names))
+    return loss, predictions
