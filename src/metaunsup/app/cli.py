@@ -52,6 +52,21 @@ def _progress(total: int, desc: str, quiet: bool):
             state["bar"].close()
 
 
+def _device(name: str):
+    """``--device`` as a ``torch.device`` (:class:`ConfigError` when unknown or absent)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N")
+    return device
+
+
 def _set_threads(threads: int | None) -> None:
     if threads is not None:
         import torch
@@ -119,6 +134,7 @@ POSITIVE = click.IntRange(min=1)
     help="Folder of the datasets (for --dataset arrays: your .npy/.csv file or image folder).",
 )
 @click.option("--threads", type=POSITIVE, help="torch threads (default: torch's choice).")
+@click.option("--device", default="cpu", show_default=True, help="Where models run: cpu, cuda.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(
     dataset: str,
@@ -135,6 +151,7 @@ def evaluate(
     json_path: str | None,
     data_dir: str | None,
     threads: int | None,
+    device: str,
     quiet: bool,
 ) -> None:
     """Evaluate methods on seeded test tasks (all methods on the identical tasks)."""
@@ -150,9 +167,11 @@ def evaluate(
     kind = task_kind(task)
     chosen = kind.resolve(methods or kind.default_baselines)
     names = {m.name for m in chosen}
+    torch_device = _device(device)
     for name in dict.fromkeys(checkpoints):
         if name not in names:
-            chosen.append(kind.method_of(name, load_learner(name), steps))
+            learner = load_learner(name, torch_device)
+            chosen.append(kind.method_of(name, learner, steps, torch_device))
     if not chosen:
         raise ConfigError(f"nothing to evaluate on {task} tasks: pass --checkpoint (a trained "
                           "model)")  # fmt: skip

@@ -364,7 +364,9 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             self.k_choice_ = self._choose_k(table.double(), seed, metric="euclidean")
             k = self.k_choice_.k
         settings = SelfTrainSettings(steps=int(self.meta_steps))
-        result = self_train(table, int(k), settings, seed, progress=bool(self.verbose))
+        result = self_train(
+            table, int(k), settings, seed, progress=bool(self.verbose), device=self._device()
+        )
         self.training_ = result.summary()
         self._set_learner(result.learner)
         self.adapted_params_ = None

@@ -315,10 +315,12 @@ def self_train(
     settings: SelfTrainSettings | None = None,
     seed: int = 0,
     progress: bool = False,
+    device: str | torch.device = "cpu",
 ) -> SelfTrainResult:
     """Meta-train a Meta-K-means learner on pseudo-tasks from the rows of ``x`` ``[n, d]``.
 
-    ``progress`` shows a bar with ETA over the meta-training steps when stderr is a terminal.
+    ``progress`` shows a bar with ETA over the meta-training steps when stderr is a terminal;
+    ``device``: where the meta-training runs (the partitions are computed on the CPU).
     ``x`` should be scaled already (e.g. centred, divided by its overall standard deviation);
     ``k`` is the number of clusters of the partitions and tasks (at least 2 are used). Returns
     the learner in evaluation mode, on the CPU, in ``float32``. Data too uniform to give
@@ -350,6 +352,7 @@ def self_train(
         learner.meta_loss,
         CorruptedTasks(source, x, settings.corruption, seed + 1),
         TrainConfig(steps=settings.steps, meta_batch=settings.meta_batch, lr=settings.lr),
+        device=device,
         progress=progress,
         name="meta-training on the data",
         remedy="standardise the columns or cluster with a checkpoint",
@@ -384,7 +387,7 @@ def _partitions(
 
 
 def _finish(result: SelfTrainResult) -> SelfTrainResult:
-    result.learner.eval()
+    result.learner.to("cpu").eval()
     for p in result.learner.parameters():
         p.requires_grad_(False)
     return result

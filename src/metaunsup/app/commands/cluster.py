@@ -147,6 +147,9 @@ def summary_lines(info: dict) -> list[str]:
     help="Meta-training steps without --checkpoint.",
 )
 @click.option("--threads", type=click.IntRange(min=1), help="torch threads.")
+@click.option(
+    "--device", default="cpu", show_default=True, help="Where the network runs: cpu, cuda."
+)
 @click.option("--quiet", is_flag=True, help="Print no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def cluster(
@@ -159,6 +162,7 @@ def cluster(
     seed: int,
     meta_steps: int,
     threads: int | None,
+    device: str,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -198,6 +202,7 @@ def cluster(
         meta_steps=meta_steps,
         k_selection=k_by,
         random_state=seed,
+        device=device,
         verbose=not quiet,
     )
     model.fit(x)
