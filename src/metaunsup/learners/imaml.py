@@ -41,10 +41,10 @@ from metaunsup.learners.base import (
     AdaptedState,
     FewShotLearner,
     MetaLearner,
-    accuracy,
     task_cross_entropy,
 )
 from metaunsup.learners.inner import gradient_steps
+from metaunsup.learners.maml import query_loss_per_task
 from metaunsup.nets import FunctionalNet, ParamDict
 from metaunsup.tasks.batch import TaskBatch
 
@@ -234,10 +234,16 @@ class IMAML(MetaLearner, FewShotLearner):
         phi = self.proximal_steps(sx, sy, self.inner_steps, self.lam)
         names = list(self.net.params())
         leaves = [phi[k].requires_grad_() for k in names]
+        adapted = dict(zip(names, leaves, strict=True))
         with torch.enable_grad():
-            adapted = dict(zip(names, leaves, strict=True))
-            logits = self.net.functional_forward(adapted, batch.query_x)
-            loss = F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
+            if batch.x.device.type == "cpu":  # one task's query activations at a time
+                loss, predictions = query_loss_per_task(
+                    self.net, adapted, batch.query_x, batch.query_y
+                )
+            else:
+                logits = self.net.functional_forward(adapted, batch.query_x)
+                loss = F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
+                predictions = logits.argmax(-1)
             query_grad = list(torch.autograd.grad(loss, leaves, materialize_grads=True))
         meta_grad = self.implicit_gradient(phi, sx, sy, query_grad)
         theta = self.net.params()
@@ -245,5 +251,6 @@ class IMAML(MetaLearner, FewShotLearner):
             [(theta[k] * g.sum(0)).sum() for k, g in zip(names, meta_grad, strict=True)]
         ).sum()
         surrogate = loss.detach() + link - link.detach()  # value: the loss; gradient: meta_grad
-        metrics = {"loss": float(loss.detach()), "acc": accuracy(logits, batch.query_y)}
+        acc = float((predictions == batch.query_y).to(torch.float32).mean())
+        metrics = {"loss": float(loss.detach()), "acc": acc}
         return surrogate, metrics
