@@ -175,12 +175,19 @@ class SelfTrainResult:
 
 
 def _nearest(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-    """``int64 [n]``: nearest of ``centers`` ``[k, m]`` for each row of ``x`` ``[n, m]``
-    (in chunks of rows, so that the distances never take more than about 64 MiB)."""
-    step = max(1, (1 << 24) // max(1, centers.shape[0]))
-    return torch.cat(
-        [torch.cdist(x[s : s + step], centers).argmin(1) for s in range(0, len(x), step)]
-    )
+    """``int64 [n]``: nearest of ``centers`` ``[k, m]`` for each row of ``x`` ``[n, m]``.
+
+    ``argmin_j ‖x_i − c_j‖² = argmin_j (‖c_j‖² − 2 x_i·c_j)`` (``‖x_i‖²`` is the same for every
+    ``j``): one matrix product per chunk of rows (at most about 16 MiB of scores), no square
+    roots (``torch.cdist`` computes the distances themselves, which the argmin does not need).
+    """
+    sq = (centers * centers).sum(1).unsqueeze(0)  # [1, k]
+    step = max(1, (1 << 22) // max(1, centers.shape[0]))
+    out = torch.empty(len(x), dtype=torch.int64)
+    for s in range(0, len(x), step):
+        scores = torch.addmm(sq, x[s : s + step], centers.t(), alpha=-2.0)
+        out[s : s + step] = scores.argmin(1)
+    return out
 
 
 def subset_partitions(
