@@ -187,3 +187,47 @@ def test_a_killed_rank_stops_the_run_and_resume_ends_like_an_unbroken_run(tmp_pa
     unbroken = train(config, tmp_path / "unbroken", "--steps", final)
     assert unbroken.returncode == 0, unbroken.stderr
     assert max_difference(weights(killed), weights(tmp_path / "unbroken")) <= 1e-10
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def test_bf16_is_refused_where_it_is_not_safe():
+    from metaunsup.learners import IMAML, MAML, ProtoNet
+    from metaunsup.nets import Conv4
+    from metaunsup.training.build import precision_objective
+
+    cuda = torch.device("cuda")  # not touched: the checks come first
+    net = Conv4(1, 3, hidden=4, image_size=8, depth=2)
+    with pytest.raises(ConfigError, match="second-order"):
+        precision_objective(MAML(net, inner_steps=1), "bf16", cuda)
+    with pytest.raises(ConfigError, match="conjugate gradients"):
+        precision_objective(IMAML(net, inner_steps=1), "bf16", cuda)
+    with pytest.raises(ConfigError, match="CUDA only"):
+        precision_objective(ProtoNet(Conv4(1, None, 4, 8, depth=2)), "bf16", torch.device("cpu"))
+    assert callable(precision_objective(MAML(net, 1, 1, first_order=True), "bf16", cuda))
+    assert callable(precision_objective(ProtoNet(Conv4(1, None, 4, 8, depth=2)), "bf16", cuda))
+
+
+def test_float64_precision_casts_the_learner_and_the_tasks():
+    from metaunsup.learners import MAML
+    from metaunsup.nets import Conv4
+    from metaunsup.training.build import precision_objective
+
+    learner = MAML(Conv4(1, 3, hidden=4, image_size=8, depth=2), inner_steps=1)
+    objective = precision_objective(learner, "float64", torch.device("cpu"))
+    loss, _ = objective(random_batch(2, 3, 1, 2, dtype=torch.float32))
+    assert loss.dtype == torch.float64 and next(learner.parameters()).dtype == torch.float64
+
+
+def test_unknown_precision_is_a_config_error():
+    from metaunsup.training.config import config_from_dict
+
+    raw = {
+        "name": "x",
+        "data": {"dataset": "digits", "split": "train"},
+        "learner": {"name": "maml"},
+        "train": {"precision": "fp8"},
+    }
+    with pytest.raises(ConfigError, match=r"train\.precision must be one of"):
+        config_from_dict(raw)
