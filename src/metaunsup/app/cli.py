@@ -68,10 +68,10 @@ def _device(name: str):
 
 
 def _set_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
+    """``--threads``, or the idle CPUs when not given (see ``metaunsup.training.threads``)."""
+    from metaunsup.training.threads import apply_threads
 
-        torch.set_num_threads(threads)
+    apply_threads(threads)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -133,7 +133,7 @@ POSITIVE = click.IntRange(min=1)
     type=click.Path(),
     help="Folder of the datasets (for --dataset arrays: your .npy/.csv file or image folder).",
 )
-@click.option("--threads", type=POSITIVE, help="torch threads (default: torch's choice).")
+@click.option("--threads", type=POSITIVE, help="torch threads (default: the idle CPUs).")
 @click.option("--device", default="cpu", show_default=True, help="Where models run: cpu, cuda.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(
@@ -358,7 +358,7 @@ def datasets(data_dir: str | None, download_name: str | None) -> None:
 )
 @click.option("--tasks", type=POSITIVE, default=1000, show_default=True, help="Test tasks.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--threads", type=POSITIVE, help="torch threads (default: torch's choice).")
+@click.option("--threads", type=POSITIVE, help="torch threads (default: the idle CPUs).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out: str, tasks: int, seed: int, threads: int | None, quiet: bool) -> None:
     """Meta-train on the bundled digits with no labels, then cluster 10 × 20 test tasks.
@@ -425,7 +425,7 @@ register_commands(cli)
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the datasets.")
-@click.option("--threads", type=POSITIVE, help="torch threads (default: torch's choice).")
+@click.option("--threads", type=POSITIVE, help="torch threads (default: the idle CPUs).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def experiment(
     name: str,

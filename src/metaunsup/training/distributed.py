@@ -258,13 +258,14 @@ def from_environment(device: str, timeout: float = DEFAULT_TIMEOUT) -> Distribut
 
 def set_threads(threads: int, dist: Distributed | None) -> None:
     """Apply ``train.threads``; ``0`` (the default) gives each of the processes on this
-    machine an equal share of its cores in a distributed run, and leaves torch's choice
-    otherwise."""
-    if threads:
-        torch.set_num_threads(threads)
-    elif dist is not None:
+    machine an equal share of its cores in a distributed run, and the idle CPUs
+    (:func:`~metaunsup.training.threads.default_threads`) otherwise."""
+    from metaunsup.training.threads import apply_threads
+
+    if not threads and dist is not None:
         per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", str(dist.world_size)))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, per_machine)))
+        threads = max(1, (os.cpu_count() or 1) // max(1, per_machine))
+    apply_threads(threads or None)
 
 
 def _free_port() -> int:

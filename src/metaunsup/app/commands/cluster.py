@@ -146,7 +146,9 @@ def summary_lines(info: dict) -> list[str]:
     show_default=True,
     help="Meta-training steps without --checkpoint.",
 )
-@click.option("--threads", type=click.IntRange(min=1), help="torch threads.")
+@click.option(
+    "--threads", type=click.IntRange(min=1), help="torch threads (default: the idle CPUs)."
+)
 @click.option(
     "--device", default="cpu", show_default=True, help="Where the network runs: cpu, cuda."
 )
@@ -178,10 +180,9 @@ def cluster(
     outputs = [check_output_path(p) for p in (out, plot) if p is not None]
     if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
         raise ConfigError("--out and --plot name the same file; give two different paths")
-    if threads is not None:
-        import torch
+    from metaunsup.training.threads import apply_threads
 
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     dataset, names = load_arrays(input_path)
     x = dataset.x.numpy()
     images = dataset.info.get("format") == "images"
