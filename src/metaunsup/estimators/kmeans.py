@@ -53,6 +53,11 @@ from metaunsup.learners.fit import fitted_shape
 
 __all__ = ["MetaKMeans"]
 
+
+def _has_batch_norm(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
 _FLOATS = (np.float64, np.float32)
 
 
@@ -160,8 +165,11 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     random_state : int, RandomState or None, default=None
         Seeds meta-training, k-means and the choice of ``k``.
     device : str, default="cpu"
-        Where the network runs, e.g. ``"cuda"``. On the CPU the embedding is computed in
-        ``float64`` (results do not depend on how the data are split into calls).
+        Where the network runs, e.g. ``"cuda"``. A network with batch normalisation (whose
+        embedding depends on the batch anyway) runs in ``float32``; others run in ``float64``
+        on the CPU, so that an example's embedding does not depend on the others it is
+        embedded with. The embedding is taken to ``float64`` for k-means, ``transform`` and
+        ``predict``.
     verbose : bool, default=False
         Show a progress bar with ETA over the meta-training steps (``checkpoint=None``) when
         stderr is a terminal.
@@ -380,7 +388,9 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             self.k_choice_ = self._choose_k(table.double(), seed, metric="euclidean")
             k = self.k_choice_.k
         settings = SelfTrainSettings(steps=int(self.meta_steps))
-        result = self_train(table, int(k), settings, seed, progress=bool(self.verbose))
+        result = self_train(
+            table, int(k), settings, seed, progress=bool(self.verbose), device=self._device()
+        )
         self.training_ = result.summary()
         self._set_learner(result.learner)
         self.adapted_params_ = None
@@ -388,8 +398,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     def _set_learner(self, learner: MetaLearner) -> None:
         device = self._device()
         learner = learner.to(device).eval()
-        if device.type == "cpu":
-            learner = learner.double()
+        if device.type == "cpu" and not _has_batch_norm(learner):
+            learner = learner.double()  # batch-independent embeddings (float32 GEMMs are not)
         self.learner_ = learner
 
     def _adapt(self, x: np.ndarray, k: int, seed: int) -> dict[str, torch.Tensor] | None:
@@ -484,8 +494,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 chunk = t[order[start : start + self.batch_size]].to(device).unsqueeze(0)
                 out.append(learner.embed(chunk, params)[0].cpu())
         z = torch.cat(out)
-        result = torch.empty_like(z)
-        result[order] = z
+        result = torch.empty_like(z, dtype=torch.float64)
+        result[order] = z.to(torch.float64)  # the network in float32, what follows in float64
         return result
 
     def _batch_norm(self) -> bool:

@@ -147,7 +147,12 @@ def summary_lines(info: dict) -> list[str]:
     show_default=True,
     help="Meta-training steps without --checkpoint.",
 )
-@click.option("--threads", type=click.IntRange(min=1), help="torch threads.")
+@click.option(
+    "--threads", type=click.IntRange(min=1), help="torch threads (default: the idle CPUs)."
+)
+@click.option(
+    "--device", default="cpu", show_default=True, help="Where the network runs: cpu, cuda."
+)
 @click.option("--quiet", is_flag=True, help="Print no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def cluster(
@@ -160,6 +165,7 @@ def cluster(
     seed: int,
     meta_steps: int,
     threads: int | None,
+    device: str,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -180,10 +186,9 @@ def cluster(
     ]
     if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
         raise ConfigError("--out and --plot name the same file; give two different paths")
-    if threads is not None:
-        import torch
+    from metaunsup.training.threads import apply_threads
 
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     dataset, names = load_arrays(input_path)
     x = dataset.x.numpy()
     images = dataset.info.get("format") == "images"
@@ -204,6 +209,7 @@ def cluster(
         meta_steps=meta_steps,
         k_selection=k_by,
         random_state=seed,
+        device=device,
         verbose=not quiet,
     )
     model.fit(x)
