@@ -27,7 +27,9 @@ from metaunsup.learners.cluster_maml import ClusterMAML
 from metaunsup.learners.maml import MAML
 from metaunsup.learners.meta_gmvae import MetaGMVAE
 from metaunsup.learners.meta_kmeans import MetaKMeansLearner
+from metaunsup.learners.meta_svdd import MetaSVDD
 from metaunsup.learners.metasgd import MetaSGD
+from metaunsup.learners.oc_maml import OCMAML
 from metaunsup.learners.protonet import ProtoNet
 from metaunsup.learners.reptile import Reptile
 
@@ -53,7 +55,8 @@ def register_learner(cls: L) -> L:
 
 
 #: The learners that come with metaunsup: one line each.
-for _builtin in (MAML, MetaSGD, Reptile, ANIL, ProtoNet, MetaGMVAE, MetaKMeansLearner, ClusterMAML):
+for _builtin in (MAML, MetaSGD, Reptile, ANIL, ProtoNet, MetaGMVAE, MetaKMeansLearner, ClusterMAML,
+                 MetaSVDD, OCMAML):  # fmt: skip
     register_learner(_builtin)
 
 

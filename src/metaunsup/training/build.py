@@ -50,8 +50,8 @@ def learner_config(cfg: RunConfig, example_shape: tuple[int, ...]) -> dict[str, 
             net.setdefault(key, value)
     if learner_class(learner["name"]).headless:
         net["n_way"] = None  # a metric or clustering learner embeds; it has no head
-    else:
-        net.setdefault("n_way", cfg.task.n_way)
+    else:  # a kind whose tasks have a fixed number of classes sizes the head (one-class: 1)
+        net.setdefault("n_way", task_kind(cfg.task.kind).fixed_n_way or cfg.task.n_way)
     learner["net"] = net
     return learner
 
@@ -89,10 +89,24 @@ def split_examples(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Da
     return part(~mask, "meta-train-examples"), part(mask, "meta-val-examples")
 
 
+def load_training_split(cfg: RunConfig) -> Dataset:
+    """The run's training split, restricted to ``data.classes`` when the config names some."""
+    ds = data.load(cfg.data.dataset, cfg.data.split, root=cfg.data.root)
+    if not cfg.data.classes:
+        return ds
+    bad = [c for c in cfg.data.classes if c >= ds.n_classes]
+    if bad or len(set(cfg.data.classes)) != len(cfg.data.classes):
+        raise ConfigError(
+            f"data.classes must be distinct class ids of {ds.name}/{ds.split} "
+            f"(0..{ds.n_classes - 1}), got {cfg.data.classes}"
+        )
+    return ds.subset_classes(cfg.data.classes)
+
+
 def split_for_training(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
     """Load the meta-training split and hold out ``val_fraction`` of its classes (or, with
     ``data.val_by = "examples"``, of every class's examples)."""
-    ds = data.load(cfg.data.dataset, cfg.data.split, root=cfg.data.root)
+    ds = load_training_split(cfg)
     if cfg.data.val_by == "examples" and cfg.data.val_fraction > 0:
         train_ds, held_out = split_examples(ds, cfg.data.val_fraction, cfg.train.seed)
         if cfg.data.rotations:
@@ -170,7 +184,7 @@ def train_run(
         from metaunsup.training.unsupervised import unsupervised_source
 
         # No labels: the whole split, read through a view that refuses labels; no validation.
-        view = UnlabeledView(data.load(cfg.data.dataset, cfg.data.split, root=cfg.data.root))
+        view = UnlabeledView(load_training_split(cfg))
         learner = fresh_learner(cfg, view.example_shape)
         source, record = unsupervised_source(cfg, learner, view, out_dir, device, progress, resume)
         run_config["unsupervised_record"] = record
@@ -195,7 +209,13 @@ def train_run(
         tensorboard=tensorboard,
         name=f"meta-train {cfg.name}",
     )
-    return trainer.fit(resume=resume)
+    result = trainer.fit(resume=resume)
+    calibrator = task_kind(t.kind).calibrate
+    if calibrator is not None:
+        from metaunsup.training.calibrate import calibrate_run
+
+        calibrate_run(calibrator, learner, source, Path(out_dir), tr.seed)
+    return result
 
 
 def fresh_learner(cfg: RunConfig, example_shape: tuple[int, ...]) -> MetaLearner:
