@@ -16,8 +16,10 @@ others (leave-one-out) for up to ``loo_max`` examples, else a split: a seeded re
 most ``max_support`` examples and the rest scored against it (split conformal, exactly
 exchangeable) — or, when ``X`` is too small for any conformal p-value to reach ``fpr``
 (``(n + 1)·fpr < 1``), from the checkpoint's scores of pseudo-normal held-out examples measured
-after meta-training. ``contamination=`` (PyOD's parameter) replaces all that by PyOD's rule:
-the threshold is the ``1 − contamination`` quantile of the training scores.
+after meta-training, rescaled by the spread of ``X`` (see
+:class:`~metaunsup.evaluation.calibration.NullTable`). ``contamination=`` (PyOD's parameter)
+replaces all that by PyOD's rule: the threshold is the ``1 − contamination`` quantile of the
+training scores.
 
 Signs follow scikit-learn: ``score_samples`` is the negated anomaly score (lower = more
 abnormal), ``decision_function = score_samples − offset_`` is negative for outliers, ``predict``
@@ -284,12 +286,13 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
                 and meta is not None
                 and meta.ready
             )
+            loo = leave_one_out_scores(self._score, net.unsqueeze(0))[0]
             if use_meta:
-                assert meta is not None
-                if not meta.ready:
+                if meta is None or not meta.ready:
                     raise ConfigError("calibration='meta' needs a checkpoint with a null table")
-                return "meta", meta.row(n).to(torch.float64)
-            return "conformal-loo", leave_one_out_scores(self._score, net.unsqueeze(0))[0]
+                scale = meta.scale(n, loo.mean().reshape(1))[0]
+                return "meta", meta.row(n).to(torch.float64) * scale
+            return "conformal-loo", loo
         if self.calibration == "meta":
             raise ConfigError(
                 f"calibration='meta' is for small references (at most loo_max={self.loo_max} "

@@ -48,10 +48,11 @@ from metaunsup.evaluation.calibration import (
     NullTable,
     calibrated_pvalues,
     check_fpr,
+    leave_one_out_scores,
 )
 from metaunsup.evaluation.protocol import TaskKind, TaskShape
 from metaunsup.learners import AnomalyScorer, MetaLearner
-from metaunsup.learners.one_class import NULL_GRID, NULL_SIZE, NullTableMixin
+from metaunsup.learners.one_class import NULL_GRID, NULL_PRIOR, NULL_SIZE, NullTableMixin
 from metaunsup.tasks.anomaly import AnomalyTaskSampler, OneClassStream
 from metaunsup.tasks.batch import TaskBatch
 from metaunsup.tasks.pseudo.cactus_anomaly import CactusAnomalySource
@@ -66,16 +67,21 @@ __all__ = [
     "measure_null_table",
 ]
 
-#: Queries per side of the tasks that measure a null table.
-NULL_QUERY = 20
+#: Queries per side of the tasks that measure a null table, and tasks per support size.
+NULL_QUERY = 10
+NULL_TASKS = 200
 
 
 def learner_null_table(learner: Any) -> NullTable | None:
     """The meta-calibration table a learner carries (``None`` when it has none)."""
-    k, scores = getattr(learner, "null_k", None), getattr(learner, "null_scores", None)
-    if not isinstance(k, torch.Tensor) or not isinstance(scores, torch.Tensor):
+    if not isinstance(learner, NullTableMixin):
         return None
-    return NullTable(k.cpu(), scores.detach().cpu())
+    return NullTable(
+        learner.null_k.cpu(),
+        learner.null_scores.detach().cpu(),
+        learner.null_spread.detach().cpu(),
+        float(learner.null_prior),
+    )
 
 
 @dataclass(frozen=True)
@@ -156,26 +162,45 @@ def _describe(report: Mapping[str, Any]) -> str:
 
 
 def measure_null_table(
-    scorer: AnomalyScorer, source: OneClassStream, seed: int, tasks: int = 100
-) -> torch.Tensor:
-    """Scores ``[G, N]`` of pseudo-normal held-out examples for every support size of
-    :data:`~metaunsup.learners.one_class.NULL_GRID`: the normal queries of ``tasks`` fresh
-    tasks per size, drawn from ``source``'s groupings (the training data; labels or pseudo-labels
-    pick the normal queries, never a test example), subsampled to ``N`` per size."""
-    rows = []
+    scorer: AnomalyScorer, source: OneClassStream, seed: int, tasks: int = NULL_TASKS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(normalised scores [G, N], spreads [G])`` of pseudo-normal held-out examples for every
+    support size of :data:`~metaunsup.learners.one_class.NULL_GRID`: the normal queries of
+    ``tasks`` fresh tasks per size drawn from ``source``'s groupings (the training data: labels
+    or pseudo-labels pick the normal queries, never a test example), each divided by its task's
+    scale (:meth:`~metaunsup.evaluation.calibration.NullTable.scale` with ``σ0`` the median mean
+    leave-one-out score of the size's tasks), subsampled to ``N`` per size. Sizes whose tasks
+    the data cannot make (classes too small) stay NaN."""
+    rows, spreads = [], []
     g = torch.Generator().manual_seed(seed)
+
+    def score(support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return scorer.score(support, query).cpu().to(torch.float64)
+
+    nan = torch.full((NULL_SIZE,), float("nan"), dtype=torch.float64)
     for i, k in enumerate(NULL_GRID):
-        stream = source.with_shape(k, NULL_QUERY, seed=seed + i)
-        normal = []
+        try:
+            stream = source.with_shape(k, NULL_QUERY, seed=seed + i)
+        except ConfigError:  # no class has k + NULL_QUERY examples
+            rows.append(nan)
+            spreads.append(float("nan"))
+            continue
+        normal, loo = [], []
         for batch in stream.batches(tasks, 25):
-            with torch.no_grad():
-                s = scorer.score(batch.support_x, batch.query_x).cpu().to(torch.float64)
-            normal.append(s[batch.query_y == 0])
-        pool = torch.cat(normal)
+            s = score(batch.support_x, batch.query_x)
+            normal.append(s.masked_fill(batch.query_y > 0, float("nan")))
+            loo.append(leave_one_out_scores(score, batch.support_x).mean(1))
+        loo_mean = torch.cat(loo)
+        s0 = float(loo_mean.median())
+        scale = (k * loo_mean + NULL_PRIOR * s0) / (k + NULL_PRIOR)
+        pool = (torch.cat(normal) / scale.clamp_min(1e-12)[:, None]).reshape(-1)
+        pool = pool[~torch.isnan(pool)]
         if pool.numel() < NULL_SIZE:
             raise ConfigError(f"null table: {pool.numel()} normal scores, fewer than {NULL_SIZE}")
         rows.append(pool[torch.randperm(pool.numel(), generator=g)[:NULL_SIZE]])
-    return torch.stack(rows).to(torch.float32)
+        spreads.append(s0)
+    return torch.stack(rows).to(torch.float32), torch.tensor(spreads, dtype=torch.float32)
 
 
 def _calibrate(learner: MetaLearner, source: Any, seed: int) -> None:
@@ -183,7 +208,8 @@ def _calibrate(learner: MetaLearner, source: Any, seed: int) -> None:
     if not isinstance(source, OneClassStream) or not isinstance(learner, NullTableMixin):
         return
     assert isinstance(learner, AnomalyScorer)
-    learner.set_null_table(measure_null_table(learner, source, seed))
+    scores, spread = measure_null_table(learner, source, seed)
+    learner.set_null_table(scores, spread, NULL_PRIOR)
 
 
 def anomaly_kind(

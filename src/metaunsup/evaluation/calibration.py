@@ -23,14 +23,25 @@ something only from ``K = 19`` on. Below that it is exact and useless: it flags 
 **Meta-calibrated, from pseudo-normal held-out examples** (:class:`NullTable`). After
 meta-training, the learner scores the *normal* query examples of fresh pseudo-tasks of its own
 training data (CACTUs clusters without labels, or training classes) for a grid of support sizes
-and keeps those scores. A query's p-value is its rank among the stored normal scores of the
-nearest support size,
+and keeps those scores. Classes differ in spread, and a class the model never saw is usually
+broader than its training clusters, so a score is first divided by the task's own spread,
+shrunk towards the typical one (an empirical-Bayes scale):
 
-.. math:: p(s) = \frac{1 + \#\{j : n_j \ge s\}}{N + 1},
+.. math:: \hat\sigma = \frac{K \bar\ell + m\,\sigma_0}{K + m},
+
+with ``\bar\ell`` the mean leave-one-out score of the support, ``\sigma_0`` the median of
+``\bar\ell`` over the pseudo-tasks of that size and ``m`` the prior's weight in examples
+(:data:`~metaunsup.learners.one_class.NULL_PRIOR`). A query's p-value is the rank of
+``s / \hat\sigma`` among the stored normalised normal scores ``n_j`` of the nearest support
+size,
+
+.. math:: p(s) = \frac{1 + \#\{j : n_j \ge s/\hat\sigma\}}{N + 1},
 
 which reaches any ``α ≥ 1/(N+1)``. The guarantee is gone: it holds only as far as the test
-classes' scores look like the pseudo-classes' (a normal class more spread out than the training
-clusters gets more false alarms); the measured false-alarm rate says how far.
+classes' normalised scores look like the pseudo-classes' (the measured false-alarm rate says how
+far; ``m → 0`` trusts the support's spread alone, whose noise at small ``K`` makes the
+threshold conservative; ``m → ∞`` ignores it, and a broad unseen class then gets many false
+alarms).
 
 ``calibration="auto"`` uses the conformal p-value when it can reach ``fpr`` (``(K+1)·fpr ≥ 1``)
 and the learner's null table otherwise.
@@ -142,42 +153,66 @@ def threshold_at(calibration: Tensor, fpr: float) -> float:
 
 @dataclass(frozen=True, eq=False)
 class NullTable:
-    """Scores of pseudo-normal held-out examples, per support size (meta-calibration).
+    """Normalised scores of pseudo-normal held-out examples, per support size.
 
     Attributes
     ----------
     k:
         ``int64 [G]`` support sizes of the grid, ascending.
     scores:
-        ``[G, N]`` the normal query scores measured at each support size.
+        ``[G, N]`` the normal query scores measured at each support size, each divided by its
+        task's scale :meth:`scale`.
+    spread:
+        ``[G]`` the typical mean leave-one-out score ``σ0`` of a support of each size.
+    prior:
+        ``m``, the weight of ``σ0`` in :meth:`scale`, in support examples.
     """
 
     k: Tensor
     scores: Tensor
+    spread: Tensor
+    prior: float
 
     def __post_init__(self) -> None:
-        if self.k.dim() != 1 or self.scores.dim() != 2 or self.scores.shape[0] != self.k.numel():
-            raise DataError("a null table needs k [G] and scores [G, N]")
+        g = self.k.numel()
+        if self.k.dim() != 1 or self.scores.shape[:1] != (g,) or self.spread.shape != (g,):
+            raise DataError("a null table needs k [G], scores [G, N] and spread [G]")
+
+    @property
+    def measured(self) -> Tensor:
+        """``bool [G]``: the sizes whose row was measured (a fresh learner's table is NaN; a
+        size the training data could not make stays NaN)."""
+        return torch.isfinite(self.scores).all(1) & torch.isfinite(self.spread)
 
     @property
     def ready(self) -> bool:
-        """Whether the table holds measured scores (a fresh learner's table is NaN)."""
-        return bool(self.k.numel()) and bool(torch.isfinite(self.scores).all())
+        """Whether any size was measured."""
+        return bool(self.measured.any())
+
+    def index(self, k: int) -> int:
+        """The row of the measured support size nearest ``k`` (in log scale)."""
+        gap = (self.k.to(torch.float64).log() - math.log(k)).abs()
+        return int(torch.argmin(gap.masked_fill(~self.measured, math.inf)))
 
     def row(self, k: int) -> Tensor:
-        """The scores of the grid's support size nearest ``k`` (in log scale)."""
-        grid = self.k.to(torch.float64)
-        i = int(torch.argmin((grid.log() - math.log(k)).abs()))
-        return self.scores[i]
+        """The normalised null scores ``[N]`` for supports of ``k`` examples."""
+        return self.scores[self.index(k)]
 
-    def pvalues(self, k: int, scores: Tensor) -> Tensor:
-        """p-values ``[B, q]`` of ``scores`` from tasks with ``k`` support examples."""
+    def scale(self, k: int, loo_mean: Tensor) -> Tensor:
+        """``(K·ℓ + m·σ0) / (K + m)`` for the mean leave-one-out scores ``ℓ`` ``[B]``."""
+        s0 = float(self.spread[self.index(k)])
+        return (k * loo_mean.to(torch.float64) + self.prior * s0) / (k + self.prior)
+
+    def pvalues(self, k: int, scores: Tensor, loo_mean: Tensor) -> Tensor:
+        """p-values ``[B, q]`` of ``scores`` from tasks with ``k`` support examples whose mean
+        leave-one-out scores are ``loo_mean`` ``[B]``."""
         if not self.ready:
             raise ConfigError(
                 "this model has no meta-calibration (its null table was never measured); "
                 "use calibration='conformal' or re-train it with metaunsup train"
             )
-        return _rank_pvalues(self.row(k).to(scores.device), scores)
+        normalised = scores.to(torch.float64) / self.scale(k, loo_mean).clamp_min(1e-12)[:, None]
+        return _rank_pvalues(self.row(k).to(scores.device), normalised)
 
 
 def calibrated_pvalues(
@@ -202,5 +237,6 @@ def calibrated_pvalues(
     if calibration == "meta" or (calibration == "auto" and use_null):
         if null is None:
             raise ConfigError("calibration='meta' needs a model with a null table")
-        return null.pvalues(k, scores), "meta"
+        loo = leave_one_out_scores(score, support).mean(1)
+        return null.pvalues(k, scores, loo), "meta"
     return conformal_pvalues(leave_one_out_scores(score, support), scores), "conformal"

@@ -23,7 +23,9 @@ from metaunsup.learners.cluster_maml import ClusterMAML
 from metaunsup.learners.maml import MAML
 from metaunsup.learners.meta_gmvae import MetaGMVAE
 from metaunsup.learners.meta_kmeans import MetaKMeansLearner
+from metaunsup.learners.meta_svdd import MetaSVDD
 from metaunsup.learners.metasgd import MetaSGD
+from metaunsup.learners.oc_maml import OCMAML
 from metaunsup.learners.protonet import ProtoNet
 from metaunsup.learners.registry import (
     LEARNERS,
@@ -49,6 +51,8 @@ __all__ = [
     "MetaKMeansLearner",
     "MetaLearner",
     "MetaSGD",
+    "MetaSVDD",
+    "OCMAML",
     "ProtoNet",
     "Reptile",
     "build_learner",

@@ -4,11 +4,13 @@
   ``(s − r) / T`` of the anomaly scores ``s`` with a meta-learned radius ``r`` and temperature
   ``T`` (the soft-boundary view of Deep SVDD, Ruff et al., ICML 2018: a query beyond the radius
   is an anomaly), against the query's 0/1 labels (pseudo-labels in unsupervised runs).
-* :class:`NullTableMixin` — buffers holding the scores of pseudo-normal held-out examples for a
-  grid of support sizes (``null_k`` ``[G]``, ``null_scores`` ``[G, N]``), measured after
-  meta-training (``metaunsup.training.calibrate``) and saved with the weights; the evaluation
-  and the estimator turn them into p-values (``metaunsup.evaluation.calibration``). A learner
-  that was never calibrated holds NaN.
+* :class:`NullTableMixin` — buffers holding the (spread-normalised) scores of pseudo-normal
+  held-out examples for a grid of support sizes (``null_k`` ``[G]``, ``null_scores``
+  ``[G, N]``), the typical support spread at each size (``null_spread`` ``[G]``) and the
+  prior weight of that spread (``null_prior``), measured after meta-training
+  (``metaunsup.training.calibrate``) and saved with the weights; the evaluation and the
+  estimator turn them into p-values (``metaunsup.evaluation.calibration``). A learner that was
+  never calibrated holds NaN.
 """
 
 from __future__ import annotations
@@ -19,20 +21,33 @@ from torch import Tensor
 
 from metaunsup.errors import DataError
 
-__all__ = ["NULL_GRID", "NULL_SIZE", "NullTableMixin", "check_one_class", "one_class_loss"]
+__all__ = [
+    "NULL_GRID",
+    "NULL_PRIOR",
+    "NULL_SIZE",
+    "NullTableMixin",
+    "check_one_class",
+    "one_class_loss",
+]
 
 #: Support sizes at which the null table is measured (a task's size uses the nearest in log).
 NULL_GRID = (2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 32, 40, 50, 64)
 #: Pseudo-normal scores kept per support size.
 NULL_SIZE = 2000
+#: Weight, in support examples, of the typical spread against a task's own spread (see
+#: ``metaunsup.evaluation.calibration``).
+NULL_PRIOR = 1.0
 
 
 class NullTableMixin:
-    """Buffers ``null_k`` ``int64 [G]`` and ``null_scores`` ``float32 [G, N]`` (NaN until
-    measured); mix into an ``nn.Module`` and call :meth:`init_null_table` in ``__init__``."""
+    """Buffers ``null_k`` ``int64 [G]``, ``null_scores`` ``float32 [G, N]``, ``null_spread``
+    ``[G]`` (NaN until measured) and ``null_prior`` (0-d); mix into an ``nn.Module`` and call
+    :meth:`init_null_table` in ``__init__``."""
 
     null_k: Tensor
     null_scores: Tensor
+    null_spread: Tensor
+    null_prior: Tensor
 
     def init_null_table(self) -> None:
         module = self
@@ -40,14 +55,22 @@ class NullTableMixin:
         module.register_buffer("null_k", torch.tensor(NULL_GRID, dtype=torch.int64))
         nan = torch.full((len(NULL_GRID), NULL_SIZE), float("nan"))
         module.register_buffer("null_scores", nan)
+        module.register_buffer("null_spread", torch.full((len(NULL_GRID),), float("nan")))
+        module.register_buffer("null_prior", torch.tensor(NULL_PRIOR))
 
-    def set_null_table(self, scores: Tensor) -> None:
-        """Store measured scores ``[G, N]`` (one row per size of :data:`NULL_GRID`)."""
-        if tuple(scores.shape) != tuple(self.null_scores.shape):
+    def set_null_table(self, scores: Tensor, spread: Tensor, prior: float = NULL_PRIOR) -> None:
+        """Store measured normalised scores ``[G, N]`` and typical spreads ``[G]`` (one row per
+        size of :data:`NULL_GRID`) with the ``prior`` they were normalised with."""
+        if tuple(scores.shape) != tuple(self.null_scores.shape) or spread.shape != (
+            len(NULL_GRID),
+        ):
             raise DataError(
-                f"null scores must be {tuple(self.null_scores.shape)}, got {tuple(scores.shape)}"
+                f"null scores must be {tuple(self.null_scores.shape)} and spreads "
+                f"[{len(NULL_GRID)}], got {tuple(scores.shape)} and {tuple(spread.shape)}"
             )
         self.null_scores.copy_(scores.to(self.null_scores))
+        self.null_spread.copy_(spread.to(self.null_spread))
+        self.null_prior.fill_(float(prior))
 
 
 def check_one_class(support: Tensor, query: Tensor, example_shape: tuple[int, ...]) -> None:
