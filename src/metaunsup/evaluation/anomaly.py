@@ -45,6 +45,7 @@ from metaunsup.errors import ConfigError
 from metaunsup.evaluation.anomaly_baselines import ANOMALY_BASELINES, anomaly_baseline
 from metaunsup.evaluation.calibration import (
     CALIBRATIONS,
+    SCALE_LOO,
     NullTable,
     calibrated_pvalues,
     check_fpr,
@@ -190,7 +191,7 @@ def measure_null_table(
         for batch in stream.batches(tasks, 25):
             s = score(batch.support_x, batch.query_x)
             normal.append(s.masked_fill(batch.query_y > 0, float("nan")))
-            loo.append(leave_one_out_scores(score, batch.support_x).mean(1))
+            loo.append(leave_one_out_scores(score, batch.support_x, SCALE_LOO).mean(1))
         loo_mean = torch.cat(loo)
         s0 = float(loo_mean.median())
         scale = (k * loo_mean + NULL_PRIOR * s0) / (k + NULL_PRIOR)

@@ -19,9 +19,10 @@ import torch
 
 from metaunsup.checkpoint import load_model_state, read_checkpoint, save_checkpoint
 from metaunsup.learners import MetaLearner
+from metaunsup.training.config import RunConfig
 from metaunsup.training.trainer import BEST, LAST
 
-__all__ = ["CALIBRATION_SEED_OFFSET", "calibrate_run"]
+__all__ = ["CALIBRATION_SEED_OFFSET", "calibrate_run", "ensure_calibrated"]
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,18 @@ log = logging.getLogger(__name__)
 CALIBRATION_SEED_OFFSET = 2_000_003
 
 
-def _same_model(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    keys = {k for k in a if k.startswith("model.")}
-    return keys == {k for k in b if k.startswith("model.")} and all(
-        torch.equal(a[k], b[k]) for k in keys
-    )
+def _weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's tensors without its calibration buffers (``null_*``)."""
+    return {k: v for k, v in tensors.items() if k.startswith("model.") and ".null_" not in k}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _calibrated(tensors: dict[str, torch.Tensor]) -> bool:
+    scores = tensors.get("model.null_scores")
+    return scores is not None and bool(torch.isfinite(scores).all(1).any())
 
 
 def calibrate_run(
@@ -43,24 +51,60 @@ def calibrate_run(
     out_dir: Path,
     seed: int,
 ) -> None:
-    """Calibrate the run's last and best weights and rewrite both checkpoints."""
+    """Calibrate the run's last and best weights and rewrite the checkpoints that need it (a
+    checkpoint with the weights of an already calibrated one gets its buffers)."""
     start = time.perf_counter()
-    done: dict[str, torch.Tensor] | None = None
-    previous: dict[str, torch.Tensor] | None = None
-    for name in (LAST, BEST):
-        path = out_dir / name
-        if not path.is_file():
+    done: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []  # (weights, state)
+    paths = [out_dir / name for name in (LAST, BEST) if (out_dir / name).is_file()]
+    loaded = {path: read_checkpoint(path) for path in paths}
+    for tensors, _ in loaded.values():
+        if _calibrated(tensors):
+            model = {k: v for k, v in tensors.items() if k.startswith("model.")}
+            done.append((_weights(tensors), model))
+    for path, (tensors, meta) in loaded.items():
+        if _calibrated(tensors):
             continue
-        tensors, meta = read_checkpoint(path)
-        if previous is not None and done is not None and _same_model(tensors, previous):
-            state = done
-        else:
-            previous = dict(tensors)
+        weights = _weights(tensors)
+        state: dict[str, torch.Tensor] | None = next(
+            (st for w, st in done if _same(w, weights)), None
+        )
+        if state is None:
             load_model_state(learner, tensors, str(path))
             learner.eval()
             calibrate(learner, source, seed + CALIBRATION_SEED_OFFSET)
             state = {f"model.{k}": v for k, v in learner.state_dict().items()}
-            done = state
+            done.append((weights, state))
         tensors.update(state)
         save_checkpoint(path, tensors, meta)
     log.info("calibrated %s in %.1f s", out_dir, time.perf_counter() - start)
+
+
+def ensure_calibrated(cfg: RunConfig, run_dir: str | Path, device: str = "cpu") -> bool:
+    """Calibrate a finished run whose checkpoints hold no calibration yet (e.g. trained before
+    its kind calibrated, or interrupted during the calibration); ``True`` when it did. The
+    training source is rebuilt from the run folder's caches (pre-training, partitions)."""
+    from metaunsup.data.unlabeled import UnlabeledView
+    from metaunsup.evaluation.anomaly import learner_null_table
+    from metaunsup.evaluation.kinds import task_kind
+    from metaunsup.evaluation.protocol import TaskShape
+    from metaunsup.learners import load_learner
+    from metaunsup.training.build import fresh_learner, load_training_split, split_for_training
+
+    run_dir = Path(run_dir)
+    kind = task_kind(cfg.task.kind)
+    table = learner_null_table(load_learner(run_dir / BEST))
+    if kind.calibrate is None or table is None or table.ready:
+        return False
+    if cfg.unsupervised is not None:
+        from metaunsup.training.unsupervised import unsupervised_source
+
+        view = UnlabeledView(load_training_split(cfg))
+        learner = fresh_learner(cfg, view.example_shape)
+        source, _ = unsupervised_source(cfg, learner, view, run_dir, torch.device(device))
+    else:
+        train_ds, _ = split_for_training(cfg)
+        t = cfg.task
+        source = kind.make_sampler(train_ds, TaskShape(t.n_way, t.k_shot, t.n_query), 0)
+        learner = fresh_learner(cfg, train_ds.example_shape)
+    calibrate_run(kind.calibrate, learner, source, run_dir, cfg.train.seed)
+    return True
