@@ -68,9 +68,9 @@ __all__ = [
     "measure_null_table",
 ]
 
-#: Queries per side of the tasks that measure a null table, and tasks per support size.
-NULL_QUERY = 10
-NULL_TASKS = 200
+#: ``(queries per side, tasks)`` of the tasks that measure a null table at one support size,
+#: in order of preference (fewer, larger tasks first; smaller ones where classes are small).
+NULL_SHAPES = ((20, 100), (10, 200))
 
 
 def learner_null_table(learner: Any) -> NullTable | None:
@@ -163,11 +163,11 @@ def _describe(report: Mapping[str, Any]) -> str:
 
 
 def measure_null_table(
-    scorer: AnomalyScorer, source: OneClassStream, seed: int, tasks: int = NULL_TASKS
+    scorer: AnomalyScorer, source: OneClassStream, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(normalised scores [G, N], spreads [G])`` of pseudo-normal held-out examples for every
     support size of :data:`~metaunsup.learners.one_class.NULL_GRID`: the normal queries of
-    ``tasks`` fresh tasks per size drawn from ``source``'s groupings (the training data: labels
+    fresh tasks (:data:`NULL_SHAPES`) per size drawn from ``source``'s groupings (the training data: labels
     or pseudo-labels pick the normal queries, never a test example), each divided by its task's
     scale (:meth:`~metaunsup.evaluation.calibration.NullTable.scale` with ``σ0`` the median mean
     leave-one-out score of the size's tasks), subsampled to ``N`` per size. Sizes whose tasks
@@ -181,9 +181,14 @@ def measure_null_table(
 
     nan = torch.full((NULL_SIZE,), float("nan"), dtype=torch.float64)
     for i, k in enumerate(NULL_GRID):
-        try:
-            stream = source.with_shape(k, NULL_QUERY, seed=seed + i)
-        except ConfigError:  # no class has k + NULL_QUERY examples
+        stream, tasks = None, 0
+        for q, tasks in NULL_SHAPES:
+            try:
+                stream = source.with_shape(k, q, seed=seed + i)
+                break
+            except ConfigError:  # no class has k + q examples
+                continue
+        if stream is None:
             rows.append(nan)
             spreads.append(float("nan"))
             continue

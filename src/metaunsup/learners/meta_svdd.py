@@ -129,8 +129,9 @@ class MetaSVDD(NullTableMixin, MetaLearner, AnomalyScorer, Embedder):
             return self._scores(self.meta_params(False), support, query)
 
     def _scores(self, params: ParamDict, support: Tensor, query: Tensor) -> Tensor:
-        return one_class_scores(self.embed(support, params), self.embed(query, params),
-                                self.score_kind)  # fmt: skip
+        k = support.shape[1]
+        z = self.embed(torch.cat([support, query.to(support.dtype)], 1), params)  # one pass
+        return one_class_scores(z[:, :k], z[:, k:], self.score_kind)  # fmt: skip
 
     # ------------------------------------------------------------------ meta-training
     def meta_loss(self, batch: TaskBatch) -> tuple[Tensor, dict[str, float]]:
