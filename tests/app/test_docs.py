@@ -26,6 +26,7 @@ PAGES = [
     "demo.md",
     "experiment.md",
     "datasets.md",
+    "detect.md",
 ]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
