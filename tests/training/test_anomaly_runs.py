@@ -11,8 +11,8 @@ from metaunsup.errors import ConfigError
 from metaunsup.evaluation.anomaly import learner_null_table
 from metaunsup.learners import load_learner
 from metaunsup.training.build import load_training_split, train_run
-from metaunsup.training.calibrate import ensure_calibrated
 from metaunsup.training.config import config_from_dict
+from metaunsup.training.recalibrate import ensure_calibrated
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,7 +36,7 @@ def test_data_classes_select_the_training_classes():
     ds = load_training_split(cfg)
     assert ds.classes == ("1", "4", "7") and set(ds.y.tolist()) == {0, 1, 2}
     for bad in ([1.5], [-1], "1,2", [True]):
-        with pytest.raises(ConfigError, match="data.classes must be a list of class ids"):
+        with pytest.raises(ConfigError, match=r"data\.classes must be a list of class ids"):
             config_from_dict(_config(OC_MAML, classes=bad))
     with pytest.raises(ConfigError, match=r"data.classes must be distinct class ids"):
         load_training_split(config_from_dict(_config(OC_MAML, classes=[1, 1])))

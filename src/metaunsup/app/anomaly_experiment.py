@@ -101,8 +101,8 @@ def _run(
 ) -> tuple[Path, dict[str, Any]]:
     """The finished, calibrated run of ``model`` (for ``digit``), trained here if missing."""
     from metaunsup.training.build import train_run
-    from metaunsup.training.calibrate import ensure_calibrated
     from metaunsup.training.config import load_config
+    from metaunsup.training.recalibrate import ensure_calibrated
     from metaunsup.training.trainer import LAST
 
     overrides: dict[str, Any] = {}

@@ -162,38 +162,42 @@ def _describe(report: Mapping[str, Any]) -> str:
     return f"one-class, {report['k_shot']} normal support + {q} normal and {q} anomalous queries"
 
 
+def _null_stream(source: OneClassStream, k: int, seed: int) -> tuple[OneClassStream, int] | None:
+    """A stream of tasks with ``k`` support examples over ``source``'s groupings and its task
+    count (the first shape of :data:`NULL_SHAPES` the data can make; ``None``: none can)."""
+    for q, tasks in NULL_SHAPES:
+        try:
+            return source.with_shape(k, q, seed=seed), tasks
+        except ConfigError:  # no class has k + q examples
+            continue
+    return None
+
+
 def measure_null_table(
     scorer: AnomalyScorer, source: OneClassStream, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(normalised scores [G, N], spreads [G])`` of pseudo-normal held-out examples for every
     support size of :data:`~metaunsup.learners.one_class.NULL_GRID`: the normal queries of
-    fresh tasks (:data:`NULL_SHAPES`) per size drawn from ``source``'s groupings (the training data: labels
-    or pseudo-labels pick the normal queries, never a test example), each divided by its task's
-    scale (:meth:`~metaunsup.evaluation.calibration.NullTable.scale` with ``σ0`` the median mean
-    leave-one-out score of the size's tasks), subsampled to ``N`` per size. Sizes whose tasks
-    the data cannot make (classes too small) stay NaN."""
-    rows, spreads = [], []
+    fresh tasks (:data:`NULL_SHAPES`) per size drawn from ``source``'s groupings (the training
+    data: labels or pseudo-labels pick the normal queries, never a test example), each divided
+    by its task's scale (:meth:`~metaunsup.evaluation.calibration.NullTable.scale` with ``σ0``
+    the median mean leave-one-out score of the size's tasks), subsampled to ``N`` per size.
+    Sizes whose tasks the data cannot make (classes too small) stay NaN."""
     g = torch.Generator().manual_seed(seed)
 
     def score(support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return scorer.score(support, query).cpu().to(torch.float64)
 
-    nan = torch.full((NULL_SIZE,), float("nan"), dtype=torch.float64)
+    rows, spreads = [], []
     for i, k in enumerate(NULL_GRID):
-        stream, tasks = None, 0
-        for q, tasks in NULL_SHAPES:
-            try:
-                stream = source.with_shape(k, q, seed=seed + i)
-                break
-            except ConfigError:  # no class has k + q examples
-                continue
-        if stream is None:
-            rows.append(nan)
+        found = _null_stream(source, k, seed + i)
+        if found is None:
+            rows.append(torch.full((NULL_SIZE,), float("nan"), dtype=torch.float64))
             spreads.append(float("nan"))
             continue
         normal, loo = [], []
-        for batch in stream.batches(tasks, 25):
+        for batch in found[0].batches(found[1], 25):
             s = score(batch.support_x, batch.query_x)
             normal.append(s.masked_fill(batch.query_y > 0, float("nan")))
             loo.append(leave_one_out_scores(score, batch.support_x, SCALE_LOO).mean(1))
