@@ -14,9 +14,9 @@ curves and score histograms.
 Models (:data:`ANOMALY_MODELS`): Meta-SVDD meta-trained without labels (strict: only the eight
 meta-training digits' images; and on all train images, the packaged ``mnist-anomaly``),
 Meta-SVDD and OC-MAML meta-trained with the eight digits' labels, OC-MAML on CACTUs one-class
-pseudo-tasks and Meta-GMVAE's density score (both label-free, all train images); beside them every anomaly
-baseline (PyOD's detectors when installed, raw and on PCA(0.95); Mahalanobis; the pixel
-centroid). Runs are trained (or resumed) when missing and calibrated when uncalibrated;
+pseudo-tasks and Meta-GMVAE's density score (both label-free, all train images); beside them
+every anomaly baseline (PyOD's detectors when installed, raw and on PCA(0.95); Mahalanobis; the
+pixel centroid). Runs are trained (or resumed) when missing and calibrated when uncalibrated;
 finished evaluations are cached in ``runs/anomaly-eval/``, so an interrupted experiment
 continues where it stopped.
 """
