@@ -12,7 +12,8 @@ per-seed means. Also measured: the AUROC drop with a 10% contaminated support (`
 curves and score histograms.
 
 Models (:data:`ANOMALY_MODELS`): Meta-SVDD meta-trained without labels (strict: only the eight
-meta-training digits' images; and on all train images, the packaged ``mnist-anomaly``),
+meta-training digits' images; and on all train images, 64 channels and the packaged 32-channel
+``mnist-anomaly``),
 Meta-SVDD and OC-MAML meta-trained with the eight digits' labels, OC-MAML on CACTUs one-class
 pseudo-tasks and Meta-GMVAE's density score (both label-free, all train images); beside them
 every anomaly baseline (PyOD's detectors when installed, raw and on PCA(0.95); Mahalanobis; the
@@ -61,7 +62,15 @@ class AnomalyModel:
 
 ANOMALY_MODELS = (
     AnomalyModel("Meta-SVDD, label-free, strict", "mnist-anomaly-strict.toml", True, "none"),
-    AnomalyModel("Meta-SVDD, label-free, all train images", "mnist-anomaly.toml", False, "none"),
+    AnomalyModel(
+        "Meta-SVDD, label-free, all train images", "mnist-anomaly-full.toml", False, "none"
+    ),
+    AnomalyModel(
+        "mnist-anomaly (packaged: Meta-SVDD, 32 channels, label-free, all train images)",
+        "mnist-anomaly.toml",
+        False,
+        "none",
+    ),
     AnomalyModel("Meta-SVDD, supervised", "mnist-anomaly-supervised.toml", True, "8 digits"),
     AnomalyModel("OC-MAML, supervised", "mnist-ocmaml-supervised.toml", True, "8 digits"),
     AnomalyModel("OC-MAML, label-free, all train images", "mnist-ocmaml-unsup.toml", False, "none"),
