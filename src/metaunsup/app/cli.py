@@ -472,7 +472,7 @@ register_commands(cli)
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(["mnist-clustering"]))
+@click.argument("name", type=click.Choice(["mnist-clustering", "anomaly-mnist"]))
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
@@ -506,6 +506,13 @@ register_commands(cli)
     help="Tasks of the convergence curves (the first of the test tasks).",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--seeds",
+    type=POSITIVE,
+    default=5,
+    show_default=True,
+    help="anomaly-mnist: task seeds (--tasks per support size are spread over digits and seeds).",
+)
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the datasets.")
 @click.option("--threads", type=POSITIVE, help="torch threads (default: the idle CPUs).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -518,6 +525,7 @@ def experiment(
     tasks: int,
     curve_tasks: int,
     seed: int,
+    seeds: int,
     data_dir: str | None,
     threads: int | None,
     quiet: bool,
@@ -527,11 +535,30 @@ def experiment(
     mnist-clustering: protocol A on MNIST 10 × 20 test tasks; the unsupervised and cross-domain
     Meta-K-means models against K-means, scikit-learn K-means, PCA + K-means, a GMM and the
     network without meta-training, with convergence curves.
+
+    anomaly-mnist: MT-MNIST one-class tasks (K = 2, 5, 10 normal images, 500 + 500 queries),
+    meta-learned scorers (label-free and supervised, one run per held-out test digit) against
+    PyOD's detectors, Mahalanobis and the pixel centroid.
     """
     from metaunsup.app.experiment import run_mnist_clustering
 
     _set_threads(threads)
     echo = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    if name == "anomaly-mnist":
+        from metaunsup.app.anomaly_experiment import run_anomaly_mnist
+
+        result = run_anomaly_mnist(
+            out,
+            configs_dir=configs_dir,
+            runs_dir=runs_dir,
+            tasks=tasks,
+            seeds=seeds,
+            train=not no_train,
+            data_root=data_dir,
+            echo=echo,
+        )
+        click.echo(f"wrote {Path(out) / 'anomaly_mnist.md'} ({result['seconds'] / 60:.0f} min)")
+        return
     with _progress(tasks, "mnist/test", quiet) as update, _interrupted_runs(runs_dir):
         report = run_mnist_clustering(
             out,
