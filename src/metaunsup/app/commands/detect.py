@@ -21,6 +21,7 @@ from typing import Any
 import click
 import numpy as np
 
+from metaunsup.app.console import set_threads
 from metaunsup.errors import ConfigError
 
 __all__ = ["detect", "scores_csv"]
@@ -86,7 +87,9 @@ def _summary(model: Any, source: str, reference: str, flags: np.ndarray) -> dict
     help="Write a PNG gallery of the most anomalous and the most typical images.",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="torch threads.")
+@click.option(
+    "--threads", type=click.IntRange(min=1), help="torch threads (default: the idle CPUs)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def detect(
     input_path: str,
@@ -114,10 +117,7 @@ def detect(
     outputs = [check_output_path(p) for p in (out, plot) if p is not None]
     if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
         raise ConfigError("--out and --plot name the same file; give two different paths")
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     dataset, names = load_arrays(input_path)
     x = dataset.x.numpy()
     images = dataset.info.get("format") == "images"
