@@ -86,3 +86,16 @@ def test_a_clustering_checkpoint_is_refused(files, capsys):
     assert main(["detect", str(d / "flat.npy"), "--checkpoint", str(files["kmeans"])]) == 2
     err = capsys.readouterr().err.strip()
     assert "does not score anomalies" in err and "\n" not in err
+
+
+def test_detect_never_writes_over_its_input_or_reference(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    data, normal = tmp_path / "data.csv", tmp_path / "normal.csv"
+    np.savetxt(data, rng.normal(size=(30, 4)), delimiter=",")
+    np.savetxt(normal, rng.normal(size=(30, 4)), delimiter=",")
+    before = data.read_bytes(), normal.read_bytes()
+    for target in (data, normal):
+        code = main(["detect", str(data), "--normal", str(normal), "--out", str(target)])
+        err = capsys.readouterr().err
+        assert code == 2 and "is an input of this command" in err, err
+    assert (data.read_bytes(), normal.read_bytes()) == before

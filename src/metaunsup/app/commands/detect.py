@@ -21,7 +21,7 @@ from typing import Any
 import click
 import numpy as np
 
-from metaunsup.app.console import set_threads
+from metaunsup.app.console import check_outputs, read_input, set_threads
 from metaunsup.errors import ConfigError
 
 __all__ = ["detect", "scores_csv"]
@@ -111,21 +111,11 @@ def detect(
     """
     from metaunsup.data.arrays import load_arrays
     from metaunsup.evaluation.calibration import check_fpr
-    from metaunsup.fileio import check_output_path
 
     check_fpr(fpr)
-    outputs = [check_output_path(p) for p in (out, plot) if p is not None]
-    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
-        raise ConfigError("--out and --plot name the same file; give two different paths")
+    check_outputs(out, plot, inputs=[input_path, normal_path, checkpoint])
     set_threads(threads)
-    dataset, names = load_arrays(input_path)
-    x = dataset.x.numpy()
-    images = dataset.info.get("format") == "images"
-    if plot is not None and x.ndim != 4:
-        raise ConfigError(
-            f"--plot draws images, but {input_path} holds a table of shape {x.shape}; leave out "
-            "--plot or give a folder of images (or an .npy of [n, H, W] images)"
-        )
+    x, names, images = read_input(input_path, plot)
     reference = x if normal_path is None else load_arrays(normal_path)[0].x.numpy()
     if reference.shape[1:] != x.shape[1:]:
         raise ConfigError(
