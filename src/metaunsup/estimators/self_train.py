@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,10 +51,10 @@ import torch
 
 from metaunsup._validation import check_int
 from metaunsup.cluster import kmeans
-from metaunsup.cluster.graph import METRICS, spectral_embedding
+from metaunsup.cluster.graph import METRICS, observed_sqdist, spectral_embedding
 from metaunsup.errors import ConfigError, DataError
 from metaunsup.learners import MetaKMeansLearner
-from metaunsup.nets import MLP
+from metaunsup.nets import MLP, MaskedMLP
 from metaunsup.tasks.batch import TaskBatch
 from metaunsup.tasks.pseudo.cactus import CactusTaskSource
 from metaunsup.training.config import TrainConfig
@@ -178,9 +179,10 @@ def _nearest(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
     """``int64 [n]``: nearest of ``centers`` ``[k, m]`` for each row of ``x`` ``[n, m]``
     (in chunks of rows, so that the distances never take more than about 64 MiB)."""
     step = max(1, (1 << 24) // max(1, centers.shape[0]))
-    return torch.cat(
-        [torch.cdist(x[s : s + step], centers).argmin(1) for s in range(0, len(x), step)]
-    )
+    missing = bool(torch.isnan(x).any() or torch.isnan(centers).any())
+    dist: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    dist = observed_sqdist if missing else torch.cdist  # over the observed features
+    return torch.cat([dist(x[s : s + step], centers).argmin(1) for s in range(0, len(x), step)])
 
 
 def subset_partitions(
@@ -200,7 +202,7 @@ def subset_partitions(
     cols = torch.stack([torch.randperm(d, generator=g)[:m] for _ in range(n_partitions)])
     n_fit = min(n, _FIT_POINTS)
     rows = torch.stack([torch.randperm(n, generator=g)[:n_fit] for _ in range(n_partitions)])
-    views = x[rows.unsqueeze(-1), cols.unsqueeze(1)]  # [P, n_fit, m]
+    views = torch.nan_to_num(x[rows.unsqueeze(-1), cols.unsqueeze(1)])  # [P, n_fit, m]
     km_seeds = torch.randint(0, 2**62, (n_partitions,), generator=g).tolist()
     fit = kmeans(views, k, n_init=1, max_iter=100, seed=km_seeds)
     if n_fit == n:
@@ -333,7 +335,8 @@ def self_train(
     n_way, k_shot = _task_shape(n, k, settings.task_shots)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        net = MLP(d, n_way=None, hidden=settings.hidden)
+        masked = bool(torch.isnan(x).any())  # missing cells: the mask-as-input network
+        net = (MaskedMLP if masked else MLP)(d, n_way=None, hidden=settings.hidden)
         learner = MetaKMeansLearner(net, n_iter=5, temperature=0.1)
     result = SelfTrainResult(learner, 0, 0.0, n_way, k_shot)
     if settings.steps == 0:
