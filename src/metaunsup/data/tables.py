@@ -53,6 +53,8 @@ __all__ = [
     "EncodedTable",
     "RawTable",
     "TableEncoder",
+    "is_table",
+    "load_table",
     "read_table",
 ]
 
@@ -66,8 +68,8 @@ MAX_CATEGORIES = 10_000
 _CHUNK = 1 << 24
 #: Names of integer columns that are identifiers when their values are all distinct.
 _ID_NAME = re.compile(r"^(id|index|key|row|unnamed: ?\d+)$|[_ ]id$", re.IGNORECASE)
-#: Share of a text column's cells that must be numbers for the others to count as typos.
-_NUMERIC_SHARE = 0.9
+#: Share of a text column's cells above which it is a numeric column whose other cells are typos.
+_NUMERIC_SHARE = 0.5
 
 
 def _need_pyarrow() -> Any:
@@ -186,7 +188,11 @@ def _read_parquet(path: Path) -> RawTable:
     except PermissionError as exc:
         raise DataError(f"{path}: cannot read it ({exc.strerror}); check its permissions") from None
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+        reason = str(exc).split(": ", 1)[-1] if str(path) in str(exc) else str(exc)
+        raise DataError(
+            f"{path}: not a readable Parquet file ({reason}); give a file written by pandas' "
+            "to_parquet or pyarrow, or a .csv"
+        ) from None
     if table.num_rows == 0:
         raise DataError(f"{path}: the table has no rows")
     return RawTable(table.to_pandas(), str(path), first_row=1)
@@ -265,6 +271,21 @@ class EncodedTable:
     feature_names: list[str]
     columns: list[ColumnPlan]
     source: str
+    first_row: int = 1
+
+    def row_name(self, index: int) -> str:
+        """``"row <line>"``: the file line of the data row at 0-based position ``index``."""
+        return f"row {self.first_row + int(index)}"
+
+    def original_units(self, feature: str, value: float) -> str:
+        """An encoded ``value`` of ``feature`` in the column's own units: a number for a
+        numeric or frequency column, the share of rows for a one-hot feature."""
+        for plan in self.columns:
+            if feature in plan.features:
+                if plan.kind == "one-hot":
+                    return f"{value / np.sqrt(0.5):.0%}"
+                return f"{value * plan.scale + plan.center:.4g}"
+        return f"{value:.4g}"
 
     @property
     def missing_share(self) -> float:
@@ -306,7 +327,12 @@ class TableEncoder:
         self.plans: list[ColumnPlan] = []
 
     def fit_transform(self, raw: RawTable) -> EncodedTable:
+        """Learn the plan of every column from ``raw`` and encode it."""
         frame = raw.frame
+        if len(frame) < 2:
+            raise DataError(
+                f"{raw.source}: only {len(frame)} data row; clustering needs at least 2 rows"
+            )
         self.plans = [self._plan(raw, str(c), frame[c]) for c in frame.columns]
         self.plans += [ColumnPlan(name, "left out", why) for name, why in raw.left_out.items()]
         if not any(p.features for p in self.plans):
@@ -316,10 +342,12 @@ class TableEncoder:
                 + "); give a table with at least one informative column"
             )
         encoded = self.transform(frame, raw.source)
+        encoded.first_row = raw.first_row
         _check_rows(encoded.x, raw)
         return encoded
 
     def transform(self, frame: pd.DataFrame, source: str = "table") -> EncodedTable:
+        """Encode ``frame``'s rows with the fitted plan."""
         blocks, names = [], []
         for plan in self.plans:
             if not plan.features:
@@ -441,7 +469,7 @@ def _check_mostly_numeric(raw: RawTable, name: str, values: pd.Series) -> None:
     observed = values.dropna()
     numbers = _numbers(observed)
     share = float(numbers.notna().mean()) if len(observed) else 0.0
-    if share >= _NUMERIC_SHARE:
+    if share > _NUMERIC_SHARE:
         first = int(np.flatnonzero(values.notna().to_numpy() & _numbers(values).isna())[0])
         col = list(raw.frame.columns).index(name) + 1
         raise DataError(
@@ -463,3 +491,22 @@ def _check_rows(x: np.ndarray, raw: RawTable) -> None:
 
 def _quote(name: str) -> str:
     return name if re.fullmatch(r"[\w.=-]+", name) else repr(name)
+
+
+def is_table(path: str | Path) -> bool:
+    """Whether ``path`` names a file :func:`read_table` reads (by its suffix)."""
+    return Path(path).suffix.lower() in TABLE_SUFFIXES
+
+
+def load_table(
+    path: str | Path,
+    *,
+    ignore: Sequence[str] = (),
+    columns: Sequence[str] | None = None,
+    max_onehot: int = MAX_ONEHOT,
+) -> EncodedTable:
+    """Read and encode a table in one call: :func:`read_table` then
+    :meth:`TableEncoder.fit_transform` (``float32 [n, d]``, NaN = missing)."""
+    return TableEncoder(max_onehot=max_onehot).fit_transform(
+        read_table(path, ignore=ignore, columns=columns)
+    )

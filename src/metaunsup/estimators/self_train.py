@@ -53,6 +53,7 @@ from metaunsup._validation import check_int
 from metaunsup.cluster import kmeans
 from metaunsup.cluster.graph import METRICS, observed_sqdist, spectral_embedding
 from metaunsup.errors import ConfigError, DataError
+from metaunsup.estimators.missing import DroppedCells
 from metaunsup.learners import MetaKMeansLearner
 from metaunsup.nets import MLP, MaskedMLP
 from metaunsup.tasks.batch import TaskBatch
@@ -348,10 +349,13 @@ def self_train(
     except ConfigError as err:
         log.warning("no pseudo-tasks could be made from the data (%s); embedding left random", err)
         return _finish(result)
+    tasks: Any = CorruptedTasks(source, x, settings.corruption, seed + 1)
+    if masked:  # hide more cells, so that the embedding learns not to see missingness
+        tasks = DroppedCells.for_table(tasks, x, seed + 2)
     trainer = Trainer(
         learner,
         learner.meta_loss,
-        CorruptedTasks(source, x, settings.corruption, seed + 1),
+        tasks,
         TrainConfig(steps=settings.steps, meta_batch=settings.meta_batch, lr=settings.lr),
         progress=progress,
         name="meta-training on the data",
