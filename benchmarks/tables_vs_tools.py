@@ -1,11 +1,14 @@
 """Self-training on real tables against the tools a data scientist would pick, and missing cells.
 
 Six real tables, each written to a CSV and read back with :func:`metaunsup.data.tables.load_table`
-(the path ``metaunsup cluster`` takes), so every method sees the same encoded numbers:
+(the path ``metaunsup cluster`` takes, with its default ``standardize="auto"``: columns are
+standardised when their spreads differ by more than 10x from the median or there are text
+columns, else kept as they are), so every method sees the same encoded numbers:
 
-- scikit-learn's iris (150 x 4), wine (178 x 13), breast_cancer (569 x 30): columns standardised;
-- scikit-learn's digits (all 1797 x 64) and MNIST's 10,000 test images as 784 columns (pixels
-  in [0, 1], not standardised; constant pixels are left out by the encoder);
+- scikit-learn's iris (150 x 4; kept as it is), wine (178 x 13) and breast_cancer (569 x 30)
+  (both standardised);
+- scikit-learn's digits (all 1797 x 64; pixels / 16) and MNIST's 10,000 test images as 784
+  columns (pixels / 255), both kept as they are;
 - statsmodels' anes96 (944 voters x 9 columns): the 1996 US election survey with its coded
   columns turned into the text categories of its codebook (party identification, education,
   income band: one-hot or frequency encoded), numbers standardised; the classes are the vote
@@ -80,10 +83,10 @@ _EDUC = ["grade 1-8", "some high school", "high school", "some college", "commun
 _EDUC += ["BA degree", "postgraduate"]
 
 
-def _encode(frame: pd.DataFrame, root: Path, name: str, standardize: bool) -> np.ndarray:
+def _encode(frame: pd.DataFrame, root: Path, name: str) -> np.ndarray:
     path = root / f"{name}.csv"
     frame.to_csv(path, index=False)
-    return TableEncoder(standardize=standardize).fit_transform(read_table(path)).x
+    return TableEncoder().fit_transform(read_table(path)).x
 
 
 def _anes96(root: Path) -> Table:
@@ -96,7 +99,7 @@ def _anes96(root: Path) -> Table:
     frame["educ"] = [_EDUC[int(v) - 1] for v in frame["educ"]]
     frame["income"] = [f"band {int(v)}" for v in frame["income"]]
     note = "944 x 9 columns (3 categorical)"
-    return "anes96 (vote)", _encode(frame, root, "anes96", True), y, note
+    return "anes96 (vote)", _encode(frame, root, "anes96"), y, note
 
 
 def load_tables(root: Path) -> list[Table]:
@@ -106,18 +109,18 @@ def load_tables(root: Path) -> list[Table]:
     for name, loader in (("iris", load_iris), ("wine", load_wine)):
         b = loader()
         frame = pd.DataFrame(b.data, columns=b.feature_names)
-        out.append((name, _encode(frame, root, name, True), b.target, f"{b.data.shape}"))
+        out.append((name, _encode(frame, root, name), b.target, f"{b.data.shape}"))
     b = load_breast_cancer()
     frame = pd.DataFrame(b.data, columns=b.feature_names)
-    out.append(("breast_cancer", _encode(frame, root, "bc", True), b.target, f"{b.data.shape}"))
+    out.append(("breast_cancer", _encode(frame, root, "bc"), b.target, f"{b.data.shape}"))
     b = load_digits()
     frame = pd.DataFrame(b.data / 16.0, columns=[f"p{i}" for i in range(64)])
-    out.append(("digits", _encode(frame, root, "digits", False), b.target, "(1797, 64)"))
+    out.append(("digits", _encode(frame, root, "digits"), b.target, "(1797, 64)"))
     out.append(_anes96(root))
     mnist = datasets.load("mnist", "test")
     pixels = mnist.x.flatten(1).numpy().astype(np.float32) / 255.0
     frame = pd.DataFrame(pixels, columns=[f"p{i}" for i in range(784)])
-    x = _encode(frame, root, "mnist", False)
+    x = _encode(frame, root, "mnist")
     out.append(("MNIST test (10,000)", x, mnist.y.numpy(), "(10000, 784)"))
     return out
 

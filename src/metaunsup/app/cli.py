@@ -89,11 +89,26 @@ def _progress(total: int, desc: str, quiet: bool):
             state["bar"].close()
 
 
-def _set_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
+def _device(name: str):
+    """``--device`` as a ``torch.device`` (:class:`ConfigError` when unknown or absent)."""
+    import torch
 
-        torch.set_num_threads(threads)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N")
+    return device
+
+
+def _set_threads(threads: int | None) -> None:
+    """``--threads``, or the idle CPUs when not given (see ``metaunsup.training.threads``)."""
+    from metaunsup.training.threads import apply_threads
+
+    apply_threads(threads)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -155,7 +170,8 @@ POSITIVE = click.IntRange(min=1)
     type=click.Path(),
     help="Folder of the datasets (for --dataset arrays: your .npy/.csv file or image folder).",
 )
-@click.option("--threads", type=POSITIVE, help="torch threads (default: torch's choice).")
+@click.option("--threads", type=POSITIVE, help="torch threads (default: the idle CPUs).")
+@click.option("--device", default="cpu", show_default=True, help="Where models run: cpu, cuda.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(
     dataset: str,
@@ -172,6 +188,7 @@ def evaluate(
     json_path: str | None,
     data_dir: str | None,
     threads: int | None,
+    device: str,
     quiet: bool,
 ) -> None:
     """Evaluate methods on seeded test tasks (all methods on the identical tasks)."""
@@ -188,9 +205,11 @@ def evaluate(
     kind = task_kind(task)
     chosen = kind.resolve(methods or kind.default_baselines)
     names = {m.name for m in chosen}
+    torch_device = _device(device)
     for name in dict.fromkeys(checkpoints):
         if name not in names:
-            chosen.append(kind.method_of(name, load_learner(name), steps))
+            learner = load_learner(name, torch_device)
+            chosen.append(kind.method_of(name, learner, steps, torch_device))
     if not chosen:
         raise ConfigError(f"nothing to evaluate on {task} tasks: pass --checkpoint (a trained "
                           "model)")  # fmt: skip
@@ -204,6 +223,23 @@ def evaluate(
     if json_path is not None:
         atomic_write_json(json_path, report)
         click.echo(f"wrote {json_path}")
+
+
+def _child_argv(ctx: click.Context, skip: Sequence[str]) -> list[str]:
+    """The command line of ``ctx``'s command as given (its parsed values), without ``skip``."""
+    argv = [ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if param.name in skip or value is None:
+            continue
+        if isinstance(param, click.Argument):
+            argv.append(str(value))
+        elif isinstance(param, click.Option) and param.is_flag:
+            if value:
+                argv.append(param.opts[0])
+        else:
+            argv += [param.opts[0], str(value)]
+    return argv
 
 
 def _print_report(report: dict) -> None:
@@ -255,6 +291,21 @@ def _train_summary(name: str, val_metric: str, result, out_dir: Path) -> dict:
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--nproc",
+    type=POSITIVE,
+    default=1,
+    show_default=True,
+    help="Processes on this machine, each on a share of every meta-batch (torch.distributed: "
+    "gloo on CPU, nccl on CUDA, one GPU each). Across machines, start with torchrun instead.",
+)
+@click.option(
+    "--dist-timeout",
+    type=click.FloatRange(min=1.0),
+    default=1800.0,
+    show_default=True,
+    help="Seconds a distributed run waits for a process before it stops.",
+)
 def train(
     config: str,
     out: str | None,
@@ -268,10 +319,14 @@ def train(
     tensorboard_dir: str | None,
     quiet: bool,
     as_json: bool,
+    nproc: int,
+    dist_timeout: float,
 ) -> None:
     """Meta-train the run described by the TOML file CONFIG (or a packaged config's name).
 
     A folder that holds a run needs --resume (continue it) or --overwrite (replace it).
+    With --nproc N (or under torchrun: torchrun --nproc-per-node N -m metaunsup train CONFIG)
+    the run is shared by N processes and ends with the weights one process would reach.
     """
     from metaunsup.training.build import train_run
     from metaunsup.training.config import load_config
@@ -281,6 +336,11 @@ def train(
     keys = ("train.steps", "train.seed", "train.device", "train.threads", "data.root", None)
     overrides = {k: v for k, v in zip(keys, options.values(), strict=True) if k and v is not None}
     cfg = load_config(config, overrides)
+    if nproc > 1:
+        from metaunsup.training.distributed import launch
+
+        launch(nproc, _child_argv(click.get_current_context(), skip=("nproc",)))
+        return
     out_dir = Path(out) if out else Path("runs") / cfg.name
     try:
         result = train_run(
@@ -290,6 +350,7 @@ def train(
             overwrite=overwrite,
             progress=not quiet,
             tensorboard=tensorboard_dir,
+            timeout=dist_timeout,
         )
     except KeyboardInterrupt:
         raise CommandInterrupted(
@@ -372,7 +433,7 @@ def datasets(data_dir: str | None, download_name: str | None) -> None:
 )
 @click.option("--tasks", type=POSITIVE, default=1000, show_default=True, help="Test tasks.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--threads", type=POSITIVE, help="torch threads (default: torch's choice).")
+@click.option("--threads", type=POSITIVE, help="torch threads (default: the idle CPUs).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out: str, tasks: int, seed: int, threads: int | None, quiet: bool) -> None:
     """Meta-train on the bundled digits with no labels, then cluster 10 × 20 test tasks.
@@ -446,7 +507,7 @@ register_commands(cli)
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the datasets.")
-@click.option("--threads", type=POSITIVE, help="torch threads (default: torch's choice).")
+@click.option("--threads", type=POSITIVE, help="torch threads (default: the idle CPUs).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def experiment(
     name: str,

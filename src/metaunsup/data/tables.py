@@ -7,7 +7,10 @@ scikit-learn's estimators that take missing values natively), and says what it d
 column (:class:`ColumnPlan`):
 
 - a numeric (or boolean) column is standardised with the mean and standard deviation of its
-  observed cells; a constant column carries no information and is left out;
+  observed cells, and a constant column, which carries no information, is left out; but a
+  table of numbers only whose columns' spreads are comparable (none more than ``SCALE_RATIO``
+  times the median) is one kind of measurement (e.g. pixels) and is kept as it is, constant
+  columns included (``standardize="auto"``; ``True``/``False`` decide for every table);
 - a text column is *categorical*: one-hot encoded when it has at most ``max_onehot`` distinct
   values (each indicator scaled by ``1/√2``, so two rows of different categories are one unit
   apart, like one standard deviation of a numeric column), else replaced by each value's
@@ -62,6 +65,9 @@ __all__ = [
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 #: Most distinct values of a one-hot encoded column (more: frequency encoding).
 MAX_ONEHOT = 10
+#: Largest ratio of a numeric column's standard deviation to the median one for which an
+#: all-numeric table is kept as it is (``standardize="auto"``).
+SCALE_RATIO = 10.0
 #: Most distinct values of a text column that is not an identifier.
 MAX_CATEGORIES = 10_000
 #: Bytes checked for UTF-8 at a time.
@@ -317,13 +323,15 @@ class TableEncoder:
     learns the plan from the table, ``transform`` encodes more rows the same way."""
 
     def __init__(
-        self, max_onehot: int = MAX_ONEHOT, max_categories: int = MAX_CATEGORIES, standardize=True
+        self,
+        max_onehot: int = MAX_ONEHOT,
+        max_categories: int = MAX_CATEGORIES,
+        standardize: bool | str = "auto",
     ) -> None:
-        self.max_onehot, self.max_categories, self.standardize = (
-            max_onehot,
-            max_categories,
-            standardize,
-        )
+        if standardize not in (True, False, "auto"):
+            raise ConfigError(f"standardize must be True, False or 'auto', got {standardize!r}")
+        self.max_onehot, self.max_categories = max_onehot, max_categories
+        self.standardize = standardize
         self.plans: list[ColumnPlan] = []
 
     def fit_transform(self, raw: RawTable) -> EncodedTable:
@@ -335,6 +343,8 @@ class TableEncoder:
             )
         self.plans = [self._plan(raw, str(c), frame[c]) for c in frame.columns]
         self.plans += [ColumnPlan(name, "left out", why) for name, why in raw.left_out.items()]
+        if not self._standardizes(self.plans):
+            self.plans = [_as_is(p) for p in self.plans]
         if not any(p.features for p in self.plans):
             raise DataError(
                 f"{raw.source}: no column is left to cluster ("
@@ -376,6 +386,19 @@ class TableEncoder:
             )
         return self._text_plan(raw, name, values, missing)
 
+    def _standardizes(self, plans: list[ColumnPlan]) -> bool:
+        """Whether the numeric columns are standardised: ``standardize=True``/``False``, or
+        with ``"auto"`` when there are text columns (their features are on a unit scale) or
+        the numeric columns' standard deviations differ by more than :data:`SCALE_RATIO`
+        from their median (else they are one kind of measurement, e.g. pixels, whose relative
+        spreads are information, and they are kept as they are, constant ones included)."""
+        if self.standardize != "auto":
+            return bool(self.standardize)
+        if any(p.kind in ("one-hot", "frequency") for p in plans):
+            return True
+        spreads = [p.scale for p in plans if p.kind == "numeric"]
+        return bool(spreads) and max(spreads) > SCALE_RATIO * float(np.median(spreads))
+
     def _numeric_plan(
         self, raw: RawTable, name: str, values: pd.Series, missing: int
     ) -> ColumnPlan:
@@ -386,12 +409,8 @@ class TableEncoder:
         observed = a[~np.isnan(a)]
         center, spread = float(observed.mean()), float(observed.std())
         if spread == 0:
-            return ColumnPlan(name, "left out", f"constant ({center:g})", [], missing)
-        if not self.standardize:
-            center, spread = 0.0, 1.0
-            detail = "as it is"
-        else:
-            detail = f"standardised: mean {center:.4g}, sd {spread:.4g}"
+            return ColumnPlan(name, "left out", f"constant ({center:g})", [], missing, center, 0.0)
+        detail = f"standardised: mean {center:.4g}, sd {spread:.4g}"
         return ColumnPlan(name, "numeric", detail, [name], missing, center, spread)
 
     def _text_plan(self, raw: RawTable, name: str, values: pd.Series, missing: int) -> ColumnPlan:
@@ -424,6 +443,16 @@ class TableEncoder:
             name, "frequency", detail, [name], missing, center, spread,
             frequencies={str(k): float(v) for k, v in freq.items()},
         )  # fmt: skip
+
+
+def _as_is(plan: ColumnPlan) -> ColumnPlan:
+    """A numeric column's plan without standardisation (constant columns kept too)."""
+    if plan.kind == "numeric":
+        return ColumnPlan(plan.name, "numeric", "as it is", [plan.name], plan.missing)
+    if plan.kind == "left out" and plan.scale == 0.0:  # scale 0: a constant numeric column
+        detail = f"as it is (constant, {plan.center:g})"
+        return ColumnPlan(plan.name, "numeric", detail, [plan.name], plan.missing)
+    return plan
 
 
 def _encode(plan: ColumnPlan, values: pd.Series) -> np.ndarray:

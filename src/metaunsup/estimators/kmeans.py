@@ -54,6 +54,11 @@ from metaunsup.learners.fit import fitted_shape
 
 __all__ = ["MetaKMeans"]
 
+
+def _has_batch_norm(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
 _FLOATS = (np.float64, np.float32)
 
 
@@ -161,8 +166,11 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     random_state : int, RandomState or None, default=None
         Seeds meta-training, k-means and the choice of ``k``.
     device : str, default="cpu"
-        Where the network runs, e.g. ``"cuda"``. On the CPU the embedding is computed in
-        ``float64`` (results do not depend on how the data are split into calls).
+        Where the network runs, e.g. ``"cuda"``. A network with batch normalisation (whose
+        embedding depends on the batch anyway) runs in ``float32``; others run in ``float64``
+        on the CPU, so that an example's embedding does not depend on the others it is
+        embedded with. The embedding is taken to ``float64`` for k-means, ``transform`` and
+        ``predict``.
     impute : {None, "simple", "knn", "iterative"}, default=None
         Missing cells (NaN) in ``X``: ``None`` takes them natively (without a checkpoint: a
         network that reads the observed-cell mask, pseudo-labels from distances over observed
@@ -287,7 +295,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     def predict(self, X: Any) -> np.ndarray:
         """Nearest centre of each example of ``X``: ``int64 [n]``."""
-        z = self._embed(self.missing_.apply(self._check_input(X, reset=False)))
+        x = self._check_input(X, reset=False)
+        z = self._embed(self.missing_.apply(x))
         centers = torch.from_numpy(self.cluster_centers_).to(z.dtype)
         # exact differences, not the faster matrix-product form: labels_ of the training data
         # must come back for points almost as near to two centres
@@ -296,7 +305,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     def transform(self, X: Any) -> np.ndarray:
         """The embedding of ``X``, ``[n, embedding_dim_]``, in ``X``'s float dtype."""
-        x = self.missing_.apply(self._check_input(X, reset=False))
+        x = self._check_input(X, reset=False)
+        x = self.missing_.apply(x)
         return self._embed(x).numpy().astype(x.dtype if x.dtype in _FLOATS else np.float64)
 
     @property
@@ -306,10 +316,11 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.input_tags.allow_nan = True  # missing cells: natively or imputed (impute=)
         return tags
 
     def _more_tags(self) -> dict[str, Any]:  # scikit-learn < 1.6
-        return {"preserves_dtype": [np.float64, np.float32]}
+        return {"preserves_dtype": [np.float64, np.float32], "allow_nan": True}
 
     # ------------------------------------------------------------------ fitting
     def _check_params(self) -> None:
@@ -391,7 +402,9 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             self.k_choice_ = self._choose_k(filled.double(), seed, metric="euclidean")
             k = self.k_choice_.k
         settings = SelfTrainSettings(steps=int(self.meta_steps))
-        result = self_train(table, int(k), settings, seed, progress=bool(self.verbose))
+        result = self_train(
+            table, int(k), settings, seed, progress=bool(self.verbose), device=self._device()
+        )
         self.training_ = result.summary()
         self._set_learner(result.learner)
         self.adapted_params_ = None
@@ -399,8 +412,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     def _set_learner(self, learner: MetaLearner) -> None:
         device = self._device()
         learner = learner.to(device).eval()
-        if device.type == "cpu":
-            learner = learner.double()
+        if device.type == "cpu" and not _has_batch_norm(learner):
+            learner = learner.double()  # batch-independent embeddings (float32 GEMMs are not)
         self.learner_ = learner
 
     def _adapt(self, x: np.ndarray, k: int, seed: int) -> dict[str, torch.Tensor] | None:
@@ -497,8 +510,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 chunk = t[order[start : start + self.batch_size]].to(device).unsqueeze(0)
                 out.append(learner.embed(chunk, params)[0].cpu())
         z = torch.cat(out)
-        result = torch.empty_like(z)
-        result[order] = z
+        result = torch.empty_like(z, dtype=torch.float64)
+        result[order] = z.to(torch.float64)  # the network in float32, what follows in float64
         return result
 
     def _batch_norm(self) -> bool:

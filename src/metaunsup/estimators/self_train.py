@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,13 +176,25 @@ class SelfTrainResult:
 
 
 def _nearest(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-    """``int64 [n]``: nearest of ``centers`` ``[k, m]`` for each row of ``x`` ``[n, m]``
-    (in chunks of rows, so that the distances never take more than about 64 MiB)."""
-    step = max(1, (1 << 24) // max(1, centers.shape[0]))
+    """``int64 [n]``: nearest of ``centers`` ``[k, m]`` for each row of ``x`` ``[n, m]``.
+
+    ``argmin_j ‖x_i − c_j‖² = argmin_j (‖c_j‖² − 2 x_i·c_j)`` (``‖x_i‖²`` is the same for every
+    ``j``): one matrix product per chunk of rows (at most about 16 MiB of scores), no square
+    roots (``torch.cdist`` computes the distances themselves, which the argmin does not need).
+    Rows or centres with missing cells (NaN): distances over the observed features
+    (:func:`~metaunsup.cluster.graph.observed_sqdist`).
+    """
+    sq = (centers * centers).sum(1).unsqueeze(0)  # [1, k]
+    step = max(1, (1 << 22) // max(1, centers.shape[0]))
     missing = bool(torch.isnan(x).any() or torch.isnan(centers).any())
-    dist: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    dist = observed_sqdist if missing else torch.cdist  # over the observed features
-    return torch.cat([dist(x[s : s + step], centers).argmin(1) for s in range(0, len(x), step)])
+    out = torch.empty(len(x), dtype=torch.int64)
+    for s in range(0, len(x), step):
+        if missing:
+            scores = observed_sqdist(x[s : s + step], centers)
+        else:
+            scores = torch.addmm(sq, x[s : s + step], centers.t(), alpha=-2.0)
+        out[s : s + step] = scores.argmin(1)
+    return out
 
 
 def subset_partitions(
@@ -318,10 +329,12 @@ def self_train(
     settings: SelfTrainSettings | None = None,
     seed: int = 0,
     progress: bool = False,
+    device: str | torch.device = "cpu",
 ) -> SelfTrainResult:
     """Meta-train a Meta-K-means learner on pseudo-tasks from the rows of ``x`` ``[n, d]``.
 
-    ``progress`` shows a bar with ETA over the meta-training steps when stderr is a terminal.
+    ``progress`` shows a bar with ETA over the meta-training steps when stderr is a terminal;
+    ``device``: where the meta-training runs (the partitions are computed on the CPU).
     ``x`` should be scaled already (e.g. centred, divided by its overall standard deviation);
     ``k`` is the number of clusters of the partitions and tasks (at least 2 are used). Returns
     the learner in evaluation mode, on the CPU, in ``float32``. Data too uniform to give
@@ -357,6 +370,7 @@ def self_train(
         learner.meta_loss,
         tasks,
         TrainConfig(steps=settings.steps, meta_batch=settings.meta_batch, lr=settings.lr),
+        device=device,
         progress=progress,
         name="meta-training on the data",
         remedy="standardise the columns or cluster with a checkpoint",
@@ -391,7 +405,7 @@ def _partitions(
 
 
 def _finish(result: SelfTrainResult) -> SelfTrainResult:
-    result.learner.eval()
+    result.learner.to("cpu").eval()
     for p in result.learner.parameters():
         p.requires_grad_(False)
     return result

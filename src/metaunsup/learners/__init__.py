@@ -21,6 +21,7 @@ from metaunsup.learners.base import (
 )
 from metaunsup.learners.cluster_maml import ClusterMAML
 from metaunsup.learners.fit import check_fits
+from metaunsup.learners.imaml import IMAML
 from metaunsup.learners.maml import MAML
 from metaunsup.learners.meta_gmvae import MetaGMVAE
 from metaunsup.learners.meta_kmeans import MetaKMeansLearner
@@ -37,6 +38,7 @@ from metaunsup.learners.reptile import Reptile
 
 __all__ = [
     "ANIL",
+    "IMAML",
     "LEARNERS",
     "MAML",
     "AdaptedState",

@@ -25,6 +25,7 @@ from metaunsup.learners.anil import ANIL
 from metaunsup.learners.base import MetaLearner
 from metaunsup.learners.cluster_maml import ClusterMAML
 from metaunsup.learners.fit import check_fits
+from metaunsup.learners.imaml import IMAML
 from metaunsup.learners.maml import MAML
 from metaunsup.learners.meta_gmvae import MetaGMVAE
 from metaunsup.learners.meta_kmeans import MetaKMeansLearner
@@ -54,7 +55,17 @@ def register_learner(cls: L) -> L:
 
 
 #: The learners that come with metaunsup: one line each.
-for _builtin in (MAML, MetaSGD, Reptile, ANIL, ProtoNet, MetaGMVAE, MetaKMeansLearner, ClusterMAML):
+for _builtin in (
+    MAML,
+    MetaSGD,
+    Reptile,
+    ANIL,
+    ProtoNet,
+    MetaGMVAE,
+    MetaKMeansLearner,
+    ClusterMAML,
+    IMAML,
+):
     register_learner(_builtin)
 
 

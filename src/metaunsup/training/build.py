@@ -6,11 +6,12 @@ validation — and hands them to the algorithm-agnostic :class:`~metaunsup.train
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,14 +21,23 @@ from metaunsup.data.base import Dataset
 from metaunsup.data.transforms import with_rotations
 from metaunsup.errors import CheckpointError, ConfigError
 from metaunsup.evaluation.kinds import task_kind
-from metaunsup.evaluation.protocol import TaskShape, evaluate
+from metaunsup.evaluation.protocol import Method, TaskShape, evaluate
 from metaunsup.fileio import check_output_folder
 from metaunsup.learners import LEARNERS, MetaLearner, build_learner, learner_class
 from metaunsup.nets import BACKBONES
-from metaunsup.tasks import split_classes
+from metaunsup.tasks import TaskBatch, split_classes
 from metaunsup.training.config import RunConfig
+from metaunsup.training.distributed import (
+    DEFAULT_TIMEOUT,
+    Distributed,
+    from_environment,
+    set_threads,
+)
 from metaunsup.training.trainer import BEST, LAST, LOG, Trainer, TrainResult, read_training_state
 from metaunsup.training.unsupervised import PARTITIONS_FILE, PRETRAIN_DIR, PRETRAIN_FILE
+
+if TYPE_CHECKING:
+    from metaunsup.data.unlabeled import UnlabeledView
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +126,71 @@ def split_for_training(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
     return train_ds, val
 
 
+@dataclass(frozen=True)
+class _CastMethod:
+    """A method that sees its tasks' examples in ``dtype`` (the weights' dtype)."""
+
+    method: Method
+    dtype: torch.dtype
+
+    @property
+    def name(self) -> str:
+        return self.method.name
+
+    def run(self, batch: TaskBatch, seed: int) -> torch.Tensor:
+        return self.method.run(_cast(batch, self.dtype), seed)
+
+
+def _cast(batch: TaskBatch, dtype: torch.dtype) -> TaskBatch:
+    return dataclasses.replace(batch, x=batch.x.to(dtype))
+
+
+def bf16_unsafe(learner: MetaLearner) -> str | None:
+    """Why bfloat16 autocast would spoil ``learner``'s meta-gradient, or ``None``.
+
+    A second-order inner loop differentiates its own gradients: the Hessian terms of the
+    meta-gradient are small differences of large products, which bfloat16's 8-bit mantissa
+    loses. iMAML solves a linear system by conjugate gradients on Hessian-vector products,
+    which bfloat16 rounding stalls. First-order MAML, Reptile, Prototypical Networks, the
+    clustering learners and SimCLR only differentiate a forward pass.
+    """
+    if learner.name == "imaml":
+        return "iMAML's conjugate gradients on bfloat16 Hessian-vector products do not converge"
+    if getattr(learner, "first_order", True) is False and learner.train_steps > 0:
+        return (
+            f"{learner.name}'s second-order inner loop differentiates its own gradients, whose "
+            "Hessian terms bfloat16 rounds away; set first_order = true or precision = 'float32'"
+        )
+    return None
+
+
+def precision_objective(
+    learner: MetaLearner, precision: str, device: torch.device
+) -> Callable[[TaskBatch], tuple[torch.Tensor, dict[str, float]]]:
+    """``learner.meta_loss`` in ``train.precision``: float32 as is; float64 with the learner
+    cast to double and every batch's examples too; bf16 under CUDA autocast (matrix products
+    and convolutions in bfloat16, weights, reductions and the optimiser in float32), refused
+    on the CPU and where :func:`bf16_unsafe` says why."""
+    if precision == "float64":
+        learner.double()
+        return lambda batch: learner.meta_loss(_cast(batch, torch.float64))
+    if precision == "bf16":
+        if device.type != "cuda":
+            raise ConfigError(
+                "train.precision = 'bf16' autocasts on CUDA only (the CPU kernels are float32)"
+            )
+        reason = bf16_unsafe(learner)
+        if reason is not None:
+            raise ConfigError(f"train.precision = 'bf16' is not safe here: {reason}")
+
+        def autocast_loss(batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                return learner.meta_loss(batch)
+
+        return autocast_loss
+    return learner.meta_loss
+
+
 def make_validator(
     cfg: RunConfig, val: Dataset, device: torch.device | str
 ) -> Callable[[MetaLearner], dict[str, float]]:
@@ -129,10 +204,13 @@ def make_validator(
 
     def validate(learner: MetaLearner) -> dict[str, float]:
         learner.eval()
+        method = kind.method_of("val", learner, device=device)
+        if cfg.train.precision == "float64":
+            method = _CastMethod(method, torch.float64)
         report = evaluate(
             kind,
             val,
-            [kind.method_of("val", learner, device=device)],
+            [method],
             shape=shape,
             n_tasks=cfg.train.val_tasks,
             seed=cfg.train.seed + VAL_SEED_OFFSET,
@@ -295,6 +373,19 @@ def _check_learner_kind(cfg: RunConfig) -> None:
         )
 
 
+def _join_processes(
+    device_name: str, threads: int, timeout: float
+) -> tuple[torch.device, Distributed | None]:
+    """This process's device and place in a distributed run (``None``: one process), with
+    its thread count set."""
+    device = torch.device(device_name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is 'cuda' but no CUDA device is available")
+    dist = from_environment(device_name, timeout)
+    set_threads(threads, dist)
+    return (device if dist is None else dist.device), dist
+
+
 def train_run(
     cfg: RunConfig,
     out_dir: str | Path,
@@ -303,6 +394,7 @@ def train_run(
     overwrite: bool = False,
     progress: bool = True,
     tensorboard: str | Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> TrainResult:
     """Meta-train the run described by ``cfg`` into ``out_dir``.
 
@@ -311,6 +403,12 @@ def train_run(
     ``overwrite`` replaces the run there. A folder that holds a run needs one of them; what a
     run needs from the folder is checked before any work (:func:`check_run_folder`).
     ``tensorboard``: a folder for TensorBoard event files of the training log.
+
+    In a process started by ``metaunsup train --nproc`` or ``torchrun`` this process joins the
+    distributed run (:mod:`metaunsup.training.distributed`; ``timeout``: seconds a collective
+    waits for the others): it meta-trains on its share of every meta-batch, and rank 0
+    alone pre-trains and partitions the data of an unsupervised run (the others then read the
+    results from the run folder's cache, see :func:`unsupervised_training_source`).
     """
     t, tr = cfg.task, cfg.train
     _check_learner_kind(cfg)
@@ -318,11 +416,8 @@ def train_run(
         raise ConfigError("--resume continues the run in the folder, --overwrite replaces it: "
                           "give one of them")  # fmt: skip
     out = check_output_folder(out_dir)
-    if tr.threads:
-        torch.set_num_threads(tr.threads)
-    device = torch.device(tr.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but no CUDA device is available")
+    device, dist = _join_processes(tr.device, tr.threads, timeout)
+    progress = progress and (dist is None or dist.writer)
     run_config = cfg.to_dict()
     if cfg.unsupervised is not None:
         from metaunsup.data.unlabeled import UnlabeledView
@@ -334,21 +429,26 @@ def train_run(
         train_ds, val = split_for_training(cfg)
         learner = fresh_learner(cfg, train_ds.example_shape)
     check_run_folder(cfg, learner, out, resume, overwrite)
-    if overwrite:
+    if overwrite and (dist is None or dist.writer):
         clear_run(out)
+    if dist is not None and overwrite:
+        dist.wait_for_writer("clearing the run folder")
     if cfg.unsupervised is not None:
-        from metaunsup.training.unsupervised import unsupervised_source
-
-        source, record = unsupervised_source(cfg, learner, view, out, device, progress, resume)
+        source, record = unsupervised_training_source(
+            cfg, learner, view, out, device, progress, resume, dist
+        )
         run_config["unsupervised_record"] = record
         val = None
     else:
         kind = task_kind(t.kind)
         shape = TaskShape(t.n_way, t.k_shot, t.n_query if kind.has_query else 0)
         source = kind.make_sampler(train_ds, shape, tr.seed)
+    if dist is not None:
+        source = dist.shard(source, tr.meta_batch)
+    objective = precision_objective(learner, tr.precision, device)
     trainer = Trainer(
         learner,
-        learner.meta_loss,
+        objective,
         source,
         tr,
         out,
@@ -359,8 +459,47 @@ def train_run(
         progress=progress,
         tensorboard=tensorboard,
         name=f"meta-train {cfg.name}",
+        distributed=dist,
     )
-    return trainer.fit(resume=resume and (out / LAST).is_file())
+    try:
+        return trainer.fit(resume=resume and (out / LAST).is_file())
+    finally:
+        if dist is not None:
+            dist.close()
+
+
+def unsupervised_training_source(
+    cfg: RunConfig,
+    learner: MetaLearner,
+    view: UnlabeledView,
+    out: Path,
+    device: torch.device,
+    progress: bool,
+    resume: bool,
+    dist: Distributed | None,
+) -> tuple[Any, dict[str, Any]]:
+    """``(task source, record)`` of a run with no labels, read through ``view`` (a view of the
+    training split that refuses labels; there is no validation).
+
+    In a distributed run rank 0 pre-trains the backbone and partitions the data first (both
+    are cached in the run folder: ``pretrain.safetensors``, ``partitions.safetensors``) while
+    the others wait, then the others build the same source from those caches. Done once
+    rather than split: SimCLR's loss uses every example of a batch as the others' negatives,
+    and both steps are one-off costs beside meta-training.
+    """
+    from metaunsup.training.unsupervised import unsupervised_source
+
+    def build() -> tuple[Any, dict[str, Any]]:
+        return unsupervised_source(cfg, learner, view, out, device, progress, resume)
+
+    if dist is None:
+        return build()
+    if dist.writer:
+        built = build()
+        dist.wait_for_writer("pre-training and partitioning the data")
+        return built
+    dist.wait_for_writer("pre-training and partitioning the data")
+    return build()
 
 
 def fresh_learner(cfg: RunConfig, example_shape: tuple[int, ...]) -> MetaLearner:

@@ -69,9 +69,19 @@ class TaskConfig:
     val_n_way: int = 0
 
 
+#: Values of ``train.precision``.
+PRECISIONS = ("float32", "float64", "bf16")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """The outer loop."""
+    """The outer loop.
+
+    ``precision``: ``"float32"``; ``"float64"`` (weights and tasks in double precision, for
+    exactness checks); or ``"bf16"``, bfloat16 autocast of the meta-loss on CUDA (weights and
+    optimiser stay float32), refused where it is not safe (see
+    :func:`metaunsup.training.build.precision_objective`).
+    """
 
     steps: int = 1000
     meta_batch: int = 4
@@ -88,6 +98,7 @@ class TrainConfig:
     log_every: int = 1
     device: str = "cpu"
     threads: int = 0
+    precision: str = "float32"
 
 
 #: Values of ``unsupervised.tasks``.
@@ -238,6 +249,9 @@ def _validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"data.val_by must be 'classes' or 'examples', got {d.val_by!r}")
     if tr.device != "cpu" and not tr.device.startswith("cuda"):
         raise ConfigError(f"train.device must be 'cpu' or 'cuda[:N]', got {tr.device!r}")
+    if tr.precision not in PRECISIONS:
+        choices = ", ".join(PRECISIONS)
+        raise ConfigError(f"train.precision must be one of {choices}, got {tr.precision!r}")
     u = cfg.unsupervised
     if u is not None:
         if u.tasks not in UNSUPERVISED_TASKS:

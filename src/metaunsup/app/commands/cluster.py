@@ -186,7 +186,12 @@ def summary_lines(info: dict) -> list[str]:
     show_default=True,
     help="Meta-training steps without --checkpoint.",
 )
-@click.option("--threads", type=click.IntRange(min=1), help="torch threads.")
+@click.option(
+    "--threads", type=click.IntRange(min=1), help="torch threads (default: the idle CPUs)."
+)
+@click.option(
+    "--device", default="cpu", show_default=True, help="Where the network runs: cpu, cuda."
+)
 @click.option("--quiet", is_flag=True, help="Print no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def cluster(
@@ -203,6 +208,7 @@ def cluster(
     seed: int,
     meta_steps: int,
     threads: int | None,
+    device: str,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -225,10 +231,9 @@ def cluster(
         raise ConfigError("--out and --plot name the same file; give two different paths")
     if report_dir is not None:
         check_output_folder(report_dir, "--report")
-    if threads is not None:
-        import torch
+    from metaunsup.training.threads import apply_threads
 
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     x, names, images, table = _load(input_path, ignore, use_columns)
     if plot is not None and x.ndim != 4:
         raise ConfigError(
@@ -248,6 +253,7 @@ def cluster(
         k_selection=k_by,
         random_state=seed,
         impute=None if impute == "native" else impute,
+        device=device,
         verbose=not quiet,
     )
     model.fit(x)
