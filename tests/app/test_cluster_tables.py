@@ -77,7 +77,7 @@ def test_summary_says_what_was_done_to_each_column(table, capsys):
     assert "row_id: left out (an identifier: all values distinct)" in columns
     assert re.search(r"a: numeric \(standardised: mean [\d.]+, sd [\d.]+\); \d+ missing", columns)
     assert "kind: one-hot (3 categories, one feature each)" in columns
-    assert "noise: left out (left out (--ignore))" in columns
+    assert "noise: left out (--ignore)" in columns
     assert info["missing_values"] == "native" and info["missing_cells"] > 0
     code, out, err = run(capsys, "cluster", path, "--k", "3", "--meta-steps", "2")
     assert "column kind: one-hot" in err  # the text summary goes to stderr with the labels

@@ -78,7 +78,7 @@ def test_ignore_and_columns(csv_file: Path):
     only = load_table(csv_file, columns=["height", "colour"])
     assert only.feature_names[0] == "height" and len(only.feature_names) == 4
     left = {p.name: p.detail for p in only.columns if p.kind == "left out"}
-    assert left["city"] == "left out (--columns)"
+    assert left["city"] == "not in --columns"
     ignored = load_table(csv_file, ignore=["colour"])
     assert not any(f.startswith("colour") for f in ignored.feature_names)
     with pytest.raises(ConfigError, match=r"--ignore 'nope'.*no such column"):

@@ -217,7 +217,7 @@ def _select(raw: RawTable, ignore: Sequence[str], columns: Sequence[str] | None)
     keep = [c for c in names if c not in set(ignore) and (columns is None or c in set(columns))]
     for c in names:
         if c not in keep:
-            raw.left_out[c] = "left out (--ignore)" if c in set(ignore) else "left out (--columns)"
+            raw.left_out[c] = "--ignore" if c in set(ignore) else "not in --columns"
     if not keep:
         raise ConfigError(f"{raw.source}: no column is left to use; keep at least one")
     raw.frame = raw.frame[keep]
@@ -523,8 +523,17 @@ def _quote(name: str) -> str:
 
 
 def is_table(path: str | Path) -> bool:
-    """Whether ``path`` names a file :func:`read_table` reads (by its suffix)."""
-    return Path(path).suffix.lower() in TABLE_SUFFIXES
+    """Whether ``path`` names a file :func:`read_table` reads (by its suffix), and can: a
+    ``.csv`` without pandas and pyarrow (the ``tables`` extra) is left to the numeric reader
+    of :mod:`metaunsup.data.arrays`."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        return False
+    if suffix == ".csv":
+        import importlib.util
+
+        return all(importlib.util.find_spec(m) is not None for m in ("pandas", "pyarrow"))
+    return True
 
 
 def load_table(
