@@ -962,7 +962,34 @@ def _report_nan(ctx: Ctx) -> Any:
     return read_report(ctx.inputs / "r.json")
 
 
+def _digits_with_nan(ctx: Ctx) -> Any:
+    x = _digits_x()
+    x[3, 5] = np.nan
+    return _meta_kmeans(n_clusters=2, checkpoint=str(ctx.models["mlp"])).fit(x)
+
+
+def _load_table_unknown_column(ctx: Ctx) -> Any:
+    from metaunsup.data.tables import load_table
+
+    (ctx.inputs / "t.csv").write_text("a,b\n1,x\n2,y\n")
+    return load_table(ctx.inputs / "t.csv", columns=["a", "c"])
+
+
 PYTHON = [
+    python(
+        "estimator-missing-cells-with-checkpoint",
+        'MetaKMeans(2, checkpoint="MODELS/mlp.safetensors").fit(X)  # X[3, 5] = nan',
+        _digits_with_nan,
+        "X has missing values (NaN), which a checkpoint's network cannot take; pass impute='knn'",
+        DataError,
+    ),
+    python(
+        "load-table-unknown-column",
+        'load_table("t.csv", columns=["a", "c"])  # t.csv has columns a, b',
+        _load_table_unknown_column,
+        "--columns 'c': IN/t.csv has no such column; its columns are a, b",
+        ConfigError,
+    ),
     python(
         "estimator-value-beyond-float32",
         "MetaKMeans(2).fit(X)  # X[4, 1] = 1e300",

@@ -113,8 +113,8 @@ class MissingCells:
         if self.fitted_with_missing and not native_ok:
             raise DataError(
                 "X has missing values (NaN), which a checkpoint's network cannot take; pass "
-                f"impute= one of {IMPUTERS} (e.g. impute='knn'), or cluster without a "
-                "checkpoint (self-training takes them natively)"
+                "impute='knn' (or 'simple', 'iterative'; on the command line --impute knn), or "
+                "cluster without a checkpoint (self-training takes them natively)"
             )
         return x
 
@@ -128,7 +128,7 @@ class MissingCells:
         if check_missing(x) and not self.fitted_with_missing:
             raise DataError(
                 "X has missing values (NaN), but the model was fitted on complete data; fit it "
-                "on data with missing cells, or pass impute= (e.g. impute='knn')"
+                "on data with missing cells, or pass impute='knn' (or 'simple', 'iterative')"
             )
         return x
 
