@@ -64,12 +64,12 @@ def cluster_map_png(z: np.ndarray, labels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+def _table(header: Sequence[str] | None, rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header or ())
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
 
 
 def _cluster_section(
@@ -120,7 +120,7 @@ def render_page(
         f"<title>metaunsup: clusters of {html.escape(str(info['input']))}</title>",
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>Clusters of {html.escape(str(info['input']))}</h1>",
-        _table(("", ""), summary),
+        _table(None, summary),
     ]
     if columns:
         parts.append("<h2>Columns</h2><ul>")
