@@ -112,6 +112,51 @@ def _warn_light_background(x: np.ndarray, scale: float, checkpoint: str) -> None
         )
 
 
+def check_input(
+    estimator: BaseEstimator, X: Any, reset: bool, allow_nan: bool = False
+) -> np.ndarray:
+    """``X`` as a finite float array ``[n, d]``, ``[n, H, W]`` or ``[n, C, H, W]`` for
+    ``estimator``; sets (``reset``) or checks its ``n_features_in_`` (the values per example),
+    raising :class:`~metaunsup.errors.DataError` (or :class:`InputTypeError`) otherwise.
+    ``allow_nan``: NaN (missing cells) may pass; infinite values may not."""
+    finite = ALLOW_NAN if allow_nan else {}
+    try:
+        ndim = getattr(X, "ndim", None)
+        if ndim is None and isinstance(X, list | tuple):
+            ndim = np.ndim(np.asarray(X, dtype=object)) if len(X) else 2
+        if ndim is not None and ndim >= 3:
+            x = check_array(X, allow_nd=True, dtype=_FLOATS, ensure_min_samples=1, **finite)
+            if x.ndim > 4:
+                raise DataError(
+                    f"X has shape {x.shape}; expected [n, d], [n, H, W] or [n, C, H, W]"
+                )
+            _check_n_features(estimator, math.prod(x.shape[1:]), reset)
+        else:
+            x = validate_data(
+                estimator, X, reset=reset, dtype=_FLOATS, ensure_min_samples=1, **finite
+            )
+    except DataError:
+        raise
+    except TypeError as err:
+        raise InputTypeError(str(err)) from None
+    except ValueError as err:
+        raise DataError(str(err)) from None
+    check_value_range(x, "X")
+    return x
+
+
+def _check_n_features(estimator: BaseEstimator, n_features: int, reset: bool) -> None:
+    if reset:
+        estimator.n_features_in_ = n_features
+        if hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+    elif n_features != estimator.n_features_in_:
+        raise DataError(
+            f"X has {n_features} features, but {type(estimator).__name__} is expecting "
+            f"{estimator.n_features_in_} features as input"
+        )
+
+
 #: Rules ``n_clusters="auto"`` can choose ``k`` by.
 K_SELECTIONS = ("silhouette", "eigengap")
 
@@ -444,40 +489,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         """``X`` as a finite float array ``[n, ...]``; sets or checks ``n_features_in_``."""
         if not reset:
             check_is_fitted(self, "labels_")
-        try:
-            ndim = getattr(X, "ndim", None)
-            if ndim is None and isinstance(X, list | tuple):
-                ndim = np.ndim(np.asarray(X, dtype=object)) if len(X) else 2
-            if ndim is not None and ndim >= 3:
-                x = check_array(X, allow_nd=True, dtype=_FLOATS, ensure_min_samples=1, **ALLOW_NAN)
-                if x.ndim > 4:
-                    raise DataError(
-                        f"X has shape {x.shape}; expected [n, d], [n, H, W] or [n, C, H, W]"
-                    )
-                self._check_n_features(math.prod(x.shape[1:]), reset)
-            else:
-                x = validate_data(
-                    self, X, reset=reset, dtype=_FLOATS, ensure_min_samples=1, **ALLOW_NAN
-                )
-        except DataError:
-            raise
-        except TypeError as err:
-            raise InputTypeError(str(err)) from None
-        except ValueError as err:
-            raise DataError(str(err)) from None
-        check_value_range(x, "X")
-        return x
-
-    def _check_n_features(self, n_features: int, reset: bool) -> None:
-        if reset:
-            self.n_features_in_ = n_features
-            if hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-        elif n_features != self.n_features_in_:
-            raise DataError(
-                f"X has {n_features} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input"
-            )
+        return check_input(self, X, reset, allow_nan=True)
 
     def _net_input(self, x: np.ndarray) -> torch.Tensor:
         """Scaled examples in the network's input shape, ``[n, *input_shape_]``."""

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from metaunsup.app.console import set_threads
 from metaunsup.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -231,9 +232,7 @@ def cluster(
         raise ConfigError("--out and --plot name the same file; give two different paths")
     if report_dir is not None:
         check_output_folder(report_dir, "--report")
-    from metaunsup.training.threads import apply_threads
-
-    apply_threads(threads)
+    set_threads(threads)
     x, names, images, table = _load(input_path, ignore, use_columns)
     if plot is not None and x.ndim != 4:
         raise ConfigError(
