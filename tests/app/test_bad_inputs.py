@@ -982,7 +982,6 @@ def _digits_with_nan(ctx: Ctx) -> Any:
 def _load_table_unknown_column(ctx: Ctx) -> Any:
     from metaunsup.data.tables import load_table
 
-    (ctx.inputs / "t.csv").write_text("a,b\n1,x\n2,y\n")
     return load_table(ctx.inputs / "t.csv", columns=["a", "c"])
 
 
@@ -1000,6 +999,7 @@ PYTHON = [
         _load_table_unknown_column,
         "--columns 'c': IN/t.csv has no such column; its columns are a, b",
         ConfigError,
+        make=text("a,b\n1,x\n2,y\n", "t.csv"),
     ),
     python(
         "estimator-value-beyond-float32",
