@@ -89,3 +89,23 @@ def test_refusals():
         MetaKMeans(3, meta_steps=2).fit(x)
     with pytest.raises(ConfigError, match="impute"):
         MetaKMeans(3, meta_steps=2, impute="median").fit(_blobs(0.2)[0])
+
+
+def test_outlier_detector_scores_rows_with_missing_cells():
+    from metaunsup import MetaOutlierDetector
+
+    rng = np.random.default_rng(0)
+    normal = rng.normal(size=(300, 6))
+    normal[rng.random(normal.shape) < 0.2] = np.nan
+    normal[np.isnan(normal).all(1), 0] = 0.0
+    test = rng.normal(size=(40, 6))
+    test[rng.random(test.shape) < 0.2] = np.nan
+    test[:5, 1] = np.abs(rng.normal(size=5)) + 8.0  # anomalies: one cell, observed, far off
+    test[np.isnan(test).all(1), 0] = 0.0
+    detector = MetaOutlierDetector(random_state=0).fit(normal)
+    scores = -detector.score_samples(test)
+    assert np.isfinite(scores).all()
+    assert set(np.argsort(-scores)[:5]) == set(range(5))
+    assert (detector.predict(test)[:5] == -1).all()
+    with pytest.raises(DataError, match="checkpoint's network cannot take"):
+        MetaOutlierDetector(checkpoint="mnist-anomaly").fit(np.full((4, 784), np.nan))

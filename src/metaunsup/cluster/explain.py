@@ -23,7 +23,13 @@ import numpy as np
 
 from metaunsup.errors import DataError
 
-__all__ = ["ClusterExplanation", "FeatureEffect", "effect_sizes", "explain_clusters"]
+__all__ = [
+    "ClusterExplanation",
+    "FeatureEffect",
+    "effect_sizes",
+    "explain_clusters",
+    "unusual_features",
+]
 
 
 @dataclass(frozen=True)
@@ -106,3 +112,31 @@ def explain_clusters(
         ]
         out.append(ClusterExplanation(c, int(inside.sum()), exemplars, effects))
     return out
+
+
+def unusual_features(
+    x: np.ndarray, reference: np.ndarray, feature_names: Sequence[str], *, top: int = 3
+) -> list[list[tuple[str, float]]]:
+    """Per row of ``x`` ``[n, d]``, the ``top`` features that make it unusual against the
+    normal ``reference`` ``[m, d]``: ``(name, z)`` with ``z`` the cell's distance from the
+    reference's mean in its standard deviations (both over observed cells; a missing cell has
+    none), largest ``|z|`` first. A feature constant in the reference has ``z = ±inf`` where the
+    row differs from it."""
+    x, reference = np.asarray(x, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if x.ndim != 2 or reference.shape[1:] != x.shape[1:] or len(feature_names) != x.shape[1]:
+        raise DataError(
+            f"need x [n, d], reference [m, d] and d names, got {x.shape}, {reference.shape} and "
+            f"{len(feature_names)} names"
+        )
+    mean = np.nanmean(reference, 0)
+    spread = np.nanstd(reference, 0)
+    diff = x - mean
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(spread > 1e-12, diff / spread, np.sign(diff) * np.inf)
+    z = np.where(np.abs(diff) > 1e-12, z, 0.0)
+    z = np.nan_to_num(z, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    order = np.argsort(-np.abs(z), axis=1, kind="stable")[:, :top]
+    return [
+        [(str(feature_names[j]), float(z[i, j])) for j in row if z[i, j] != 0]
+        for i, row in enumerate(order)
+    ]
