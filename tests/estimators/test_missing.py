@@ -108,4 +108,4 @@ def test_outlier_detector_scores_rows_with_missing_cells():
     assert set(np.argsort(-scores)[:5]) == set(range(5))
     assert (detector.predict(test)[:5] == -1).all()
     with pytest.raises(DataError, match="checkpoint's network cannot take"):
-        MetaOutlierDetector(checkpoint="mnist-anomaly").fit(np.full((4, 784), np.nan))
+        MetaOutlierDetector(checkpoint="mnist-anomaly").fit(np.where(np.eye(4, 784), np.nan, 0.5))
