@@ -10,21 +10,26 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from metaunsup.errors import ConfigError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 __all__ = [
     "POSITIVE",
     "CommandInterrupted",
     "RegistryHelpOption",
+    "check_outputs",
     "child_argv",
     "interrupted_runs",
     "parse_device",
     "print_report",
     "progress",
+    "read_input",
     "set_threads",
 ]
 
@@ -131,3 +136,33 @@ def interrupted_runs(runs_dir: str):
         raise CommandInterrupted(
             f"the training runs in {runs_dir} are kept; the same command continues them"
         ) from None
+
+
+def check_outputs(out: str | None, plot: str | None, inputs: Sequence[str | None]) -> None:
+    """Refuse, before any work, an ``--out`` or ``--plot`` that cannot be written, that is one
+    of the command's ``inputs`` (never written over) or that names the other one."""
+    from metaunsup.fileio import check_output_path
+
+    outputs = [
+        check_output_path(path, inputs=inputs, option=option)
+        for option, path in (("--out", out), ("--plot", plot))
+        if path is not None
+    ]
+    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
+        raise ConfigError("--out and --plot name the same file; give two different paths")
+
+
+def read_input(input_path: str, plot: str | None) -> tuple[np.ndarray, list[str], bool]:
+    """``(x, row names, whether x holds images)`` of a command's INPUT (a ``.npy`` array, a
+    ``.csv`` table or a folder of images; :func:`metaunsup.data.arrays.load_arrays`); a
+    ``--plot`` of a table is refused, since the figures draw images."""
+    from metaunsup.data.arrays import load_arrays
+
+    dataset, names = load_arrays(input_path)
+    x = dataset.x.numpy()
+    if plot is not None and x.ndim != 4:
+        raise ConfigError(
+            f"--plot draws images, but {input_path} holds a table of shape {x.shape}; "
+            "leave out --plot or give a folder of images (or an .npy of [n, H, W] images)"
+        )
+    return x, names, dataset.info.get("format") == "images"

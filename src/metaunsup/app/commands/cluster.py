@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from metaunsup.app.console import set_threads
+from metaunsup.app.console import check_outputs, set_threads
 from metaunsup.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -220,16 +220,9 @@ def cluster(
     is first meta-trained on pseudo-tasks made from INPUT itself. Labels go to --out (CSV) or
     stdout.
     """
-    from metaunsup.fileio import check_output_folder, check_output_path
+    from metaunsup.fileio import check_output_folder
 
-    inputs = [input_path, checkpoint]  # never written over (a packaged name is no file here)
-    outputs = [
-        check_output_path(path, inputs=inputs, option=option)
-        for option, path in (("--out", out), ("--plot", plot))
-        if path is not None
-    ]
-    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
-        raise ConfigError("--out and --plot name the same file; give two different paths")
+    check_outputs(out, plot, inputs=[input_path, checkpoint])  # a packaged name is no file
     if report_dir is not None:
         check_output_folder(report_dir, "--report")
     set_threads(threads)

@@ -26,7 +26,7 @@ from typing import Any
 import click
 import numpy as np
 
-from metaunsup.app.console import set_threads
+from metaunsup.app.console import check_outputs, set_threads
 from metaunsup.errors import ConfigError
 
 __all__ = ["detect", "scores_csv"]
@@ -183,12 +183,9 @@ def detect(
     """
     from metaunsup.data.arrays import load_arrays
     from metaunsup.evaluation.calibration import check_fpr
-    from metaunsup.fileio import check_output_path
 
     check_fpr(fpr)
-    outputs = [check_output_path(p) for p in (out, plot) if p is not None]
-    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
-        raise ConfigError("--out and --plot name the same file; give two different paths")
+    check_outputs(out, plot, inputs=[input_path, normal_path, checkpoint])
     set_threads(threads)
     table = _tables(input_path, normal_path, ignore, use_columns)
     if table is not None:
