@@ -1158,6 +1158,23 @@ DETECT = [
         ["{file}", "--checkpoint", "{mlp}", *SCORES],
         npy(np.random.default_rng(0).normal(size=(30, 64))),
     ),
+    Case(
+        "table-with-array-reference",
+        "detect",
+        "IN/t.csv is a table but the normal reference IN/input.npy is not",
+        ["{file}", "--normal", "{in}/input.npy", *SCORES],
+        both(text("a,b\n1,x\n2,y\n3,x\n", "t.csv"), npy(table(30, 2), "input.npy")),
+    ),
+    Case(
+        "table-column-missing-from-input",
+        "detect",
+        "IN/t.csv: has no column 'b', which the table the encoding was learned from has",
+        ["{file}", "--normal", "{in}/n.csv", *SCORES],
+        both(
+            text("a,c\n1.5,2\n2.5,3\n1.5,1\n", "t.csv"),
+            text("a,b\n1.5,2.5\n2.5,4.1\n1.5,2.5\n", "n.csv"),
+        ),
+    ),
 ]
 
 CATALOGUE: list[Case] = [*CLUSTER, *DETECT, *EVALUATE, *TRAIN, *REPORT, *DATASETS, *PYTHON]

@@ -347,7 +347,7 @@ class TableEncoder:
             self.plans = [_as_is(p) for p in self.plans]
         if not any(p.features for p in self.plans):
             raise DataError(
-                f"{raw.source}: no column is left to cluster ("
+                f"{raw.source}: no column is left to use ("
                 + "; ".join(p.describe() for p in self.plans[:5])
                 + "); give a table with at least one informative column"
             )
@@ -363,7 +363,11 @@ class TableEncoder:
             if not plan.features:
                 continue
             if plan.name not in frame.columns:
-                raise DataError(f"{source}: has no column {plan.name!r}, which was fitted")
+                raise DataError(
+                    f"{source}: has no column {plan.name!r}, which the table the encoding was "
+                    f"learned from has; give it that column, or leave the column out of both "
+                    f"with --ignore {_quote(plan.name)}"
+                )
             blocks.append(_encode(plan, frame[plan.name]))
             names += plan.features
         x = np.concatenate(blocks, axis=1).astype(np.float32)
