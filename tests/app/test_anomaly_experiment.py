@@ -54,8 +54,8 @@ def tiny(tmp_path, monkeypatch):
     return configs
 
 
-def _run(tiny, tmp_path, models, monkeypatch, **kwargs):
-    monkeypatch.setattr(experiment, "ANOMALY_MODELS", models)
+def _run(tiny, tmp_path, table, monkeypatch, **kwargs):
+    monkeypatch.setattr(experiment, "ANOMALY_MODELS", table)
     monkeypatch.setattr(experiment, "N_QUERY", 10)
     return experiment.run_anomaly_mnist(
         tmp_path / "out", configs_dir=tiny, runs_dir=tmp_path / "runs", dataset="digits",
@@ -91,3 +91,37 @@ def test_per_digit_models_hold_the_test_and_validation_digits_out(tiny, tmp_path
     for d, run in enumerate(runs):
         assert d not in run["classes"] and (d + 1) % 10 not in run["classes"]
         assert len(run["classes"]) == 8
+
+
+def test_a_subset_lists_what_it_left_out(tiny, tmp_path, monkeypatch):
+    models = (
+        experiment.AnomalyModel("tiny label-free", "u.toml", False, "none"),
+        experiment.AnomalyModel("tiny supervised", "s.toml", True, "8 digits"),
+    )
+    with pytest.raises(ConfigError, match="unknown anomaly-mnist model"):
+        _run(tiny, tmp_path, models, monkeypatch, models=["nope"])
+    report = _run(tiny, tmp_path, models, monkeypatch, tasks=10, seeds=1, models=["u"],
+                  baselines=["centroid"], note="no time")  # fmt: skip
+    assert set(report["training"]) == {"tiny label-free"}
+    gone = report["not_run"]
+    assert gone["models"] == [{"label": "tiny supervised", "config": "s.toml"}]
+    assert "iforest" in gone["baselines"] and "centroid" not in gone["baselines"]
+    assert "--model u --method centroid --note" in report["command"]
+    page = (tmp_path / "out" / "anomaly_mnist.md").read_text()
+    assert "## Rows not measured here" in page and "Why: no time" in page
+
+
+@pytest.mark.slow
+def test_without_training_a_per_digit_model_scores_the_digits_it_has(tiny, tmp_path, monkeypatch):
+    model = experiment.AnomalyModel("tiny supervised", "s.toml", True, "8 digits")
+    for d in (0, 1):  # the runs of test digits 0 and 1 only
+        experiment._run(model, d, tiny, tmp_path / "runs" / "anomaly", True, lambda m: None)
+    report = _run(tiny, tmp_path, (model,), monkeypatch, tasks=10, seeds=1,
+                  baselines=["centroid"], train=False)  # fmt: skip
+    assert report["training"]["tiny supervised"]["missing_digits"] == list(range(2, 10))
+    row = next(r for r in report["results"]["10"] if r["method"] == "tiny supervised")
+    assert row["digits"] == [0, 1] and set(row["auroc"]["per_digit"]) == {"0", "1"}
+    base = next(r for r in report["results"]["10"] if r["method"] == "centroid")
+    assert base["digits"] == list(range(10))
+    page = (tmp_path / "out" / "anomaly_mnist.md").read_text()
+    assert "(test digits 0, 1 only)" in page and "not scored (no run)" in page
