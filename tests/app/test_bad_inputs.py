@@ -1,5 +1,5 @@
-"""The catalogue of bad inputs: ``cluster``, ``evaluate``, ``train``, ``report``, ``datasets``
-and the Python API.
+"""The catalogue of bad inputs: ``cluster``, ``detect``, ``evaluate``, ``train``, ``report``,
+``datasets`` and the Python API.
 
 Every command-line case must end with exit status 2 and exactly one line on stderr that names
 the problem and the fix, no traceback, and no file changed or left behind (not even a partial or
@@ -46,7 +46,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "errors.md"
-COMMANDS = ("cluster", "evaluate", "train", "report", "datasets", "python")
+COMMANDS = ("cluster", "detect", "evaluate", "train", "report", "datasets", "python")
 
 
 # ----------------------------------------------------------------------------- the runner
@@ -815,7 +815,18 @@ DATASETS = [
         ["--data-dir", "{data}", "--download", "mnist"],
         _offline,
     ),
-    Case("download-unknown-dataset", "datasets", "'cifar' is not one of", ["--download", "cifar"]),
+    Case(
+        "download-unknown-dataset",
+        "datasets",
+        "'cifar' is not a dataset; datasets that can be downloaded: mnist, omniglot",
+        ["--download", "cifar"],
+    ),
+    Case(
+        "download-generated-dataset",
+        "datasets",
+        "'digits' has nothing to download; datasets that can be downloaded: mnist, omniglot",
+        ["--download", "digits"],
+    ),
     Case("data-dir-is-a-file", "datasets", "is a file", ["--data-dir", "{file}"], text("x")),
 ]
 
@@ -1033,13 +1044,63 @@ PYTHON = [
     ),
 ]
 
-CATALOGUE: list[Case] = [*CLUSTER, *EVALUATE, *TRAIN, *REPORT, *DATASETS, *PYTHON]
+
+# ----------------------------------------------------------------------------- detect
+def detect(id: str, reference: np.ndarray | None, argv: list[str], message: str) -> Case:
+    """A ``detect`` case on a 30 × 5 INPUT (``{in}/input.npy``); ``reference``, when given, is
+    the ``--normal`` file that ``{file}`` names."""
+
+    def make(ctx: Ctx) -> str | None:
+        rng = np.random.default_rng(0)
+        np.save(ctx.inputs / "input.npy", rng.normal(size=(30, 5)))
+        if reference is None:
+            return None
+        np.save(ctx.inputs / "normal.npy", reference)
+        return str(ctx.inputs / "normal.npy")
+
+    normal = [] if reference is None else ["--normal", "{file}"]
+    return Case(id, "detect", message, ["{in}/input.npy", *normal, *argv], make)
+
+
+SCORES = ["--out", "{out}/scores.csv"]
+
+DETECT = [
+    detect("one-normal-example", np.zeros((1, 5)), OUT, "1 sample"),
+    detect("identical-normal-examples", np.ones((6, 5)), OUT, "identical"),
+    detect("normal-of-another-width", np.zeros((6, 4)), OUT, "same shape"),
+    detect("fpr-one", None, [*SCORES, "--fpr", "1"], "strictly between 0 and 1"),
+    detect("fpr-zero", None, [*SCORES, "--fpr", "0"], "strictly between 0 and 1"),
+    detect("out-is-input", None, ["--out", "{in}/input.npy"], "is an input of this command"),
+    detect(
+        "out-is-normal",
+        np.zeros((6, 5)),
+        ["--out", "{file}"],
+        "is an input of this command",
+    ),
+    detect("plot-of-a-table", None, [*SCORES, "--plot", "{out}/g.png"], "--plot draws images"),
+    detect(
+        "out-is-plot",
+        None,
+        ["--out", "{out}/g.png", "--plot", "{out}/g.png"],
+        "--out and --plot name the same file",
+    ),
+    Case(
+        "clustering-checkpoint",
+        "detect",
+        "does not score anomalies",
+        ["{file}", "--checkpoint", "{mlp}", *SCORES],
+        npy(np.random.default_rng(0).normal(size=(30, 64))),
+    ),
+]
+
+CATALOGUE: list[Case] = [*CLUSTER, *DETECT, *EVALUATE, *TRAIN, *REPORT, *DATASETS, *PYTHON]
 
 
 # ----------------------------------------------------------------------------- the page
 #: The page's section of each command.
 HEADINGS = {
     "cluster": "`metaunsup cluster`: clustering your own file or image folder",
+    "detect": "`metaunsup detect`: anomaly scores for your own file or image folder",
     "evaluate": "`metaunsup evaluate`: scoring methods and trained models on test tasks",
     "train": "`metaunsup train`: meta-training a run",
     "report": "`metaunsup report`: a results page from results JSON",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from metaunsup.app.console import check_outputs, read_input, set_threads
 from metaunsup.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -175,28 +176,9 @@ def cluster(
     images of one size. Without --checkpoint a small network is first meta-trained on
     pseudo-tasks made from INPUT itself. Labels go to --out (CSV) or stdout.
     """
-    from metaunsup.data.arrays import load_arrays
-    from metaunsup.fileio import check_output_path
-
-    inputs = [input_path, checkpoint]  # never written over (a packaged name is no file here)
-    outputs = [
-        check_output_path(path, inputs=inputs, option=option)
-        for option, path in (("--out", out), ("--plot", plot))
-        if path is not None
-    ]
-    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
-        raise ConfigError("--out and --plot name the same file; give two different paths")
-    from metaunsup.training.threads import apply_threads
-
-    apply_threads(threads)
-    dataset, names = load_arrays(input_path)
-    x = dataset.x.numpy()
-    images = dataset.info.get("format") == "images"
-    if plot is not None and x.ndim != 4:
-        raise ConfigError(
-            f"--plot draws images, but {input_path} holds a table of shape {x.shape}; "
-            "leave out --plot or give a folder of images (or an .npy of [n, H, W] images)"
-        )
+    check_outputs(out, plot, inputs=[input_path, checkpoint])  # a packaged name is no file
+    set_threads(threads)
+    x, names, images = read_input(input_path, plot)
     if isinstance(k, int) and k > len(x):
         raise ConfigError(
             f"--k {k} is more than the {len(x)} examples in {input_path}; use --k {len(x)} or fewer"

@@ -21,6 +21,7 @@ from typing import Any
 import click
 import numpy as np
 
+from metaunsup.app.console import check_outputs, read_input, set_threads
 from metaunsup.errors import ConfigError
 
 __all__ = ["detect", "scores_csv"]
@@ -86,7 +87,9 @@ def _summary(model: Any, source: str, reference: str, flags: np.ndarray) -> dict
     help="Write a PNG gallery of the most anomalous and the most typical images.",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="torch threads.")
+@click.option(
+    "--threads", type=click.IntRange(min=1), help="torch threads (default: the idle CPUs)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def detect(
     input_path: str,
@@ -108,24 +111,11 @@ def detect(
     """
     from metaunsup.data.arrays import load_arrays
     from metaunsup.evaluation.calibration import check_fpr
-    from metaunsup.fileio import check_output_path
 
     check_fpr(fpr)
-    outputs = [check_output_path(p) for p in (out, plot) if p is not None]
-    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
-        raise ConfigError("--out and --plot name the same file; give two different paths")
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    dataset, names = load_arrays(input_path)
-    x = dataset.x.numpy()
-    images = dataset.info.get("format") == "images"
-    if plot is not None and x.ndim != 4:
-        raise ConfigError(
-            f"--plot draws images, but {input_path} holds a table of shape {x.shape}; leave out "
-            "--plot or give a folder of images (or an .npy of [n, H, W] images)"
-        )
+    check_outputs(out, plot, inputs=[input_path, normal_path, checkpoint])
+    set_threads(threads)
+    x, names, images = read_input(input_path, plot)
     reference = x if normal_path is None else load_arrays(normal_path)[0].x.numpy()
     if reference.shape[1:] != x.shape[1:]:
         raise ConfigError(
