@@ -64,11 +64,18 @@ def _run(tiny, tmp_path, table, monkeypatch, **kwargs):
 
 
 def test_one_model_for_all_digits_writes_page_and_figures(tiny, tmp_path, monkeypatch):
-    models = (experiment.AnomalyModel("tiny label-free", "u.toml", False, "none"),)
+    models = (
+        experiment.AnomalyModel("tiny label-free", "u.toml", False, "none"),
+        experiment.AnomalyModel("tiny supervised", "s.toml", True, "8 digits"),  # left out
+    )
     with pytest.raises(ConfigError, match="missing or unfinished"):
-        _run(tiny, tmp_path, models, monkeypatch, train=False)
-    report = _run(tiny, tmp_path, models, monkeypatch, tasks=10, seeds=1,
-                  baselines=["centroid"])  # fmt: skip
+        _run(tiny, tmp_path, models, monkeypatch, train=False, models=["u"])
+    report = _run(tiny, tmp_path, models, monkeypatch, tasks=10, seeds=1, models=["u"],
+                  baselines=["centroid"], note="no time")  # fmt: skip
+    gone = report["not_run"]  # what was left out is listed, with the reason
+    assert gone["models"] == [{"label": "tiny supervised", "config": "s.toml"}]
+    assert "iforest" in gone["baselines"] and "centroid" not in gone["baselines"]
+    assert "--model u --method centroid --note" in report["command"]
     assert report["protocol"]["tasks_per_k"] == 10
     rows = report["results"]["2"]
     assert {r["method"] for r in rows} == {"tiny label-free", "centroid"}
@@ -76,6 +83,7 @@ def test_one_model_for_all_digits_writes_page_and_figures(tiny, tmp_path, monkey
     assert report["training"]["tiny label-free"]["runs"][0]["classes"] == list(range(10))
     page = (tmp_path / "out" / "anomaly_mnist.md").read_text()
     assert "## Goals (issue 15)" in page and "K = 10" in page
+    assert "## Rows not measured here" in page and "Why: no time" in page
     assert json.loads((tmp_path / "out" / "anomaly_mnist.json").read_text())["command"]
     assert (tmp_path / "out" / "anomaly_mnist_roc.png").is_file()
     cached = sorted((tmp_path / "runs" / "anomaly-eval").iterdir())
@@ -93,22 +101,9 @@ def test_per_digit_models_hold_the_test_and_validation_digits_out(tiny, tmp_path
         assert len(run["classes"]) == 8
 
 
-def test_a_subset_lists_what_it_left_out(tiny, tmp_path, monkeypatch):
-    models = (
-        experiment.AnomalyModel("tiny label-free", "u.toml", False, "none"),
-        experiment.AnomalyModel("tiny supervised", "s.toml", True, "8 digits"),
-    )
-    with pytest.raises(ConfigError, match="unknown anomaly-mnist model"):
-        _run(tiny, tmp_path, models, monkeypatch, models=["nope"])
-    report = _run(tiny, tmp_path, models, monkeypatch, tasks=10, seeds=1, models=["u"],
-                  baselines=["centroid"], note="no time")  # fmt: skip
-    assert set(report["training"]) == {"tiny label-free"}
-    gone = report["not_run"]
-    assert gone["models"] == [{"label": "tiny supervised", "config": "s.toml"}]
-    assert "iforest" in gone["baselines"] and "centroid" not in gone["baselines"]
-    assert "--model u --method centroid --note" in report["command"]
-    page = (tmp_path / "out" / "anomaly_mnist.md").read_text()
-    assert "## Rows not measured here" in page and "Why: no time" in page
+def test_an_unknown_model_is_named_with_the_choices():
+    with pytest.raises(ConfigError, match=r"unknown anomaly-mnist model.*nope.*-strict"):
+        experiment._chosen_models(["nope"])
 
 
 @pytest.mark.slow
