@@ -306,27 +306,12 @@ def run_anomaly_mnist(
         )
         contaminated[(d, CONTAMINATED_K, 0)] = _cached(path, run)
     report = {
-        "protocol": {
-            "dataset": f"{dataset}/test",
-            "k_shots": list(K_SHOTS),
-            "n_query": N_QUERY,
-            "tasks_per_k": per * len(DIGITS) * seeds,
-            "seeds": seeds,
-            "tasks_per_digit_and_seed": per,
-            "fpr": 0.05,
-            "contamination": {
-                "k_shot": CONTAMINATED_K,
-                "fraction": CONTAMINATION,
-                "tasks": per * len(DIGITS),
-            },
-        },
+        "protocol": _protocol(dataset, per, seeds),
         "results": {str(k): _summarise(cells, k) for k in K_SHOTS},
         "contaminated": _summarise(contaminated, CONTAMINATED_K),
         "training": training,
         "not_run": {
-            "models": [
-                {"label": m.label, "config": m.config} for m in ANOMALY_MODELS if m not in chosen
-            ],
+            "models": [{"label": m.label, "config": m.config} for m in _left_out(chosen)],
             "baselines": [b for b in _all_baselines() if b not in names],
             "note": note,
         },
@@ -341,6 +326,28 @@ def run_anomaly_mnist(
     write_figures(report, out)
     atomic_write_text(out / "anomaly_mnist.md", results_page(report))
     return report
+
+
+def _protocol(dataset: str, per: int, seeds: int) -> dict[str, Any]:
+    """The protocol block of the report: what was sampled, how many tasks."""
+    return {
+        "dataset": f"{dataset}/test",
+        "k_shots": list(K_SHOTS),
+        "n_query": N_QUERY,
+        "tasks_per_k": per * len(DIGITS) * seeds,
+        "seeds": seeds,
+        "tasks_per_digit_and_seed": per,
+        "fpr": 0.05,
+        "contamination": {
+            "k_shot": CONTAMINATED_K,
+            "fraction": CONTAMINATION,
+            "tasks": per * len(DIGITS),
+        },
+    }
+
+
+def _left_out(chosen: Sequence[AnomalyModel]) -> list[AnomalyModel]:
+    return [m for m in ANOMALY_MODELS if m not in chosen]
 
 
 def _command(
