@@ -178,3 +178,20 @@ def test_same_seed_same_labels(tmp_path, capsys):
         assert code == 0
         outs.append((tmp_path / name).read_text())
     assert outs[0] == outs[1]
+
+
+def test_summary_says_how_the_table_was_scaled_and_what_the_guard_chose(tmp_path, capsys):
+    from sklearn.datasets import load_wine
+
+    X, _ = load_wine(return_X_y=True)
+    np.save(tmp_path / "wine.npy", X)
+    code, stdout, err = run(
+        capsys, "cluster", tmp_path / "wine.npy", "--k", "3", "--json", "--meta-steps", "5"
+    )
+    assert code == 0, err
+    info = json.loads(stdout)
+    assert info["scaling"]["how"] == "standard" and "standardised" in info["scaling"]["reason"]
+    clustered = info["clustered"]
+    assert clustered["use"] in ("embedding", "features")
+    assert clustered["criterion"] == "pseudo-partition agreement"
+    assert f"{clustered['embedding_score']:.3f}" in clustered["reason"]

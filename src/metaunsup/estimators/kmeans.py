@@ -42,10 +42,25 @@ except ImportError:  # pragma: no cover - older scikit-learn
         return estimator._validate_data(X, **kwargs)
 
 
-from metaunsup._validation import check_choice, check_float, check_int, check_positive
+from metaunsup._validation import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_positive,
+)
 from metaunsup.cluster import kmeans
 from metaunsup.cluster.choose_k import KChoice, choose_k, choose_k_eigengap
 from metaunsup.errors import CheckpointError, ConfigError, DataError
+from metaunsup.estimators.guard import (
+    EMBEDDING,
+    FEATURES,
+    GuardDecision,
+    decide,
+    kmeans_agreement,
+    partition_agreement,
+)
+from metaunsup.estimators.scaling import SCALINGS, TableScaling, table_scaling
 from metaunsup.learners.base import AdaptiveEmbedder, Embedder, MetaLearner
 
 __all__ = ["MetaKMeans"]
@@ -133,13 +148,20 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         (:func:`~metaunsup.cluster.choose_k.choose_k`), or the largest eigengap of the
         10-nearest-neighbour graph (:func:`~metaunsup.cluster.choose_k.choose_k_eigengap`;
         better for many small clusters, e.g. the characters of an alphabet).
-    input_scale : float or "auto", default="auto"
-        With a checkpoint, ``X`` is divided by this before embedding. ``"auto"``: 255 for
-        ``uint8`` arrays, else the largest value of the training ``X`` when it exceeds 1 (e.g.
-        16 for scikit-learn's digits, 255 for pixel intensities), else 1 — checkpoints are
-        trained on values in ``[0, 1]``, ink bright. Without a checkpoint, ``X`` is centred and
-        divided by its overall standard deviation (one number, so relative feature scales are
-        kept), whatever this is.
+    input_scale : float, "auto", "standard" or "global", default="auto"
+        With a checkpoint, ``X`` is divided by this number before embedding. ``"auto"``: 255
+        for ``uint8`` arrays, else the largest value of the training ``X`` when it exceeds 1
+        (e.g. 16 for scikit-learn's digits, 255 for pixel intensities), else 1 — checkpoints
+        are trained on values in ``[0, 1]``, ink bright. Without a checkpoint, how the table is
+        scaled before self-training (:mod:`metaunsup.estimators.scaling`): ``"standard"``
+        (each column by its own standard deviation), ``"global"`` (all by their overall
+        spread), a number, or ``"auto"``: standardised when the columns' spreads are more than
+        10 times apart (different units), else global (pixels).
+    guard : bool, default=True
+        Check, without labels, that the learned embedding explains ``X`` at least as well as
+        the features (the scaled table, or the standardised pixels with a checkpoint), and
+        cluster the features instead when it does not
+        (:mod:`metaunsup.estimators.guard`); ``guard_`` says what was used and why.
     batch_size : int, default=2048
         Examples embedded at once. Networks with batch normalisation normalise each such batch
         with its own statistics (as in meta-training, where a task is a batch), so their
@@ -167,8 +189,15 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         The number of clusters used (chosen when ``n_clusters="auto"``).
     k_choice_ : KChoice or None
         With ``n_clusters="auto"``: the score of each ``k`` tried and the reason.
+    guard_ : GuardDecision or None
+        With ``guard=True``: which representation was clustered (``guard_.use``:
+        ``"embedding"`` or ``"features"``), the two scores and ``guard_.reason``.
+    representation_ : str
+        ``"embedding"`` or ``"features"``: what ``transform`` returns and the centres live in.
+    scaling_ : TableScaling or None
+        Without a checkpoint: how the table was scaled (``scaling_.how``, ``scaling_.reason``).
     embedding_dim_ : int
-        ``D``, the embedding's dimension.
+        ``D``, the dimension of the clustered representation.
     learner_ : MetaKMeansLearner or ClusterMAML
         The network and learned clustering settings (a ``torch.nn.Module``).
     training_ : dict or None
@@ -202,6 +231,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         max_clusters: int = 15,
         k_selection: str = "silhouette",
         input_scale: float | str = "auto",
+        guard: bool = True,
         batch_size: int = 2048,
         random_state: int | np.random.RandomState | None = None,
         device: str = "cpu",
@@ -217,6 +247,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.max_clusters = max_clusters
         self.k_selection = k_selection
         self.input_scale = input_scale
+        self.guard = guard
         self.batch_size = batch_size
         self.random_state = random_state
         self.device = device
@@ -242,6 +273,9 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 f"n_clusters={k} but only {len(x)} examples; use n_clusters <= {len(x)}"
             )
         self.k_choice_: KChoice | None = None
+        self.guard_: GuardDecision | None = None
+        self.representation_ = EMBEDDING
+        self.scaling_: TableScaling | None = None
         if self.checkpoint is not None:
             self._fit_checkpoint(x, uint8, seed)
         else:
@@ -303,13 +337,20 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         if self.adapt_steps is not None:
             check_int("adapt_steps", self.adapt_steps, 0)
         check_float("tol", self.tol, 0.0)
-        if self.input_scale != "auto":
+        check_bool("guard", self.guard)
+        if not isinstance(self.input_scale, str) or self.input_scale not in SCALINGS:
             try:
                 check_positive("input_scale", self.input_scale)
             except ConfigError:
                 raise ConfigError(
-                    f"input_scale must be a positive number or 'auto', got {self.input_scale!r}"
+                    f"input_scale must be a positive number or one of {SCALINGS}, got "
+                    f"{self.input_scale!r}"
                 ) from None
+        elif self.checkpoint is not None and self.input_scale != "auto":
+            raise ConfigError(
+                f"input_scale={self.input_scale!r} scales a table for self-training; with a "
+                "checkpoint give a number (the pixels' largest value) or 'auto'"
+            )
         self._device()
 
     def _device(self) -> torch.device:
@@ -340,7 +381,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             scale = 255.0
         else:
             scale = max(1.0, float(x.max()))
-        self.offset_, self.scale_ = 0.0, scale
+        self.offset_: float | np.ndarray = 0.0
+        self.scale_: float | np.ndarray = scale
         self.training_ = None
         self._set_learner(learner)
         self.adapted_params_ = None
@@ -349,22 +391,57 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             self.k_choice_ = self._choose_k(self._embed(x), seed)
             k = self.k_choice_.k
         self.adapted_params_ = self._adapt(x, int(k), seed)
+        if self.guard:
+            self._guard_checkpoint(x, int(k), seed)
+
+    def _guard_checkpoint(self, x: np.ndarray, k: int, seed: int) -> None:
+        """Compare the agreement of k-means partitions of the embedding with that of the
+        standardised pixels' (:mod:`metaunsup.estimators.guard`); fall back to the pixels when
+        theirs agree more."""
+        flat = self._net_input(x).reshape(len(x), -1).double().numpy()
+        self.scaling_ = table_scaling(flat, "standard")
+        features = torch.from_numpy(self.scaling_.apply(flat))
+        z = self._embed(x)
+        self.guard_ = decide(
+            kmeans_agreement(z, k, seed=seed),
+            kmeans_agreement(features, k, seed=seed),
+            "k-means agreement",
+        )
+        self.representation_ = self.guard_.use
 
     def _fit_self_trained(self, x: np.ndarray, seed: int) -> None:
         from metaunsup.estimators.self_train import SelfTrainSettings, self_train
 
         flat = x.reshape(len(x), -1)
         self.input_shape_ = (flat.shape[1],)
-        self.offset_ = flat.mean(0)
-        spread = float(np.sqrt(((flat - self.offset_) ** 2).mean(0).sum() / flat.shape[1]))
-        self.scale_ = spread if spread > 0 else 1.0
-        table = torch.from_numpy(((flat - self.offset_) / self.scale_).astype(np.float32))
+        self.scaling_ = table_scaling(flat, self.input_scale)
+        self.offset_, self.scale_ = self.scaling_.offset, self.scaling_.scale
+        scaled = self.scaling_.apply(flat)
+        table = torch.from_numpy(scaled.astype(np.float32))
         k = self.n_clusters
         if k == "auto":  # chosen on the scaled data, so that the pseudo-tasks have that k too
-            self.k_choice_ = self._choose_k(table.double(), seed, metric="euclidean")
+            self.k_choice_ = self._choose_k(torch.from_numpy(scaled), seed, metric="euclidean")
             k = self.k_choice_.k
         settings = SelfTrainSettings(steps=int(self.meta_steps))
-        result = self_train(table, int(k), settings, seed, progress=bool(self.verbose))
+
+        def guard(partitions: torch.Tensor) -> GuardDecision:
+            return decide(
+                partition_agreement(partitions),
+                kmeans_agreement(torch.from_numpy(scaled), int(k), seed=seed),
+                "pseudo-partition agreement",
+            )
+
+        result = self_train(
+            table,
+            int(k),
+            settings,
+            seed,
+            progress=bool(self.verbose),
+            guard=guard if self.guard else None,
+        )
+        self.guard_ = result.decision
+        if self.guard_ is not None:
+            self.representation_ = self.guard_.use
         self.training_ = result.summary()
         self._set_learner(result.learner)
         self.adapted_params_ = None
@@ -448,7 +525,16 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         return t.to(dtype)
 
     def _embed(self, x: np.ndarray) -> torch.Tensor:
-        """Embeddings ``[n, D]`` (on the CPU) of the examples ``x`` ``[n, ...]``."""
+        """The clustered representation ``[n, D]`` (on the CPU) of the examples ``x``
+        ``[n, ...]``: the network's embedding, or the scaled features when the guard fell back
+        to them."""
+        if self.representation_ == FEATURES:
+            assert self.scaling_ is not None
+            if self.checkpoint is None:
+                flat = x.reshape(len(x), -1).astype(np.float64)
+            else:
+                flat = self._net_input(x).reshape(len(x), -1).double().numpy()
+            return torch.from_numpy(np.ascontiguousarray(self.scaling_.apply(flat)))
         t = self._net_input(x)
         device = next(self.learner_.parameters()).device
         params = None

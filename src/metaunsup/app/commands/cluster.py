@@ -82,6 +82,11 @@ def summary(model: Any, source: str, shape: tuple[int, ...], checkpoint: str | N
     }
     if choice is not None:
         out[choice.method] = {str(k): round(v, 4) for k, v in choice.scores.items()}
+    guard = getattr(model, "guard_", None)
+    out["clustered"] = guard.to_json() if guard is not None else {"use": "embedding"}
+    scaling = getattr(model, "scaling_", None)
+    if scaling is not None and model.checkpoint is None:
+        out["scaling"] = {"how": scaling.how, "reason": scaling.reason}
     return out
 
 
@@ -95,7 +100,9 @@ def summary_lines(info: dict) -> list[str]:
         f"k: {info['k_reason']}",
     ]
     model = info["model"]
-    if "checkpoint" in model:
+    if info["clustered"]["use"] == "features":
+        lines.append("model: none used - k-means on the scaled features (the guard fell back)")
+    elif "checkpoint" in model:
         lines.append(f"model: checkpoint {model['checkpoint']}")
     else:
         t = model["self_trained"]
@@ -103,6 +110,10 @@ def summary_lines(info: dict) -> list[str]:
             f"model: meta-trained on this data ({t['steps']} steps on pseudo-tasks of "
             f"{t['task']}, {t['seconds']:.1f} s)"
         )
+    if "scaling" in info:
+        lines.append(f"scaling: {info['scaling']['reason']}")
+    if "reason" in info["clustered"]:
+        lines.append(f"guard: {info['clustered']['reason']}")
     sizes = ", ".join(f"{c}: {n}" for c, n in enumerate(info["sizes"]))
     lines.append(f"cluster sizes: {sizes}")
     return lines
