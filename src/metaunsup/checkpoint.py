@@ -142,6 +142,24 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     )
 
 
+def checkpoint_card(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON card beside a checkpoint (``NAME.json`` next to ``NAME.safetensors``, as the
+    packaged ones have), or ``{}`` when it has none. Cards say how a model was made and, under
+    ``"input"``, the input convention it expects (:mod:`metaunsup.data.normalize`); older
+    cards without that key stay valid."""
+    path = resolve_checkpoint(name_or_path)
+    card_path = path.with_suffix(".json")
+    if not card_path.is_file():
+        return {}
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(
+            f"card {str(card_path)!r} of the checkpoint is unreadable: {err}"
+        ) from None
+    return card if isinstance(card, dict) else {}
+
+
 def load_model_state(model: nn.Module, tensors: dict[str, torch.Tensor], name: str) -> None:
     """Load the ``model.*`` tensors of a checkpoint into ``model``, strictly.
 

@@ -195,3 +195,19 @@ def test_summary_says_how_the_table_was_scaled_and_what_the_guard_chose(tmp_path
     assert clustered["use"] in ("embedding", "features")
     assert clustered["criterion"] == "pseudo-partition agreement"
     assert f"{clustered['embedding_score']:.3f}" in clustered["reason"]
+
+
+def test_normalize_says_what_it_did_and_needs_a_checkpoint(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    images = 16.0 - load_digits().images[:60]  # dark ink on light paper
+    np.save(tmp_path / "dark.npy", images)
+    code, stdout, err = run(
+        capsys, "cluster", tmp_path / "dark.npy", "--k", "10", "--checkpoint", "digits",
+        "--normalize", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    steps = json.loads(stdout)["input_normalization"]
+    assert steps[0] == "values rescaled from [0, 16] to [0, 1]" and "inverted" in steps[1]
+    code, _, err = run(capsys, "cluster", tmp_path / "dark.npy", "--k", "3", "--normalize")
+    assert code == 2 and "metaunsup: error: --normalize" in err

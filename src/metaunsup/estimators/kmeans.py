@@ -49,8 +49,10 @@ from metaunsup._validation import (
     check_int,
     check_positive,
 )
+from metaunsup.checkpoint import checkpoint_card
 from metaunsup.cluster import kmeans
 from metaunsup.cluster.choose_k import KChoice, choose_k, choose_k_eigengap
+from metaunsup.data.normalize import InputConvention, Normalization, plan_normalization
 from metaunsup.errors import CheckpointError, ConfigError, DataError
 from metaunsup.estimators.guard import (
     EMBEDDING,
@@ -108,6 +110,24 @@ def fit_shape(x: np.ndarray, expected: tuple[int, ...] | None, source: str) -> n
     )
 
 
+def _grey(x: np.ndarray) -> np.ndarray:
+    """Grey images ``[n, H, W]`` from ``[n, H, W]``, ``[n, 1, H, W]`` or square ``[n, H*W]``,
+    or a :class:`DataError` saying what ``input_normalize="auto"`` accepts."""
+    if x.ndim == 4 and x.shape[1] == 1:
+        return x[:, 0]
+    if x.ndim == 3:
+        return x
+    side = math.isqrt(x.shape[1]) if x.ndim == 2 else 0
+    if x.ndim == 2 and side * side == x.shape[1]:
+        return x.reshape(len(x), side, side)
+    raise DataError(
+        f"input_normalize='auto' handles grey images ([n, H, W], [n, 1, H, W] or square "
+        f"[n, H*W]), got shape {x.shape}; use input_normalize='off'"
+    )
+
+
+#: What ``input_normalize`` can be.
+NORMALIZE = ("off", "auto")
 #: Rules ``n_clusters="auto"`` can choose ``k`` by.
 K_SELECTIONS = ("silhouette", "eigengap")
 
@@ -157,6 +177,13 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         (each column by its own standard deviation), ``"global"`` (all by their overall
         spread), a number, or ``"auto"``: standardised when the columns' spreads are more than
         10 times apart (different units), else global (pixels).
+    input_normalize : {"off", "auto"}, default="off"
+        With a checkpoint, ``"auto"`` brings grey images to the input convention on its card
+        (:mod:`metaunsup.data.normalize`): values rescaled to ``[0, 1]``, light backgrounds
+        inverted, and for MNIST-framed checkpoints each image cropped to its ink, resized into
+        the card's box and centred by mass - each step only when the images need it
+        (``input_normalization_.steps`` says which were done). ``input_scale`` must then be
+        ``"auto"``. Images of another size are accepted when the card's convention re-frames.
     guard : bool, default=True
         Check, without labels, that the learned embedding explains ``X`` at least as well as
         the features (the scaled table, or the standardised pixels with a checkpoint), and
@@ -189,6 +216,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         The number of clusters used (chosen when ``n_clusters="auto"``).
     k_choice_ : KChoice or None
         With ``n_clusters="auto"``: the score of each ``k`` tried and the reason.
+    input_normalization_ : Normalization or None
+        With ``input_normalize="auto"``: the steps taken (``.steps``, in words).
     guard_ : GuardDecision or None
         With ``guard=True``: which representation was clustered (``guard_.use``:
         ``"embedding"`` or ``"features"``), the two scores and ``guard_.reason``.
@@ -231,6 +260,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         max_clusters: int = 15,
         k_selection: str = "silhouette",
         input_scale: float | str = "auto",
+        input_normalize: str = "off",
         guard: bool = True,
         batch_size: int = 2048,
         random_state: int | np.random.RandomState | None = None,
@@ -247,6 +277,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.max_clusters = max_clusters
         self.k_selection = k_selection
         self.input_scale = input_scale
+        self.input_normalize = input_normalize
         self.guard = guard
         self.batch_size = batch_size
         self.random_state = random_state
@@ -276,6 +307,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.guard_: GuardDecision | None = None
         self.representation_ = EMBEDDING
         self.scaling_: TableScaling | None = None
+        self.input_normalization_: Normalization | None = None
         if self.checkpoint is not None:
             self._fit_checkpoint(x, uint8, seed)
         else:
@@ -338,6 +370,16 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             check_int("adapt_steps", self.adapt_steps, 0)
         check_float("tol", self.tol, 0.0)
         check_bool("guard", self.guard)
+        check_choice("input_normalize", self.input_normalize, NORMALIZE)
+        if self.input_normalize == "auto" and self.checkpoint is None:
+            raise ConfigError(
+                "input_normalize='auto' brings images to a checkpoint's input convention; "
+                "give a checkpoint, or use input_normalize='off' to meta-train on the data"
+            )
+        if self.input_normalize == "auto" and self.input_scale != "auto":
+            raise ConfigError(
+                "input_normalize='auto' sets the value range itself; leave input_scale='auto'"
+            )
         if not isinstance(self.input_scale, str) or self.input_scale not in SCALINGS:
             try:
                 check_positive("input_scale", self.input_scale)
@@ -374,8 +416,15 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 "cluster_maml, protonet, meta_gmvae)"
             )
         self.input_shape_ = tuple(learner.net.example_shape)
-        fit_shape(x, self.input_shape_, f"checkpoint {str(self.checkpoint)!r}")
-        if self.input_scale != "auto":
+        if self.input_normalize == "auto":
+            convention = InputConvention.from_card(
+                checkpoint_card(self.checkpoint), self.input_shape_
+            )
+            self.input_normalization_ = plan_normalization(_grey(x), convention, uint8)
+        fit_shape(self._normalized(x), self.input_shape_, f"checkpoint {str(self.checkpoint)!r}")
+        if self.input_normalization_ is not None:
+            scale = 1.0
+        elif self.input_scale != "auto":
             scale = float(self.input_scale)
         elif uint8:
             scale = 255.0
@@ -518,11 +567,18 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         source = (
             f"checkpoint {str(self.checkpoint)!r}" if self.checkpoint is not None else "the model"
         )
-        shaped = fit_shape(x, self.input_shape_, source)
+        shaped = fit_shape(self._normalized(x), self.input_shape_, source)
         dtype = next(self.learner_.parameters()).dtype
         scaled = (shaped.reshape(len(x), -1) - self.offset_) / self.scale_
         t = torch.from_numpy(np.ascontiguousarray(scaled)).reshape(shaped.shape)
         return t.to(dtype)
+
+    def _normalized(self, x: np.ndarray) -> np.ndarray:
+        """``x`` brought to the checkpoint's convention (``input_normalize="auto"``), else
+        ``x`` itself."""
+        if self.input_normalization_ is None:
+            return x
+        return self.input_normalization_.apply(_grey(x))
 
     def _embed(self, x: np.ndarray) -> torch.Tensor:
         """The clustered representation ``[n, D]`` (on the CPU) of the examples ``x``

@@ -82,6 +82,9 @@ def summary(model: Any, source: str, shape: tuple[int, ...], checkpoint: str | N
     }
     if choice is not None:
         out[choice.method] = {str(k): round(v, 4) for k, v in choice.scores.items()}
+    normalization = getattr(model, "input_normalization_", None)
+    if normalization is not None:
+        out["input_normalization"] = list(normalization.steps)
     guard = getattr(model, "guard_", None)
     out["clustered"] = guard.to_json() if guard is not None else {"use": "embedding"}
     scaling = getattr(model, "scaling_", None)
@@ -110,6 +113,8 @@ def summary_lines(info: dict) -> list[str]:
             f"model: meta-trained on this data ({t['steps']} steps on pseudo-tasks of "
             f"{t['task']}, {t['seconds']:.1f} s)"
         )
+    if "input_normalization" in info:
+        lines.append(f"input: {'; '.join(info['input_normalization'])}")
     if "scaling" in info:
         lines.append(f"scaling: {info['scaling']['reason']}")
     if "reason" in info["clustered"]:
@@ -142,6 +147,12 @@ def summary_lines(info: dict) -> list[str]:
     "meta-train on pseudo-tasks from INPUT itself.",
 )
 @click.option(
+    "--normalize",
+    is_flag=True,
+    help="With --checkpoint: bring the images to the checkpoint's input convention (value "
+    "range, light backgrounds inverted, MNIST-style framing) and say what was done.",
+)
+@click.option(
     "--out", type=click.Path(dir_okay=False), help="Write the labels here as CSV (else stdout)."
 )
 @click.option(
@@ -165,6 +176,7 @@ def cluster(
     k: int | str,
     k_by: str,
     checkpoint: str | None,
+    normalize: bool,
     out: str | None,
     plot: str | None,
     seed: int,
@@ -197,6 +209,11 @@ def cluster(
             f"--plot draws images, but {input_path} holds a table of shape {x.shape}; "
             "leave out --plot or give a folder of images (or an .npy of [n, H, W] images)"
         )
+    if normalize and checkpoint is None:
+        raise ConfigError(
+            "--normalize brings images to a checkpoint's input convention; give --checkpoint, "
+            "or leave out --normalize"
+        )
     if isinstance(k, int) and k > len(x):
         raise ConfigError(
             f"--k {k} is more than the {len(x)} examples in {input_path}; use --k {len(x)} or fewer"
@@ -208,6 +225,7 @@ def cluster(
         checkpoint=checkpoint,
         meta_steps=meta_steps,
         k_selection=k_by,
+        input_normalize="auto" if normalize else "off",
         random_state=seed,
         verbose=not quiet,
     )
