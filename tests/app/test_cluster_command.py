@@ -127,7 +127,7 @@ def test_auto_k_reports_the_choice(tmp_path, capsys):
     out = tmp_path / "labels.csv"
     code, stdout, err = run(
         capsys, "cluster", tmp_path / "blobs.npy", "--k", "auto", "--out", out,
-        "--meta-steps", "10", "--json",
+        "--meta-steps", "10", "--json", "--k-by", "silhouette",
     )  # fmt: skip
     assert code == 0, err
     info = json.loads(stdout)

@@ -129,7 +129,7 @@ def _grey(x: np.ndarray) -> np.ndarray:
 #: What ``input_normalize`` can be.
 NORMALIZE = ("off", "auto")
 #: Rules ``n_clusters="auto"`` can choose ``k`` by.
-K_SELECTIONS = ("silhouette", "eigengap")
+K_SELECTIONS = ("auto", "eigengap", "silhouette")
 
 
 class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
@@ -138,9 +138,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     Parameters
     ----------
     n_clusters : int or "auto", default=8
-        Number of clusters. ``"auto"`` picks the ``k`` in ``2..max_clusters`` whose k-means
-        partition has the highest mean silhouette (:func:`~metaunsup.cluster.choose_k.choose_k`):
-        of a checkpoint's embedding, or without a checkpoint of the scaled data (before
+        Number of clusters. ``"auto"`` picks ``k`` in ``2..max_clusters`` by ``k_selection``:
+        in a checkpoint's embedding, or without a checkpoint on the scaled data (before
         meta-training, whose pseudo-tasks then have that many clusters).
     checkpoint : str, path or None, default=None
         A packaged model name (``"digits"``, ``"mnist"``, ``"omniglot-protonet"``,
@@ -163,11 +162,14 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         ``0`` clusters in a random (untrained) embedding.
     max_clusters : int, default=15
         Largest ``k`` tried by ``n_clusters="auto"``.
-    k_selection : {"silhouette", "eigengap"}, default="silhouette"
-        How ``n_clusters="auto"`` chooses: the highest mean silhouette of k-means partitions
-        (:func:`~metaunsup.cluster.choose_k.choose_k`), or the largest eigengap of the
-        10-nearest-neighbour graph (:func:`~metaunsup.cluster.choose_k.choose_k_eigengap`;
-        better for many small clusters, e.g. the characters of an alphabet).
+    k_selection : {"auto", "eigengap", "silhouette"}, default="auto"
+        How ``n_clusters="auto"`` chooses: the largest eigengap of the 10-nearest-neighbour
+        graph (:func:`~metaunsup.cluster.choose_k.choose_k_eigengap`; by cosine similarity in
+        an embedding, Euclidean distance on a table), or the highest mean silhouette of
+        k-means partitions (:func:`~metaunsup.cluster.choose_k.choose_k`). ``"auto"``: the
+        eigengap in a checkpoint's embedding, the silhouette on a table without one - the
+        rule that erred less in each setting in ``docs/results/choose_k.md`` (the eigengap
+        splits small round blobs of a few dozen points in two).
     input_scale : float, "auto", "standard" or "global", default="auto"
         With a checkpoint, ``X`` is divided by this number before embedding. ``"auto"``: 255
         for ``uint8`` arrays, else the largest value of the training ``X`` when it exceeds 1
@@ -258,7 +260,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         tol: float = 1e-4,
         meta_steps: int = 300,
         max_clusters: int = 15,
-        k_selection: str = "silhouette",
+        k_selection: str = "auto",
         input_scale: float | str = "auto",
         input_normalize: str = "off",
         guard: bool = True,
@@ -521,7 +523,10 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     def _choose_k(self, z: torch.Tensor, seed: int, metric: str = "cosine") -> KChoice:
         """``k`` for ``n_clusters="auto"``; ``metric``: the eigengap graph's neighbourhoods
         (cosine in a learned embedding, Euclidean on the user's own table)."""
-        if self.k_selection == "eigengap":
+        rule = self.k_selection
+        if rule == "auto":
+            rule = "eigengap" if self.checkpoint is not None else "silhouette"
+        if rule == "eigengap":
             return choose_k_eigengap(z, 2, int(self.max_clusters), metric=metric)
         return choose_k(z, 2, int(self.max_clusters), seed=seed)
 

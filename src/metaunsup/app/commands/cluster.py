@@ -136,10 +136,11 @@ def summary_lines(info: dict) -> list[str]:
 )
 @click.option(
     "--k-by",
-    type=click.Choice(["silhouette", "eigengap"]),
-    default="silhouette",
+    type=click.Choice(["auto", "eigengap", "silhouette"]),
+    default="auto",
     show_default=True,
-    help="How --k auto chooses: best silhouette of k-means, or largest kNN-graph eigengap.",
+    help="How --k auto chooses: largest kNN-graph eigengap, or best silhouette of k-means; "
+    "auto: the eigengap with --checkpoint, the silhouette without.",
 )
 @click.option(
     "--checkpoint",
