@@ -1,6 +1,6 @@
 """Speed of batched k-means: ``metaunsup.cluster.kmeans`` against a loop over scikit-learn.
 
-Protocol (BENCHMARKS.md, E): ``--tasks`` clustering tasks of 10 classes × 20 images (200 points)
+Protocol E of docs/protocols.md: ``--tasks`` clustering tasks of 10 classes × 20 images (200 points)
 from the test split of scikit-learn's digits (64-d, default) or MNIST (784-d raw pixels,
 ``--dataset mnist``), drawn by ``ClusteringTaskSampler(seed=0)``. Both methods get the same
 settings — ``k=10``, ``n_init=10`` k-means++ restarts, ``max_iter=300``, ``tol=1e-4`` — and the

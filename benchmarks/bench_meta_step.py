@@ -1,6 +1,6 @@
 """Meta-training step of MAML: metaunsup against the peer library ``higher`` 0.2.1.
 
-Protocol (docs/BENCHMARKS.md, section E): Conv4 with BatchNorm (batch statistics, as in MAML),
+Protocol E of docs/protocols.md: Conv4 with BatchNorm (batch statistics, as in MAML),
 28×28 single-channel images (Omniglot background characters when the data is found, random
 images otherwise), 5-way 1-shot with 15 query images per class, meta-batch 4, inner SGD with
 learning rate 0.4, 1 and 5 inner steps, first and second order. Both libraries start from the

@@ -1,6 +1,6 @@
 """``metaunsup cluster`` on the files a user would bring, scored against the hidden labels.
 
-Builds the inputs of ``tests/test_cluster_goals.py`` in a temporary folder (the same seeds):
+Builds the inputs of ``tests/app/test_cluster_goals.py`` in a temporary folder (the same seeds):
 all 1797 scikit-learn digits as a CSV with a header row, 200 MNIST test PNGs (10 digits × 20),
 and 200 Omniglot evaluation characters (10 characters × their 20 drawings) as PNGs. It runs the
 command on each, as a user would, scores the written labels and beside them K-means on the

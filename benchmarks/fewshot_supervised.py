@@ -1,4 +1,4 @@
-"""Protocol C of BENCHMARKS.md: supervised few-shot classification on Omniglot.
+"""Protocol C of docs/protocols.md: supervised few-shot classification on Omniglot.
 
 Trains (or resumes) each config, evaluates its best checkpoint on 1000 seeded 5-way tasks of
 the evaluation characters, prints a markdown table and writes JSON and a results page.
@@ -26,7 +26,7 @@ from metaunsup.checkpoint import read_checkpoint
 from metaunsup.evaluation.fewshot import evaluate_fewshot
 from metaunsup.fileio import atomic_write_json, atomic_write_text
 from metaunsup.learners import load_learner
-from metaunsup.training.build import train_run
+from metaunsup.training.build import run_state, train_run
 from metaunsup.training.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def run_one(name: str, runs: Path, tasks: int, seed: int, progress: bool) -> dic
     run_dir = runs / name
     done = _trained_steps(run_dir)
     if done < cfg.train.steps:
-        train_run(cfg, run_dir, resume=done > 0, progress=progress)
+        train_run(cfg, run_dir, resume=run_state(run_dir).resumable, progress=progress)
     _, meta = read_checkpoint(run_dir / "last.safetensors")
     _, best = read_checkpoint(run_dir / "best.safetensors")
     learner = load_learner(run_dir / "best.safetensors")

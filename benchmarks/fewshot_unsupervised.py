@@ -1,4 +1,5 @@
-"""Protocol B of BENCHMARKS.md: unsupervised meta-learning, few-shot classification on Omniglot.
+"""Protocol B of docs/protocols.md: unsupervised meta-learning, few-shot classification on
+Omniglot.
 
 Every model here was meta-trained on the Omniglot background images **without labels**
 (``configs/omniglot-unsup-*.toml``, ``configs/omniglot-umtra-maml.toml``; the ProtoNet one is the
@@ -37,7 +38,7 @@ from metaunsup.training.unsupervised import PRETRAIN_FILE, pretrained_only_learn
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = [(5, 1), (5, 5), (20, 1), (20, 5)]
-#: Published Omniglot accuracies (%) for (n_way, k_shot), BENCHMARKS.md protocol B.
+#: Published Omniglot accuracies (%) for (n_way, k_shot): protocol B of docs/protocols.md.
 PUBLISHED = {
     "CACTUs-MAML (Hsu et al. 2019)": {(5, 1): 68.84, (5, 5): 87.78, (20, 1): 48.09, (20, 5): 73.36},
     "CACTUs-ProtoNets (Hsu et al. 2019)": {
@@ -245,7 +246,7 @@ their augmentations). MAML models have a 5-way head (their 20-way cells would ne
 models, not trained here). Training times are wall clock on this CPU, one torch thread, with
 other jobs sharing the two cores, so they carry that noise; the MAML and Meta-GMVAE runs reuse
 the ProtoNet run's pre-training (the same settings and seed compute the same backbone, which
-`tests/test_unsupervised_runs.py` checks), so their pre-training time is that run's.
+`tests/training/test_unsupervised_runs.py` checks), so their pre-training time is that run's.
 
 {text}
 

@@ -1,4 +1,4 @@
-"""Protocol D (BENCHMARKS.md): cluster each whole Omniglot evaluation alphabet.
+"""Protocol D of docs/protocols.md: cluster each whole Omniglot evaluation alphabet.
 
 A clustering model meta-trained on the *background* alphabets (e.g.
 ``configs/omniglot-xdomain-meta-kmeans.toml``) clusters each of the 20 *evaluation* alphabets

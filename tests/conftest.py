@@ -1,4 +1,5 @@
-"""Test set-up: point METAUNSUP_DATA at ../shared/datasets (never copied into the repo)."""
+"""Test set-up: the real datasets are located by ``tests/helpers/data.py`` (METAUNSUP_DATA);
+they are never copied into the repository."""
 
 from __future__ import annotations
 

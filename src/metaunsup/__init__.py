@@ -10,8 +10,10 @@ from metaunsup.errors import (
     CheckpointError,
     ConfigError,
     DataError,
+    DataWarning,
     LabelAccessError,
     MetaUnsupError,
+    OutputError,
     TrainingDivergedError,
 )
 
@@ -31,9 +33,11 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DataWarning",
     "LabelAccessError",
     "MetaKMeans",
     "MetaUnsupError",
+    "OutputError",
     "TrainingDivergedError",
     "__version__",
 ]

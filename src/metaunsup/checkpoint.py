@@ -59,17 +59,18 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     newer-version file, always naming the file and what is wrong with it.
     """
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint {str(p)!r} not found")
-    data = p.read_bytes()
     name = str(p)
+    if p.is_dir():
+        raise CheckpointError(_folder_message(p))
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {name!r} not found")
+    try:
+        data = p.read_bytes()
+    except OSError as err:
+        raise _unreadable(name, err) from None
     if not data:
         raise CheckpointError(f"checkpoint {name!r} is empty")
-    if data.startswith(_PICKLE_MAGIC) or data.startswith(_ZIP_MAGIC):
-        raise CheckpointError(
-            f"{name!r} is a pickle/torch.save file; metaunsup never unpickles files (unsafe). "
-            "Use a metaunsup .safetensors checkpoint"
-        )
+    _refuse_pickle(data, name)
     meta = _header_meta(data, name)
     from safetensors import SafetensorError
     from safetensors.torch import load
@@ -79,6 +80,46 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     except (SafetensorError, ValueError) as err:
         raise CheckpointError(f"checkpoint {name!r} is corrupt or truncated: {err}") from None
     return tensors, meta
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON of a checkpoint without reading its tensors (what it is, its step, ...).
+
+    Raises :class:`CheckpointError` as :func:`read_checkpoint` does for a missing, unreadable,
+    pickled, foreign or truncated header; the tensors are not checked.
+    """
+    p = Path(path).expanduser()
+    name = str(p)
+    if p.is_dir():
+        raise CheckpointError(_folder_message(p))
+    try:
+        with open(p, "rb") as handle:
+            head = handle.read(8)
+            _refuse_pickle(head, name)
+            size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            data = head + handle.read(min(size, _MAX_HEADER + 1))
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {name!r} not found") from None
+    except OSError as err:
+        raise _unreadable(name, err) from None
+    if not data:
+        raise CheckpointError(f"checkpoint {name!r} is empty")
+    return _header_meta(data, name)
+
+
+def _refuse_pickle(head: bytes, name: str) -> None:
+    """Raise when ``head`` (the file's first bytes) is a pickle or a ``torch.save`` zip."""
+    if head.startswith(_PICKLE_MAGIC) or head.startswith(_ZIP_MAGIC):
+        raise CheckpointError(
+            f"{name!r} is a pickle/torch.save file; metaunsup never unpickles files (unsafe). "
+            "Use a metaunsup .safetensors checkpoint"
+        )
+
+
+def _unreadable(name: str, err: OSError) -> CheckpointError:
+    return CheckpointError(
+        f"cannot read checkpoint {name!r} ({err.strerror or err}); check its permissions"
+    )
 
 
 def _header_meta(data: bytes, name: str) -> dict[str, Any]:
@@ -130,6 +171,8 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     p = Path(text).expanduser()
     if p.is_file():
         return p
+    if p.is_dir():
+        raise CheckpointError(_folder_message(p))
     packaged = packaged_dir() / f"{text}{SUFFIX}"
     if packaged.is_file():
         return packaged
@@ -158,6 +201,15 @@ def checkpoint_card(name_or_path: str | os.PathLike) -> dict[str, Any]:
             f"card {str(card_path)!r} of the checkpoint is unreadable: {err}"
         ) from None
     return card if isinstance(card, dict) else {}
+
+
+def _folder_message(folder: Path) -> str:
+    """What to say when a folder is given as a checkpoint: the checkpoints it holds, if any."""
+    inside = sorted(p.name for p in folder.glob(f"*{SUFFIX}"))
+    hint = f"; it holds {', '.join(inside[:4])}" if inside else ""
+    if "best.safetensors" in inside:
+        hint += f" (a run's model: {str(folder / 'best.safetensors')!r})"
+    return f"checkpoint {str(folder)!r} is a folder, not a file{hint}; give a .safetensors file"
 
 
 def load_model_state(model: nn.Module, tensors: dict[str, torch.Tensor], name: str) -> None:

@@ -34,7 +34,8 @@ def test_evaluate_writes_table_and_json(tmp_path, capsys):
     for r in report["results"]:
         assert 0.0 <= r["acc"]["mean"] <= 1.0 and r["acc"]["ci95"] >= 0.0
         assert set(r) >= {"method", "acc", "nmi", "ari", "ms_per_task"}
-    # K-means on 10x20 digits tasks scores about 0.75 (BENCHMARKS.md): far above chance (~0.2)
+    # K-means on 10x20 digits tasks scores about 0.74, far above chance (~0.2):
+    # docs/results/clustering_baselines.md
     assert report["results"][0]["acc"]["mean"] > 0.6
 
 
@@ -56,8 +57,8 @@ def test_same_seed_same_numbers(tmp_path, capsys):
         (["evaluate", "--tasks", "abc"], "--tasks"),
         (["evaluate", "--tasks", "0"], "--tasks"),
         (["evaluate", "--n-way", "0"], "--n-way"),
-        (["evaluate", "--n-way", "11"], "n_way"),
-        (["evaluate", "--k-shot", "5000"], "k_shot"),
+        (["evaluate", "--n-way", "11"], "--n-way 11 but only 10 classes"),
+        (["evaluate", "--k-shot", "5000"], "fewer than the 5000 (--k-shot) a task takes"),
         (["evaluate", "--json", "/no/such/folder/out.json"], "does not exist"),
         (["evaluate", "--dataset", "mnist", "--data-dir", "/no/such/place"], "mnist"),
         (["frobnicate"], "No such command"),
@@ -101,3 +102,49 @@ def test_console_script_exit_status():
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("metaunsup: error:")
     assert "Traceback" not in proc.stderr
+
+
+def test_warnings_are_one_line_naming_the_option(tmp_path, capsys):
+    import numpy as np
+
+    data = tmp_path / "same.csv"
+    np.savetxt(data, np.ones((12, 3)), delimiter=",")
+    code, _out, err = run(
+        capsys, "cluster", str(data), "--k", "3", "--meta-steps", "2", "--out",
+        str(tmp_path / "labels.csv"),
+    )  # fmt: skip
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("metaunsup: warning: ")]
+    assert warnings == [
+        "metaunsup: warning: only 1 distinct example(s) for --k 3: the extra clusters are empty "
+        "or split identical examples; use --k <= 1"
+    ]
+
+
+def test_light_background_images_warn_in_one_line(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from metaunsup.data import load
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, im in enumerate(load("digits", "test").x[:30, 0].numpy()):
+        ink = (im.astype(np.float64) / im.max() * 255).astype(np.uint8)
+        Image.fromarray(255 - ink).save(folder / f"{i:02d}.png")  # dark ink, light paper
+    code, _, err = run(capsys, "cluster", str(folder), "--k", "5", "--checkpoint", "digits")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "look light-background" in warnings[0], err
+    assert warnings[0].startswith("metaunsup: warning: ")
+
+
+def test_python_names_become_the_commands_options():
+    from metaunsup.app.cli import for_cli
+
+    message = "n_way=11 but the 185 (k_shot + n_query); use n_clusters <= 3 (task.n_way is fine)"
+    assert for_cli(message, "evaluate") == (
+        "--n-way 11 but the 185 (--k-shot + --query); use n_clusters <= 3 (task.n_way is fine)"
+    )
+    assert for_cli(message, "cluster").endswith("use --k <= 3 (task.n_way is fine)")
+    assert for_cli(message, "train") == message  # train's messages name config keys

@@ -8,7 +8,8 @@ import pytest
 
 import metaunsup.app.experiment as experiment
 from metaunsup.app.cli import main
-from metaunsup.errors import ConfigError
+from metaunsup.errors import ConfigError, DataError
+from tests.helpers.data import needs_mnist
 
 TINY = """
 name = "{name}"
@@ -132,3 +133,17 @@ def test_cli_names_a_missing_run_in_one_line(tiny_models, tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "missing or unfinished" in err[0]
+
+
+@needs_mnist
+def test_experiment_refuses_models_made_for_other_images(tiny_models, tmp_path):
+    """The tiny models take digits' 8x8 images: on MNIST (28x28) the experiment stops with the
+    fit check's message before scoring anything, and writes no page."""
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    args = {"configs_dir": tiny_models, "runs_dir": runs, "tasks": 4, "curve_tasks": 2,
+            "echo": lambda m: None}  # fmt: skip
+    experiment.run_mnist_clustering(out, dataset="digits", **args)
+    (out / "mnist_fewshot_clustering.md").unlink()
+    with pytest.raises(DataError, match=r"expects 8x8 images .* but the data has 28x28 images"):
+        experiment.run_mnist_clustering(out, dataset="mnist", **args)
+    assert not (out / "mnist_fewshot_clustering.md").exists()

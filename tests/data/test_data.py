@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from metaunsup.data import _files, arrays, digits, load, mnist, names, omniglot, spec, verify
+from metaunsup.data.base import Dataset
 from metaunsup.errors import ConfigError, DataError
 from tests.helpers.data import needs_mnist, needs_omniglot
 
@@ -235,7 +236,7 @@ def test_download_with_bad_checksum_leaves_nothing(
     monkeypatch.setattr(urllib.request, "urlopen", _serve(served, []))
     with pytest.raises(DataError, match=r"could not download .*checksum mismatch"):
         mnist.download(tmp_path)
-    assert list((tmp_path / "mnist").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # not even the empty mnist/ folder it made
 
 
 # --- omniglot -----------------------------------------------------------------------------------
@@ -547,3 +548,65 @@ def test_arrays_other_path_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no split 'train'"):
         load("arrays", "train", tmp_path / "x.txt")
     assert verify("arrays", tmp_path / "nothing.npy") == [f"missing {tmp_path / 'nothing.npy'}"]
+
+
+def test_a_dataset_registered_from_outside_loads_by_name():
+
+    from metaunsup.data import DatasetSpec, names, register_dataset
+    from metaunsup.data import registry as data_registry
+
+    def load_pairs(split: str, root: Path) -> Dataset:
+        x = torch.arange(12.0).view(6, 2)
+        return Dataset(name="pairs", split=split, x=x, y=torch.arange(3).repeat(2),
+                       classes=("a", "b", "c"))  # fmt: skip
+
+    spec = DatasetSpec("pairs", "six points", ("all",), load_pairs, lambda root: ["ok"],
+                       needs_files=False)  # fmt: skip
+    register_dataset(spec)
+    try:
+        assert "pairs" in names() and load("pairs", "all").x.shape == (6, 2)
+        with pytest.raises(ConfigError, match="registered already"):
+            register_dataset(DatasetSpec("mnist", "x", ("all",), load_pairs, lambda r: []))
+    finally:
+        del data_registry._REGISTERED["pairs"]
+    with pytest.raises(ConfigError, match="unknown dataset 'pairs'"):
+        load("pairs", "all")
+
+
+# --- the user's files: what was read silently wrong before ----------------------------------
+
+
+def test_csv_header_of_column_numbers_is_a_header(tmp_path: Path) -> None:
+    """``pandas.DataFrame(X).to_csv(index=False)`` writes ``0,1,...,d-1`` as the header: it is
+    not a data row (150 rows give 150 labels, in the right order)."""
+    x = np.random.default_rng(0).normal(size=(150, 4))
+    path = tmp_path / "x.csv"
+    path.write_text("0,1,2,3\n" + "".join(",".join(map(repr, map(float, r))) + "\n" for r in x))
+    ds, names = arrays.load_arrays(path)
+    assert ds.x.shape == (150, 4) and names[0] == "row 1"
+    assert np.array_equal(ds.x.numpy(), x.astype(np.float32))
+    assert ds.info["columns"] == "0\n1\n2\n3"
+
+
+def test_csv_header_and_rows_of_other_widths_is_an_error_not_an_index_error(tmp_path: Path):
+    path = tmp_path / "x.csv"
+    path.write_text("a,b\n1,2,x\n")
+    with pytest.raises(DataError, match=r"the header \(row 1\) has 2 columns but row 2 has 3"):
+        arrays.load_arrays(path)
+
+
+def test_16_bit_images_keep_their_grey_levels(tmp_path: Path) -> None:
+    """A 16-bit PNG of a digit reads as the 8-bit PNG of the same digit does (it used to be
+    clipped to black and white)."""
+    images = digits.load("test", Path()).x[:5, 0].numpy().astype(np.float64)
+    images /= images.max()
+    for bits, folder in ((8, tmp_path / "8"), (16, tmp_path / "16")):
+        folder.mkdir()
+        for i, im in enumerate(images):
+            top = 2**bits - 1
+            pixels = np.rint(im * top).astype(np.uint8 if bits == 8 else np.uint16)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    eight, _ = arrays.load_arrays(tmp_path / "8")
+    sixteen, _ = arrays.load_arrays(tmp_path / "16")
+    assert torch.equal(eight.x, sixteen.x)
+    assert len(torch.unique(sixteen.x)) > 2  # grey levels, not black and white

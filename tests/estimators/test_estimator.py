@@ -232,3 +232,34 @@ def test_choose_k_limits():
         choose_k(x, 1, 3)
     dupes = torch.zeros(10, 2)
     assert choose_k(dupes, 2, 4).k == 2  # every score is the worst: the smallest k wins
+
+
+def test_light_background_images_with_a_checkpoint_warn():
+    """The packaged checkpoints are trained on bright strokes on a dark background; inverted
+    digits cluster far worse with them, so the estimator says so (and stays silent otherwise)."""
+    import warnings
+
+    from metaunsup.errors import DataWarning
+
+    x, _ = digits_xy(200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ink-bright digits: no warning at all
+        MetaKMeans(10, checkpoint="digits", random_state=0).fit(x)
+    with pytest.warns(DataWarning, match="look light-background .* invert them"):
+        MetaKMeans(10, checkpoint="digits", random_state=0).fit(16.0 - x)
+
+
+def test_fewer_distinct_rows_than_clusters_warn_as_scikit_learn_does():
+    from sklearn.exceptions import ConvergenceWarning
+
+    x = np.repeat(np.array([[0.0, 1.0], [5.0, 5.0]]), 10, axis=0)
+    with pytest.warns(ConvergenceWarning, match=r"only 2 distinct example\(s\) for n_clusters=3"):
+        model = MetaKMeans(3, meta_steps=2, random_state=0).fit(x)
+    assert model.labels_.shape == (20,)
+
+
+def test_values_beyond_float32_are_refused_not_overflowed():
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    x[4, 1] = 1e300
+    with pytest.raises(DataError, match=r"too large for float32 .* the first at index \(4, 1\)"):
+        MetaKMeans(2, meta_steps=2, random_state=0).fit(x)

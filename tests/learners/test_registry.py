@@ -43,6 +43,7 @@ DECLARED = {
     "meta_gmvae": {FewShotLearner, ClusteringLearner, Embedder},
     "meta_kmeans": {ClusteringLearner, Embedder, AdaptiveEmbedder},
     "cluster_maml": {ClusteringLearner, Embedder, AdaptiveEmbedder},
+    "imaml": {FewShotLearner},
 }
 
 

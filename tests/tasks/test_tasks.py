@@ -236,7 +236,7 @@ def test_clustering_config_errors(toy, kwargs, match):
 
 
 def test_small_class_is_named_with_its_count(toy):
-    with pytest.raises(ConfigError, match=r"class 0 \('c0'\) has 3 examples.*k_shot = 4"):
+    with pytest.raises(ConfigError, match=r"class 0 \('c0'\) has 3 examples.*the 4 \(k_shot\)"):
         ClusteringTaskSampler(toy, 2, 4)
     with pytest.raises(ConfigError, match=r"class 5 \('c5'\) has 4 examples.*k_shot \+ n_query"):
         FewShotTaskSampler(toy, 2, 2, 3, classes=[5, 3])

@@ -17,7 +17,7 @@ from metaunsup.checkpoint import read_checkpoint
 from metaunsup.data import load
 from metaunsup.data.base import Dataset
 from metaunsup.embed import net_embeddings
-from metaunsup.errors import ConfigError
+from metaunsup.errors import CheckpointError, ConfigError
 from metaunsup.learners import load_learner
 from metaunsup.nets import Conv4
 from metaunsup.training.build import train_run
@@ -125,8 +125,14 @@ def test_pretraining_with_other_settings_in_the_folder_is_refused(tmp_path):
     raw = run_config("cactus-meta_kmeans")
     train_run(config_from_dict(raw), tmp_path, progress=False)
     raw["unsupervised"]["pretrain_steps"] = 4
-    with pytest.raises(Exception, match="pre-training with other settings"):
+    with pytest.raises(
+        CheckpointError, match=r"unsupervised\.pretrain_steps = 3, the config says 4"
+    ):
         train_run(config_from_dict(raw), tmp_path, resume=True, progress=False)
+    for name in ("last.safetensors", "best.safetensors"):  # only the cached pre-training stays
+        (tmp_path / name).unlink()
+    with pytest.raises(CheckpointError, match="pre-training with other settings"):
+        train_run(config_from_dict(raw), tmp_path, progress=False)
 
 
 def test_learners_with_and_without_a_head_share_a_pretraining(tmp_path):

@@ -1,7 +1,11 @@
 """The ``metaunsup`` command line.
 
 Every user error (missing files, bad numbers, unknown names, NaN in data) ends as one line on
-stderr, ``metaunsup: error: ...``, and exit status 2 — never a traceback.
+stderr, ``metaunsup: error: ...``, and exit status 2 — never a traceback. Messages name the
+command's options, not the Python arguments behind them (``--k-shot``, not ``k_shot``), and
+leave out fixes that only a Python caller can apply. A warning is one line,
+``metaunsup: warning: ...``. Ctrl-C ends with exit status 130 and one line saying what was kept
+(for ``train``: the exact command that continues the run).
 """
 
 from __future__ import annotations
@@ -9,7 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
+import shlex
 import sys
+import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +24,7 @@ from typing import Any
 
 import click
 
-from metaunsup.errors import ConfigError, MetaUnsupError
+from metaunsup.errors import ConfigError, DataError, MetaUnsupError
 
 EXIT_USER_ERROR = 2
 log = logging.getLogger("metaunsup")
@@ -25,6 +32,36 @@ log = logging.getLogger("metaunsup")
 
 def _fail(message: str) -> None:
     click.echo(f"metaunsup: error: {message}", err=True)
+
+
+class CommandInterrupted(Exception):  # noqa: N818 (not an error: Ctrl-C)
+    """Ctrl-C during a command; the message says what was kept and how to continue."""
+
+
+#: The Python arguments behind each command's options, as library messages name them.
+CLI_NAMES = {
+    "evaluate": {"n_way": "--n-way", "k_shot": "--k-shot", "n_query": "--query",
+                 "n_tasks": "--tasks"},
+    "cluster": {"n_clusters": "--k", "meta_steps": "--meta-steps", "k_selection": "--k-by",
+                "random_state": "--seed"},
+}  # fmt: skip
+
+
+def for_cli(message: str, command: str | None) -> str:
+    """``message`` with the Python argument names of ``command`` replaced by its options
+    (``"n_way=11"`` → ``"--n-way 11"``, ``"k_shot + n_query"`` → ``"--k-shot + --query"``)."""
+    for name, option in CLI_NAMES.get(command or "", {}).items():
+
+        def replace(match: re.Match[str], option: str = option) -> str:
+            return option + (" " if match.group(1) else "")
+
+        message = re.sub(rf"(?<![\w.-]){name}\b(\s*=(?!=)\s*)?", replace, message)
+    return message
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command of a command line (its first word that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 @contextmanager
@@ -52,11 +89,26 @@ def _progress(total: int, desc: str, quiet: bool):
             state["bar"].close()
 
 
-def _set_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
+def _device(name: str):
+    """``--device`` as a ``torch.device`` (:class:`ConfigError` when unknown or absent)."""
+    import torch
 
-        torch.set_num_threads(threads)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N")
+    return device
+
+
+def _set_threads(threads: int | None) -> None:
+    """``--threads``, or the idle CPUs when not given (see ``metaunsup.training.threads``)."""
+    from metaunsup.training.threads import apply_threads
+
+    apply_threads(threads)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -118,7 +170,8 @@ POSITIVE = click.IntRange(min=1)
     type=click.Path(),
     help="Folder of the datasets (for --dataset arrays: your .npy/.csv file or image folder).",
 )
-@click.option("--threads", type=POSITIVE, help="torch threads (default: torch's choice).")
+@click.option("--threads", type=POSITIVE, help="torch threads (default: the idle CPUs).")
+@click.option("--device", default="cpu", show_default=True, help="Where models run: cpu, cuda.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(
     dataset: str,
@@ -135,6 +188,7 @@ def evaluate(
     json_path: str | None,
     data_dir: str | None,
     threads: int | None,
+    device: str,
     quiet: bool,
 ) -> None:
     """Evaluate methods on seeded test tasks (all methods on the identical tasks)."""
@@ -146,13 +200,16 @@ def evaluate(
 
     _set_threads(threads)
     if json_path is not None:
-        check_output_path(json_path)
+        inputs = [*checkpoints, data_dir if dataset == "arrays" else None]
+        check_output_path(json_path, inputs=inputs, option="--json")
     kind = task_kind(task)
     chosen = kind.resolve(methods or kind.default_baselines)
     names = {m.name for m in chosen}
+    torch_device = _device(device)
     for name in dict.fromkeys(checkpoints):
         if name not in names:
-            chosen.append(kind.method_of(name, load_learner(name), steps))
+            learner = load_learner(name, torch_device)
+            chosen.append(kind.method_of(name, learner, steps, torch_device))
     if not chosen:
         raise ConfigError(f"nothing to evaluate on {task} tasks: pass --checkpoint (a trained "
                           "model)")  # fmt: skip
@@ -166,6 +223,23 @@ def evaluate(
     if json_path is not None:
         atomic_write_json(json_path, report)
         click.echo(f"wrote {json_path}")
+
+
+def _child_argv(ctx: click.Context, skip: Sequence[str]) -> list[str]:
+    """The command line of ``ctx``'s command as given (its parsed values), without ``skip``."""
+    argv = [ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if param.name in skip or value is None:
+            continue
+        if isinstance(param, click.Argument):
+            argv.append(str(value))
+        elif isinstance(param, click.Option) and param.is_flag:
+            if value:
+                argv.append(param.opts[0])
+        else:
+            argv += [param.opts[0], str(value)]
+    return argv
 
 
 def _print_report(report: dict) -> None:
@@ -196,7 +270,14 @@ def _train_summary(name: str, val_metric: str, result, out_dir: Path) -> dict:
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/NAME).")
-@click.option("--resume", is_flag=True, help="Continue from OUT/last.safetensors.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in OUT where it stopped (pre-training, partitions, meta-training).",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace the run in OUT (its checkpoints, logs and caches)."
+)
 @click.option("--steps", type=POSITIVE, help="Override train.steps.")
 @click.option("--seed", type=click.IntRange(min=0), help="Override train.seed.")
 @click.option("--device", help="Override train.device (cpu, cuda, cuda:1).")
@@ -210,10 +291,26 @@ def _train_summary(name: str, val_metric: str, result, out_dir: Path) -> dict:
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--nproc",
+    type=POSITIVE,
+    default=1,
+    show_default=True,
+    help="Processes on this machine, each on a share of every meta-batch (torch.distributed: "
+    "gloo on CPU, nccl on CUDA, one GPU each). Across machines, start with torchrun instead.",
+)
+@click.option(
+    "--dist-timeout",
+    type=click.FloatRange(min=1.0),
+    default=1800.0,
+    show_default=True,
+    help="Seconds a distributed run waits for a process before it stops.",
+)
 def train(
     config: str,
     out: str | None,
     resume: bool,
+    overwrite: bool,
     steps: int | None,
     seed: int | None,
     device: str | None,
@@ -222,25 +319,43 @@ def train(
     tensorboard_dir: str | None,
     quiet: bool,
     as_json: bool,
+    nproc: int,
+    dist_timeout: float,
 ) -> None:
-    """Meta-train the run described by the TOML file CONFIG."""
+    """Meta-train the run described by the TOML file CONFIG (or a packaged config's name).
+
+    A folder that holds a run needs --resume (continue it) or --overwrite (replace it).
+    With --nproc N (or under torchrun: torchrun --nproc-per-node N -m metaunsup train CONFIG)
+    the run is shared by N processes and ends with the weights one process would reach.
+    """
     from metaunsup.training.build import train_run
     from metaunsup.training.config import load_config
 
-    overrides = {
-        key: value
-        for key, value in {
-            "train.steps": steps,
-            "train.seed": seed,
-            "train.device": device,
-            "train.threads": threads,
-            "data.root": data_dir,
-        }.items()
-        if value is not None
-    }
+    options = {"--steps": steps, "--seed": seed, "--device": device, "--threads": threads,
+               "--data-dir": data_dir, "--tensorboard": tensorboard_dir}  # fmt: skip
+    keys = ("train.steps", "train.seed", "train.device", "train.threads", "data.root", None)
+    overrides = {k: v for k, v in zip(keys, options.values(), strict=True) if k and v is not None}
     cfg = load_config(config, overrides)
+    if nproc > 1:
+        from metaunsup.training.distributed import launch
+
+        launch(nproc, _child_argv(click.get_current_context(), skip=("nproc",)))
+        return
     out_dir = Path(out) if out else Path("runs") / cfg.name
-    result = train_run(cfg, out_dir, resume=resume, progress=not quiet, tensorboard=tensorboard_dir)
+    try:
+        result = train_run(
+            cfg,
+            out_dir,
+            resume=resume,
+            overwrite=overwrite,
+            progress=not quiet,
+            tensorboard=tensorboard_dir,
+            timeout=dist_timeout,
+        )
+    except KeyboardInterrupt:
+        raise CommandInterrupted(
+            _kept(cfg, out_dir, [config, "--out", str(out_dir)], options)
+        ) from None
     if as_json:
         click.echo(json.dumps(_train_summary(cfg.name, cfg.train.val_metric, result, out_dir)))
         return
@@ -252,6 +367,24 @@ def train(
         summary += " (no meta-validation: the last step is kept)"
     click.echo(summary)
     click.echo(f"checkpoints: {out_dir / 'best.safetensors'}, {out_dir / 'last.safetensors'}")
+
+
+def _kept(cfg: Any, out_dir: Path, args: list[str], options: dict[str, Any]) -> str:
+    """What an interrupted ``train`` kept in ``out_dir``, and the exact command that continues
+    it (the same CONFIG, folder and result-changing options, plus --resume)."""
+    from metaunsup.training.build import run_state
+
+    state = run_state(out_dir)
+    command = ["metaunsup", "train", *args]
+    for option, value in options.items():
+        if value is not None:
+            command += [option, str(value)]
+    if not state.resumable:
+        return f"nothing was kept yet; start again with: {shlex.join(command)}"
+    return (
+        f"kept {state.describe(cfg)} in {out_dir}; continue with: "
+        f"{shlex.join([*command, '--resume'])}"
+    )
 
 
 @cli.command()
@@ -270,6 +403,7 @@ def datasets(data_dir: str | None, download_name: str | None) -> None:
         folder = data.download(download_name, root=data_dir)
         click.echo(f"downloaded {download_name} to {folder}")
     click.echo(f"data folder: {data.resolve_root(data_dir)}")
+    bad: dict[str, list[str]] = {}
     for name in data.names():
         s = data.spec(name)
         click.echo(f"{name}: {s.description} (splits: {', '.join(s.splits)})")
@@ -277,6 +411,16 @@ def datasets(data_dir: str | None, download_name: str | None) -> None:
             continue
         for line in s.verify(data.resolve_root(data_dir)):
             click.echo(f"  {line}")
+            if line.startswith("BAD "):
+                bad.setdefault(name, []).append(line[len("BAD ") :])
+    if bad:
+        name, lines = next(iter(bad.items()))
+        more = sum(map(len, bad.values())) - 1
+        raise DataError(
+            f"{name}: {lines[0]}"
+            + (f" (and {more} more BAD file(s) above)" if more else "")
+            + f"; delete the file and get it again with `metaunsup datasets --download {name}`"
+        )
 
 
 @cli.command()
@@ -289,7 +433,7 @@ def datasets(data_dir: str | None, download_name: str | None) -> None:
 )
 @click.option("--tasks", type=POSITIVE, default=1000, show_default=True, help="Test tasks.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--threads", type=POSITIVE, help="torch threads (default: torch's choice).")
+@click.option("--threads", type=POSITIVE, help="torch threads (default: the idle CPUs).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out: str, tasks: int, seed: int, threads: int | None, quiet: bool) -> None:
     """Meta-train on the bundled digits with no labels, then cluster 10 × 20 test tasks.
@@ -304,7 +448,14 @@ def demo(out: str, tasks: int, seed: int, threads: int | None, quiet: bool) -> N
     echo = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     show = not quiet and sys.stderr.isatty()
     with _progress(tasks, "digits/test", quiet) as update:
-        report = run_demo(out, tasks=tasks, seed=seed, progress=show, echo=echo, update=update)
+        try:
+            report = run_demo(out, tasks=tasks, seed=seed, progress=show, echo=echo, update=update)
+        except KeyboardInterrupt:
+            words = ["metaunsup", "demo", "--out", out, "--seed", str(seed), "--tasks", str(tasks)]
+            again = shlex.join(words + (["--threads", str(threads)] if threads else []))
+            raise CommandInterrupted(
+                f"the run in {Path(out) / 'run'} is kept; continue with: {again}"
+            ) from None
     _print_report(report)
     click.echo(f"meta-training took {report['training']['seconds']:.0f} s")
     for name, points in report["curves"].items():
@@ -356,7 +507,7 @@ register_commands(cli)
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the datasets.")
-@click.option("--threads", type=POSITIVE, help="torch threads (default: torch's choice).")
+@click.option("--threads", type=POSITIVE, help="torch threads (default: the idle CPUs).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def experiment(
     name: str,
@@ -381,7 +532,7 @@ def experiment(
 
     _set_threads(threads)
     echo = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
-    with _progress(tasks, "mnist/test", quiet) as update:
+    with _progress(tasks, "mnist/test", quiet) as update, _interrupted_runs(runs_dir):
         report = run_mnist_clustering(
             out,
             configs_dir=configs_dir,
@@ -399,22 +550,40 @@ def experiment(
     click.echo(f"wrote {Path(out) / 'mnist_fewshot_clustering.md'}")
 
 
+@contextmanager
+def _interrupted_runs(runs_dir: str):
+    """Ctrl-C in an experiment: its runs are kept and the same command continues them."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise CommandInterrupted(
+            f"the training runs in {runs_dir} are kept; the same command continues them"
+        ) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     return _run(cli, argv)
 
 
 def _run(command: click.Command, argv: Sequence[str] | None) -> int:
+    args = list(argv) if argv is not None else sys.argv[1:]
+    name = _command_of(args)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        click.echo(f"metaunsup: warning: {for_cli(str(message), name)}", err=True)
+
     try:
-        command.main(
-            args=list(argv) if argv is not None else None,
-            prog_name="metaunsup",
-            standalone_mode=False,
-        )
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            command.main(args=args, prog_name="metaunsup", standalone_mode=False)
     except click.exceptions.Exit as stop:
         return int(stop.exit_code or 0)
-    except click.exceptions.Abort:
-        _fail("interrupted")
+    except CommandInterrupted as stop:
+        click.echo(f"metaunsup: interrupted: {stop}", err=True)
+        return 130
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("metaunsup: interrupted", err=True)
         return 130
     except click.UsageError as err:
         _fail(err.format_message())
@@ -423,11 +592,8 @@ def _run(command: click.Command, argv: Sequence[str] | None) -> int:
         _fail(err.format_message())
         return EXIT_USER_ERROR
     except MetaUnsupError as err:
-        _fail(str(err))
+        _fail(for_cli(err.message, name))
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        _fail("interrupted")
-        return 130
     except json.JSONDecodeError as err:
         _fail(f"invalid JSON: {err}")
         return EXIT_USER_ERROR

@@ -58,10 +58,10 @@ def run_demo(
     """Run the demo into ``out_dir``; returns the results dict written to ``results.json``.
 
     ``config_overrides``: ``"table.key"`` changes of the demo's run (e.g. fewer steps for a
-    quick look); the numbers of the README are those of the run as packaged.
+    quick look); the numbers in ``docs/results/README.md`` are those of the run as packaged.
     """
     from metaunsup.learners import load_learner
-    from metaunsup.training.build import fresh_learner, train_run
+    from metaunsup.training.build import fresh_learner, run_state, train_run
     from metaunsup.training.trainer import LAST
     from metaunsup.training.unsupervised import pretrained_only_learner
 
@@ -69,7 +69,7 @@ def run_demo(
     run_dir = out / "run"
     cfg = demo_config(seed, config_overrides)
     start = time.perf_counter()
-    resume = (run_dir / LAST).exists()
+    resume = run_state(run_dir).resumable  # an interrupted demo continues where it stopped
     assert cfg.unsupervised is not None  # the demo's run makes its tasks without labels
     echo(
         f"meta-training {cfg.name} on digits/train without labels "

@@ -1,6 +1,6 @@
 """``metaunsup experiment mnist-clustering``: the reference experiment as one command.
 
-Protocol A of BENCHMARKS.md on MNIST: tasks of 10 classes × 20 test images, labels hidden.
+Protocol A of ``docs/protocols.md`` on MNIST: tasks of 10 classes × 20 test images, labels hidden.
 The command trains (or loads, when already trained) the models named in :data:`MNIST_MODELS`
 from their configs, clusters the same ``tasks`` test tasks with every model and every classical
 baseline, measures convergence curves, and writes a results page with its figures and JSON:
@@ -78,7 +78,7 @@ def _trained(
     echo: Callable[[str], None],
 ) -> tuple[Any, Path, dict[str, Any]]:
     """``(cfg, run folder, record)`` of a finished run, training or resuming it if allowed."""
-    from metaunsup.training.build import train_run
+    from metaunsup.training.build import run_state, train_run
     from metaunsup.training.trainer import LAST
 
     cfg = load_config(configs_dir / spec.config)
@@ -93,7 +93,7 @@ def _trained(
                 "--no-train"
             )
         echo(f"training {cfg.name} into {run_dir} ({'resuming' if step else 'from scratch'})")
-        train_run(cfg, run_dir, resume=step > 0, progress=progress)
+        train_run(cfg, run_dir, resume=run_state(run_dir).resumable, progress=progress)
     _, meta = read_checkpoint(last)
     record = {
         "config": str(configs_dir / spec.config),

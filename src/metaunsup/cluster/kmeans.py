@@ -167,7 +167,7 @@ def _assign(
     nearest centre and ``onehot`` (in ``c.dtype``) marks that centre.
 
     The minimum over ``k`` and an in-place equality test build the one-hot directly (``argmin``
-    over a middle dimension is many times slower on CPU). A point at exactly the same distance
+    over a middle dimension is slower on CPU). A point at exactly the same distance
     from two centres — common with discrete data such as pixel intensities — is marked twice;
     callers detect it from the cluster sizes and apply :func:`_first_mark`.
     """

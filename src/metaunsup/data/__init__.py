@@ -8,7 +8,15 @@ Registered: ``digits`` (bundled with scikit-learn, no download), ``mnist`` (IDX 
 from __future__ import annotations
 
 from metaunsup.data.base import DATA_ENV, Dataset, resolve_root, to_float
-from metaunsup.data.registry import DatasetSpec, download, load, names, spec, verify
+from metaunsup.data.registry import (
+    DatasetSpec,
+    download,
+    load,
+    names,
+    register_dataset,
+    spec,
+    verify,
+)
 from metaunsup.data.unlabeled import UnlabeledView, as_unlabeled
 
 __all__ = [
@@ -20,6 +28,7 @@ __all__ = [
     "download",
     "load",
     "names",
+    "register_dataset",
     "resolve_root",
     "spec",
     "to_float",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from metaunsup.data.base import DATA_ENV
 from metaunsup.errors import DataError
+from metaunsup.fileio import new_file_mode
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,35 @@ def fetch(
     naming every URL tried when none gives a good file.
     """
     failures: list[str] = []
+    created = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]
+    try:
+        done = _fetch_first(urls, dest, sha256, validate, failures)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    if not done:
+        _remove_empty(created)  # a failed download leaves no empty folder behind
+        raise DataError(f"could not download {dest.name}; tried " + "; ".join(failures))
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove those of ``folders`` (deepest first) that are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _fetch_first(
+    urls: Sequence[str],
+    dest: Path,
+    sha256: str | None,
+    validate: Callable[[Path], None] | None,
+    failures: list[str],
+) -> bool:
+    """Try ``urls`` in turn until one gives a good ``dest`` (``True``); each failure is added to
+    ``failures``."""
     for url in urls:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -100,14 +130,14 @@ def fetch(
                 raise DataError(f"checksum mismatch (sha256 {h.hexdigest()[:16]}…)")
             if validate is not None:
                 validate(tmp)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a data file is for everyone
+            os.chmod(tmp, new_file_mode())  # mkstemp makes it private; the umask decides
             os.replace(tmp, dest)
             logger.info("saved %s", dest)
-            return
+            return True
         except (OSError, urllib.error.URLError, DataError) as exc:
-            logger.warning("download of %s failed: %s", url, exc)
+            logger.info("download of %s failed: %s", url, exc)  # all are named in the error
             failures.append(f"{url}: {exc}")
         finally:
             if tmp.exists():
                 tmp.unlink()
-    raise DataError(f"could not download {dest.name}; tried " + "; ".join(failures))
+    return False

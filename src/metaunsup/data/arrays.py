@@ -9,24 +9,32 @@ The result is a :class:`Dataset` with the single split ``all``, one class ``"unl
   ``uint8`` (intensities 0..255); any other image array becomes ``float32`` with its values as
   they are (no rescaling: the values are the user's).
 - ``.csv``: comma-separated numbers, one example per row, read as ``float32 [n, d]``. The first
-  row is a header when none of its cells is a number (a header of numbers cannot be told apart
-  from data). Column names go to ``info["columns"]``, one per line.
+  row is a header when none of its cells is a number, or when it is exactly ``0,1,...,d-1``
+  (what ``pandas.DataFrame(X).to_csv(index=False)`` writes); a first row that starts with an
+  empty cell (pandas' header with its index column) is refused, since the index would be read
+  as a feature. Column names go to ``info["columns"]``, one per line; the header must have as
+  many columns as the rows.
 - a folder: every ``png``/``jpg``/``jpeg``/``bmp``/``gif``/``tif``/``tiff`` file directly in it
   (sub-folders are not searched), in sorted name order, converted to 8-bit grayscale and returned
-  as ``uint8 [n, 1, H, W]``. Pixel values are kept as they are: there is no inversion, so the
-  "ink bright" convention of the bundled datasets holds only if the user's images follow it. All
+  as ``uint8 [n, 1, H, W]``; 16-bit images are scaled from 0..65535 to 0..255 (not clipped).
+  Pixel values are kept as they are: there is no inversion, so the "ink bright" convention of
+  the bundled datasets holds only if the user's images follow it
+  (:class:`~metaunsup.MetaKMeans` warns when light-background images meet a checkpoint). All
   images must have the same size.
 
 Anything that cannot be used raises :class:`DataError` naming the file and, where it applies, the
-row and column or the first bad element: empty files, header-only tables, non-numeric cells,
-NaN or infinite values, object arrays, unreadable images, mismatched image sizes, no images.
+row and column or the first bad element: empty or unreadable files, header-only tables,
+non-numeric cells, NaN or infinite values, values beyond float32's range, object arrays,
+unreadable images, mismatched image sizes, no images.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +48,33 @@ logger = logging.getLogger(__name__)
 SPLITS = ("all",)
 CLASSES = ("unlabelled",)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+
+
+#: The largest magnitude a value may have: float32's, the precision the networks compute in.
+MAX_VALUE = float(np.finfo(np.float32).max)
+
+
+def check_value_range(
+    values: np.ndarray, source: str, where: Callable[[tuple[int, ...]], str] | None = None
+) -> None:
+    """Raise :class:`DataError` when a value's magnitude exceeds float32's largest (about
+    3.4e38): such values overflow in any computation on them. The message names the count, the
+    first position (``where(index)`` words it, default ``"index (i, j)"``) and the fix.
+
+    The one range check of the readers and of :class:`~metaunsup.MetaKMeans`.
+    """
+    if not np.issubdtype(values.dtype, np.floating) or values.dtype.itemsize <= 4:
+        return  # integers and float16/32 cannot exceed it
+    with np.errstate(invalid="ignore"):
+        big = np.abs(values) > MAX_VALUE
+    count = int(big.sum())
+    if count:
+        first = tuple(int(i) for i in np.argwhere(big)[0])
+        at = where(first) if where is not None else f"index {first}"
+        raise DataError(
+            f"{source}: {count} value(s) too large for float32 (beyond {MAX_VALUE:.1e}), the "
+            f"first at {at} ({values[first]:.3g}); rescale the data first"
+        )
 
 
 def _check_finite(values: np.ndarray, source: str) -> None:
@@ -66,6 +101,8 @@ def _read_npy(path: Path) -> tuple[torch.Tensor, dict[str, str]]:
                 "safety; save a numeric array instead"
             ) from exc
         raise DataError(f"{path}: not a readable .npy file ({exc})") from exc
+    except PermissionError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror}); check its permissions") from None
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npy file ({exc})") from exc
     if not isinstance(a, np.ndarray):
@@ -81,16 +118,13 @@ def _read_npy(path: Path) -> tuple[torch.Tensor, dict[str, str]]:
     if a.shape[0] == 0 or a.size == 0:
         raise DataError(f"{path}: the array is empty (shape {a.shape})")
     _check_finite(a, str(path))
+    check_value_range(a, str(path))
     if a.ndim == 3:
         a = a[:, None]
     if a.ndim == 4 and a.dtype == np.uint8:
         x = torch.from_numpy(np.ascontiguousarray(a))
     else:
-        with np.errstate(over="ignore"):
-            f32 = np.ascontiguousarray(a, dtype=np.float32)
-        if not np.isfinite(f32).all():
-            raise DataError(f"{path}: values too large for float32")
-        x = torch.from_numpy(f32)
+        x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
     return x, {"format": "npy"}
 
 
@@ -102,22 +136,45 @@ def _is_number(cell: str) -> bool:
     return True
 
 
+def _header(first: list[str], path: Path) -> bool:
+    """Whether the first CSV row is a header: no cell of it is a number, or it is the
+    ``0,1,...,d-1`` that ``pandas.DataFrame(X).to_csv(index=False)`` writes. A header whose
+    first cell is empty (what pandas writes with its index) is refused: the first column would
+    be read as a feature."""
+    if len(first) > 1 and first[0] == "" and all(first[1:]):
+        raise DataError(
+            f"{path}: row 1 starts with an empty cell, as pandas writes a header with an index "
+            "column: the first column would be read as a feature; write the file with "
+            "index=False (or remove its first column)"
+        )
+    if len(first) > 1 and first == [str(i) for i in range(len(first))]:
+        return True
+    return not any(_is_number(c) for c in first if c)
+
+
 def _read_csv(path: Path) -> tuple[torch.Tensor, dict[str, str]]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = [(i, row) for i, row in enumerate(csv.reader(f), start=1) if any(row)]
+    except PermissionError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror}); check its permissions") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read as CSV text ({exc})") from exc
     if not rows:
         raise DataError(f"{path}: the file is empty")
     info = {"format": "csv"}
     first = [c.strip() for c in rows[0][1]]
-    if not any(_is_number(c) for c in first if c):
+    if _header(first, path):
         info["columns"] = "\n".join(first)
         rows = rows[1:]
         if not rows:
             raise DataError(f"{path}: only a header row, no data")
     width = len(rows[0][1])
+    if "columns" in info and len(first) != width:
+        raise DataError(
+            f"{path}: the header (row 1) has {len(first)} columns but row {rows[0][0]} has "
+            f"{width}; give every row as many columns as the header"
+        )
     values = np.empty((len(rows), width), dtype=np.float64)
     for r, (line, row) in enumerate(rows):
         if len(row) != width:
@@ -129,8 +186,8 @@ def _read_csv(path: Path) -> tuple[torch.Tensor, dict[str, str]]:
                 header = f" ({first[c]!r})" if "columns" in info else ""
                 raise DataError(
                     f"{path}: row {line}, column {c + 1}{header}: {cell!r} is not a number "
-                    "(only comma-separated numeric tables are read; a header row must have no "
-                    "numeric cells)"
+                    "(only comma-separated numeric tables are read, with at most one header "
+                    "row)"
                 ) from None
     bad = ~np.isfinite(values)
     if bad.any():
@@ -139,19 +196,50 @@ def _read_csv(path: Path) -> tuple[torch.Tensor, dict[str, str]]:
             f"{path}: {int(bad.sum())} NaN or infinite value(s), the first at row {rows[r][0]}, "
             f"column {c + 1}; remove or impute them first"
         )
-    with np.errstate(over="ignore"):
-        f32 = values.astype(np.float32)
-    if not np.isfinite(f32).all():
-        raise DataError(f"{path}: values too large for float32")
-    return torch.from_numpy(f32), info
+    check_value_range(values, str(path), lambda at: f"row {rows[at[0]][0]}, column {at[1] + 1}")
+    return torch.from_numpy(values.astype(np.float32)), info
+
+
+#: The largest value of a 16-bit image (scaled to 255 on reading).
+_MAX_16BIT = 65535
+
+
+def _gray8(im: Any, path: Path) -> np.ndarray:
+    """``uint8 [H, W]`` grey levels of an open image, keeping its full range: 16-bit images
+    (modes ``I;16*``, and ``I`` as older Pillow opens 16-bit PNGs) are scaled from 0..65535
+    to 0..255 (``convert("L")`` would clip them to black and white), floating-point ones from
+    ``[0, 1]``; any other mode is converted to grey by Pillow."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(im, dtype=np.int64)
+        if a.size and (a.min() < 0 or a.max() > _MAX_16BIT):
+            raise DataError(
+                f"{path}: 32-bit integer image with values outside 0..{_MAX_16BIT}; save it "
+                "as an 8- or 16-bit image"
+            )
+        return np.rint(a * (255.0 / _MAX_16BIT)).astype(np.uint8)
+    if mode == "F":
+        f = np.asarray(im, dtype=np.float64)
+        if f.size and not (np.isfinite(f).all() and f.min() >= 0.0 and f.max() <= 1.0):
+            raise DataError(
+                f"{path}: floating-point image with values outside [0, 1]; save it as an 8- "
+                "or 16-bit image"
+            )
+        return np.rint(f * 255.0).astype(np.uint8)
+    return np.asarray(im.convert("L"), dtype=np.uint8)
 
 
 def _read_images(folder: Path) -> tuple[torch.Tensor, dict[str, str], list[str]]:
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        entries = list(folder.iterdir())
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot list the folder ({exc.strerror}); check its "
+                        "permissions") from None  # fmt: skip
     files = sorted(
         p
-        for p in folder.iterdir()
+        for p in entries
         if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
     )
     if not files:
@@ -163,7 +251,13 @@ def _read_images(folder: Path) -> tuple[torch.Tensor, dict[str, str], list[str]]
         try:
             with Image.open(p) as im:
                 im.load()
-                gray = np.asarray(im.convert("L"), dtype=np.uint8)
+                gray = _gray8(im, p)
+        except DataError:
+            raise
+        except PermissionError as exc:
+            raise DataError(
+                f"{p}: cannot read it ({exc.strerror}); check its permissions"
+            ) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise DataError(f"{p}: cannot read image ({exc})") from exc
         if arrays and gray.shape != arrays[0].shape:

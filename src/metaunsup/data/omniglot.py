@@ -22,8 +22,8 @@ alphabet of each class. Images are inverted so ink is bright (255) and backgroun
 from 105x105 to 28x28 by averaging (torch's ``mode="area"``, i.e. adaptive average pooling:
 each output pixel is the mean of a 4-5 pixel square window) before rounding to ``uint8``.
 
-Loading times measured on 2 busy CPU cores: npz 1.0-1.6 s, zip 2-3.5 s (PNG decoding
-with Pillow dominates), so nothing is cached between calls.
+Loading takes seconds (for the zips, PNG decoding with Pillow dominates), so nothing is
+cached between calls.
 """
 
 from __future__ import annotations

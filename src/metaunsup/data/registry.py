@@ -1,7 +1,9 @@
 """Name → loader registry: ``load(name, split, root)``, ``download``, ``verify``, ``names``.
 
 Each dataset lives in its own module exposing a :class:`DatasetSpec`; this module only
-dispatches, so adding a dataset is one new module and one line in ``_SPECS``.
+dispatches, so adding a dataset is one new module and one line in ``_SPECS`` (modules are
+imported when their dataset is first used). Code outside the package adds its own with
+:func:`register_dataset`.
 """
 
 from __future__ import annotations
@@ -44,15 +46,31 @@ _SPECS = {
 }
 
 
+#: Datasets registered at run time (:func:`register_dataset`), by name.
+_REGISTERED: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(dataset: DatasetSpec) -> DatasetSpec:
+    """Add a dataset defined outside the package under ``dataset.name`` (taken once)."""
+    if not isinstance(dataset, DatasetSpec):
+        raise ConfigError(f"register_dataset needs a DatasetSpec, got {dataset!r}")
+    if dataset.name in _SPECS or _REGISTERED.get(dataset.name, dataset) is not dataset:
+        raise ConfigError(f"a dataset named {dataset.name!r} is registered already")
+    _REGISTERED[dataset.name] = dataset
+    return dataset
+
+
 def names() -> list[str]:
     """The registered dataset names."""
-    return list(_SPECS)
+    return [*_SPECS, *_REGISTERED]
 
 
 def spec(name: str) -> DatasetSpec:
     """The :class:`DatasetSpec` of ``name``; :class:`ConfigError` for an unknown name."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     if name not in _SPECS:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(_SPECS)}")
+        raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(names())}")
     return importlib.import_module(_SPECS[name]).SPEC
 
 
@@ -72,7 +90,10 @@ def load(name: str, split: str, root: str | os.PathLike | None = None) -> Datase
         )
     if name == "arrays":
         if root is None:
-            raise ConfigError("dataset 'arrays' needs the path of a .npy/.csv file or image folder")
+            raise ConfigError(
+                "dataset 'arrays' needs the path of a .npy/.csv file or image folder (--data-dir "
+                "on the command line, root= in Python)"
+            )
         return s.load(split, Path(root).expanduser())
     return s.load(split, resolve_root(root))
 

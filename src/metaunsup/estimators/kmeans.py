@@ -21,6 +21,7 @@ Shapes: ``X`` is ``[n, d]`` (a table or flattened images), ``[n, H, W]`` (grey i
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -52,8 +53,9 @@ from metaunsup._validation import (
 from metaunsup.checkpoint import checkpoint_card
 from metaunsup.cluster import kmeans
 from metaunsup.cluster.choose_k import KChoice, choose_k, choose_k_eigengap
+from metaunsup.data.arrays import check_value_range
 from metaunsup.data.normalize import InputConvention, Normalization, plan_normalization
-from metaunsup.errors import CheckpointError, ConfigError, DataError
+from metaunsup.errors import CheckpointError, ConfigError, DataError, DataWarning
 from metaunsup.estimators.guard import (
     EMBEDDING,
     FEATURES,
@@ -64,8 +66,14 @@ from metaunsup.estimators.guard import (
 )
 from metaunsup.estimators.scaling import SCALINGS, TableScaling, table_scaling
 from metaunsup.learners.base import AdaptiveEmbedder, Embedder, MetaLearner
+from metaunsup.learners.fit import fitted_shape
 
 __all__ = ["MetaKMeans"]
+
+
+def _has_batch_norm(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
 
 _FLOATS = (np.float64, np.float32)
 
@@ -75,39 +83,49 @@ class InputTypeError(DataError, TypeError):
     conventions expect)."""
 
 
-def _describe(shape: tuple[int, ...]) -> str:
-    """``(1, 8, 8)`` → ``"8x8 images (64 features)"``, ``(30,)`` → ``"30 features"``."""
-    features = math.prod(shape)
-    if len(shape) == 1:
-        return f"{features} features"
-    channels = f"{shape[0]}-channel " if len(shape) == 3 and shape[0] != 1 else ""
-    return f"{channels}{shape[-2]}x{shape[-1]} images ({features} features)"
-
-
 def fit_shape(x: np.ndarray, expected: tuple[int, ...] | None, source: str) -> np.ndarray:
-    """``x`` ``[n, *s]`` reshaped to ``[n, *expected]``, or a :class:`DataError` saying how.
-
-    Accepted: the expected shape itself, the same number of values flattened (``[n, 64]`` for
-    ``8x8`` images) or grey images without their channel axis (``[n, 8, 8]`` for ``(1, 8, 8)``).
-    """
+    """``x`` ``[n, *s]`` reshaped to ``[n, *expected]``, or the :class:`DataError` of the one
+    fit check (:func:`metaunsup.learners.fit.fitted_shape`) saying how to fix it."""
     if expected is None:
         return x
-    shape = tuple(x.shape[1:])
-    same_count = math.prod(shape) == math.prod(expected)
-    flat = len(shape) == 1 or len(expected) == 1
-    no_channel = len(expected) == 3 and expected[0] == 1 and shape == expected[1:]
-    if shape == expected or (same_count and flat) or no_channel:
-        return x.reshape(x.shape[0], *expected)
-    raise DataError(
-        f"{source} expects {_describe(expected)} per example, but the data has "
-        f"{_describe(shape)}; "
-        + (
-            f"resize the images to {expected[-2]}x{expected[-1]}"
-            if len(expected) == 3
-            else f"give {expected[0]} features per example"
+    alternative = "or cluster without a checkpoint (meta-training on the data itself)"
+    shape = fitted_shape(tuple(x.shape[1:]), expected, source, alternative)
+    return x.reshape(x.shape[0], *shape)
+
+
+def _warn_duplicates(x: np.ndarray, k: int) -> None:
+    """Warn (as scikit-learn's ``KMeans`` does) when ``x`` has fewer distinct rows than ``k``:
+    the clusters beyond them can only be empty or split identical examples."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    distinct = len(np.unique(x.reshape(len(x), -1), axis=0))
+    if distinct < k:
+        warnings.warn(
+            f"only {distinct} distinct example(s) for n_clusters={k}: the extra clusters are "
+            f"empty or split identical examples; use n_clusters <= {distinct}",
+            ConvergenceWarning,
+            stacklevel=3,
         )
-        + ", or cluster without a checkpoint (meta-training on the data itself)"
-    )
+
+
+#: Median intensity (in ``[0, 1]``) above which images count as light-background.
+LIGHT_BACKGROUND = 0.5
+
+
+def _warn_light_background(x: np.ndarray, scale: float, checkpoint: str) -> None:
+    """Warn when images look dark-on-light: the checkpoints are trained ink-bright (a dark
+    background and bright strokes, as MNIST, Omniglot and scikit-learn's digits), and the
+    inverted images cluster far worse with them. The median of (at most) 200 images decides."""
+    sample = x[: min(len(x), 200)]
+    median = float(np.median(sample)) / scale
+    if median > LIGHT_BACKGROUND:
+        warnings.warn(
+            f"the images look light-background (median intensity {median:.2f} of 1), but "
+            f"checkpoint {checkpoint!r} was trained on bright strokes on a dark background: "
+            "invert them (255 - x for 8-bit images), or pass input_normalize='auto'",
+            DataWarning,
+            stacklevel=4,
+        )
 
 
 def _grey(x: np.ndarray) -> np.ndarray:
@@ -198,8 +216,11 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     random_state : int, RandomState or None, default=None
         Seeds meta-training, k-means and the choice of ``k``.
     device : str, default="cpu"
-        Where the network runs, e.g. ``"cuda"``. On the CPU the embedding is computed in
-        ``float64`` (results do not depend on how the data are split into calls).
+        Where the network runs, e.g. ``"cuda"``. A network with batch normalisation (whose
+        embedding depends on the batch anyway) runs in ``float32``; others run in ``float64``
+        on the CPU, so that an example's embedding does not depend on the others it is
+        embedded with. The embedding is taken to ``float64`` for k-means, ``transform`` and
+        ``predict``.
     verbose : bool, default=False
         Show a progress bar with ETA over the meta-training steps (``checkpoint=None``) when
         stderr is a terminal.
@@ -319,6 +340,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         if k == "auto":
             assert self.k_choice_ is not None  # set by _fit_checkpoint / _fit_self_trained
             k = self.k_choice_.k
+        _warn_duplicates(x, int(k))
         result = kmeans(
             z, int(k), n_init=self.n_init, max_iter=self.max_iter, tol=self.tol, seed=seed
         )
@@ -432,6 +454,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             scale = 255.0
         else:
             scale = max(1.0, float(x.max()))
+        if self.input_normalization_ is None and len(self.input_shape_) == 3:
+            _warn_light_background(x, scale, str(self.checkpoint))
         self.offset_: float | np.ndarray = 0.0
         self.scale_: float | np.ndarray = scale
         self.training_ = None
@@ -489,6 +513,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             seed,
             progress=bool(self.verbose),
             guard=guard if self.guard else None,
+            device=self._device(),
         )
         self.guard_ = result.decision
         if self.guard_ is not None:
@@ -500,8 +525,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     def _set_learner(self, learner: MetaLearner) -> None:
         device = self._device()
         learner = learner.to(device).eval()
-        if device.type == "cpu":
-            learner = learner.double()
+        if device.type == "cpu" and not _has_batch_norm(learner):
+            learner = learner.double()  # batch-independent embeddings (float32 GEMMs are not)
         self.learner_ = learner
 
     def _adapt(self, x: np.ndarray, k: int, seed: int) -> dict[str, torch.Tensor] | None:
@@ -554,6 +579,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             raise InputTypeError(str(err)) from None
         except ValueError as err:
             raise DataError(str(err)) from None
+        check_value_range(x, "X")
         return x
 
     def _check_n_features(self, n_features: int, reset: bool) -> None:
@@ -614,8 +640,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 chunk = t[order[start : start + self.batch_size]].to(device).unsqueeze(0)
                 out.append(learner.embed(chunk, params)[0].cpu())
         z = torch.cat(out)
-        result = torch.empty_like(z)
-        result[order] = z
+        result = torch.empty_like(z, dtype=torch.float64)
+        result[order] = z.to(torch.float64)  # the network in float32, what follows in float64
         return result
 
     def _batch_norm(self) -> bool:

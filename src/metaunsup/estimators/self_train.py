@@ -11,8 +11,8 @@ Tasks from Unlabeled Tables", ICLR 2023):
    (:func:`metaunsup.cluster.graph.spectral_embedding`: the top ``k`` eigenvectors of the
    regularised normalised adjacency, rows scaled to unit length) and runs k-means on that
    embedding (Ng, Jordan & Weiss, NIPS 2001). Neighbourhoods are far purer than k-means'
-   round clusters: on the 1797 scikit-learn digits these partitions score 0.80-0.90 clustering
-   accuracy, against 0.79 for k-means on the pixels. Graphs are built on at most 4000 random
+   round clusters, so these partitions are better pseudo-labels than k-means on the raw
+   features (``docs/python.md``). Graphs are built on at most 4000 random
    examples (their cost grows with the square of the examples); the others take the
    partition's label of their nearest sampled example.
 2. Small data fall back to :func:`subset_partitions`: k-means partitions each computed on a
@@ -29,10 +29,10 @@ Each example of a task has a fraction ``corruption`` (default 0.2) of its featur
 the same features of random other examples (the marginal corruption of SCARF, Bahri et al.,
 ICLR 2022), so the embedding must group examples from partial evidence.
 
-Measured on all 1797 scikit-learn digits (``benchmarks/bench_estimator.py``, k = 10, one CPU
-thread, 300 steps): see ``docs/python.md`` for the table. The learned embedding generalises the
-partitions (k-means in it scores about as well as the best single partition and better than
-their mean), which k-means partitions could not teach (0.80-0.82 with them).
+Measured on all 1797 scikit-learn digits by ``benchmarks/bench_estimator.py``: see
+``docs/python.md`` for the table. The learned embedding generalises the partitions (k-means in
+it scores about as well as the best single partition and better than their mean), which
+k-means partitions could not teach.
 
 Everything is seeded: the same data, settings and seed give the same learner (on one CPU
 thread count). Shapes: data ``[n, d]`` ``float32``; partitions ``int64 [P, n]``.
@@ -178,12 +178,19 @@ class SelfTrainResult:
 
 
 def _nearest(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-    """``int64 [n]``: nearest of ``centers`` ``[k, m]`` for each row of ``x`` ``[n, m]``
-    (in chunks of rows, so that the distances never take more than about 64 MiB)."""
-    step = max(1, (1 << 24) // max(1, centers.shape[0]))
-    return torch.cat(
-        [torch.cdist(x[s : s + step], centers).argmin(1) for s in range(0, len(x), step)]
-    )
+    """``int64 [n]``: nearest of ``centers`` ``[k, m]`` for each row of ``x`` ``[n, m]``.
+
+    ``argmin_j ‖x_i − c_j‖² = argmin_j (‖c_j‖² − 2 x_i·c_j)`` (``‖x_i‖²`` is the same for every
+    ``j``): one matrix product per chunk of rows (at most about 16 MiB of scores), no square
+    roots (``torch.cdist`` computes the distances themselves, which the argmin does not need).
+    """
+    sq = (centers * centers).sum(1).unsqueeze(0)  # [1, k]
+    step = max(1, (1 << 22) // max(1, centers.shape[0]))
+    out = torch.empty(len(x), dtype=torch.int64)
+    for s in range(0, len(x), step):
+        scores = torch.addmm(sq, x[s : s + step], centers.t(), alpha=-2.0)
+        out[s : s + step] = scores.argmin(1)
+    return out
 
 
 def subset_partitions(
@@ -319,10 +326,12 @@ def self_train(
     seed: int = 0,
     progress: bool = False,
     guard: Callable[[torch.Tensor], GuardDecision] | None = None,
+    device: str | torch.device = "cpu",
 ) -> SelfTrainResult:
     """Meta-train a Meta-K-means learner on pseudo-tasks from the rows of ``x`` ``[n, d]``.
 
-    ``progress`` shows a bar with ETA over the meta-training steps when stderr is a terminal.
+    ``progress`` shows a bar with ETA over the meta-training steps when stderr is a terminal;
+    ``device``: where the meta-training runs (the partitions are computed on the CPU).
     ``guard`` (see :mod:`metaunsup.estimators.guard`) sees the pseudo-partitions ``[P, n]``
     before meta-training; when it decides for the features, meta-training is skipped (the
     embedding stays random, ``steps == 0``) and its decision is in ``result.decision``.
@@ -363,6 +372,7 @@ def self_train(
         learner.meta_loss,
         CorruptedTasks(source, x, settings.corruption, seed + 1),
         TrainConfig(steps=settings.steps, meta_batch=settings.meta_batch, lr=settings.lr),
+        device=device,
         progress=progress,
         name="meta-training on the data",
         remedy="standardise the columns or cluster with a checkpoint",
@@ -397,7 +407,7 @@ def _partitions(
 
 
 def _finish(result: SelfTrainResult) -> SelfTrainResult:
-    result.learner.eval()
+    result.learner.to("cpu").eval()
     for p in result.learner.parameters():
         p.requires_grad_(False)
     return result

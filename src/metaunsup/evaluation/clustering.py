@@ -21,6 +21,7 @@ from metaunsup.errors import ConfigError
 from metaunsup.evaluation.baselines import BASELINES
 from metaunsup.evaluation.protocol import EvaluationReport, TaskKind, TaskShape, evaluate
 from metaunsup.learners import ClusteringLearner, MetaLearner, load_learner
+from metaunsup.learners.fit import learner_example_shape
 from metaunsup.metrics import score_clustering
 from metaunsup.tasks import ClusteringTaskSampler, TaskBatch
 
@@ -36,10 +37,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ClusteringMethod:
-    """A clustering method under evaluation: ``fn(x [B, n, ...], k, seed) -> labels [B, n]``."""
+    """A clustering method under evaluation: ``fn(x [B, n, ...], k, seed) -> labels [B, n]``;
+    ``learner``: the trained model behind it, if any (whose fit to the data
+    :func:`~metaunsup.evaluation.protocol.evaluate` checks)."""
 
     name: str
     fn: Callable[[torch.Tensor, int, int], torch.Tensor]
+    learner: MetaLearner | None = None
 
     def run(self, batch: TaskBatch, seed: int) -> torch.Tensor:
         """Labels of the batch's tasks: the method sees the examples and ``k`` only."""
@@ -62,12 +66,15 @@ def learner_method(
             "with --task fewshot"
         )
 
+    shape = learner_example_shape(learner)
+
     def fn(x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+        x = x.reshape(*x.shape[:2], *shape)  # rows of a table for a network of images, ...
         with torch.no_grad():
             labels = learner.cluster(x.to(device), k, seed=seed, steps=steps)
         return labels.cpu()
 
-    return ClusteringMethod(name, fn)
+    return ClusteringMethod(name, fn, learner)
 
 
 def checkpoint_method(

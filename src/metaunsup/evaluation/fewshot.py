@@ -8,6 +8,7 @@ few-shot evaluation compares trained models.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from metaunsup.data.base import Dataset
 from metaunsup.errors import ConfigError
 from metaunsup.evaluation.protocol import EvaluationReport, TaskKind, TaskShape, evaluate
 from metaunsup.learners import FewShotLearner, MetaLearner
+from metaunsup.learners.fit import learner_example_shape
 from metaunsup.tasks import FewShotTaskSampler, TaskBatch
 
 __all__ = ["FEWSHOT", "FewShotMethod", "evaluate_fewshot"]
@@ -35,6 +37,8 @@ class FewShotMethod:
 
     def run(self, batch: TaskBatch, seed: int) -> torch.Tensor:
         assert isinstance(self.learner, FewShotLearner)
+        shape = learner_example_shape(self.learner)  # rows of a table for images, ...
+        batch = dataclasses.replace(batch, x=batch.x.reshape(*batch.x.shape[:2], *shape))
         logits = self.learner.fewshot_logits(batch.to(self.device), steps=self.steps)
         return logits.argmax(-1)
 

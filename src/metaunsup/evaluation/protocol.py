@@ -3,7 +3,9 @@ the identical tasks, each score as mean ± 95% CI over tasks.
 
 Tasks are drawn once per chunk by the kind's seeded sampler and handed to each method in turn,
 so all methods see exactly the same tasks and the comparison is paired. Time is measured per
-method (wall clock over all its chunks) and reported as milliseconds per task.
+method (wall clock over all its chunks) and reported as milliseconds per task. Evaluation
+streams: a chunk's tasks are dropped once scored, and each score is kept as running moments
+(:class:`RunningMeanCI`), so memory does not grow with the number of tasks.
 
 A task kind (:class:`TaskKind`, registered in :mod:`metaunsup.evaluation.kinds`) says how its
 tasks are drawn, what a method returns for them and how that is scored, which learners can be
@@ -13,6 +15,7 @@ evaluated on it and which baselines stand beside them; :func:`evaluate` runs any
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import platform
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,8 +27,9 @@ import torch
 
 from metaunsup._validation import check_int
 from metaunsup.data.base import Dataset
-from metaunsup.errors import ConfigError
+from metaunsup.errors import ConfigError, DataError
 from metaunsup.learners import MetaLearner
+from metaunsup.learners.fit import check_fits
 from metaunsup.metrics import mean_ci
 from metaunsup.tasks import TaskBatch
 
@@ -34,6 +38,7 @@ __all__ = [
     "MeanCI",
     "Method",
     "MethodResult",
+    "RunningMeanCI",
     "TaskKind",
     "TaskShape",
     "environment",
@@ -144,6 +149,45 @@ class MeanCI:
         return cls(float(mean), float(ci))
 
 
+class RunningMeanCI:
+    """Mean and 95% CI of a stream of values, from running moments (memory independent of the
+    stream's length).
+
+    Each :meth:`add` merges a batch's count, mean and sum of squared deviations into the
+    running ones (Chan, Golub & LeVeque 1979, the pairwise update), which is as accurate as
+    two passes over all values; :meth:`result` equals ``MeanCI.of`` of the concatenated values
+    (sample standard deviation, ``ddof=1``) up to rounding.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+
+    def add(self, values: np.ndarray) -> None:
+        """Merge a batch of values (finite, else :class:`~metaunsup.errors.DataError`)."""
+        v = np.asarray(values, dtype=np.float64).ravel()
+        if v.size == 0:
+            return
+        if not np.all(np.isfinite(v)):
+            raise DataError("a score was NaN or infinite")
+        n, mean = v.size, float(v.mean())
+        m2 = float(((v - mean) ** 2).sum())
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.count = total
+
+    def result(self) -> MeanCI:
+        if self.count == 0:
+            raise DataError("no values to average")
+        if self.count == 1:
+            return MeanCI(self.mean, 0.0)
+        std = math.sqrt(max(self.m2, 0.0) / (self.count - 1))
+        return MeanCI(self.mean, 1.96 * std / math.sqrt(self.count))
+
+
 @dataclass
 class MethodResult:
     """Scores of one method over all tasks, by name (``scores["acc"]``), and its time."""
@@ -235,10 +279,19 @@ def evaluate(
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ConfigError(f"two methods share a name: {names}")
+    for method in methods:  # a trained model must fit the data before it is scored on them
+        learner = getattr(method, "learner", None)
+        if isinstance(learner, MetaLearner):
+            check_fits(
+                learner,
+                dataset.example_shape,
+                f"model {method.name!r}",
+                f"or evaluate it on a dataset of such examples (not {dataset.name})",
+            )
     sampler = kind.make_sampler(dataset, shape, seed)
     base = seed if method_seed is None else method_seed
-    scores: dict[str, dict[str, list[np.ndarray]]] = {
-        n: {s: [] for s in kind.scores} for n in names
+    scores: dict[str, dict[str, RunningMeanCI]] = {
+        n: {s: RunningMeanCI() for s in kind.scores} for n in names
     }
     seconds = dict.fromkeys(names, 0.0)
     start = 0
@@ -248,14 +301,17 @@ def evaluate(
             out = method.run(batch, base + start)
             seconds[method.name] += time.perf_counter() - t0
             for key, values in kind.score(batch, out.cpu()).items():
-                scores[method.name][key].append(values)
-        start += batch.n_tasks
+                scores[method.name][key].add(values)
+            del out
+        done = batch.n_tasks
+        del batch  # before the next chunk is drawn: one chunk in memory at a time
+        start += done
         if progress is not None:
-            progress(batch.n_tasks)
+            progress(done)
     results = [
         MethodResult(
             method=name,
-            scores={k: MeanCI.of(np.concatenate(v)) for k, v in per_score.items()},
+            scores={k: v.result() for k, v in per_score.items()},
             ms_per_task=1000.0 * seconds[name] / n_tasks,
         )
         for name, per_score in scores.items()

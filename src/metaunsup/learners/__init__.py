@@ -20,6 +20,8 @@ from metaunsup.learners.base import (
     MetaLearner,
 )
 from metaunsup.learners.cluster_maml import ClusterMAML
+from metaunsup.learners.fit import check_fits
+from metaunsup.learners.imaml import IMAML
 from metaunsup.learners.maml import MAML
 from metaunsup.learners.meta_gmvae import MetaGMVAE
 from metaunsup.learners.meta_kmeans import MetaKMeansLearner
@@ -36,6 +38,7 @@ from metaunsup.learners.reptile import Reptile
 
 __all__ = [
     "ANIL",
+    "IMAML",
     "LEARNERS",
     "MAML",
     "AdaptedState",
@@ -52,6 +55,7 @@ __all__ = [
     "ProtoNet",
     "Reptile",
     "build_learner",
+    "check_fits",
     "learner_class",
     "load_learner",
     "register_learner",

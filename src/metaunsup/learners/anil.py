@@ -27,6 +27,8 @@ class ANIL(MAML):
     """ANIL: MAML that adapts only the head (same parameters as :class:`MAML`)."""
 
     name: ClassVar[str] = "anil"
+    # the inner loss reads body features that carry the body's gradient: not recomputable
+    checkpointable: ClassVar[bool] = False
 
     def inner_names(self) -> list[str]:
         return list(self.net.head_names)

@@ -59,12 +59,10 @@ class ClusterMAML(InnerLoopSettings, MetaKMeansLearner):
         Default fine-tuning steps at test time (``None``: ``inner_steps``).
     first_order:
         ``True`` (default) for the first-order approximation (stop-gradient of the inner
-        gradients); ``False`` for the exact second-order meta-gradient. Measured here, second
-        order trains worse: the inner objective is sharply curved (the same step size that
-        helps after one step hurts after five), and its Hessian term makes the meta-gradient
-        noisy (five times the first-order norm at initialisation on a toy task, with spikes
-        that stall Adam). On digits 10×20 tasks after 50 meta-steps (one run each): first
-        order 0.85 clustering accuracy, second order 0.51 (``inner_lr`` 0.1) and 0.64 (0.03).
+        gradients); ``False`` for the exact second-order meta-gradient. In short runs on
+        digits clustering tasks second order trained worse: the inner objective is sharply
+        curved (the same step size that helps after one step hurts after five), and its
+        Hessian term makes the meta-gradient noisy, with spikes that stall Adam.
     n_iter, test_iter, temperature, balance, shrink, restarts, refine:
         The clustering, as in :class:`~metaunsup.learners.meta_kmeans.MetaKMeansLearner`; the
         inner loss always unrolls ``n_iter`` soft k-means iterations, the final assignment

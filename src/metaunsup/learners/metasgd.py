@@ -43,8 +43,9 @@ class MetaSGD(MAML):
         inner_steps: int = 1,
         test_steps: int | None = None,
         first_order: bool = False,
+        inner_checkpoint: bool = False,
     ) -> None:
-        super().__init__(net, inner_lr, inner_steps, test_steps, first_order)
+        super().__init__(net, inner_lr, inner_steps, test_steps, first_order, inner_checkpoint)
         self.lrs = nn.ParameterDict(
             {
                 lr_key(k): nn.Parameter(torch.full_like(v.detach(), self.inner_lr))

@@ -24,6 +24,8 @@ from metaunsup.errors import CheckpointError, ConfigError
 from metaunsup.learners.anil import ANIL
 from metaunsup.learners.base import MetaLearner
 from metaunsup.learners.cluster_maml import ClusterMAML
+from metaunsup.learners.fit import check_fits
+from metaunsup.learners.imaml import IMAML
 from metaunsup.learners.maml import MAML
 from metaunsup.learners.meta_gmvae import MetaGMVAE
 from metaunsup.learners.meta_kmeans import MetaKMeansLearner
@@ -53,7 +55,17 @@ def register_learner(cls: L) -> L:
 
 
 #: The learners that come with metaunsup: one line each.
-for _builtin in (MAML, MetaSGD, Reptile, ANIL, ProtoNet, MetaGMVAE, MetaKMeansLearner, ClusterMAML):
+for _builtin in (
+    MAML,
+    MetaSGD,
+    Reptile,
+    ANIL,
+    ProtoNet,
+    MetaGMVAE,
+    MetaKMeansLearner,
+    ClusterMAML,
+    IMAML,
+):
     register_learner(_builtin)
 
 
@@ -71,11 +83,18 @@ def build_learner(config: Mapping[str, Any]) -> MetaLearner:
     return learner_class(config["name"]).from_config(config)
 
 
-def load_learner(name_or_path: str | Path, device: torch.device | str = "cpu") -> MetaLearner:
+def load_learner(
+    name_or_path: str | Path,
+    device: torch.device | str = "cpu",
+    *,
+    example_shape: tuple[int, ...] | None = None,
+) -> MetaLearner:
     """A trained learner, in evaluation mode, from a checkpoint file or a packaged name.
 
     Raises :class:`CheckpointError` when the file holds no learner, a learner this version
-    cannot build, or weights that do not fit the configuration they were saved with.
+    cannot build, or weights that do not fit the configuration they were saved with; with
+    ``example_shape`` (of the data it is meant for), :class:`~metaunsup.errors.DataError` when
+    the learner's network does not take such examples (:mod:`metaunsup.learners.fit`).
     """
     path = resolve_checkpoint(name_or_path)
     tensors, meta = read_checkpoint(path)
@@ -88,4 +107,6 @@ def load_learner(name_or_path: str | Path, device: torch.device | str = "cpu") -
             f"{str(path)!r} describes a learner this version cannot build: {err}"
         ) from None
     load_model_state(learner, tensors, str(path))
+    if example_shape is not None:
+        check_fits(learner, tuple(example_shape), f"checkpoint {str(name_or_path)!r}")
     return learner.to(device).eval()

@@ -185,8 +185,11 @@ class _TaskSampler(SeededStream):
                 raise ConfigError(
                     f"{what}: class {cid} ({dataset.classes[cid]!r}) has {int(counts[first])} "
                     f"examples, fewer than the {self._need_text(need)} a task takes from each "
-                    f"class ({int(small.sum())} such classes); pass drop_small=True to leave them "
-                    "out, or choose classes with classes_with_min_examples()"
+                    f"class ({int(small.sum())} such classes, the smallest with "
+                    f"{int(counts.min())}); ask for at most {int(counts.min())} examples per "
+                    "class",
+                    api_hint="(or pass drop_small=True to leave those classes out, or choose "
+                    "classes with classes_with_min_examples())",
                 )
         if self.n_way > ids.numel():
             raise ConfigError(
@@ -199,8 +202,8 @@ class _TaskSampler(SeededStream):
 
     def _need_text(self, need: int) -> str:
         if self.n_query:
-            return f"k_shot + n_query = {need}"
-        return f"k_shot = {need}"
+            return f"{need} (k_shot + n_query)"
+        return f"{need} (k_shot)"
 
     # -- the stream ------------------------------------------------------------------------
 

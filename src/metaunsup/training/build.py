@@ -6,24 +6,38 @@ validation — and hands them to the algorithm-agnostic :class:`~metaunsup.train
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from metaunsup import data
+from metaunsup.checkpoint import read_checkpoint_meta
 from metaunsup.data.base import Dataset
 from metaunsup.data.transforms import with_rotations
-from metaunsup.errors import ConfigError
+from metaunsup.errors import CheckpointError, ConfigError
 from metaunsup.evaluation.kinds import task_kind
-from metaunsup.evaluation.protocol import TaskShape, evaluate
+from metaunsup.evaluation.protocol import Method, TaskShape, evaluate
+from metaunsup.fileio import check_output_folder
 from metaunsup.learners import LEARNERS, MetaLearner, build_learner, learner_class
 from metaunsup.nets import BACKBONES
-from metaunsup.tasks import split_classes
+from metaunsup.tasks import TaskBatch, split_classes
 from metaunsup.training.config import RunConfig
-from metaunsup.training.trainer import Trainer, TrainResult
+from metaunsup.training.distributed import (
+    DEFAULT_TIMEOUT,
+    Distributed,
+    from_environment,
+    set_threads,
+)
+from metaunsup.training.trainer import BEST, LAST, LOG, Trainer, TrainResult, read_training_state
+from metaunsup.training.unsupervised import PARTITIONS_FILE, PRETRAIN_DIR, PRETRAIN_FILE
+
+if TYPE_CHECKING:
+    from metaunsup.data.unlabeled import UnlabeledView
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +126,71 @@ def split_for_training(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
     return train_ds, val
 
 
+@dataclass(frozen=True)
+class _CastMethod:
+    """A method that sees its tasks' examples in ``dtype`` (the weights' dtype)."""
+
+    method: Method
+    dtype: torch.dtype
+
+    @property
+    def name(self) -> str:
+        return self.method.name
+
+    def run(self, batch: TaskBatch, seed: int) -> torch.Tensor:
+        return self.method.run(_cast(batch, self.dtype), seed)
+
+
+def _cast(batch: TaskBatch, dtype: torch.dtype) -> TaskBatch:
+    return dataclasses.replace(batch, x=batch.x.to(dtype))
+
+
+def bf16_unsafe(learner: MetaLearner) -> str | None:
+    """Why bfloat16 autocast would spoil ``learner``'s meta-gradient, or ``None``.
+
+    A second-order inner loop differentiates its own gradients: the Hessian terms of the
+    meta-gradient are small differences of large products, which bfloat16's 8-bit mantissa
+    loses. iMAML solves a linear system by conjugate gradients on Hessian-vector products,
+    which bfloat16 rounding stalls. First-order MAML, Reptile, Prototypical Networks, the
+    clustering learners and SimCLR only differentiate a forward pass.
+    """
+    if learner.name == "imaml":
+        return "iMAML's conjugate gradients on bfloat16 Hessian-vector products do not converge"
+    if getattr(learner, "first_order", True) is False and learner.train_steps > 0:
+        return (
+            f"{learner.name}'s second-order inner loop differentiates its own gradients, whose "
+            "Hessian terms bfloat16 rounds away; set first_order = true or precision = 'float32'"
+        )
+    return None
+
+
+def precision_objective(
+    learner: MetaLearner, precision: str, device: torch.device
+) -> Callable[[TaskBatch], tuple[torch.Tensor, dict[str, float]]]:
+    """``learner.meta_loss`` in ``train.precision``: float32 as is; float64 with the learner
+    cast to double and every batch's examples too; bf16 under CUDA autocast (matrix products
+    and convolutions in bfloat16, weights, reductions and the optimiser in float32), refused
+    on the CPU and where :func:`bf16_unsafe` says why."""
+    if precision == "float64":
+        learner.double()
+        return lambda batch: learner.meta_loss(_cast(batch, torch.float64))
+    if precision == "bf16":
+        if device.type != "cuda":
+            raise ConfigError(
+                "train.precision = 'bf16' autocasts on CUDA only (the CPU kernels are float32)"
+            )
+        reason = bf16_unsafe(learner)
+        if reason is not None:
+            raise ConfigError(f"train.precision = 'bf16' is not safe here: {reason}")
+
+        def autocast_loss(batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                return learner.meta_loss(batch)
+
+        return autocast_loss
+    return learner.meta_loss
+
+
 def make_validator(
     cfg: RunConfig, val: Dataset, device: torch.device | str
 ) -> Callable[[MetaLearner], dict[str, float]]:
@@ -125,10 +204,13 @@ def make_validator(
 
     def validate(learner: MetaLearner) -> dict[str, float]:
         learner.eval()
+        method = kind.method_of("val", learner, device=device)
+        if cfg.train.precision == "float64":
+            method = _CastMethod(method, torch.float64)
         report = evaluate(
             kind,
             val,
-            [kind.method_of("val", learner, device=device)],
+            [method],
             shape=shape,
             n_tasks=cfg.train.val_tasks,
             seed=cfg.train.seed + VAL_SEED_OFFSET,
@@ -141,52 +223,235 @@ def make_validator(
     return validate
 
 
+@dataclass(frozen=True)
+class RunState:
+    """What a run folder holds, read from its files' headers (``None``: no such file).
+
+    ``meta_step``: the step of ``last.safetensors`` (meta-training); ``pretrain_step``: of
+    ``pretrain/last.safetensors`` (an unfinished pre-training); ``pretrained``: the finished
+    pre-training ``pretrain.safetensors``; ``partitions``: the CACTUs partitions;
+    ``model``: ``best.safetensors``.
+    """
+
+    folder: Path
+    meta_step: int | None = None
+    pretrain_step: int | None = None
+    pretrained: bool = False
+    partitions: bool = False
+    model: bool = False
+
+    @property
+    def holds_run(self) -> bool:
+        """A run was started here: writing a new one would replace it."""
+        return self.meta_step is not None or self.pretrain_step is not None or self.model
+
+    @property
+    def resumable(self) -> bool:
+        """There is something a resumed run continues from or reuses."""
+        return self.holds_run or self.pretrained or self.partitions
+
+    def describe(self, cfg: RunConfig | None = None) -> str:
+        """``"the finished pre-training and meta-training at step 150 of 200"``, or
+        ``"nothing"``."""
+        parts = []
+        if self.pretrain_step is not None:
+            total = f" of {cfg.unsupervised.pretrain_steps}" if cfg and cfg.unsupervised else ""
+            parts.append(f"pre-training at step {self.pretrain_step}{total}")
+        if self.pretrained:
+            parts.append("the finished pre-training")
+        if self.partitions:
+            parts.append("the CACTUs partitions")
+        if self.meta_step is not None:
+            total = f" of {cfg.train.steps}" if cfg else ""
+            parts.append(f"meta-training at step {self.meta_step}{total}")
+        elif self.model:
+            parts.append("a trained model")
+        return " and ".join(parts) or "nothing"
+
+
+def _step_of(path: Path) -> int | None:
+    if not path.is_file():
+        return None
+    try:
+        return int(read_checkpoint_meta(path).get("step", 0))
+    except (CheckpointError, TypeError, ValueError):
+        return 0  # there, but unreadable: a resume will say what is wrong with it
+
+
+def run_state(out_dir: str | Path) -> RunState:
+    """What the run folder ``out_dir`` holds (see :class:`RunState`)."""
+    out = Path(out_dir)
+    return RunState(
+        folder=out,
+        meta_step=_step_of(out / LAST),
+        pretrain_step=_step_of(out / PRETRAIN_DIR / LAST),
+        pretrained=(out / PRETRAIN_FILE).is_file(),
+        partitions=(out / PARTITIONS_FILE).is_file(),
+        model=(out / BEST).is_file(),
+    )
+
+
+def clear_run(out_dir: str | Path) -> None:
+    """Remove the files a run writes into ``out_dir`` (checkpoints, logs, caches; nothing
+    else), so that a new run leaves no mix of old and new files (``--overwrite``)."""
+    out = Path(out_dir)
+    for name in (LAST, BEST, LOG, PRETRAIN_FILE, PARTITIONS_FILE):
+        (out / name).unlink(missing_ok=True)
+    pre = out / PRETRAIN_DIR
+    for name in (LAST, BEST, LOG):
+        (pre / name).unlink(missing_ok=True)
+    if pre.is_dir() and not any(pre.iterdir()):
+        pre.rmdir()
+
+
+#: Run settings a resumed run must share with the checkpoint it continues (``train.steps``
+#: may grow; the device, threads and cadences may change).
+_RESUME_KEYS = {
+    "data": ("dataset", "split", "val_fraction", "val_by", "rotations"),
+    "task": ("kind", "n_way", "k_shot", "n_query", "val_n_way"),
+    "train": ("seed", "meta_batch", "lr", "optimizer", "lr_decay_steps", "lr_decay", "grad_clip"),
+}
+
+
+def _check_same_run(cfg: RunConfig, meta: dict[str, Any], path: Path) -> None:
+    """:class:`CheckpointError` naming the first setting ``cfg`` changed since ``path``."""
+    old, new = meta.get("run"), cfg.to_dict()
+    if not isinstance(old, dict):
+        return
+    keys: list[tuple[str, str | None]] = [
+        (table, key) for table, names in _RESUME_KEYS.items() for key in names
+    ]
+    keys += [("unsupervised", key) for key in (new.get("unsupervised") or {})]
+    if (old.get("unsupervised") is None) != (new.get("unsupervised") is None):
+        keys.insert(0, ("unsupervised", None))
+    for table, key in keys:
+        was = (old.get(table) or {}).get(key) if key else old.get(table)
+        now = (new.get(table) or {}).get(key) if key else new.get(table)
+        if was != now:
+            name = f"{table}.{key}" if key else f"[{table}]"
+            raise CheckpointError(
+                f"{str(path)!r} was trained with {name} = {was!r}, the config says {now!r}: "
+                "resume with the config it was started with (only train.steps may grow), or "
+                "start again with --overwrite or in another --out folder"
+            )
+
+
+def check_run_folder(
+    cfg: RunConfig, learner: MetaLearner, out: Path, resume: bool, overwrite: bool
+) -> None:
+    """Everything a run needs from its folder, before any work: a new run does not replace a
+    run unasked, a resume has a run to continue from, made with the same learner and settings
+    (and, unsupervised, the same pre-training)."""
+    state = run_state(out)
+    if resume and not state.resumable:
+        raise CheckpointError(
+            f"cannot resume: {str(out)!r} holds no run to continue (start without --resume)"
+        )
+    if not resume and state.holds_run and not overwrite:
+        raise ConfigError(
+            f"{str(out)!r} holds a run ({state.describe(cfg)}); continue it with --resume, "
+            "replace it with --overwrite, or choose another --out folder",
+            api_hint="(train_run(..., resume=True) or overwrite=True)",
+        )
+    if resume and state.meta_step is not None:
+        _, meta = read_training_state(out / LAST, {"learner": learner.config()})
+        _check_same_run(cfg, meta, out / LAST)
+    if cfg.unsupervised is not None and not overwrite:
+        from metaunsup.training.unsupervised import check_unsupervised_folder
+
+        check_unsupervised_folder(cfg, learner, out, resume)
+
+
+def _check_learner_kind(cfg: RunConfig) -> None:
+    kinds = task_kinds(cfg.learner["name"])
+    if cfg.learner["name"] in LEARNERS and cfg.task.kind not in kinds:
+        others = ", ".join(n for n in LEARNERS if cfg.task.kind in task_kinds(n))
+        raise ConfigError(
+            f"learner {cfg.learner['name']!r} trains on task.kind = {' or '.join(kinds)!r}, "
+            f"not {cfg.task.kind!r}"
+            + (f" (learners for {cfg.task.kind!r} tasks: {others})" if others else "")
+        )
+
+
+def _join_processes(
+    device_name: str, threads: int, timeout: float
+) -> tuple[torch.device, Distributed | None]:
+    """This process's device and place in a distributed run (``None``: one process), with
+    its thread count set."""
+    device = torch.device(device_name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is 'cuda' but no CUDA device is available")
+    dist = from_environment(device_name, timeout)
+    set_threads(threads, dist)
+    return (device if dist is None else dist.device), dist
+
+
 def train_run(
     cfg: RunConfig,
     out_dir: str | Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     tensorboard: str | Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> TrainResult:
-    """Meta-train the run described by ``cfg`` into ``out_dir`` (``--resume`` continues;
-    ``tensorboard``: a folder for TensorBoard event files of the training log)."""
+    """Meta-train the run described by ``cfg`` into ``out_dir``.
+
+    ``resume`` continues the run in ``out_dir`` (its pre-training, partitions and
+    meta-training, each where it stopped: the weights end as an unbroken run's would);
+    ``overwrite`` replaces the run there. A folder that holds a run needs one of them; what a
+    run needs from the folder is checked before any work (:func:`check_run_folder`).
+    ``tensorboard``: a folder for TensorBoard event files of the training log.
+
+    In a process started by ``metaunsup train --nproc`` or ``torchrun`` this process joins the
+    distributed run (:mod:`metaunsup.training.distributed`; ``timeout``: seconds a collective
+    waits for the others): it meta-trains on its share of every meta-batch, and rank 0
+    alone pre-trains and partitions the data of an unsupervised run (the others then read the
+    results from the run folder's cache, see :func:`unsupervised_training_source`).
+    """
     t, tr = cfg.task, cfg.train
-    kinds = task_kinds(cfg.learner["name"])
-    if cfg.learner["name"] in LEARNERS and t.kind not in kinds:
-        others = ", ".join(n for n in LEARNERS if t.kind in task_kinds(n))
-        raise ConfigError(
-            f"learner {cfg.learner['name']!r} trains on task.kind = {' or '.join(kinds)!r}, "
-            f"not {t.kind!r}" + (f" (learners for {t.kind!r} tasks: {others})" if others else "")
-        )
-    if tr.threads:
-        torch.set_num_threads(tr.threads)
-    device = torch.device(tr.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but no CUDA device is available")
+    _check_learner_kind(cfg)
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in the folder, --overwrite replaces it: "
+                          "give one of them")  # fmt: skip
+    out = check_output_folder(out_dir)
+    device, dist = _join_processes(tr.device, tr.threads, timeout)
+    progress = progress and (dist is None or dist.writer)
     run_config = cfg.to_dict()
     if cfg.unsupervised is not None:
         from metaunsup.data.unlabeled import UnlabeledView
-        from metaunsup.training.unsupervised import unsupervised_source
 
         # No labels: the whole split, read through a view that refuses labels; no validation.
         view = UnlabeledView(data.load(cfg.data.dataset, cfg.data.split, root=cfg.data.root))
         learner = fresh_learner(cfg, view.example_shape)
-        source, record = unsupervised_source(cfg, learner, view, out_dir, device, progress, resume)
+    else:
+        train_ds, val = split_for_training(cfg)
+        learner = fresh_learner(cfg, train_ds.example_shape)
+    check_run_folder(cfg, learner, out, resume, overwrite)
+    if overwrite and (dist is None or dist.writer):
+        clear_run(out)
+    if dist is not None and overwrite:
+        dist.wait_for_writer("clearing the run folder")
+    if cfg.unsupervised is not None:
+        source, record = unsupervised_training_source(
+            cfg, learner, view, out, device, progress, resume, dist
+        )
         run_config["unsupervised_record"] = record
         val = None
     else:
-        train_ds, val = split_for_training(cfg)
         kind = task_kind(t.kind)
         shape = TaskShape(t.n_way, t.k_shot, t.n_query if kind.has_query else 0)
         source = kind.make_sampler(train_ds, shape, tr.seed)
-        learner = fresh_learner(cfg, train_ds.example_shape)
+    if dist is not None:
+        source = dist.shard(source, tr.meta_batch)
+    objective = precision_objective(learner, tr.precision, device)
     trainer = Trainer(
         learner,
-        learner.meta_loss,
+        objective,
         source,
         tr,
-        out_dir,
+        out,
         identity={"learner": learner.config()},
         describe={"run": run_config},
         validate=None if val is None else make_validator(cfg, val, device),
@@ -194,8 +459,47 @@ def train_run(
         progress=progress,
         tensorboard=tensorboard,
         name=f"meta-train {cfg.name}",
+        distributed=dist,
     )
-    return trainer.fit(resume=resume)
+    try:
+        return trainer.fit(resume=resume and (out / LAST).is_file())
+    finally:
+        if dist is not None:
+            dist.close()
+
+
+def unsupervised_training_source(
+    cfg: RunConfig,
+    learner: MetaLearner,
+    view: UnlabeledView,
+    out: Path,
+    device: torch.device,
+    progress: bool,
+    resume: bool,
+    dist: Distributed | None,
+) -> tuple[Any, dict[str, Any]]:
+    """``(task source, record)`` of a run with no labels, read through ``view`` (a view of the
+    training split that refuses labels; there is no validation).
+
+    In a distributed run rank 0 pre-trains the backbone and partitions the data first (both
+    are cached in the run folder: ``pretrain.safetensors``, ``partitions.safetensors``) while
+    the others wait, then the others build the same source from those caches. Done once
+    rather than split: SimCLR's loss uses every example of a batch as the others' negatives,
+    and both steps are one-off costs beside meta-training.
+    """
+    from metaunsup.training.unsupervised import unsupervised_source
+
+    def build() -> tuple[Any, dict[str, Any]]:
+        return unsupervised_source(cfg, learner, view, out, device, progress, resume)
+
+    if dist is None:
+        return build()
+    if dist.writer:
+        built = build()
+        dist.wait_for_writer("pre-training and partitioning the data")
+        return built
+    dist.wait_for_writer("pre-training and partitioning the data")
+    return build()
 
 
 def fresh_learner(cfg: RunConfig, example_shape: tuple[int, ...]) -> MetaLearner:

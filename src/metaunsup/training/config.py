@@ -16,6 +16,7 @@ Unknown keys are errors (a typo must not be silently ignored).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -68,9 +69,19 @@ class TaskConfig:
     val_n_way: int = 0
 
 
+#: Values of ``train.precision``.
+PRECISIONS = ("float32", "float64", "bf16")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """The outer loop."""
+    """The outer loop.
+
+    ``precision``: ``"float32"``; ``"float64"`` (weights and tasks in double precision, for
+    exactness checks); or ``"bf16"``, bfloat16 autocast of the meta-loss on CUDA (weights and
+    optimiser stay float32), refused where it is not safe (see
+    :func:`metaunsup.training.build.precision_objective`).
+    """
 
     steps: int = 1000
     meta_batch: int = 4
@@ -87,6 +98,7 @@ class TrainConfig:
     log_every: int = 1
     device: str = "cpu"
     threads: int = 0
+    precision: str = "float32"
 
 
 #: Values of ``unsupervised.tasks``.
@@ -108,7 +120,8 @@ class UnsupervisedConfig:
     ``pretrain_steps`` (and ``pretrain_batch``, ``pretrain_lr``, ``pretrain_temperature``):
         SimCLR pre-training of the learner's own backbone before meta-training
         (:mod:`metaunsup.embed.simclr`); 0 skips it. CACTUs then clusters the pre-trained features;
-        without pre-training it clusters the pixels.
+        without pre-training it clusters the pixels. The pre-training is checkpointed every
+        ``train.checkpoint_every`` steps, so ``--resume`` continues it where it stopped.
     ``augment``:
         Augmentation preset of pre-training and UMTRA (``"auto"``: by example shape).
     ``partitions``, ``clusters``, ``scale``, ``n_init``, ``fit_size``:
@@ -188,6 +201,8 @@ def _check_type(value: Any, expected: Any, where: str) -> Any:
     elif text.startswith("float"):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
+        if ok and not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
     elif text.startswith("bool"):
         ok = isinstance(value, bool)
     elif text.startswith("str | None"):
@@ -234,6 +249,9 @@ def _validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"data.val_by must be 'classes' or 'examples', got {d.val_by!r}")
     if tr.device != "cpu" and not tr.device.startswith("cuda"):
         raise ConfigError(f"train.device must be 'cpu' or 'cuda[:N]', got {tr.device!r}")
+    if tr.precision not in PRECISIONS:
+        choices = ", ".join(PRECISIONS)
+        raise ConfigError(f"train.precision must be one of {choices}, got {tr.precision!r}")
     u = cfg.unsupervised
     if u is not None:
         if u.tasks not in UNSUPERVISED_TASKS:
@@ -276,6 +294,12 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
             raise ConfigError(f"config is missing '{key}'")
     if not isinstance(raw["name"], str) or not raw["name"]:
         raise ConfigError("'name' must be a non-empty string")
+    name = raw["name"]
+    if name in (".", "..") or Path(name).name != name or "\\" in name or not name.isprintable():
+        raise ConfigError(
+            f"'name' is the run's folder under runs/, so it must be a plain folder name (no "
+            f"'/', '\\' or '..'), got {name!r}"
+        )
     if not isinstance(raw["learner"], dict):
         raise ConfigError("[learner] must be a table")
     cfg = RunConfig(
@@ -324,8 +348,12 @@ def load_config(
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"config {str(p)!r} is not valid TOML: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config {str(p)!r} ({err.strerror or err})") from None
     for dotted, value in (overrides or {}).items():
         table, _, key = dotted.rpartition(".")
         target = raw.setdefault(table, {}) if table else raw
+        if not isinstance(target, dict):
+            raise ConfigError(f"[{table}] must be a table")
         target[key] = value
     return config_from_dict(raw)

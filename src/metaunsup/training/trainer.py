@@ -9,6 +9,11 @@ loss diverges (:class:`~metaunsup.errors.TrainingDivergedError`, naming the sett
 and checkpoints atomically so that ``resume`` continues at the exact step: an interrupted run
 and an uninterrupted one with the same seed end with the same weights.
 
+Distributed runs (:mod:`metaunsup.training.distributed`) hook in at three places: the
+weights are made equal at the start, the gradients (and metrics) are summed over processes
+after every backward pass, and only rank 0 validates, logs and writes checkpoints. The loop
+itself is the same.
+
 Task sources are duck-typed: ``sample(n) -> batch`` (anything with ``.to(device)``) plus
 ``state_dict()`` / ``load_state_dict()`` (tensors and JSON scalars) so that their randomness is
 saved and restored with the checkpoint.
@@ -34,6 +39,7 @@ from metaunsup.errors import CheckpointError, ConfigError, TrainingDivergedError
 from metaunsup.training.config import TrainConfig
 
 if TYPE_CHECKING:
+    from metaunsup.training.distributed import Distributed
     from metaunsup.training.tensorboard_log import TensorBoardLog
 
 log = logging.getLogger(__name__)
@@ -107,6 +113,10 @@ class Trainer:
     remedy:
         What a user should change when the loss diverges, e.g. ``"lower train.lr or set
         train.grad_clip"``.
+    distributed:
+        This process's place in a distributed run
+        (:class:`~metaunsup.training.distributed.Distributed`), whose ``source`` is already
+        sharded; ``None``: one process.
     """
 
     def __init__(
@@ -125,6 +135,7 @@ class Trainer:
         tensorboard: str | Path | None = None,
         name: str = "meta-train",
         remedy: str = "lower train.lr or set train.grad_clip",
+        distributed: Distributed | None = None,
     ) -> None:
         self.model = model.to(device)
         self.objective = objective
@@ -140,6 +151,9 @@ class Trainer:
         self.name = name
         self.remedy = remedy
         self._tb: TensorBoardLog | None = None
+        self.distributed = distributed
+        #: Whether this process writes the log and checkpoints (rank 0 of a distributed run).
+        self.writes = self.out_dir is not None and (distributed is None or distributed.writer)
         self.optimizer = self._make_optimizer()
         self.step = 0
         self.best_metric = -math.inf
@@ -167,7 +181,9 @@ class Trainer:
         """Train until ``settings.steps``; with ``resume`` continue from ``out_dir/last``."""
         log_file = self._open_log(resume)
         metrics: dict[str, float] = {}
-        if self.tensorboard is not None:
+        if self.distributed is not None:
+            self.distributed.prepare(self.model)
+        if self.tensorboard is not None and self.writes:
             from metaunsup.training.tensorboard_log import TensorBoardLog
 
             self._tb = TensorBoardLog(self.tensorboard, first_step=self.step)
@@ -190,10 +206,13 @@ class Trainer:
                 self._tb = None
             if bar is not None:
                 bar.close()
-        if self.validate is None and self.out_dir is not None:
+        if self.validate is None and self.writes:
+            assert self.out_dir is not None
             self.save(self.out_dir / BEST, training=False)
         if self.validate is None:
             self.best_step = self.step
+        if self.distributed is not None:
+            self.distributed.finish()
         return TrainResult(
             steps=self.step,
             seconds=self.seconds,
@@ -210,10 +229,13 @@ class Trainer:
             if resume:
                 raise ConfigError("resume needs an output folder")
             return None
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.writes:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self._resume()
-        else:
+        if not self.writes:
+            return None
+        if not resume:
             (self.out_dir / LOG).write_text("")
         return (self.out_dir / LOG).open("a", encoding="utf-8")
 
@@ -230,6 +252,8 @@ class Trainer:
             if recent:
                 log.info("%s step %d/%d: loss %.5f", self.name, self.step, s.steps,
                          sum(recent) / len(recent))  # fmt: skip
+        if not self.writes and self.out_dir is not None:
+            return  # another rank validates and checkpoints
         if self.validate is not None and (self.step % s.val_every == 0 or last):
             self._validate(log_file)
         if self.out_dir is not None and (self.step % s.checkpoint_every == 0 or last):
@@ -241,18 +265,27 @@ class Trainer:
             group["lr"] = self._lr_at(self.step)
         batch = self.source.sample(self.settings.meta_batch).to(self.device)
         loss, metrics = self.objective(batch)
-        if not torch.isfinite(loss):
-            raise TrainingDivergedError(
-                f"{self.name}: the loss became {loss.item()} at step {self.step + 1}; {self.remedy}"
-            )
+        if self.distributed is None:
+            self._check_finite(float(loss.detach()))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        value = float(loss.detach())
+        metrics = {k: float(v) for k, v in metrics.items()}
+        if self.distributed is not None:  # every process learns the same sums, or none
+            share = self.distributed.share(self.settings.meta_batch)
+            value, metrics = self.distributed.reduce(self.model, value, metrics, share)
+            self._check_finite(value)
         if self.settings.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
         self.optimizer.step()
-        value = float(loss.detach())
         self.losses.append(value)
-        return {"loss": value, **{k: float(v) for k, v in metrics.items()}}
+        return {"loss": value, **metrics}
+
+    def _check_finite(self, value: float) -> None:
+        if not math.isfinite(value):
+            raise TrainingDivergedError(
+                f"{self.name}: the loss became {value} at step {self.step + 1}; {self.remedy}"
+            )
 
     def _record(self, record: dict[str, Any], log_file) -> None:
         """Append ``record`` to the JSONL log (and to TensorBoard when asked for)."""
@@ -282,7 +315,7 @@ class Trainer:
         )
 
     def _bar(self):
-        if not self.progress or not sys.stderr.isatty():
+        if not self.progress or not sys.stderr.isatty() or not self._is_writer():
             return None
         from tqdm.auto import tqdm
 
@@ -293,6 +326,9 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
+
+    def _is_writer(self) -> bool:
+        return self.distributed is None or self.distributed.writer
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: Path, training: bool) -> Path:
@@ -324,18 +360,7 @@ class Trainer:
     def _resume(self) -> None:
         assert self.out_dir is not None
         path = self.out_dir / LAST
-        if not path.is_file():
-            raise CheckpointError(
-                f"cannot resume: {str(path)!r} not found (start without --resume)"
-            )
-        tensors, meta = read_checkpoint(path)
-        if meta.get("kind") != "training":
-            raise CheckpointError(f"{str(path)!r} holds no training state to resume from")
-        if any(meta.get(key) != value for key, value in self.identity.items()):
-            raise CheckpointError(
-                f"{str(path)!r} was written by another {' and '.join(self.identity)} "
-                "configuration; use a new --out folder or the config it was trained with"
-            )
+        tensors, meta = read_training_state(path, self.identity)
         load_model_state(self.model, tensors, str(path))
         _load_optimizer_state(self.optimizer, tensors, meta["optimizer"], str(path))
         source_state = dict(meta.get("source", {}))
@@ -349,8 +374,29 @@ class Trainer:
         self.best_step = int(meta.get("best_step", 0))
         best = meta.get("best_metric")
         self.best_metric = -math.inf if best is None else float(best)
-        _truncate_log(self.out_dir / LOG, self.step)
+        if self.writes:
+            _truncate_log(self.out_dir / LOG, self.step)
         log.info("resumed from %s at step %d", path, self.step)
+
+
+def read_training_state(
+    path: Path, identity: dict[str, Any]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(tensors, meta)`` of the training checkpoint ``path`` that a Trainer of ``identity``
+    can resume from; :class:`CheckpointError` when it is missing, corrupt, not a training state
+    or of another identity. A run checks this before any work (see
+    :func:`metaunsup.training.build.train_run`), the Trainer again when it resumes."""
+    if not path.is_file():
+        raise CheckpointError(f"cannot resume: {str(path)!r} not found (start without --resume)")
+    tensors, meta = read_checkpoint(path)
+    if meta.get("kind") != "training":
+        raise CheckpointError(f"{str(path)!r} holds no training state to resume from")
+    if any(meta.get(key) != value for key, value in identity.items()):
+        raise CheckpointError(
+            f"{str(path)!r} was written by another {' and '.join(identity)} "
+            "configuration; use a new --out folder or the config it was trained with"
+        )
+    return tensors, meta
 
 
 def _optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

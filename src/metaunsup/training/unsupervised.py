@@ -3,8 +3,8 @@
 :func:`unsupervised_source` turns the unlabeled training split into tasks:
 
 1. optional SimCLR pre-training of the learner's own backbone
-   (:func:`metaunsup.embed.simclr.pretrain_contrastive`), saved as ``pretrain.safetensors`` in the
-   run folder so that a resumed run does not redo it;
+   (:func:`metaunsup.training.pretraining.pretrain_contrastive`), saved as ``pretrain.safetensors``
+   in the run folder so that a resumed run does not redo it;
 2. ``"cactus"``: k-means partitions of the pre-trained features (of the pixels without
    pre-training; of another run's pre-trained backbone with ``features_from``; or of the
    spectral embedding of their nearest-neighbour graph when ``spectral_dims > 0``), cached as
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from metaunsup.checkpoint import read_checkpoint, save_checkpoint
+from metaunsup.checkpoint import read_checkpoint, read_checkpoint_meta, save_checkpoint
 from metaunsup.data.augment import Augment
 from metaunsup.data.unlabeled import UnlabeledView
 from metaunsup.embed.features import net_embeddings
@@ -35,9 +35,17 @@ from metaunsup.learners import MetaLearner
 from metaunsup.nets import FunctionalNet, build_net
 from metaunsup.training.config import RunConfig
 from metaunsup.training.pretraining import final_loss, pretrain_contrastive
-from metaunsup.training.trainer import BEST, LAST
+from metaunsup.training.trainer import BEST, LAST, read_training_state
 
-__all__ = ["PARTITIONS_FILE", "PRETRAIN_FILE", "pretrained_only_learner", "unsupervised_source"]
+__all__ = [
+    "PARTITIONS_FILE",
+    "PRETRAIN_DIR",
+    "PRETRAIN_FILE",
+    "check_unsupervised_folder",
+    "pretrain_settings",
+    "pretrained_only_learner",
+    "unsupervised_source",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +62,56 @@ def _augment(name: str, view: UnlabeledView) -> Augment:
     return Augment.preset(name)
 
 
+def pretrain_settings(cfg: RunConfig, learner: MetaLearner) -> dict[str, Any]:
+    """What identifies a run's pre-training: its settings and the backbone it pre-trains (a
+    cached or interrupted pre-training is reused only when these are unchanged)."""
+    u = cfg.unsupervised
+    assert u is not None
+    return {
+        "steps": u.pretrain_steps,
+        "batch": u.pretrain_batch,
+        "lr": u.pretrain_lr,
+        "temperature": u.pretrain_temperature,
+        "augment": u.augment,
+        "seed": cfg.train.seed,
+        # the backbone that is pre-trained: a classification head is neither trained nor saved,
+        # so learners with and without one (MAML, ProtoNets) share a pre-training
+        "net": {**learner.net.config(), "n_way": None},
+    }
+
+
+def _check_pretraining_meta(meta: dict[str, Any], settings: dict[str, Any], path: Path) -> None:
+    if meta.get("kind") != _PRETRAIN_KIND or meta.get("settings") != settings:
+        raise CheckpointError(
+            f"{str(path)!r} holds a pre-training with other settings; delete it, start "
+            "again with --overwrite or use another --out folder"
+        )
+
+
+def check_unsupervised_folder(
+    cfg: RunConfig, learner: MetaLearner, out_dir: Path, resume: bool
+) -> None:
+    """What an unsupervised run needs from the folders, checked before any work: a cached
+    pre-training (``pretrain.safetensors``) of the same settings, the pre-training checkpoint a
+    resume continues, and the run that ``features_from`` names."""
+    u = cfg.unsupervised
+    assert u is not None
+    if u.pretrain_steps > 0:
+        settings = pretrain_settings(cfg, learner)
+        done, started = out_dir / PRETRAIN_FILE, out_dir / PRETRAIN_DIR / LAST
+        if done.exists():
+            _check_pretraining_meta(read_checkpoint_meta(done), settings, done)
+        elif resume and started.is_file():
+            read_training_state(started, {"pretraining": settings})
+    if u.features_from:
+        teacher = out_dir.parent / u.features_from
+        if not (teacher / PRETRAIN_FILE).is_file():
+            raise ConfigError(
+                f"unsupervised.features_from: {str(teacher / PRETRAIN_FILE)!r} not found; "
+                f"train the run {teacher.name!r} into {str(teacher)!r} first"
+            )
+
+
 def pretrained_backbone(
     cfg: RunConfig,
     learner: MetaLearner,
@@ -66,8 +124,8 @@ def pretrained_backbone(
     """Pre-train ``learner.net`` (or load the run's earlier pre-training); returns its record.
 
     The pre-training runs through the Trainer in ``out_dir/pretrain/`` (its log and, while it
-    runs, its checkpoints): with ``resume`` an interrupted pre-training continues where it
-    stopped.
+    runs, its checkpoints, every ``train.checkpoint_every`` steps): with ``resume`` an
+    interrupted pre-training continues where it stopped.
 
     The record (``{"steps", "seconds", "final_loss"}``) is stored with the weights and in the
     checkpoints' run description, so the card of a trained model says what pre-training cost.
@@ -75,24 +133,10 @@ def pretrained_backbone(
     u = cfg.unsupervised
     assert u is not None
     path = out_dir / PRETRAIN_FILE
-    settings = {
-        "steps": u.pretrain_steps,
-        "batch": u.pretrain_batch,
-        "lr": u.pretrain_lr,
-        "temperature": u.pretrain_temperature,
-        "augment": u.augment,
-        "seed": cfg.train.seed,
-        # the backbone that is pre-trained: a classification head is neither trained nor saved,
-        # so learners with and without one (MAML, ProtoNets) share a pre-training
-        "net": {**learner.net.config(), "n_way": None},
-    }
+    settings = pretrain_settings(cfg, learner)
     if path.exists():
         tensors, meta = read_checkpoint(path)
-        if meta.get("kind") != _PRETRAIN_KIND or meta.get("settings") != settings:
-            raise CheckpointError(
-                f"{str(path)!r} holds a pre-training with other settings; delete it or use "
-                "another --out folder"
-            )
+        _check_pretraining_meta(meta, settings, path)
         _load_backbone(learner, tensors, path)
         log.info("pre-trained backbone loaded from %s", path)
         return meta["record"]
@@ -110,6 +154,7 @@ def pretrained_backbone(
         progress=progress,
         out_dir=folder,
         resume=resume and (folder / LAST).is_file(),
+        checkpoint_every=cfg.train.checkpoint_every,
         identity=settings,
         remedy="lower unsupervised.pretrain_lr",
     )

@@ -4,8 +4,9 @@ INPUT is read by :func:`metaunsup.data.arrays.load_arrays` (``.npy``, numeric ``
 without a header, or a folder of images) and clustered by :class:`metaunsup.MetaKMeans`. The
 labels go to ``--out`` as CSV (``file,label`` for images, ``index,label`` with 0-based row
 positions for tables), or to stdout when there is no ``--out``; ``--plot`` draws a montage of
-each cluster's images. Outputs are written atomically and only after everything succeeded, so
-an error never leaves a partial file.
+each cluster's images. Outputs are checked before any work (a writable folder, and never the
+input or the checkpoint: the labels are not written over the data), written atomically and
+only after everything succeeded, so an error never leaves a partial file.
 """
 
 from __future__ import annotations
@@ -169,7 +170,12 @@ def summary_lines(info: dict) -> list[str]:
     show_default=True,
     help="Meta-training steps without --checkpoint.",
 )
-@click.option("--threads", type=click.IntRange(min=1), help="torch threads.")
+@click.option(
+    "--threads", type=click.IntRange(min=1), help="torch threads (default: the idle CPUs)."
+)
+@click.option(
+    "--device", default="cpu", show_default=True, help="Where the network runs: cpu, cuda."
+)
 @click.option("--quiet", is_flag=True, help="Print no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def cluster(
@@ -183,6 +189,7 @@ def cluster(
     seed: int,
     meta_steps: int,
     threads: int | None,
+    device: str,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -195,13 +202,17 @@ def cluster(
     from metaunsup.data.arrays import load_arrays
     from metaunsup.fileio import check_output_path
 
-    outputs = [check_output_path(p) for p in (out, plot) if p is not None]
+    inputs = [input_path, checkpoint]  # never written over (a packaged name is no file here)
+    outputs = [
+        check_output_path(path, inputs=inputs, option=option)
+        for option, path in (("--out", out), ("--plot", plot))
+        if path is not None
+    ]
     if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
         raise ConfigError("--out and --plot name the same file; give two different paths")
-    if threads is not None:
-        import torch
+    from metaunsup.training.threads import apply_threads
 
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     dataset, names = load_arrays(input_path)
     x = dataset.x.numpy()
     images = dataset.info.get("format") == "images"
@@ -228,6 +239,7 @@ def cluster(
         k_selection=k_by,
         input_normalize="auto" if normalize else "off",
         random_state=seed,
+        device=device,
         verbose=not quiet,
     )
     model.fit(x)

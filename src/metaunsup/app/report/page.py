@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from metaunsup.errors import ConfigError, DataError
-from metaunsup.fileio import atomic_write_bytes, atomic_write_text
+from metaunsup.fileio import atomic_write_bytes, atomic_write_text, check_output_folder
 
 __all__ = ["NamedReport", "read_report", "require_matplotlib", "write_report"]
 
@@ -52,9 +53,16 @@ def require_matplotlib() -> None:
 
 def _check_score(value: Any, where: str) -> None:
     if not isinstance(value, Mapping) or not all(
-        isinstance(value.get(key), int | float) for key in ("mean", "ci95")
+        isinstance(value.get(key), int | float) and not isinstance(value.get(key), bool)
+        for key in ("mean", "ci95")
     ):
         raise DataError(f"{where}: a score must be {{'mean': number, 'ci95': number}}")
+    for key in ("mean", "ci95"):
+        if not math.isfinite(value[key]):
+            raise DataError(
+                f"{where}.{key} is {value[key]}: a score must be a finite number (a method that "
+                "failed on some tasks gives NaN; evaluate it again or leave it out)"
+            )
 
 
 def read_report(path: str | os.PathLike) -> NamedReport:
@@ -68,6 +76,10 @@ def read_report(path: str | os.PathLike) -> NamedReport:
         raise DataError(f"{p}: not a text file; give the JSON written by evaluate --json") from None
     except json.JSONDecodeError as err:
         raise DataError(f"{p}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except RecursionError:
+        raise DataError(f"{p}: JSON nested too deeply to be an evaluation report") from None
+    except OSError as err:
+        raise DataError(f"{p}: cannot read it ({err.strerror or err})") from None
     if not isinstance(data, dict):
         raise DataError(f"{p}: expected a JSON object (an evaluation report)")
     missing = [key for key in _REQUIRED if key not in data]
@@ -94,11 +106,21 @@ def read_report(path: str | os.PathLike) -> NamedReport:
     curves = data.get("curves", {})
     if not isinstance(curves, Mapping) or not all(
         isinstance(points, list)
-        and all(isinstance(pt, Mapping) and {"steps", "acc"} <= set(pt) for pt in points)
+        and all(
+            isinstance(pt, Mapping) and all(_finite_number(pt.get(key)) for key in ("steps", "acc"))
+            for pt in points
+        )
         for points in curves.values()
     ):
-        raise DataError(f"{p}: 'curves' must map methods to lists of {{'steps', 'acc', ...}}")
+        raise DataError(
+            f"{p}: 'curves' must map methods to lists of {{'steps', 'acc', ...}} with finite "
+            "numbers"
+        )
     return NamedReport(p.stem, data)
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _slug(text: str) -> str:
@@ -232,7 +254,9 @@ def write_report(
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; give a folder")
-    if not out.parent.is_dir():
+    if out.parent.is_dir():
+        check_output_folder(out)
+    else:
         raise ConfigError(
             f"cannot create {str(out)!r}: folder {str(out.parent)!r} does not exist; create it "
             "first"

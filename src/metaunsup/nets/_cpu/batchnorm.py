@@ -4,9 +4,9 @@ Second-order MAML differentiates the inner-loop gradient, so every batch normali
 differentiated twice. PyTorch's generic double backward of ``batch_norm`` is a composite of
 some thirty full-size tensor operations; here it is written out in closed form, with three
 column reductions and five fused multiply-adds over the full matrix, which on CPU makes the
-second-order step of the first (largest) layer several times cheaper
-(``benchmarks/bench_meta_step.py``). Statistics are two-pass column sums (accurate in float32,
-unlike the fused kernel on ``[M, C]`` inputs).
+second-order step of the first (largest) layer cheaper (``benchmarks/bench_meta_step.py``).
+Statistics are two-pass column sums (accurate in float32, unlike the fused kernel on ``[M, C]``
+inputs).
 Third-order derivatives are not supported (the double backward is ``once_differentiable``).
 
 Notation, per column: ``m`` rows, ``r = 1/sqrt(var + eps)``, ``x̂ = (x - mean) r``,
@@ -36,8 +36,8 @@ class _BatchNorm(Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
         # Two passes with plain column sums: accurate in float32 (aten's fused kernel on
-        # [M, C] inputs accumulates the mean far less accurately) and, on CPU, several times
-        # faster than torch.var_mean's Welford reduction over dim 0.
+        # [M, C] inputs accumulates the mean far less accurately) and, on CPU, faster than
+        # torch.var_mean's Welford reduction over dim 0.
         m = x.shape[0]
         centred = x - x.sum(0) / m
         invstd = torch.rsqrt((centred * centred).sum(0) / m + eps)
@@ -87,5 +87,33 @@ class _BatchNormBackward(Function):
 
 def batch_norm_2d(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
     """Batch normalisation (batch statistics) of the columns of ``x`` ``[M, C]``;
-    ``weight``/``bias`` ``[C]``. Values and gradients equal ``F.batch_norm``'s."""
-    return _BatchNorm.apply(x, weight, bias, eps)
+    ``weight``/``bias`` ``[C]``. Values and gradients equal ``F.batch_norm``'s.
+
+    The backward uses ``x̂`` and ``1/σ``, never ``x`` itself; ``x`` is kept only as the edge
+    along which the double backward returns its gradient. So it is saved as its shape alone
+    (a saved-tensor hook; autograd restores the edge on unpacking, and an uninitialised tensor
+    stands in for the values), which frees the convolution output it would otherwise keep
+    alive until backward — one full-size activation per block.
+    """
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return _BatchNorm.apply(x, weight, bias, eps)
+    with torch.autograd.graph.saved_tensors_hooks(_pack_layout_of(x), _unpack_layout):
+        return _BatchNorm.apply(x, weight, bias, eps)
+
+
+def _pack_layout_of(x: Tensor) -> Any:
+    """A pack hook that keeps ``x`` as its layout only (every other tensor as itself)."""
+
+    def pack(t: Tensor) -> Any:
+        if t is x or (t.data_ptr() == x.data_ptr() and t.shape == x.shape):
+            return ("layout", t.shape, t.stride(), t.dtype, t.device)
+        return t
+
+    return pack
+
+
+def _unpack_layout(packed: Any) -> Tensor:
+    if isinstance(packed, tuple) and packed and packed[0] == "layout":
+        _, shape, stride, dtype, device = packed
+        return torch.empty_strided(shape, stride, dtype=dtype, device=device)
+    return packed

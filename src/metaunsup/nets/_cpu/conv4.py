@@ -8,8 +8,8 @@ on CPU, all exact:
 * large tasks (query sets, ``n*H*W >= net.large_task``) run task by task with ordinary
   convolutions: one large grouped convolution is slower there than the same work split per
   task;
-* activations are channels-last (the NCHW pooling and normalisation kernels are several times
-  slower), and batch norm runs on the ``[n*H*W, C]`` matrix view with a closed-form double
+* activations are channels-last (the NCHW pooling and normalisation kernels are slower), and
+  batch norm runs on the ``[n*H*W, C]`` matrix view with a closed-form double
   backward (:mod:`~metaunsup.nets._cpu.layers`, :mod:`~metaunsup.nets._cpu.batchnorm`);
 * with batch norm, the first convolution + norm is one GEMM of the input's centred patches,
   pooled chunk by chunk while in cache (:mod:`~metaunsup.nets._cpu.first_layer`);

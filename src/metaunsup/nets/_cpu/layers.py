@@ -4,8 +4,8 @@ Same functions as :func:`metaunsup.nets.functional.task_conv2d` and
 :func:`~metaunsup.nets.functional.task_batch_norm` (same arguments, values and gradients of
 the first and second order), for activations in the channels-last memory format ``[n, B*C, H,
 W]`` with strides ``(H*W*B*C, 1, W*B*C, B*C)``: on CPUs, convolution, normalisation and pooling
-kernels are several times faster in that format than in NCHW. Other inputs fall back to the
-generic layers' operations.
+kernels are faster in that format than in NCHW (``docs/results/speed.md``). Other inputs fall
+back to the generic layers' operations.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def channels_last(x: Tensor) -> Tensor:
     Unlike ``x.contiguous(memory_format=torch.channels_last)`` this also restrides tensors with
     one channel (which PyTorch considers contiguous in both formats), so that convolutions,
     normalisations and pooling downstream all pick their channels-last kernels (on CPUs
-    several times faster than the NCHW ones, max-pooling by an order of magnitude).
+    faster than the NCHW ones).
     Differentiable; returns ``x`` itself when it already has those strides.
     """
     _, C, H, W = x.shape
@@ -68,8 +68,8 @@ def task_batch_norm(
 
     ``x`` ``[n, B*O, H, W]`` (or ``[n, B*O]``); ``weight``/``bias`` ``[O]`` or ``[B, O]``.
     A channels-last ``x`` is normalised as the ``[n*H*W, B*O]`` matrix it is in memory (a
-    view) by :func:`~metaunsup.nets._cpu.batchnorm.batch_norm_2d`: on CPU several times faster,
-    in backward and double backward, than ``batch_norm`` on the 4-d channels-last tensor, and
+    view) by :func:`~metaunsup.nets._cpu.batchnorm.batch_norm_2d`: on CPU faster, in backward
+    and double backward, than ``batch_norm`` on the 4-d channels-last tensor, and
     accurate in float32 (aten's kernels for channels-last inputs accumulate the mean naively).
     """
     w, b = task_major(weight, n_tasks, 1), task_major(bias, n_tasks, 1)

@@ -6,6 +6,12 @@ nevertheless materialises that zero as a full-size tensor and adds it into the i
 gradient (for the first layer's pooling, the largest tensor of a Conv4); here it is simply
 absent. Values and first and second derivatives are those of ``F.max_pool2d(x, 2)`` and
 ``F.relu``; third derivatives are not supported (``once_differentiable``).
+
+The pooling keeps its argmax indices and output for backward, not its input: aten's backward
+reads only the input's shape and strides, so an uninitialised tensor of that layout stands in
+(never written or read, so it takes no memory). In a Conv4 the pooling input is the largest
+activation of each block, and with second-order MAML's four query sets held for backward this
+is a large part of the peak (``benchmarks/bench_inner_memory.py``).
 """
 
 from __future__ import annotations
@@ -40,17 +46,22 @@ class _MaxPool2Relu(Function):
     def forward(ctx: Any, x: Tensor) -> Tensor:
         pooled, idx = torch.ops.aten.max_pool2d_with_indices(x, *_POOL)
         y = torch.relu(pooled)
-        ctx.save_for_backward(x, idx, y)
+        ctx.save_for_backward(idx, y)
+        ctx.input_layout = (x.shape, x.stride())
         ctx.mark_non_differentiable(idx)
         return y
 
     @staticmethod
     def backward(ctx: Any, gy: Tensor) -> Tensor:
-        x, idx, y = ctx.saved_tensors
-        return _MaxPool2ReluBackward.apply(gy, x, idx, y)
+        idx, y = ctx.saved_tensors
+        shape, stride = ctx.input_layout
+        like = torch.empty_strided(shape, stride, dtype=y.dtype, device=y.device)
+        return _MaxPool2ReluBackward.apply(gy, like, idx, y)
 
 
 class _MaxPool2ReluBackward(Function):
+    """The pooling's backward (``x``: a tensor of the input's layout, read for nothing else)."""
+
     @staticmethod
     def forward(ctx: Any, gy: Tensor, x: Tensor, idx: Tensor, y: Tensor) -> Tensor:
         ctx.save_for_backward(idx, y)

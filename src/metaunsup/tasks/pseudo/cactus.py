@@ -20,9 +20,8 @@ keep 60 000 points and ``k`` in the hundreds at a few minutes on a CPU, each par
 centres on a random subsample of ``fit_size`` points (one k-means++ seeding, ``n_init=1``, at
 most ``max_iter`` Lloyd iterations; the authors' code also used ``n_init=1`` for ``P > 1``), then
 assigns **every** point to its nearest centre and runs ``refine_iter`` Lloyd steps on all of
-them (each one pass). Measured on 2 CPU threads with 64-d autoencoder embeddings of the 60 000
-MNIST training images, ``P = 100``: ``k = 10`` in about 12 s, ``k = 500`` in about 2 minutes
-(the k-means++ seeding of 500 centres dominates). :func:`save_partitions` /
+them (each one pass); with ``k`` in the hundreds the k-means++ seeding of the centres
+dominates. :func:`save_partitions` /
 :func:`load_partitions` keep the result (``int32 [P, n]`` in safetensors), and ``cache=`` in
 :func:`cactus_partitions` reuses it when the embeddings and settings are the same.
 """
