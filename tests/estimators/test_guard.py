@@ -65,3 +65,13 @@ def test_guard_can_be_turned_off() -> None:
     X, _ = make_blobs(300, n_features=20, centers=3, cluster_std=12, random_state=0)
     model = MetaKMeans(3, meta_steps=5, guard=False, random_state=0).fit(X)
     assert model.guard_ is None and model.representation_ == EMBEDDING
+
+
+def test_guard_with_a_checkpoint_keeps_an_embedding_that_beats_the_pixels() -> None:
+    from sklearn.datasets import load_digits
+
+    X, _ = load_digits(return_X_y=True)
+    model = MetaKMeans(10, checkpoint="digits", random_state=0).fit(X[:400])
+    assert model.guard_ is not None and model.guard_.criterion == "k-means agreement"
+    assert model.guard_.use == EMBEDDING and model.representation_ == EMBEDDING
+    assert model.guard_.embedding_score > model.guard_.features_score
