@@ -21,11 +21,16 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """``metaunsup.MetaKMeans`` without importing torch and scikit-learn at ``import metaunsup``."""
+    """``metaunsup.MetaKMeans`` and ``metaunsup.MetaOutlierDetector`` without importing torch
+    and scikit-learn at ``import metaunsup``."""
     if name == "MetaKMeans":
         from metaunsup.estimators.kmeans import MetaKMeans
 
         return MetaKMeans
+    if name == "MetaOutlierDetector":
+        from metaunsup.estimators.outlier import MetaOutlierDetector
+
+        return MetaOutlierDetector
     raise AttributeError(f"module 'metaunsup' has no attribute {name!r}")
 
 
@@ -36,6 +41,7 @@ __all__ = [
     "DataWarning",
     "LabelAccessError",
     "MetaKMeans",
+    "MetaOutlierDetector",
     "MetaUnsupError",
     "OutputError",
     "TrainingDivergedError",

@@ -815,7 +815,18 @@ DATASETS = [
         ["--data-dir", "{data}", "--download", "mnist"],
         _offline,
     ),
-    Case("download-unknown-dataset", "datasets", "'cifar' is not one of", ["--download", "cifar"]),
+    Case(
+        "download-unknown-dataset",
+        "datasets",
+        "'cifar' is not a dataset; datasets that can be downloaded: mnist, omniglot",
+        ["--download", "cifar"],
+    ),
+    Case(
+        "download-generated-dataset",
+        "datasets",
+        "'digits' has nothing to download; datasets that can be downloaded: mnist, omniglot",
+        ["--download", "digits"],
+    ),
     Case("data-dir-is-a-file", "datasets", "is a file", ["--data-dir", "{file}"], text("x")),
 ]
 

@@ -148,3 +148,16 @@ def test_python_names_become_the_commands_options():
     )
     assert for_cli(message, "cluster").endswith("use --k <= 3 (task.n_way is fine)")
     assert for_cli(message, "train") == message  # train's messages name config keys
+
+
+def test_evaluate_help_lists_every_registered_kind_and_baseline():
+    from click.testing import CliRunner
+
+    from metaunsup.app.cli import cli
+    from metaunsup.evaluation.kinds import TASK_KINDS
+
+    shown = CliRunner().invoke(cli, ["evaluate", "--help"], terminal_width=400).output
+    words = set(shown.replace(",", " ").replace(";", " ").replace("(", " ").split())
+    for name, kind in TASK_KINDS.items():
+        assert name in words
+        assert set(kind.baselines) <= words, set(kind.baselines) - words

@@ -33,6 +33,7 @@ PAGES = [
     "experiment.md",
     "datasets.md",
     "design.md",
+    "detect.md",
 ]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 

@@ -109,7 +109,7 @@ def test_configs_and_the_command_line_refuse_an_unknown_kind(capsys):
     assert main(["evaluate", "--task", "anomalies", "--tasks", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["metaunsup: error: unknown task kind 'anomalies'; choose one of: clustering, "
-                   "fewshot"]  # fmt: skip
+                   "fewshot, anomaly, anomaly-hard"]  # fmt: skip
 
 
 def test_the_protocol_refuses_methods_that_share_a_name_or_return_the_wrong_shape():

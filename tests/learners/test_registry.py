@@ -40,16 +40,21 @@ DECLARED = {
     "reptile": {FewShotLearner},
     "anil": {FewShotLearner},
     "protonet": {FewShotLearner, Embedder},
-    "meta_gmvae": {FewShotLearner, ClusteringLearner, Embedder},
+    "meta_gmvae": {FewShotLearner, ClusteringLearner, Embedder, AnomalyScorer},
     "meta_kmeans": {ClusteringLearner, Embedder, AdaptiveEmbedder},
     "cluster_maml": {ClusteringLearner, Embedder, AdaptiveEmbedder},
     "imaml": {FewShotLearner},
+    "meta_svdd": {AnomalyScorer, Embedder},
+    "oc_maml": {AnomalyScorer},
 }
 
 
 def _mlp_learner(name: str) -> MetaLearner:
     cls = learner_class(name)
-    net = {"name": "mlp", "in_features": 16, "hidden": [8], "n_way": None if cls.headless else 3}
+    n_way = None if cls.headless else (1 if name == "oc_maml" else 3)
+    net: dict[str, Any] = {"name": "mlp", "in_features": 16, "hidden": [8], "n_way": n_way}
+    if name == "meta_svdd":
+        net["norm"] = "none"  # an embedding of every example on its own
     extra: dict[str, Any] = {"latent_dim": 2, "decoder_hidden": [4]} if name == "meta_gmvae" else {}
     return build_learner({"name": name, "net": net, **extra})
 

@@ -100,11 +100,13 @@ def load(name: str, split: str, root: str | os.PathLike | None = None) -> Datase
 
 def download(name: str, root: str | os.PathLike | None = None) -> Path:
     """Fetch the canonical files of ``name`` into ``<root>/<name>/`` and verify their checksums."""
-    s = spec(name)
-    if s.download is None:
-        raise ConfigError(f"dataset {name!r} has nothing to download")
+    fetch = spec(name).download if name in names() else None
+    if fetch is None:
+        these = [n for n in names() if spec(n).download is not None]
+        what = "has nothing to download" if name in names() else "is not a dataset"
+        raise ConfigError(f"{name!r} {what}; datasets that can be downloaded: {', '.join(these)}")
     base = resolve_root(root)
-    s.download(base)
+    fetch(base)
     return base / name
 
 

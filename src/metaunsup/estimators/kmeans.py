@@ -128,6 +128,45 @@ def _warn_light_background(x: np.ndarray, scale: float, checkpoint: str) -> None
         )
 
 
+def check_input(estimator: BaseEstimator, X: Any, reset: bool) -> np.ndarray:
+    """``X`` as a finite float array ``[n, d]``, ``[n, H, W]`` or ``[n, C, H, W]`` for
+    ``estimator``; sets (``reset``) or checks its ``n_features_in_`` (the values per example),
+    raising :class:`~metaunsup.errors.DataError` (or :class:`InputTypeError`) otherwise."""
+    try:
+        ndim = getattr(X, "ndim", None)
+        if ndim is None and isinstance(X, list | tuple):
+            ndim = np.ndim(np.asarray(X, dtype=object)) if len(X) else 2
+        if ndim is not None and ndim >= 3:
+            x = check_array(X, allow_nd=True, dtype=_FLOATS, ensure_min_samples=1)
+            if x.ndim > 4:
+                raise DataError(
+                    f"X has shape {x.shape}; expected [n, d], [n, H, W] or [n, C, H, W]"
+                )
+            _check_n_features(estimator, math.prod(x.shape[1:]), reset)
+        else:
+            x = validate_data(estimator, X, reset=reset, dtype=_FLOATS, ensure_min_samples=1)
+    except DataError:
+        raise
+    except TypeError as err:
+        raise InputTypeError(str(err)) from None
+    except ValueError as err:
+        raise DataError(str(err)) from None
+    check_value_range(x, "X")
+    return x
+
+
+def _check_n_features(estimator: BaseEstimator, n_features: int, reset: bool) -> None:
+    if reset:
+        estimator.n_features_in_ = n_features
+        if hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+    elif n_features != estimator.n_features_in_:
+        raise DataError(
+            f"X has {n_features} features, but {type(estimator).__name__} is expecting "
+            f"{estimator.n_features_in_} features as input"
+        )
+
+
 def _grey(x: np.ndarray) -> np.ndarray:
     """Grey images ``[n, H, W]`` from ``[n, H, W]``, ``[n, 1, H, W]`` or square ``[n, H*W]``,
     or a :class:`DataError` saying what ``input_normalize="auto"`` accepts."""
@@ -146,6 +185,8 @@ def _grey(x: np.ndarray) -> np.ndarray:
 
 #: What ``input_normalize`` can be.
 NORMALIZE = ("off", "auto")
+
+
 #: Rules ``n_clusters="auto"`` can choose ``k`` by.
 K_SELECTIONS = ("auto", "eigengap", "silhouette")
 
@@ -560,38 +601,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         """``X`` as a finite float array ``[n, ...]``; sets or checks ``n_features_in_``."""
         if not reset:
             check_is_fitted(self, "labels_")
-        try:
-            ndim = getattr(X, "ndim", None)
-            if ndim is None and isinstance(X, list | tuple):
-                ndim = np.ndim(np.asarray(X, dtype=object)) if len(X) else 2
-            if ndim is not None and ndim >= 3:
-                x = check_array(X, allow_nd=True, dtype=_FLOATS, ensure_min_samples=1)
-                if x.ndim > 4:
-                    raise DataError(
-                        f"X has shape {x.shape}; expected [n, d], [n, H, W] or [n, C, H, W]"
-                    )
-                self._check_n_features(math.prod(x.shape[1:]), reset)
-            else:
-                x = validate_data(self, X, reset=reset, dtype=_FLOATS, ensure_min_samples=1)
-        except DataError:
-            raise
-        except TypeError as err:
-            raise InputTypeError(str(err)) from None
-        except ValueError as err:
-            raise DataError(str(err)) from None
-        check_value_range(x, "X")
-        return x
-
-    def _check_n_features(self, n_features: int, reset: bool) -> None:
-        if reset:
-            self.n_features_in_ = n_features
-            if hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-        elif n_features != self.n_features_in_:
-            raise DataError(
-                f"X has {n_features} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input"
-            )
+        return check_input(self, X, reset)
 
     def _net_input(self, x: np.ndarray) -> torch.Tensor:
         """Scaled examples in the network's input shape, ``[n, *input_shape_]``."""

@@ -10,6 +10,7 @@ kind is one module that defines its ``TaskKind`` (and, where it needs them, a sa
 from __future__ import annotations
 
 from metaunsup.errors import ConfigError
+from metaunsup.evaluation.anomaly import ANOMALY, ANOMALY_HARD
 from metaunsup.evaluation.clustering import CLUSTERING
 from metaunsup.evaluation.fewshot import FEWSHOT
 from metaunsup.evaluation.protocol import TaskKind
@@ -38,5 +39,5 @@ def task_kind(name: str) -> TaskKind:
 
 
 #: The kinds that come with metaunsup: one line each.
-for _builtin in (CLUSTERING, FEWSHOT):
+for _builtin in (CLUSTERING, FEWSHOT, ANOMALY, ANOMALY_HARD):
     register_task_kind(_builtin)

@@ -97,6 +97,19 @@ class TaskKind:
     baselines:
         Baseline methods by name (factories), and ``default_baselines`` those evaluated when
         none is named.
+    fixed_n_way:
+        The number of classes every task of the kind has whatever the shape says (one-class
+        tasks: 1); reports show it.
+    describe:
+        ``(report) -> str``: the task shape in words for report titles (default: "N-way K-shot").
+    pseudo_source:
+        ``(unlabeled view, CACTUs partitions [P, n], shape, seed) -> task source``: the kind's
+        pseudo-tasks for meta-training without labels (default: CACTUs few-shot or clustering
+        tasks).
+    calibrate:
+        ``(trained learner, its training source, seed) -> None``: a last step after
+        meta-training that stores what the kind needs in the learner (one-class kinds: the
+        scores of pseudo-normal examples that set thresholds).
     """
 
     name: str
@@ -111,6 +124,10 @@ class TaskKind:
     learner_method: Callable[[str, MetaLearner, int | None, torch.device | str], Method]
     baselines: Mapping[str, Callable[[], Method]] = field(default_factory=dict)
     default_baselines: tuple[str, ...] = ()
+    fixed_n_way: int | None = None
+    describe: Callable[[Mapping[str, Any]], str] | None = None
+    pseudo_source: Callable[[Any, torch.Tensor, TaskShape, int], Any] | None = None
+    calibrate: Callable[[MetaLearner, Any, int], None] | None = None
 
     def baseline(self, name: str) -> Method:
         """The baseline called ``name``; :class:`ConfigError` naming the choices otherwise."""
@@ -320,7 +337,7 @@ def evaluate(
         dataset=dataset.name,
         split=dataset.split,
         task=kind.name,
-        n_way=shape.n_way,
+        n_way=shape.n_way if kind.fixed_n_way is None else kind.fixed_n_way,
         k_shot=shape.k_shot,
         n_query=shape.n_query if kind.has_query else 0,
         tasks=n_tasks,

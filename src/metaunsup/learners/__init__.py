@@ -25,7 +25,9 @@ from metaunsup.learners.imaml import IMAML
 from metaunsup.learners.maml import MAML
 from metaunsup.learners.meta_gmvae import MetaGMVAE
 from metaunsup.learners.meta_kmeans import MetaKMeansLearner
+from metaunsup.learners.meta_svdd import MetaSVDD
 from metaunsup.learners.metasgd import MetaSGD
+from metaunsup.learners.oc_maml import OCMAML
 from metaunsup.learners.protonet import ProtoNet
 from metaunsup.learners.registry import (
     LEARNERS,
@@ -41,6 +43,7 @@ __all__ = [
     "IMAML",
     "LEARNERS",
     "MAML",
+    "OCMAML",
     "AdaptedState",
     "AdaptiveEmbedder",
     "AnomalyScorer",
@@ -52,6 +55,7 @@ __all__ = [
     "MetaKMeansLearner",
     "MetaLearner",
     "MetaSGD",
+    "MetaSVDD",
     "ProtoNet",
     "Reptile",
     "build_learner",

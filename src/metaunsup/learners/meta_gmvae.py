@@ -41,6 +41,14 @@ authors' code scores Monte-Carlo samples instead of means.)
 **Clustering**: :meth:`MetaGMVAE.cluster` encodes a task's points, runs k-means (k-means++,
 restarts) on the latent means, and refines with EM.
 
+**Anomaly scores** (:meth:`MetaGMVAE.score`): the task's mixture fitted to a support of ``K``
+normal examples alone is one diagonal Gaussian in the latent space — mean ``m`` the support's
+mean latent mean, variance the spread of the support's latent means plus their mean posterior
+variance ``σ²`` plus ``reg_covar`` (so that two examples still give a usable width) — and a
+query's score is its negative log density ``−log N(μ_q; m, diag v)``. Support and query are
+encoded together, as for few-shot tasks (with a batch-norm encoder the query's statistics take
+part in the encoding).
+
 Shapes: ``x`` ``[B, M, *example_shape]``; ``μ, log σ²`` ``[B, M, D]``; samples ``z``
 ``[B, M, S, D]``; mixture ``means, variances`` ``[B, K, D]``, ``weights`` ``[B, K]``;
 decoder outputs ``[B, M, S, P]`` with ``P = prod(example_shape)``; per-sample ELBO terms
@@ -69,6 +77,7 @@ from metaunsup.cluster.kmeans import kmeans, kmeans_plusplus
 from metaunsup.errors import ConfigError, DataError
 from metaunsup.learners.base import (
     AdaptedState,
+    AnomalyScorer,
     ClusteringLearner,
     Embedder,
     FewShotLearner,
@@ -214,7 +223,7 @@ class ELBOTerms:
     log_q: Tensor
 
 
-class MetaGMVAE(MetaLearner, FewShotLearner, ClusteringLearner, Embedder):
+class MetaGMVAE(MetaLearner, FewShotLearner, ClusteringLearner, Embedder, AnomalyScorer):
     """Meta-GMVAE (Lee, Lee & Hwang, ICLR 2021); see the module docstring for the math.
 
     Parameters
@@ -518,6 +527,26 @@ class MetaGMVAE(MetaLearner, FewShotLearner, ClusteringLearner, Embedder):
             )
             log_resp, _ = gmm_e_step(z, *params)
         return log_resp.argmax(-1)
+
+    # ------------------------------------------------------------------ anomaly scores
+    def score(self, support: Tensor, query: Tensor) -> Tensor:
+        """Negative log densities ``[B, q]`` of the query's latent means under the Gaussian
+        fitted to the normal ``support`` ``[B, K, ...]`` (higher = more anomalous; see the
+        module docstring). No gradients."""
+        self._check_examples(support)
+        self._check_examples(query)
+        if support.shape[0] != query.shape[0]:
+            raise DataError(f"support {tuple(support.shape)} and query {tuple(query.shape)} "
+                            "must hold the same tasks")  # fmt: skip
+        k = support.shape[1]
+        with torch.no_grad():
+            x = torch.cat([support, query.to(support.dtype)], 1)
+            mean, log_var = self.encode(self.encoder_params(False), x)
+            ms, mq = mean[:, :k], mean[:, k:]
+            centre = ms.mean(1, keepdim=True)
+            spread = ms.var(1, unbiased=False, keepdim=True)
+            var = spread + log_var[:, :k].exp().mean(1, keepdim=True) + self.reg_covar
+            return 0.5 * ((mq - centre).pow(2) / var + var.log() + _LOG_2PI).sum(-1)
 
     # ------------------------------------------------------------------ helpers
     def _own_generator(self) -> torch.Generator:

@@ -29,7 +29,9 @@ from metaunsup.learners.imaml import IMAML
 from metaunsup.learners.maml import MAML
 from metaunsup.learners.meta_gmvae import MetaGMVAE
 from metaunsup.learners.meta_kmeans import MetaKMeansLearner
+from metaunsup.learners.meta_svdd import MetaSVDD
 from metaunsup.learners.metasgd import MetaSGD
+from metaunsup.learners.oc_maml import OCMAML
 from metaunsup.learners.protonet import ProtoNet
 from metaunsup.learners.reptile import Reptile
 
@@ -65,6 +67,8 @@ for _builtin in (
     MetaKMeansLearner,
     ClusterMAML,
     IMAML,
+    MetaSVDD,
+    OCMAML,
 ):
     register_learner(_builtin)
 

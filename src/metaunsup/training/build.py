@@ -64,8 +64,8 @@ def learner_config(cfg: RunConfig, example_shape: tuple[int, ...]) -> dict[str, 
             net.setdefault(key, value)
     if learner_class(learner["name"]).headless:
         net["n_way"] = None  # a metric or clustering learner embeds; it has no head
-    else:
-        net.setdefault("n_way", cfg.task.n_way)
+    else:  # a kind whose tasks have a fixed number of classes sizes the head (one-class: 1)
+        net.setdefault("n_way", task_kind(cfg.task.kind).fixed_n_way or cfg.task.n_way)
     learner["net"] = net
     return learner
 
@@ -103,10 +103,24 @@ def split_examples(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, Da
     return part(~mask, "meta-train-examples"), part(mask, "meta-val-examples")
 
 
+def load_training_split(cfg: RunConfig) -> Dataset:
+    """The run's training split, restricted to ``data.classes`` when the config names some."""
+    ds = data.load(cfg.data.dataset, cfg.data.split, root=cfg.data.root)
+    if not cfg.data.classes:
+        return ds
+    bad = [c for c in cfg.data.classes if c >= ds.n_classes]
+    if bad or len(set(cfg.data.classes)) != len(cfg.data.classes):
+        raise ConfigError(
+            f"data.classes must be distinct class ids of {ds.name}/{ds.split} "
+            f"(0..{ds.n_classes - 1}), got {cfg.data.classes}"
+        )
+    return ds.subset_classes(cfg.data.classes)
+
+
 def split_for_training(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
     """Load the meta-training split and hold out ``val_fraction`` of its classes (or, with
     ``data.val_by = "examples"``, of every class's examples)."""
-    ds = data.load(cfg.data.dataset, cfg.data.split, root=cfg.data.root)
+    ds = load_training_split(cfg)
     if cfg.data.val_by == "examples" and cfg.data.val_fraction > 0:
         train_ds, held_out = split_examples(ds, cfg.data.val_fraction, cfg.train.seed)
         if cfg.data.rotations:
@@ -386,6 +400,23 @@ def _join_processes(
     return (device if dist is None else dist.device), dist
 
 
+def _prepare_folder(
+    cfg: RunConfig,
+    learner: MetaLearner,
+    out: Path,
+    resume: bool,
+    overwrite: bool,
+    dist: Distributed | None,
+) -> None:
+    """Check what the run needs from ``out`` (:func:`check_run_folder`); with ``overwrite``
+    rank 0 clears the previous run while the other processes wait."""
+    check_run_folder(cfg, learner, out, resume, overwrite)
+    if overwrite and (dist is None or dist.writer):
+        clear_run(out)
+    if overwrite and dist is not None:
+        dist.wait_for_writer("clearing the run folder")
+
+
 def train_run(
     cfg: RunConfig,
     out_dir: str | Path,
@@ -423,16 +454,12 @@ def train_run(
         from metaunsup.data.unlabeled import UnlabeledView
 
         # No labels: the whole split, read through a view that refuses labels; no validation.
-        view = UnlabeledView(data.load(cfg.data.dataset, cfg.data.split, root=cfg.data.root))
+        view = UnlabeledView(load_training_split(cfg))
         learner = fresh_learner(cfg, view.example_shape)
     else:
         train_ds, val = split_for_training(cfg)
         learner = fresh_learner(cfg, train_ds.example_shape)
-    check_run_folder(cfg, learner, out, resume, overwrite)
-    if overwrite and (dist is None or dist.writer):
-        clear_run(out)
-    if dist is not None and overwrite:
-        dist.wait_for_writer("clearing the run folder")
+    _prepare_folder(cfg, learner, out, resume, overwrite, dist)
     if cfg.unsupervised is not None:
         source, record = unsupervised_training_source(
             cfg, learner, view, out, device, progress, resume, dist
@@ -462,10 +489,23 @@ def train_run(
         distributed=dist,
     )
     try:
-        return trainer.fit(resume=resume and (out / LAST).is_file())
+        result = trainer.fit(resume=resume and (out / LAST).is_file())
     finally:
         if dist is not None:
             dist.close()
+    if dist is None or dist.writer:
+        _calibrate(cfg, learner, source, out)
+    return result
+
+
+def _calibrate(cfg: RunConfig, learner: MetaLearner, source: Any, out: Path) -> None:
+    """Calibrate the finished run's checkpoints when its task kind has a calibration step
+    (the anomaly kinds' thresholds, :mod:`metaunsup.training.calibrate`)."""
+    calibrator = task_kind(cfg.task.kind).calibrate
+    if calibrator is not None:
+        from metaunsup.training.calibrate import calibrate_run
+
+        calibrate_run(calibrator, learner, source, out, cfg.train.seed)
 
 
 def unsupervised_training_source(

@@ -41,7 +41,9 @@ class DataConfig:
     instead (validation tasks then use the training classes: for datasets with no more classes
     than a task has, e.g. 10-way clustering of digits). ``rotations`` adds the 90°, 180° and
     270° rotations of every class as new classes (the usual Omniglot augmentation), applied to
-    meta-training classes only.
+    meta-training classes only. ``classes`` (default: all) keeps only those class ids of the
+    split, e.g. the eight meta-training digits of MT-MNIST; in a run without labels the
+    selection only decides which images are read (their labels never reach the training).
     """
 
     dataset: str
@@ -50,6 +52,7 @@ class DataConfig:
     val_fraction: float = 0.1
     val_by: str = "classes"
     rotations: bool = False
+    classes: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -209,10 +212,16 @@ def _check_type(value: Any, expected: Any, where: str) -> Any:
         ok = value is None or isinstance(value, str)
     elif text.startswith("str"):
         ok = isinstance(value, str)
+    elif text.startswith("list[int]"):
+        ok = isinstance(value, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+        )
+        text = "a list of class ids (integers >= 0)"
     else:
         ok = True
     if not ok:
-        raise ConfigError(f"{where} must be {text.split(' ')[0]}, got {value!r}")
+        what = text if text.startswith("a list") else text.split(" ")[0]
+        raise ConfigError(f"{where} must be {what}, got {value!r}")
     return value
 
 

@@ -31,6 +31,7 @@ from metaunsup.data.unlabeled import UnlabeledView
 from metaunsup.embed.features import net_embeddings
 from metaunsup.errors import CheckpointError, ConfigError
 from metaunsup.evaluation.kinds import task_kind
+from metaunsup.evaluation.protocol import TaskShape
 from metaunsup.learners import MetaLearner
 from metaunsup.nets import FunctionalNet, build_net
 from metaunsup.training.config import RunConfig
@@ -281,7 +282,11 @@ def unsupervised_source(
     )
     log.info("CACTUs partitions ready in %.1f s", time.perf_counter() - start)
     record["partitions"] = int(parts.shape[0])
-    clustering = not task_kind(t.kind).has_query  # tasks without a query: clustering layout
+    kind = task_kind(t.kind)
+    if kind.pseudo_source is not None:  # the kind's own pseudo-tasks (one-class kinds)
+        shape = TaskShape(t.n_way, t.k_shot, t.n_query)
+        return kind.pseudo_source(view, parts, shape, cfg.train.seed), record
+    clustering = not kind.has_query  # tasks without a query: clustering layout
     cactus = CactusTaskSource(
         view,
         parts,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from metaunsup.app.console import set_threads
 from metaunsup.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -210,9 +211,7 @@ def cluster(
     ]
     if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
         raise ConfigError("--out and --plot name the same file; give two different paths")
-    from metaunsup.training.threads import apply_threads
-
-    apply_threads(threads)
+    set_threads(threads)
     dataset, names = load_arrays(input_path)
     x = dataset.x.numpy()
     images = dataset.info.get("format") == "images"

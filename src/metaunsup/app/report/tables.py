@@ -35,8 +35,13 @@ def results_table(report: Mapping) -> str:
 
 def report_title(report: Mapping) -> str:
     """One line naming the protocol of a report."""
+    from metaunsup.evaluation.kinds import TASK_KINDS
+
+    kind = TASK_KINDS.get(report["task"])
     shape = f"{report['n_way']}-way × {report['k_shot']}"
-    if report.get("n_query"):
+    if kind is not None and kind.describe is not None:
+        shape = kind.describe(report)
+    elif report.get("n_query"):
         shape = f"{report['n_way']}-way {report['k_shot']}-shot + {report['n_query']} query"
     return (
         f"{report['dataset']}/{report['split']}: {report['tasks']} {report['task']} tasks of "

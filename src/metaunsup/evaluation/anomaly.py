@@ -1,0 +1,290 @@
+"""The ``anomaly`` task kinds: from ``K`` normal examples, score and flag a query.
+
+A task (:mod:`metaunsup.tasks.anomaly`) is a support of ``K = k_shot`` normal examples and a
+query of ``n_query`` normal and ``n_query`` anomalous ones; ``n_way`` is always 1 (the normal
+class). Two kinds are registered:
+
+* ``anomaly`` — anomalies from every other class (MT-MNIST: the other nine digits), or, when
+  the dataset's classes have groups, from the other groups (Omniglot one-class, easy track:
+  other alphabets);
+* ``anomaly-hard`` — anomalies from the normal class's own group (Omniglot, hard track: other
+  characters of the same alphabet).
+
+A method returns ``float64 [B, 2q, 2]``: per query example its anomaly score (higher = more
+anomalous) and its flag (1 = anomaly) at the target false-alarm rate ``fpr`` (default 0.05),
+whose threshold the method chose from the support alone (and, for meta-learned scorers, the
+scores of pseudo-normal examples measured after training: see
+:mod:`metaunsup.evaluation.calibration`). The query labels then give, per task:
+
+* ``auroc`` — area under the ROC curve of the scores (ties count half);
+* ``auprc`` — average precision with anomalies as positives (scikit-learn's
+  ``average_precision_score``; 0.5 is chance on these balanced queries);
+* ``balanced_acc`` — ``(TPR + TNR) / 2`` of the flags (accuracy on the balanced query);
+* ``fpr`` — the share of normal query examples flagged: the realised false-alarm rate.
+
+Learners: any :class:`~metaunsup.learners.AnomalyScorer`. Baselines:
+:mod:`metaunsup.evaluation.anomaly_baselines` (PyOD's detectors, a Ledoit–Wolf Mahalanobis
+score, the pixel centroid).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+from metaunsup._validation import check_choice
+from metaunsup.data.base import Dataset
+from metaunsup.data.unlabeled import UnlabeledView
+from metaunsup.errors import ConfigError
+from metaunsup.evaluation.anomaly_baselines import ANOMALY_BASELINES, anomaly_baseline
+from metaunsup.evaluation.calibration import (
+    CALIBRATIONS,
+    SCALE_LOO,
+    NullTable,
+    calibrated_pvalues,
+    check_fpr,
+    leave_one_out_scores,
+)
+from metaunsup.evaluation.protocol import TaskKind, TaskShape
+from metaunsup.learners import AnomalyScorer, MetaLearner
+from metaunsup.learners.one_class import NULL_GRID, NULL_PRIOR, NULL_SIZE, NullTableMixin
+from metaunsup.tasks.anomaly import AnomalyTaskSampler, OneClassStream
+from metaunsup.tasks.batch import TaskBatch
+from metaunsup.tasks.pseudo.cactus_anomaly import CactusAnomalySource
+
+__all__ = [
+    "ANOMALY",
+    "ANOMALY_HARD",
+    "ScorerMethod",
+    "anomaly_kind",
+    "anomaly_scores",
+    "learner_null_table",
+    "measure_null_table",
+]
+
+#: ``(queries per side, tasks)`` of the tasks that measure a null table at one support size,
+#: in order of preference (fewer, larger tasks first; smaller ones where classes are small).
+NULL_SHAPES = ((20, 100), (10, 200))
+
+
+def learner_null_table(learner: Any) -> NullTable | None:
+    """The meta-calibration table a learner carries (``None`` when it has none)."""
+    if not isinstance(learner, NullTableMixin):
+        return None
+    return NullTable(
+        learner.null_k.cpu(),
+        learner.null_scores.detach().cpu(),
+        learner.null_spread.detach().cpu(),
+        float(learner.null_prior),
+    )
+
+
+@dataclass(frozen=True)
+class ScorerMethod:
+    """An :class:`~metaunsup.learners.AnomalyScorer` under evaluation, flagging at ``fpr``
+    with ``calibration`` (``"auto"``: conformal where it can reach ``fpr``, else the
+    learner's null table), on ``device``."""
+
+    name: str
+    learner: MetaLearner
+    fpr: float = 0.05
+    calibration: str = "auto"
+    device: torch.device | str = "cpu"
+
+    def score(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """The learner's scores ``[B, q]`` (on the CPU, ``float64``)."""
+        assert isinstance(self.learner, AnomalyScorer)
+        with torch.no_grad():
+            out = self.learner.score(support.to(self.device), query.to(self.device))
+        return out.to("cpu", torch.float64)
+
+    def run(self, batch: TaskBatch, seed: int) -> torch.Tensor:
+        """``float64 [B, 2q, 2]``: scores and flags (the labels are not read)."""
+        scores = self.score(batch.support_x, batch.query_x)
+        p, _ = calibrated_pvalues(
+            self.score,
+            batch.support_x,
+            scores,
+            fpr=self.fpr,
+            calibration=self.calibration,
+            null=learner_null_table(self.learner),
+        )
+        return torch.stack([scores, (p <= self.fpr).to(torch.float64)], -1)
+
+
+def auroc_rows(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """Per-row AUROC ``[B]`` of ``scores`` ``[B, q]`` for the boolean ``positive`` ``[B, q]``
+    (the Mann–Whitney statistic; ties count half)."""
+    ranks = rankdata(scores, axis=1)
+    n_pos = positive.sum(1)
+    n_neg = positive.shape[1] - n_pos
+    rank_sum = (ranks * positive).sum(1)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / np.maximum(n_pos * n_neg, 1)
+
+
+def anomaly_scores(truth: torch.Tensor, out: torch.Tensor) -> dict[str, np.ndarray]:
+    """The kind's scores ``{name: float64 [B]}`` of a method's output ``[B, q, 2]`` against the
+    query labels ``truth`` ``[B, q]`` (1 = anomaly)."""
+    from sklearn.metrics import average_precision_score
+
+    if out.dim() != 3 or out.shape[:2] != truth.shape or out.shape[2] != 2:
+        raise ConfigError(
+            f"an anomaly method returned shape {tuple(out.shape)}, expected "
+            f"{(*truth.shape, 2)} (score and flag of each query example)"
+        )
+    y = truth.numpy() > 0
+    scores = out[..., 0].numpy()
+    flags = out[..., 1].numpy() > 0.5
+    n_pos, n_neg = y.sum(1), (~y).sum(1)
+    tpr = (flags & y).sum(1) / np.maximum(n_pos, 1)
+    fpr = (flags & ~y).sum(1) / np.maximum(n_neg, 1)
+    auprc = np.array([average_precision_score(y[b], scores[b]) for b in range(len(y))])
+    return {
+        "auroc": auroc_rows(scores, y),
+        "auprc": auprc,
+        "balanced_acc": 0.5 * (tpr + 1.0 - fpr),
+        "fpr": fpr,
+    }
+
+
+def _score(batch: TaskBatch, out: torch.Tensor) -> dict[str, np.ndarray]:
+    return anomaly_scores(batch.query_y.cpu(), out)
+
+
+def _describe(report: Mapping[str, Any]) -> str:
+    q = report.get("n_query", 0)
+    return f"one-class, {report['k_shot']} normal support + {q} normal and {q} anomalous queries"
+
+
+def _null_stream(source: OneClassStream, k: int, seed: int) -> tuple[OneClassStream, int] | None:
+    """A stream of tasks with ``k`` support examples over ``source``'s groupings and its task
+    count (the first shape of :data:`NULL_SHAPES` the data can make; ``None``: none can)."""
+    for q, tasks in NULL_SHAPES:
+        try:
+            return source.with_shape(k, q, seed=seed), tasks
+        except ConfigError:  # no class has k + q examples
+            continue
+    return None
+
+
+def measure_null_table(
+    scorer: AnomalyScorer, source: OneClassStream, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(normalised scores [G, N], spreads [G])`` of pseudo-normal held-out examples for every
+    support size of :data:`~metaunsup.learners.one_class.NULL_GRID`: the normal queries of
+    fresh tasks (:data:`NULL_SHAPES`) per size drawn from ``source``'s groupings (the training
+    data: labels or pseudo-labels pick the normal queries, never a test example), each divided
+    by its task's scale (:meth:`~metaunsup.evaluation.calibration.NullTable.scale` with ``σ0``
+    the median mean leave-one-out score of the size's tasks), subsampled to ``N`` per size.
+    Sizes whose tasks the data cannot make (classes too small) stay NaN."""
+    g = torch.Generator().manual_seed(seed)
+
+    def score(support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return scorer.score(support, query).cpu().to(torch.float64)
+
+    rows, spreads = [], []
+    for i, k in enumerate(NULL_GRID):
+        found = _null_stream(source, k, seed + i)
+        if found is None:
+            rows.append(torch.full((NULL_SIZE,), float("nan"), dtype=torch.float64))
+            spreads.append(float("nan"))
+            continue
+        normal, loo = [], []
+        for batch in found[0].batches(found[1], 25):
+            s = score(batch.support_x, batch.query_x)
+            normal.append(s.masked_fill(batch.query_y > 0, float("nan")))
+            loo.append(leave_one_out_scores(score, batch.support_x, SCALE_LOO).mean(1))
+        loo_mean = torch.cat(loo)
+        s0 = float(loo_mean.median())
+        scale = (k * loo_mean + NULL_PRIOR * s0) / (k + NULL_PRIOR)
+        pool = (torch.cat(normal) / scale.clamp_min(1e-12)[:, None]).reshape(-1)
+        pool = pool[~torch.isnan(pool)]
+        if pool.numel() < NULL_SIZE:
+            raise ConfigError(f"null table: {pool.numel()} normal scores, fewer than {NULL_SIZE}")
+        rows.append(pool[torch.randperm(pool.numel(), generator=g)[:NULL_SIZE]])
+        spreads.append(s0)
+    return torch.stack(rows).to(torch.float32), torch.tensor(spreads, dtype=torch.float32)
+
+
+def _calibrate(learner: MetaLearner, source: Any, seed: int) -> None:
+    """Measure and store a trained learner's null table from its training task source."""
+    if not isinstance(source, OneClassStream) or not isinstance(learner, NullTableMixin):
+        return
+    assert isinstance(learner, AnomalyScorer)
+    scores, spread = measure_null_table(learner, source, seed)
+    learner.set_null_table(scores, spread, NULL_PRIOR)
+
+
+def anomaly_kind(
+    name: str = "anomaly",
+    *,
+    anomalies: str | None = None,
+    contamination: float = 0.0,
+    fpr: float = 0.05,
+    calibration: str = "auto",
+) -> TaskKind:
+    """A one-class task kind.
+
+    ``anomalies``: where anomalies come from (``None``: other groups when the dataset has
+    groups, else other classes; see :data:`~metaunsup.tasks.anomaly.ANOMALY_SOURCES`);
+    ``contamination``: anomalous share of each support; ``fpr`` and ``calibration``: how
+    every method flags. The registered kinds are ``anomaly_kind()`` and
+    ``anomaly_kind("anomaly-hard", anomalies="same-group")``.
+    """
+    fpr = check_fpr(fpr)
+    check_choice("calibration", calibration, CALIBRATIONS)
+
+    def sampler(dataset: Dataset, shape: TaskShape, seed: int) -> AnomalyTaskSampler:
+        source = anomalies or ("other-groups" if dataset.groups is not None else "other-classes")
+        return AnomalyTaskSampler(dataset, shape.k_shot, shape.n_query, seed,
+                                  anomalies=source, contamination=contamination)  # fmt: skip
+
+    def pseudo(view: UnlabeledView, parts: torch.Tensor, shape: TaskShape, seed: int) -> Any:
+        return CactusAnomalySource(view, parts, shape.k_shot, shape.n_query, seed)
+
+    def learner_method(
+        label: str, learner: MetaLearner, steps: int | None = None, device: Any = "cpu"
+    ) -> ScorerMethod:
+        if not isinstance(learner, AnomalyScorer):
+            raise ConfigError(
+                f"{label!r} holds a {learner.name!r} learner, which does not score anomalies; "
+                "use a checkpoint of an anomaly learner (meta_svdd, oc_maml, meta_gmvae)"
+            )
+        return ScorerMethod(label, learner, fpr, calibration, device)
+
+    where = anomalies or "other classes (other groups where classes have groups)"
+    return TaskKind(
+        name=name,
+        summary=f"score a query against K normal examples, anomalies from {where} "
+        "(AUROC, AUPRC, balanced accuracy and false alarms at the calibrated threshold)",
+        ability=AnomalyScorer,
+        scores=("auroc", "auprc", "balanced_acc", "fpr"),
+        score_labels={
+            "auroc": "AUROC",
+            "auprc": "AUPRC",
+            "balanced_acc": f"balanced accuracy (fpr={fpr})",
+            "fpr": "false-alarm rate",
+        },
+        has_query=True,
+        chunk_size=20,
+        make_sampler=sampler,
+        score=_score,
+        learner_method=learner_method,
+        baselines={n: functools.partial(anomaly_baseline, n, fpr) for n in ANOMALY_BASELINES},
+        default_baselines=("mahalanobis",),
+        fixed_n_way=1,
+        describe=_describe,
+        pseudo_source=pseudo,
+        calibrate=_calibrate,
+    )
+
+
+ANOMALY = anomaly_kind()
+ANOMALY_HARD = anomaly_kind("anomaly-hard", anomalies="same-group")

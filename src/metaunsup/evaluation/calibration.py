@@ -1,0 +1,250 @@
+r"""Thresholds without a contamination guess: anomaly scores → p-values → flags at a false-alarm
+rate.
+
+A score says *how* anomalous a query is; a detector must also say *whether* it is. PyOD fixes a
+``contamination`` and flags that share of the training data (a guess about data nobody has
+labelled). Here a query is flagged when its **p-value** under the normal class is at most the
+target false-alarm rate ``fpr``. Two ways to get p-values:
+
+**Conformal, from the support alone** (:func:`conformal_pvalues`, Vovk, Gammerman & Shafer 2005;
+leave-one-out / jackknife calibration as in Barber et al., "Predictive inference with the
+jackknife+", 2021). Each support example is scored against the other ``K − 1``
+(:func:`leave_one_out_scores`), and a query with score ``s`` gets
+
+.. math:: p(s) = \frac{1 + \#\{i : s_i \ge s\}}{K + 1}.
+
+When the support and a normal query are exchangeable (and scoring against ``K − 1`` instead of
+``K`` examples changes little), ``P(p \le α) \le α`` for every ``α``: false alarms are under
+control *without any assumption on the score*. What it cannot do: ``p`` takes only the values
+``1/(K+1), 2/(K+1), …, 1``, so no query can be flagged at ``α < 1/(K+1)``. With ``K = 2`` the
+smallest p-value is ``1/3``; at the default ``fpr = 0.05`` conformal calibration flags
+something only from ``K = 19`` on. Below that it is exact and useless: it flags nothing.
+
+**Meta-calibrated, from pseudo-normal held-out examples** (:class:`NullTable`). After
+meta-training, the learner scores the *normal* query examples of fresh pseudo-tasks of its own
+training data (CACTUs clusters without labels, or training classes) for a grid of support sizes
+and keeps those scores. Classes differ in spread, and a class the model never saw is usually
+broader than its training clusters, so a score is first divided by the task's own spread,
+shrunk towards the typical one (an empirical-Bayes scale):
+
+.. math:: \hat\sigma = \frac{K \bar\ell + m\,\sigma_0}{K + m},
+
+with ``\bar\ell`` the mean leave-one-out score of (at most :data:`SCALE_LOO` examples of) the
+support, ``\sigma_0`` the median of
+``\bar\ell`` over the pseudo-tasks of that size and ``m`` the prior's weight in examples
+(:data:`~metaunsup.learners.one_class.NULL_PRIOR`). A query's p-value is the rank of
+``s / \hat\sigma`` among the stored normalised normal scores ``n_j`` of the nearest support
+size,
+
+.. math:: p(s) = \frac{1 + \#\{j : n_j \ge s/\hat\sigma\}}{N + 1},
+
+which reaches any ``α ≥ 1/(N+1)``. The guarantee is gone: it holds only as far as the test
+classes' normalised scores look like the pseudo-classes' (the measured false-alarm rate says how
+far; ``m → 0`` trusts the support's spread alone, whose noise at small ``K`` makes the
+threshold conservative; ``m → ∞`` ignores it, and a broad unseen class then gets many false
+alarms).
+
+``calibration="auto"`` uses the conformal p-value when it can reach ``fpr`` (``(K+1)·fpr ≥ 1``)
+and the learner's null table otherwise.
+
+Shapes: supports ``[B, K, *example_shape]``, scores ``[B, q]``, p-values ``[B, q]`` in
+``(0, 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from metaunsup._validation import check_choice, check_float
+from metaunsup.errors import ConfigError, DataError
+
+__all__ = [
+    "CALIBRATIONS",
+    "SCALE_LOO",
+    "NullTable",
+    "Scorer",
+    "calibrated_pvalues",
+    "check_fpr",
+    "conformal_pvalues",
+    "conformal_reaches",
+    "leave_one_out_scores",
+    "threshold_at",
+]
+
+#: ``score(support [B, K, ...], query [B, q, ...]) -> [B, q]``, higher = more anomalous.
+Scorer = Callable[[Tensor, Tensor], Tensor]
+
+#: Support examples whose leave-one-out scores estimate a task's spread (the scale of the
+#: meta-calibration): enough for a stable mean, and ``O(K)`` scoring instead of ``O(K²)``.
+SCALE_LOO = 8
+
+#: Values of ``calibration``: see the module docstring.
+CALIBRATIONS = ("auto", "conformal", "meta")
+
+
+def check_fpr(fpr: object) -> float:
+    """``fpr`` as a float strictly between 0 and 1, else a :class:`ConfigError`."""
+    value = check_float("fpr", fpr)
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"fpr must be a false-alarm rate strictly between 0 and 1, got {fpr!r}")
+    return value
+
+
+def conformal_reaches(k: int, fpr: float) -> bool:
+    """Whether a leave-one-out conformal p-value from ``k`` examples can be ``<= fpr``."""
+    return (k + 1) * fpr >= 1.0 - 1e-12
+
+
+def _rank_pvalues(reference: Tensor, scores: Tensor) -> Tensor:
+    """``(1 + #{reference >= s}) / (n + 1)`` for every score; ``reference`` ``[B, n]`` (or
+    ``[n]``, shared), ``scores`` ``[B, q]``."""
+    ref = reference.to(torch.float64)
+    s = scores.to(torch.float64)
+    if ref.dim() == 1:
+        ref = ref.expand(s.shape[0], -1)
+    ordered, _ = torch.sort(ref, dim=1)
+    # entries < s: searchsorted with right=False gives the count of values strictly below s
+    below = torch.searchsorted(ordered.contiguous(), s.contiguous(), right=False)
+    return (1.0 + (ref.shape[1] - below).to(torch.float64)) / (ref.shape[1] + 1.0)
+
+
+def conformal_pvalues(calibration: Tensor, scores: Tensor) -> Tensor:
+    """Conformal p-values ``[B, q]`` of ``scores`` ``[B, q]`` against per-task calibration
+    scores ``[B, K]`` of normal examples (higher = more anomalous)."""
+    if calibration.dim() != 2 or scores.dim() != 2 or calibration.shape[0] != scores.shape[0]:
+        raise DataError(
+            f"calibration scores {tuple(calibration.shape)} and scores {tuple(scores.shape)} "
+            "must be [B, K] and [B, q]"
+        )
+    return _rank_pvalues(calibration, scores)
+
+
+def leave_one_out_scores(score: Scorer, support: Tensor, limit: int | None = None) -> Tensor:
+    """``[B, L]``: each of the first ``L = min(K, limit)`` support examples scored against the
+    other ``K − 1`` of its task (all ``K`` without ``limit``).
+
+    All ``B·L`` leave-one-out problems go through ``score`` as one batch of tasks with supports
+    ``[B·L, K−1, ...]`` and single queries ``[B·L, 1, ...]``.
+    """
+    B, K = support.shape[:2]
+    if K < 2:
+        raise DataError(
+            f"a support of {K} example cannot calibrate itself; give at least 2 normal examples"
+        )
+    n = K if limit is None else min(K, limit)
+    keep = ~torch.eye(K, dtype=torch.bool, device=support.device)[:n]  # row i: all but i
+    others = support.unsqueeze(1).expand(B, n, *support.shape[1:])[:, keep]
+    others = others.reshape(B * n, K - 1, *support.shape[2:])
+    held_out = support[:, :n].reshape(B * n, 1, *support.shape[2:])
+    return score(others, held_out).reshape(B, n)
+
+
+def threshold_at(calibration: Tensor, fpr: float) -> float:
+    """The score threshold equivalent to flagging at ``p <= fpr`` with p-values against the
+    normal ``calibration`` scores ``[m]``: a score is flagged when it is *strictly above* it.
+
+    A score ``s`` has ``p <= fpr`` when at most ``r = floor(fpr (m + 1)) − 1`` calibration
+    scores are ``>= s``, i.e. when ``s`` exceeds the ``(r + 1)``-th largest of them; ``inf``
+    when ``r < 0`` (nothing can be flagged).
+    """
+    values = calibration.reshape(-1).to(torch.float64)
+    r = math.floor(fpr * (values.numel() + 1) + 1e-9) - 1
+    if r < 0:
+        return math.inf
+    return float(torch.sort(values, descending=True).values[min(r, values.numel() - 1)])
+
+
+@dataclass(frozen=True, eq=False)
+class NullTable:
+    """Normalised scores of pseudo-normal held-out examples, per support size.
+
+    Attributes
+    ----------
+    k:
+        ``int64 [G]`` support sizes of the grid, ascending.
+    scores:
+        ``[G, N]`` the normal query scores measured at each support size, each divided by its
+        task's scale :meth:`scale`.
+    spread:
+        ``[G]`` the typical mean leave-one-out score ``σ0`` of a support of each size.
+    prior:
+        ``m``, the weight of ``σ0`` in :meth:`scale`, in support examples.
+    """
+
+    k: Tensor
+    scores: Tensor
+    spread: Tensor
+    prior: float
+
+    def __post_init__(self) -> None:
+        g = self.k.numel()
+        if self.k.dim() != 1 or self.scores.shape[:1] != (g,) or self.spread.shape != (g,):
+            raise DataError("a null table needs k [G], scores [G, N] and spread [G]")
+
+    @property
+    def measured(self) -> Tensor:
+        """``bool [G]``: the sizes whose row was measured (a fresh learner's table is NaN; a
+        size the training data could not make stays NaN)."""
+        return torch.isfinite(self.scores).all(1) & torch.isfinite(self.spread)
+
+    @property
+    def ready(self) -> bool:
+        """Whether any size was measured."""
+        return bool(self.measured.any())
+
+    def index(self, k: int) -> int:
+        """The row of the measured support size nearest ``k`` (in log scale)."""
+        gap = (self.k.to(torch.float64).log() - math.log(k)).abs()
+        return int(torch.argmin(gap.masked_fill(~self.measured, math.inf)))
+
+    def row(self, k: int) -> Tensor:
+        """The normalised null scores ``[N]`` for supports of ``k`` examples."""
+        return self.scores[self.index(k)]
+
+    def scale(self, k: int, loo_mean: Tensor) -> Tensor:
+        """``(K·ℓ + m·σ0) / (K + m)`` for the mean leave-one-out scores ``ℓ`` ``[B]``."""
+        s0 = float(self.spread[self.index(k)])
+        return (k * loo_mean.to(torch.float64) + self.prior * s0) / (k + self.prior)
+
+    def pvalues(self, k: int, scores: Tensor, loo_mean: Tensor) -> Tensor:
+        """p-values ``[B, q]`` of ``scores`` from tasks with ``k`` support examples whose mean
+        leave-one-out scores are ``loo_mean`` ``[B]``."""
+        if not self.ready:
+            raise ConfigError(
+                "this model has no meta-calibration (its null table was never measured); "
+                "use calibration='conformal' or re-train it with metaunsup train"
+            )
+        normalised = scores.to(torch.float64) / self.scale(k, loo_mean).clamp_min(1e-12)[:, None]
+        return _rank_pvalues(self.row(k).to(scores.device), normalised)
+
+
+def calibrated_pvalues(
+    score: Scorer,
+    support: Tensor,
+    scores: Tensor,
+    *,
+    fpr: float,
+    calibration: str = "auto",
+    null: NullTable | None = None,
+) -> tuple[Tensor, str]:
+    """``(p-values [B, q], how)`` of the query ``scores`` of tasks with ``support``; ``how``
+    is ``"conformal"`` or ``"meta"`` (see the module docstring for ``"auto"``)."""
+    check_choice("calibration", calibration, CALIBRATIONS)
+    k = int(support.shape[1])
+    if k < 2:
+        raise DataError(
+            f"a support of {k} example cannot calibrate a threshold; give at least 2 normal "
+            "examples"
+        )
+    use_null = null is not None and null.ready and not conformal_reaches(k, fpr)
+    if calibration == "meta" or (calibration == "auto" and use_null):
+        if null is None:
+            raise ConfigError("calibration='meta' needs a model with a null table")
+        loo = leave_one_out_scores(score, support, SCALE_LOO).mean(1)
+        return null.pvalues(k, scores, loo), "meta"
+    return conformal_pvalues(leave_one_out_scores(score, support), scores), "conformal"

@@ -1,0 +1,93 @@
+"""`metaunsup experiment anomaly-mnist`: trains (per held-out digit where the protocol says so)
+and calibrates missing runs, evaluates every method on the same tasks, writes the page; the
+same code on digits with tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import metaunsup.app.anomaly_experiment as experiment
+from metaunsup.errors import ConfigError
+
+TINY = """
+name = "{name}"
+[data]
+dataset = "digits"
+split = "train"
+val_fraction = 0.0
+[task]
+kind = "anomaly"
+k_shot = 3
+n_query = 5
+{extra}
+[learner]
+name = "meta_svdd"
+[learner.net]
+name = "conv4"
+hidden = 4
+depth = 2
+norm = "group"
+groups = 2
+[train]
+steps = 3
+meta_batch = 2
+checkpoint_every = 3
+"""
+
+UNSUP = """
+[unsupervised]
+pretrain_steps = 2
+pretrain_batch = 32
+partitions = 2
+clusters = 8
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "u.toml").write_text(TINY.format(name="u", extra=UNSUP))
+    (configs / "s.toml").write_text(TINY.format(name="s", extra=""))
+    return configs
+
+
+def _run(tiny, tmp_path, models, monkeypatch, **kwargs):
+    monkeypatch.setattr(experiment, "ANOMALY_MODELS", models)
+    monkeypatch.setattr(experiment, "N_QUERY", 10)
+    return experiment.run_anomaly_mnist(
+        tmp_path / "out", configs_dir=tiny, runs_dir=tmp_path / "runs", dataset="digits",
+        echo=lambda m: None, **kwargs,
+    )  # fmt: skip
+
+
+def test_one_model_for_all_digits_writes_page_and_figures(tiny, tmp_path, monkeypatch):
+    models = (experiment.AnomalyModel("tiny label-free", "u.toml", False, "none"),)
+    with pytest.raises(ConfigError, match="missing or unfinished"):
+        _run(tiny, tmp_path, models, monkeypatch, train=False)
+    report = _run(tiny, tmp_path, models, monkeypatch, tasks=10, seeds=1,
+                  baselines=["centroid"])  # fmt: skip
+    assert report["protocol"]["tasks_per_k"] == 10
+    rows = report["results"]["2"]
+    assert {r["method"] for r in rows} == {"tiny label-free", "centroid"}
+    assert set(rows[0]["auroc"]["per_digit"]) == {str(d) for d in range(10)}
+    assert report["training"]["tiny label-free"]["runs"][0]["classes"] == list(range(10))
+    page = (tmp_path / "out" / "anomaly_mnist.md").read_text()
+    assert "## Goals (issue 15)" in page and "K = 10" in page
+    assert json.loads((tmp_path / "out" / "anomaly_mnist.json").read_text())["command"]
+    assert (tmp_path / "out" / "anomaly_mnist_roc.png").is_file()
+    cached = sorted((tmp_path / "runs" / "anomaly-eval").iterdir())
+    assert len(cached) == 10 * 3 + 10  # digits x K, and the contaminated support per digit
+
+
+@pytest.mark.slow
+def test_per_digit_models_hold_the_test_and_validation_digits_out(tiny, tmp_path, monkeypatch):
+    models = (experiment.AnomalyModel("tiny supervised", "s.toml", True, "8 digits"),)
+    report = _run(tiny, tmp_path, models, monkeypatch, tasks=10, seeds=1, baselines=[])
+    runs = report["training"]["tiny supervised"]["runs"]
+    assert len(runs) == 10
+    for d, run in enumerate(runs):
+        assert d not in run["classes"] and (d + 1) % 10 not in run["classes"]
+        assert len(run["classes"]) == 8
