@@ -1,5 +1,5 @@
-"""``metaunsup detect``: ranked scores and flags, the gallery, and bad input (one line, exit 2,
-no file left)."""
+"""``metaunsup detect``: ranked scores and flags, and the gallery (its bad inputs are in the
+catalogue, ``tests/app/test_bad_inputs.py``)."""
 
 from __future__ import annotations
 
@@ -54,35 +54,3 @@ def test_detect_images_with_a_meta_calibrated_checkpoint_and_gallery(files, caps
     assert info["calibration"] == "meta" and info["reference_examples"] == 5
     assert 0 < info["flagged"] < 60
     assert (d / "g.png").read_bytes().startswith(b"\x89PNG")
-
-
-@pytest.mark.parametrize(
-    ("make", "extra", "message"),
-    [
-        (lambda d: np.save(d / "bad.npy", np.zeros((1, 5))), [], "1 sample"),
-        (lambda d: np.save(d / "bad.npy", np.ones((6, 5))), [], "identical"),
-        (lambda d: np.save(d / "bad.npy", np.zeros((6, 4))), [], "same shape"),
-        (lambda d: None, ["--fpr", "1"], "strictly between 0 and 1"),
-        (lambda d: None, ["--fpr", "0"], "strictly between 0 and 1"),
-    ],
-)
-def test_bad_input_is_one_line_exit_2_and_no_file(files, capsys, make, extra, message):
-    d = files["dir"]
-    make(d)
-    normal = d / "bad.npy" if (d / "bad.npy").exists() else d / "ref.npy"
-    out = d / "never.csv"
-    code = main(["detect", str(d / "input.npy"), "--normal", str(normal), "--out", str(out),
-                 *extra])  # fmt: skip
-    (d / "bad.npy").unlink(missing_ok=True)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and message in err[0] and err[0].startswith("metaunsup:")
-    assert not out.exists()
-
-
-def test_a_clustering_checkpoint_is_refused(files, capsys):
-    d = files["dir"]
-    X, _ = digits_xy(30)
-    np.save(d / "flat.npy", X)
-    assert main(["detect", str(d / "flat.npy"), "--checkpoint", str(files["kmeans"])]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "does not score anomalies" in err and "\n" not in err

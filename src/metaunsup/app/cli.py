@@ -34,6 +34,7 @@ def _fail(message: str) -> None:
 CLI_NAMES = {
     "evaluate": {"n_way": "--n-way", "k_shot": "--k-shot", "n_query": "--query",
                  "n_tasks": "--tasks"},
+    "detect": {"fpr": "--fpr"},
     "cluster": {"n_clusters": "--k", "meta_steps": "--meta-steps", "k_selection": "--k-by",
                 "random_state": "--seed"},
 }  # fmt: skip

@@ -10,16 +10,20 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from metaunsup.errors import ConfigError
 
+if TYPE_CHECKING:
+    pass
+
 __all__ = [
     "POSITIVE",
     "CommandInterrupted",
     "RegistryHelpOption",
+    "check_outputs",
     "child_argv",
     "interrupted_runs",
     "parse_device",
@@ -131,3 +135,17 @@ def interrupted_runs(runs_dir: str):
         raise CommandInterrupted(
             f"the training runs in {runs_dir} are kept; the same command continues them"
         ) from None
+
+
+def check_outputs(out: str | None, plot: str | None, inputs: Sequence[str | None]) -> None:
+    """Refuse, before any work, an ``--out`` or ``--plot`` that cannot be written, that is one
+    of the command's ``inputs`` (never written over) or that names the other one."""
+    from metaunsup.fileio import check_output_path
+
+    outputs = [
+        check_output_path(path, inputs=inputs, option=option)
+        for option, path in (("--out", out), ("--plot", plot))
+        if path is not None
+    ]
+    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
+        raise ConfigError("--out and --plot name the same file; give two different paths")

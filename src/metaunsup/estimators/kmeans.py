@@ -64,6 +64,7 @@ from metaunsup.estimators.guard import (
     kmeans_agreement,
     partition_agreement,
 )
+from metaunsup.estimators.missing import ALLOW_NAN, MissingCells
 from metaunsup.estimators.scaling import SCALINGS, TableScaling, table_scaling
 from metaunsup.learners.base import AdaptiveEmbedder, Embedder, MetaLearner
 from metaunsup.learners.fit import fitted_shape
@@ -128,23 +129,29 @@ def _warn_light_background(x: np.ndarray, scale: float, checkpoint: str) -> None
         )
 
 
-def check_input(estimator: BaseEstimator, X: Any, reset: bool) -> np.ndarray:
+def check_input(
+    estimator: BaseEstimator, X: Any, reset: bool, allow_nan: bool = False
+) -> np.ndarray:
     """``X`` as a finite float array ``[n, d]``, ``[n, H, W]`` or ``[n, C, H, W]`` for
     ``estimator``; sets (``reset``) or checks its ``n_features_in_`` (the values per example),
-    raising :class:`~metaunsup.errors.DataError` (or :class:`InputTypeError`) otherwise."""
+    raising :class:`~metaunsup.errors.DataError` (or :class:`InputTypeError`) otherwise.
+    ``allow_nan``: NaN (missing cells) may pass; infinite values may not."""
+    finite = ALLOW_NAN if allow_nan else {}
     try:
         ndim = getattr(X, "ndim", None)
         if ndim is None and isinstance(X, list | tuple):
             ndim = np.ndim(np.asarray(X, dtype=object)) if len(X) else 2
         if ndim is not None and ndim >= 3:
-            x = check_array(X, allow_nd=True, dtype=_FLOATS, ensure_min_samples=1)
+            x = check_array(X, allow_nd=True, dtype=_FLOATS, ensure_min_samples=1, **finite)
             if x.ndim > 4:
                 raise DataError(
                     f"X has shape {x.shape}; expected [n, d], [n, H, W] or [n, C, H, W]"
                 )
             _check_n_features(estimator, math.prod(x.shape[1:]), reset)
         else:
-            x = validate_data(estimator, X, reset=reset, dtype=_FLOATS, ensure_min_samples=1)
+            x = validate_data(
+                estimator, X, reset=reset, dtype=_FLOATS, ensure_min_samples=1, **finite
+            )
     except DataError:
         raise
     except TypeError as err:
@@ -262,6 +269,11 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         on the CPU, so that an example's embedding does not depend on the others it is
         embedded with. The embedding is taken to ``float64`` for k-means, ``transform`` and
         ``predict``.
+    impute : {None, "simple", "knn", "iterative"}, default=None
+        Missing cells (NaN) in ``X``: ``None`` takes them natively (without a checkpoint: a
+        network that reads the observed-cell mask, pseudo-labels from distances over observed
+        features); else scikit-learn's ``SimpleImputer``/``KNNImputer``/``IterativeImputer``
+        fills them first (needed with a checkpoint). See :mod:`metaunsup.estimators.missing`.
     verbose : bool, default=False
         Show a progress bar with ETA over the meta-training steps (``checkpoint=None``) when
         stderr is a terminal.
@@ -329,6 +341,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         batch_size: int = 2048,
         random_state: int | np.random.RandomState | None = None,
         device: str = "cpu",
+        impute: str | None = None,
         verbose: bool = False,
     ) -> None:
         self.n_clusters = n_clusters
@@ -346,6 +359,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.batch_size = batch_size
         self.random_state = random_state
         self.device = device
+        self.impute = impute
         self.verbose = verbose
 
     # ------------------------------------------------------------------ scikit-learn API
@@ -360,6 +374,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         x = self._check_input(X, reset=True)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
+        self.missing_ = MissingCells(self.impute, seed)
+        x = self.missing_.fit(x, native_ok=self.checkpoint is None)
         if len(x) < 2:
             raise DataError(f"got 1 sample (shape {x.shape}); clustering needs at least 2 examples")
         k = self.n_clusters
@@ -394,7 +410,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     def predict(self, X: Any) -> np.ndarray:
         """Nearest centre of each example of ``X``: ``int64 [n]``."""
-        z = self._embed(self._check_input(X, reset=False))
+        x = self._check_input(X, reset=False)
+        z = self._embed(self.missing_.apply(x))
         centers = torch.from_numpy(self.cluster_centers_).to(z.dtype)
         # exact differences, not the faster matrix-product form: labels_ of the training data
         # must come back for points almost as near to two centres
@@ -404,6 +421,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     def transform(self, X: Any) -> np.ndarray:
         """The embedding of ``X``, ``[n, embedding_dim_]``, in ``X``'s float dtype."""
         x = self._check_input(X, reset=False)
+        x = self.missing_.apply(x)
         return self._embed(x).numpy().astype(x.dtype if x.dtype in _FLOATS else np.float64)
 
     @property
@@ -413,10 +431,11 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.input_tags.allow_nan = True  # missing cells: natively or imputed (impute=)
         return tags
 
     def _more_tags(self) -> dict[str, Any]:  # scikit-learn < 1.6
-        return {"preserves_dtype": [np.float64, np.float32]}
+        return {"preserves_dtype": [np.float64, np.float32], "allow_nan": True}
 
     # ------------------------------------------------------------------ fitting
     def _check_params(self) -> None:
@@ -530,13 +549,15 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         flat = x.reshape(len(x), -1)
         self.input_shape_ = (flat.shape[1],)
-        self.scaling_ = table_scaling(flat, self.input_scale)
+        self.scaling_ = table_scaling(flat, self.input_scale)  # NaN cells stay missing
         self.offset_, self.scale_ = self.scaling_.offset, self.scaling_.scale
         scaled = self.scaling_.apply(flat)
         table = torch.from_numpy(scaled.astype(np.float32))
+        missing = bool(np.isnan(scaled).any())
         k = self.n_clusters
         if k == "auto":  # chosen on the scaled data, so that the pseudo-tasks have that k too
-            self.k_choice_ = self._choose_k(torch.from_numpy(scaled), seed, metric="euclidean")
+            filled = np.nan_to_num(scaled) if self._k_rule() == "silhouette" else scaled
+            self.k_choice_ = self._choose_k(torch.from_numpy(filled), seed, metric="euclidean")
             k = self.k_choice_.k
         settings = SelfTrainSettings(steps=int(self.meta_steps))
 
@@ -553,7 +574,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             settings,
             seed,
             progress=bool(self.verbose),
-            guard=guard if self.guard else None,
+            guard=guard if self.guard and not missing else None,  # masked net: no fallback
             device=self._device(),
         )
         self.guard_ = result.decision
@@ -586,13 +607,17 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             params = learner.adapted_params(task, k, self.adapt_steps, False, seed)
         return {name: value.detach().cpu() for name, value in params.items()}
 
+    def _k_rule(self) -> str:
+        """The rule ``k_selection`` stands for: ``"auto"`` is the eigengap in a checkpoint's
+        embedding and the silhouette on a table."""
+        if self.k_selection == "auto":
+            return "eigengap" if self.checkpoint is not None else "silhouette"
+        return str(self.k_selection)
+
     def _choose_k(self, z: torch.Tensor, seed: int, metric: str = "cosine") -> KChoice:
         """``k`` for ``n_clusters="auto"``; ``metric``: the eigengap graph's neighbourhoods
         (cosine in a learned embedding, Euclidean on the user's own table)."""
-        rule = self.k_selection
-        if rule == "auto":
-            rule = "eigengap" if self.checkpoint is not None else "silhouette"
-        if rule == "eigengap":
+        if self._k_rule() == "eigengap":
             return choose_k_eigengap(z, 2, int(self.max_clusters), metric=metric)
         return choose_k(z, 2, int(self.max_clusters), seed=seed)
 
@@ -601,7 +626,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         """``X`` as a finite float array ``[n, ...]``; sets or checks ``n_features_in_``."""
         if not reset:
             check_is_fitted(self, "labels_")
-        return check_input(self, X, reset)
+        return check_input(self, X, reset, allow_nan=True)
 
     def _net_input(self, x: np.ndarray) -> torch.Tensor:
         """Scaled examples in the network's input shape, ``[n, *input_shape_]``."""

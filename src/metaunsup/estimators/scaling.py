@@ -16,6 +16,7 @@ scikit-learn's tables: wine 388, breast cancer 7829 (standardised); iris 2.2, th
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,7 @@ UNIT_RATIO = 10.0
 @dataclass(frozen=True)
 class TableScaling:
     """``(x - offset) / scale`` per column; ``how`` says which rule made it and ``reason`` why.
+    Missing cells (NaN) are left out of the statistics and stay missing.
 
     ``offset`` and ``scale`` are ``float64 [d]`` (``scale`` the same number in every column for
     ``"global"`` and numeric scalings).
@@ -57,8 +59,10 @@ def table_scaling(flat: np.ndarray, input_scale: float | str = "auto") -> TableS
     :data:`UNIT_RATIO` apart (largest over median), else ``"global"``.
     """
     flat = np.asarray(flat, dtype=np.float64)
-    offset = flat.mean(0)
-    spread = flat.std(0)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-missing columns: no mean
+        offset = np.nan_to_num(np.nanmean(flat, 0))  # NaN cells (missing) are left out
+        spread = np.nan_to_num(np.nanstd(flat, 0))
     if not isinstance(input_scale, str):
         value = float(input_scale)
         return TableScaling(offset, np.full_like(spread, value), "number", f"divided by {value:g}")

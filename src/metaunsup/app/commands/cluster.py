@@ -1,12 +1,16 @@
 """``metaunsup cluster INPUT --k K|auto``: cluster the user's own file or image folder.
 
-INPUT is read by :func:`metaunsup.data.arrays.load_arrays` (``.npy``, numeric ``.csv`` with or
-without a header, or a folder of images) and clustered by :class:`metaunsup.MetaKMeans`. The
+INPUT is a table (``.csv`` or ``.parquet``, read and encoded by :mod:`metaunsup.data.tables`:
+numeric and text columns, missing cells, identifiers left out, ``--ignore``/``--columns``), an
+``.npy`` array or a folder of images (:func:`metaunsup.data.arrays.load_arrays`), clustered by
+:class:`metaunsup.MetaKMeans` (missing cells natively, or ``--impute``). The
 labels go to ``--out`` as CSV (``file,label`` for images, ``index,label`` with 0-based row
 positions for tables), or to stdout when there is no ``--out``; ``--plot`` draws a montage of
-each cluster's images. Outputs are checked before any work (a writable folder, and never the
-input or the checkpoint: the labels are not written over the data), written atomically and
-only after everything succeeded, so an error never leaves a partial file.
+each cluster's images; ``--report DIR`` writes a self-contained HTML page explaining each
+cluster (:mod:`metaunsup.app.report.clusters_page`). Outputs are checked before any work (a
+writable folder, and never the input or the checkpoint: the labels are not written over the
+data), written atomically and only after everything succeeded, so an error never leaves a
+partial file.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from metaunsup.app.console import set_threads
+from metaunsup.app.console import check_outputs, set_threads
 from metaunsup.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -65,7 +69,9 @@ def labels_csv(names: Sequence[str], labels: Sequence[int] | np.ndarray, images:
     return buffer.getvalue()
 
 
-def summary(model: Any, source: str, shape: tuple[int, ...], checkpoint: str | None) -> dict:
+def summary(
+    model: Any, source: str, shape: tuple[int, ...], checkpoint: str | None, table: Any = None
+) -> dict:
     """What the clustering did, JSON-friendly: k and why, cluster sizes, the model."""
     import numpy as np
 
@@ -82,6 +88,10 @@ def summary(model: Any, source: str, shape: tuple[int, ...], checkpoint: str | N
         "inertia": round(model.inertia_, 4),
         "model": {"checkpoint": checkpoint} if checkpoint else {"self_trained": model.training_},
     }
+    if table is not None:
+        out["columns"] = [plan.describe() for plan in table.columns]
+        out["missing_cells"] = round(table.missing_share, 4)
+        out["missing_values"] = "native" if model.impute is None else f"imputed ({model.impute})"
     if choice is not None:
         out[choice.method] = {str(k): round(v, 4) for k, v in choice.scores.items()}
     normalization = getattr(model, "input_normalization_", None)
@@ -121,6 +131,12 @@ def summary_lines(info: dict) -> list[str]:
         lines.append(f"scaling: {info['scaling']['reason']}")
     if "reason" in info["clustered"]:
         lines.append(f"guard: {info['clustered']['reason']}")
+    if "columns" in info:
+        lines += [f"column {line}" for line in info["columns"]]
+        if info["missing_cells"]:
+            lines.append(
+                f"missing cells: {info['missing_cells']:.1%}, taken {info['missing_values']}"
+            )
     sizes = ", ".join(f"{c}: {n}" for c, n in enumerate(info["sizes"]))
     lines.append(f"cluster sizes: {sizes}")
     return lines
@@ -163,6 +179,29 @@ def summary_lines(info: dict) -> list[str]:
     type=click.Path(dir_okay=False),
     help="Write a PNG montage of each cluster's images (image inputs only).",
 )
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False),
+    help="Write DIR/index.html: a self-contained page explaining each cluster.",
+)
+@click.option(
+    "--ignore", multiple=True, metavar="COL", help="Leave this table column out (repeatable)."
+)
+@click.option(
+    "--columns",
+    "use_columns",
+    multiple=True,
+    metavar="COL",
+    help="Use only these table columns (repeatable).",
+)
+@click.option(
+    "--impute",
+    type=click.Choice(["native", "simple", "knn", "iterative"]),
+    default="native",
+    show_default=True,
+    help="Missing cells: taken natively, or filled by scikit-learn's imputer first.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--meta-steps",
@@ -187,6 +226,10 @@ def cluster(
     normalize: bool,
     out: str | None,
     plot: str | None,
+    report_dir: str | None,
+    ignore: tuple[str, ...],
+    use_columns: tuple[str, ...],
+    impute: str,
     seed: int,
     meta_steps: int,
     threads: int | None,
@@ -194,27 +237,20 @@ def cluster(
     quiet: bool,
     as_json: bool,
 ) -> None:
-    """Cluster a .npy, .csv or image folder into K groups.
+    """Cluster a .csv/.parquet table, a .npy array or an image folder into K groups.
 
-    INPUT is a .npy array, a numeric .csv table (with or without a header row) or a folder of
-    images of one size. Without --checkpoint a small network is first meta-trained on
-    pseudo-tasks made from INPUT itself. Labels go to --out (CSV) or stdout.
+    INPUT is a table (numeric and text columns, missing cells allowed; with or without a header
+    row), a .npy array or a folder of images of one size. Without --checkpoint a small network
+    is first meta-trained on pseudo-tasks made from INPUT itself. Labels go to --out (CSV) or
+    stdout.
     """
-    from metaunsup.data.arrays import load_arrays
-    from metaunsup.fileio import check_output_path
+    from metaunsup.fileio import check_output_folder
 
-    inputs = [input_path, checkpoint]  # never written over (a packaged name is no file here)
-    outputs = [
-        check_output_path(path, inputs=inputs, option=option)
-        for option, path in (("--out", out), ("--plot", plot))
-        if path is not None
-    ]
-    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
-        raise ConfigError("--out and --plot name the same file; give two different paths")
+    check_outputs(out, plot, inputs=[input_path, checkpoint])  # a packaged name is no file
+    if report_dir is not None:
+        check_output_folder(report_dir, "--report")
     set_threads(threads)
-    dataset, names = load_arrays(input_path)
-    x = dataset.x.numpy()
-    images = dataset.info.get("format") == "images"
+    x, names, images, table = _load(input_path, ignore, use_columns)
     if plot is not None and x.ndim != 4:
         raise ConfigError(
             f"--plot draws images, but {input_path} holds a table of shape {x.shape}; "
@@ -238,11 +274,13 @@ def cluster(
         k_selection=k_by,
         input_normalize="auto" if normalize else "off",
         random_state=seed,
+        impute=None if impute == "native" else impute,
         device=device,
         verbose=not quiet,
     )
     model.fit(x)
-    info = summary(model, str(input_path), tuple(x.shape), checkpoint)
+    info = summary(model, str(input_path), tuple(x.shape), checkpoint, table)
+    page = _page(model, x, info, table, names) if report_dir is not None else None
     montage = None
     if plot is not None:
         from metaunsup.app.report.montage import montage_image
@@ -252,7 +290,50 @@ def cluster(
         montage = buffer.getvalue()
     text = labels_csv(names, model.labels_, images)
     _write_outputs(out, text, plot, montage, info)
+    if page is not None and report_dir is not None:
+        from metaunsup.app.report.clusters_page import write_page
+
+        info["files"]["report"] = str(write_page(report_dir, page))
     _print(info, text, out is not None, quiet, as_json, model.labels_)
+
+
+def _load(
+    input_path: str, ignore: Sequence[str], columns: Sequence[str]
+) -> tuple[np.ndarray, list[str], bool, Any]:
+    """``(x, names, images, table)``: the examples, their names, whether they are images, and
+    the :class:`~metaunsup.data.tables.EncodedTable` of a table (else ``None``)."""
+    from metaunsup.data.tables import is_table, load_table
+
+    if is_table(input_path):
+        table = load_table(input_path, ignore=ignore, columns=columns or None)
+        return table.x, [], False, table
+    if ignore or columns:
+        raise ConfigError(
+            f"--ignore and --columns choose columns of a .csv or .parquet table, but "
+            f"{input_path} is not one; leave them out"
+        )
+    from metaunsup.data.arrays import load_arrays
+
+    dataset, names = load_arrays(input_path)
+    return dataset.x.numpy(), names, dataset.info.get("format") == "images", None
+
+
+def _page(model: Any, x: np.ndarray, info: dict, table: Any, rows: list[str]) -> str:
+    """The ``--report`` page's HTML (see :mod:`metaunsup.app.report.clusters_page`)."""
+    from metaunsup.app.report.clusters_page import cluster_map_png, render_page
+    from metaunsup.cluster.explain import explain_clusters
+
+    flat = x.reshape(len(x), -1)
+    z = model.transform(x)
+    if table is not None:
+        names, row_name, units = table.feature_names, table.row_name, table.original_units
+        columns = [plan.describe() for plan in table.columns]
+    else:
+        names = [f"feature {j}" for j in range(flat.shape[1])]
+        row_name, units, columns = rows.__getitem__, (lambda _f, v: f"{v:.4g}"), []
+    explained = explain_clusters(flat, model.labels_, z, model.cluster_centers_, names)
+    png = cluster_map_png(z, model.labels_)
+    return render_page(info, explained, png, columns, row_name, units)
 
 
 def _write_outputs(
