@@ -325,7 +325,7 @@ CLUSTER = [
         "more-cells-than-header",
         text("a,b\n1,2,x\n3,4,5\n"),
         ["--k", "2", *OUT],
-        "the header (row 1) has 2 columns but row 2 has 3",
+        "row 2 has 3 cells but the header (row 1) has 2",
     ),
     cluster(
         "pandas-header-with-index",
@@ -333,7 +333,42 @@ CLUSTER = [
         ["--k", "2", *OUT],
         "as pandas writes a header with an index column",
     ),
-    cluster("nan-in-csv", text("1,2\n3,nan\n4,5\n"), ["--k", "2", *OUT], "NaN or infinite value"),
+    cluster(
+        "all-missing-column",
+        text("a,b,c\n1,,x\n2,,y\n3,,x\n"),
+        ["--k", "2", *OUT],
+        "column 'b' has no value in any row; leave it out with --ignore b",
+    ),
+    cluster(
+        "all-missing-row",
+        text("a,b\n1,2\n,\n3,4\n"),
+        ["--k", "2", *OUT],
+        "row 3 has no value in any used column (1 such row(s)); remove it",
+    ),
+    cluster(
+        "100000-categories",
+        text("a,name\n" + "".join(f"{i % 7},v{i % 100_000}\n" for i in range(100_001))),
+        ["--k", "2", *OUT],
+        "column 'name' has 100000 distinct text values, too many to use as categories",
+    ),
+    cluster(
+        "ignore-unknown-column",
+        text("a,b\n1,2\n3,4\n5,6\n"),
+        ["--k", "2", "--ignore", "c", *OUT],
+        "--ignore 'c': IN/x.csv has no such column; its columns are a, b",
+    ),
+    cluster(
+        "columns-on-npy",
+        npy(table()),
+        ["--k", "2", "--columns", "a", *OUT],
+        "--ignore and --columns choose columns of a .csv or .parquet table",
+    ),
+    cluster(
+        "unreadable-parquet",
+        raw(b"PAR1 not really parquet", "x.parquet"),
+        ["--k", "2", *OUT],
+        "not a readable Parquet file",
+    ),
     cluster(
         "inf-in-npy",
         npy(np.array([[1.0, np.inf], [2.0, 3.0], [4.0, 5.0]])),
@@ -346,18 +381,23 @@ CLUSTER = [
         ["--k", "2", *OUT],
         "too large for float32 (beyond 3.4e+38), the first at row 2, column 1",
     ),
-    cluster("ragged-csv", text("1,2,3\n4,5\n"), ["--k", "2", *OUT], "row 2 has 2 columns"),
+    cluster(
+        "ragged-csv",
+        text("1,2,3\n4,5\n"),
+        ["--k", "2", *OUT],
+        "row 2 has 2 cells but row 1 has 3; give every row as many cells",
+    ),
     cluster(
         "latin-1-csv",
         raw("é,b\n1,2\n".encode("latin-1"), "x.csv"),
         ["--k", "2", *OUT],
-        "cannot read as CSV text",
+        "line 1 is not UTF-8 text (byte 0xe9); save the file as UTF-8",
     ),
     cluster(
         "one-row",
         text("1,2,3\n"),
         ["--k", "1", *OUT],
-        "got 1 sample (shape (1, 3)); clustering needs at least 2",
+        "only 1 data row; clustering needs at least 2 rows",
     ),
     cluster("k-zero", npy(table()), ["--k", "0", *OUT], "0 clusters is not possible"),
     cluster("k-negative", npy(table()), ["--k", "-3", *OUT], "give an integer >= 1 or 'auto'"),
@@ -933,7 +973,34 @@ def _report_nan(ctx: Ctx) -> Any:
     return read_report(ctx.inputs / "r.json")
 
 
+def _digits_with_nan(ctx: Ctx) -> Any:
+    x = _digits_x()
+    x[3, 5] = np.nan
+    return _meta_kmeans(n_clusters=2, checkpoint=str(ctx.models["mlp"])).fit(x)
+
+
+def _load_table_unknown_column(ctx: Ctx) -> Any:
+    from metaunsup.data.tables import load_table
+
+    return load_table(ctx.inputs / "t.csv", columns=["a", "c"])
+
+
 PYTHON = [
+    python(
+        "estimator-missing-cells-with-checkpoint",
+        'MetaKMeans(2, checkpoint="MODELS/mlp.safetensors").fit(X)  # X[3, 5] = nan',
+        _digits_with_nan,
+        "X has missing values (NaN), which a checkpoint's network cannot take; pass impute='knn'",
+        DataError,
+    ),
+    python(
+        "load-table-unknown-column",
+        'load_table("t.csv", columns=["a", "c"])  # t.csv has columns a, b',
+        _load_table_unknown_column,
+        "--columns 'c': IN/t.csv has no such column; its columns are a, b",
+        ConfigError,
+        make=text("a,b\n1,x\n2,y\n", "t.csv"),
+    ),
     python(
         "estimator-value-beyond-float32",
         "MetaKMeans(2).fit(X)  # X[4, 1] = 1e300",
@@ -1090,6 +1157,23 @@ DETECT = [
         "does not score anomalies",
         ["{file}", "--checkpoint", "{mlp}", *SCORES],
         npy(np.random.default_rng(0).normal(size=(30, 64))),
+    ),
+    Case(
+        "table-with-array-reference",
+        "detect",
+        "IN/t.csv is a table but the normal reference IN/input.npy is not",
+        ["{file}", "--normal", "{in}/input.npy", *SCORES],
+        both(text("a,b\n1,x\n2,y\n3,x\n", "t.csv"), npy(table(30, 2), "input.npy")),
+    ),
+    Case(
+        "table-column-missing-from-input",
+        "detect",
+        "IN/t.csv: has no column 'b', which the table the encoding was learned from has",
+        ["{file}", "--normal", "{in}/n.csv", *SCORES],
+        both(
+            text("a,c\n1.5,2\n2.5,3\n1.5,1\n", "t.csv"),
+            text("a,b\n1.5,2.5\n2.5,4.1\n1.5,2.5\n", "n.csv"),
+        ),
     ),
 ]
 

@@ -17,7 +17,7 @@ import click
 from metaunsup.errors import ConfigError
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 __all__ = [
     "POSITIVE",
@@ -29,7 +29,6 @@ __all__ = [
     "parse_device",
     "print_report",
     "progress",
-    "read_input",
     "set_threads",
 ]
 
@@ -150,19 +149,3 @@ def check_outputs(out: str | None, plot: str | None, inputs: Sequence[str | None
     ]
     if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
         raise ConfigError("--out and --plot name the same file; give two different paths")
-
-
-def read_input(input_path: str, plot: str | None) -> tuple[np.ndarray, list[str], bool]:
-    """``(x, row names, whether x holds images)`` of a command's INPUT (a ``.npy`` array, a
-    ``.csv`` table or a folder of images; :func:`metaunsup.data.arrays.load_arrays`); a
-    ``--plot`` of a table is refused, since the figures draw images."""
-    from metaunsup.data.arrays import load_arrays
-
-    dataset, names = load_arrays(input_path)
-    x = dataset.x.numpy()
-    if plot is not None and x.ndim != 4:
-        raise ConfigError(
-            f"--plot draws images, but {input_path} holds a table of shape {x.shape}; "
-            "leave out --plot or give a folder of images (or an .npy of [n, H, W] images)"
-        )
-    return x, names, dataset.info.get("format") == "images"

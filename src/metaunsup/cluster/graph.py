@@ -20,6 +20,7 @@ measured by ``benchmarks/cactus_quality.py`` (``docs/results/README.md``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,7 +32,10 @@ from metaunsup.errors import DataError
 if TYPE_CHECKING:
     from scipy.sparse.linalg import LinearOperator
 
-__all__ = ["METRICS", "graph_eigenvalues", "knn_indices", "spectral_embedding"]
+__all__ = ["METRICS", "graph_eigenvalues", "knn_indices", "observed_sqdist", "spectral_embedding"]
+
+#: ``(start, stop) -> [stop - start, n]`` similarities of a block of rows to all rows.
+_Block = Callable[[int, int], torch.Tensor]
 
 #: Neighbourhoods :func:`knn_indices` can use.
 METRICS = ("cosine", "euclidean")
@@ -44,7 +48,11 @@ def knn_indices(z: torch.Tensor, n_neighbors: int, metric: str = "cosine") -> to
     """``int64 [n, n_neighbors]`` the nearest other rows of ``z`` ``[n, d]`` (most similar
     first), by cosine similarity (``metric="cosine"``) or Euclidean distance
     (``metric="euclidean"``: for tables whose rows' lengths matter, e.g. centred data in few
-    dimensions, where the angle alone says little)."""
+    dimensions, where the angle alone says little).
+
+    ``z`` may hold NaN for missing cells: then both are computed over the features the two
+    rows share (the Euclidean distance scaled by ``d / shared``, scikit-learn's
+    ``nan_euclidean_distances``), and rows that share none are never neighbours."""
     if z.dim() != 2 or z.shape[0] < 2:
         raise DataError(f"need embeddings [n >= 2, d], got shape {tuple(z.shape)}")
     if metric not in METRICS:
@@ -52,20 +60,63 @@ def knn_indices(z: torch.Tensor, n_neighbors: int, metric: str = "cosine") -> to
     n = z.shape[0]
     n_neighbors = check_int("n_neighbors", n_neighbors, 1, n - 1)
     u = z.to(torch.float32)
-    if metric == "cosine":
-        u = torch.nn.functional.normalize(u, dim=1)
+    missing = bool(torch.isnan(u).any())
+    if missing:
+        similarity = _observed_similarity(u, metric)
+        step = max(1, _BLOCK_ELEMENTS // (4 * n))
     else:
-        half_sq = 0.5 * (u * u).sum(1)  # ranking by u_i·u_j - |u_j|²/2 is ranking by -|u_i - u_j|²
-    step = max(1, _BLOCK_ELEMENTS // n)
+        similarity = _similarity(u, metric)
+        step = max(1, _BLOCK_ELEMENTS // n)
     out = torch.empty(n, n_neighbors, dtype=torch.int64)
     for s in range(0, n, step):
-        sim = u[s : s + step] @ u.T
-        if metric == "euclidean":
-            sim -= half_sq
+        sim = similarity(s, s + step)
         rows = torch.arange(sim.shape[0])
         sim[rows, rows + s] = -torch.inf  # not its own neighbour
         out[s : s + step] = sim.topk(n_neighbors, dim=1).indices
     return out
+
+
+def _similarity(u: torch.Tensor, metric: str) -> _Block:
+    """``(start, stop) -> [rows, n]`` similarities of complete rows (higher = nearer)."""
+    if metric == "cosine":
+        u = torch.nn.functional.normalize(u, dim=1)
+    half_sq = 0.5 * (u * u).sum(1)  # ranking by u_i·u_j - |u_j|²/2 is ranking by -|u_i - u_j|²
+
+    def block(start: int, stop: int) -> torch.Tensor:
+        sim = u[start:stop] @ u.T
+        return sim - half_sq if metric == "euclidean" else sim
+
+    return block
+
+
+def observed_sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[m, n]`` squared Euclidean distances between the rows of ``a`` ``[m, d]`` and ``b``
+    ``[n, d]``, which may hold NaN for missing cells: summed over the features both rows
+    observe and scaled by ``d / shared`` (scikit-learn's ``nan_euclidean_distances``, squared);
+    ``inf`` where two rows share no feature."""
+    sa, sb = (~torch.isnan(a)).to(a.dtype), (~torch.isnan(b)).to(b.dtype)
+    fa, fb = torch.nan_to_num(a, nan=0.0), torch.nan_to_num(b, nan=0.0)
+    shared = sa @ sb.T
+    sq = ((fa * fa) @ sb.T + sa @ (fb * fb).T - 2 * (fa @ fb.T)).clamp_min(0)
+    return (sq * a.shape[1] / shared.clamp_min(1)).masked_fill(shared == 0, torch.inf)
+
+
+def _observed_similarity(u: torch.Tensor, metric: str) -> _Block:
+    """``(start, stop) -> [rows, n]`` similarities over the features both rows observe."""
+    seen = (~torch.isnan(u)).to(u.dtype)
+    filled = torch.nan_to_num(u, nan=0.0)
+    squares = filled * filled
+
+    def block(start: int, stop: int) -> torch.Tensor:
+        if metric == "euclidean":
+            return -observed_sqdist(u[start:stop], u)
+        a, ma = filled[start:stop], seen[start:stop]
+        cross = a @ filled.T  # sum over shared features of a_j b_j
+        a2, b2 = squares[start:stop] @ seen.T, ma @ squares.T  # ... of a_j², b_j²
+        sim = cross / (a2 * b2).sqrt().clamp_min(1e-12)
+        return sim.masked_fill(ma @ seen.T == 0, -torch.inf)
+
+    return block
 
 
 def _normalized_adjacency(

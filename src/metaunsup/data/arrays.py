@@ -136,7 +136,7 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _header(first: list[str], path: Path) -> bool:
+def header_row(first: list[str], path: Path) -> bool:
     """Whether the first CSV row is a header: no cell of it is a number, or it is the
     ``0,1,...,d-1`` that ``pandas.DataFrame(X).to_csv(index=False)`` writes. A header whose
     first cell is empty (what pandas writes with its index) is refused: the first column would
@@ -164,7 +164,7 @@ def _read_csv(path: Path) -> tuple[torch.Tensor, dict[str, str]]:
         raise DataError(f"{path}: the file is empty")
     info = {"format": "csv"}
     first = [c.strip() for c in rows[0][1]]
-    if _header(first, path):
+    if header_row(first, path):
         info["columns"] = "\n".join(first)
         rows = rows[1:]
         if not rows:

@@ -42,6 +42,7 @@ from sklearn.utils.validation import check_is_fitted
 from metaunsup._validation import check_choice, check_float, check_int
 from metaunsup.errors import CheckpointError, ConfigError, DataError
 from metaunsup.estimators.kmeans import check_input, fit_shape
+from metaunsup.estimators.missing import MissingCells
 from metaunsup.evaluation.anomaly import learner_null_table
 from metaunsup.evaluation.calibration import (
     CALIBRATIONS,
@@ -85,6 +86,11 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
         Seeds the reference/calibration split.
     device : str, default="cpu"
         Where the network runs.
+    impute : {None, "simple", "knn", "iterative"}, default=None
+        Missing cells (NaN): ``None`` takes them natively without a checkpoint (the
+        standardised distance over the observed features, scaled by ``d / observed``); else
+        scikit-learn's imputer fills them first (needed with a checkpoint). See
+        :mod:`metaunsup.estimators.missing`.
 
     Attributes
     ----------
@@ -133,7 +139,9 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
         batch_size: int = 1024,
         random_state: int | np.random.RandomState | None = None,
         device: str = "cpu",
+        impute: str | None = None,
     ) -> None:
+        self.impute = impute
         self.checkpoint = checkpoint
         self.fpr = fpr
         self.contamination = contamination
@@ -156,6 +164,8 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
         self._check_params()
         uint8 = str(getattr(X, "dtype", "")) in ("uint8", "torch.uint8")
         x = self._check_input(X, reset=True)
+        self.missing_ = MissingCells(self.impute, 0)
+        x = self.missing_.fit(x, native_ok=self.checkpoint is None)
         if len(x) < 2:
             raise DataError(
                 f"got 1 sample (shape {x.shape}); a normal class needs at least 2 examples "
@@ -196,6 +206,7 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
     def score_samples(self, X: Any) -> np.ndarray:
         """The negated anomaly score of each sample ``[n]`` (lower = more abnormal)."""
         x = self._check_input(X, reset=False)
+        x = self.missing_.apply(x)
         return -self._scores(self._net_input(x)).numpy()
 
     def decision_function(self, X: Any) -> np.ndarray:
@@ -233,8 +244,8 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
             self.learner_ = None
             self.input_shape_: tuple[int, ...] = (int(np.prod(x.shape[1:])),)
             flat = x.reshape(len(x), -1)
-            spread = flat.std(0)
-            self.offset_x_: np.ndarray | float = flat.mean(0)
+            spread = np.nanstd(flat, 0)  # NaN: missing cells (impute=None)
+            self.offset_x_: np.ndarray | float = np.nanmean(flat, 0)
             self.scale_x_: np.ndarray | float = np.where(spread > 0, spread, 1.0)
             return
         from metaunsup.learners import load_learner
@@ -267,8 +278,10 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
     def _score(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """Scores ``[B, q]`` of ``query`` ``[B, q, ...]`` against ``support`` ``[B, K, ...]``."""
         if self.learner_ is None:
-            centre = support.flatten(2).mean(1, keepdim=True)
-            return (query.flatten(2) - centre).pow(2).sum(-1).to(torch.float64)
+            centre = support.flatten(2).nanmean(1, keepdim=True).nan_to_num()
+            sq = (query.flatten(2) - centre).pow(2)
+            seen = (~torch.isnan(sq)).sum(-1).clamp_min(1)  # over observed features, rescaled
+            return (sq.nansum(-1) * sq.shape[-1] / seen).to(torch.float64)
         assert isinstance(self.learner_, AnomalyScorer)
         device = next(self.learner_.parameters()).device
         with torch.no_grad():
@@ -323,4 +336,9 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
         """``X`` as a finite float array ``[n, ...]`` (``MetaKMeans``'s rules)."""
         if not reset:
             check_is_fitted(self, "threshold_")
-        return check_input(self, X, reset)
+        return check_input(self, X, reset, allow_nan=True)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing cells: natively or imputed (impute=)
+        return tags

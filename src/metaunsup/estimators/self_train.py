@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,10 +51,12 @@ import torch
 
 from metaunsup._validation import check_int
 from metaunsup.cluster import kmeans
-from metaunsup.cluster.graph import METRICS, spectral_embedding
+from metaunsup.cluster.graph import METRICS, observed_sqdist, spectral_embedding
 from metaunsup.errors import ConfigError, DataError
+from metaunsup.estimators.guard import FEATURES, GuardDecision
+from metaunsup.estimators.missing import DroppedCells
 from metaunsup.learners import MetaKMeansLearner
-from metaunsup.nets import MLP
+from metaunsup.nets import MLP, MaskedMLP
 from metaunsup.tasks.batch import TaskBatch
 from metaunsup.tasks.pseudo.cactus import CactusTaskSource
 from metaunsup.training.config import TrainConfig
@@ -161,6 +164,7 @@ class SelfTrainResult:
     k_shot: int
     pseudo_labels: str = "none"
     losses: list[float] = field(default_factory=list)
+    decision: GuardDecision | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly facts about the training (no learner)."""
@@ -180,12 +184,18 @@ def _nearest(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
     ``argmin_j ‖x_i − c_j‖² = argmin_j (‖c_j‖² − 2 x_i·c_j)`` (``‖x_i‖²`` is the same for every
     ``j``): one matrix product per chunk of rows (at most about 16 MiB of scores), no square
     roots (``torch.cdist`` computes the distances themselves, which the argmin does not need).
+    Rows or centres with missing cells (NaN): distances over the observed features
+    (:func:`~metaunsup.cluster.graph.observed_sqdist`).
     """
     sq = (centers * centers).sum(1).unsqueeze(0)  # [1, k]
     step = max(1, (1 << 22) // max(1, centers.shape[0]))
+    missing = bool(torch.isnan(x).any() or torch.isnan(centers).any())
     out = torch.empty(len(x), dtype=torch.int64)
     for s in range(0, len(x), step):
-        scores = torch.addmm(sq, x[s : s + step], centers.t(), alpha=-2.0)
+        if missing:
+            scores = observed_sqdist(x[s : s + step], centers)
+        else:
+            scores = torch.addmm(sq, x[s : s + step], centers.t(), alpha=-2.0)
         out[s : s + step] = scores.argmin(1)
     return out
 
@@ -207,7 +217,7 @@ def subset_partitions(
     cols = torch.stack([torch.randperm(d, generator=g)[:m] for _ in range(n_partitions)])
     n_fit = min(n, _FIT_POINTS)
     rows = torch.stack([torch.randperm(n, generator=g)[:n_fit] for _ in range(n_partitions)])
-    views = x[rows.unsqueeze(-1), cols.unsqueeze(1)]  # [P, n_fit, m]
+    views = torch.nan_to_num(x[rows.unsqueeze(-1), cols.unsqueeze(1)])  # [P, n_fit, m]
     km_seeds = torch.randint(0, 2**62, (n_partitions,), generator=g).tolist()
     fit = kmeans(views, k, n_init=1, max_iter=100, seed=km_seeds)
     if n_fit == n:
@@ -322,12 +332,16 @@ def self_train(
     settings: SelfTrainSettings | None = None,
     seed: int = 0,
     progress: bool = False,
+    guard: Callable[[torch.Tensor], GuardDecision] | None = None,
     device: str | torch.device = "cpu",
 ) -> SelfTrainResult:
     """Meta-train a Meta-K-means learner on pseudo-tasks from the rows of ``x`` ``[n, d]``.
 
     ``progress`` shows a bar with ETA over the meta-training steps when stderr is a terminal;
     ``device``: where the meta-training runs (the partitions are computed on the CPU).
+    ``guard`` (see :mod:`metaunsup.estimators.guard`) sees the pseudo-partitions ``[P, n]``
+    before meta-training; when it decides for the features, meta-training is skipped (the
+    embedding stays random, ``steps == 0``) and its decision is in ``result.decision``.
     ``x`` should be scaled already (e.g. centred, divided by its overall standard deviation);
     ``k`` is the number of clusters of the partitions and tasks (at least 2 are used). Returns
     the learner in evaluation mode, on the CPU, in ``float32``. Data too uniform to give
@@ -342,22 +356,32 @@ def self_train(
     n_way, k_shot = _task_shape(n, k, settings.task_shots)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        net = MLP(d, n_way=None, hidden=settings.hidden)
+        masked = bool(torch.isnan(x).any())  # missing cells: the mask-as-input network
+        net = (MaskedMLP if masked else MLP)(d, n_way=None, hidden=settings.hidden)
         learner = MetaKMeansLearner(net, n_iter=5, temperature=0.1)
     result = SelfTrainResult(learner, 0, 0.0, n_way, k_shot)
     if settings.steps == 0:
         return _finish(result)
     t0 = time.perf_counter()
     parts, result.pseudo_labels = _partitions(x, n_way, settings, seed)
+    if guard is not None:
+        result.decision = guard(parts)
+        if result.decision.use == FEATURES:
+            log.info("self-training skipped: %s", result.decision.reason)
+            result.seconds = time.perf_counter() - t0
+            return _finish(result)
     try:
         source, result.k_shot = _task_source(x, parts, n_way, k_shot, seed)
     except ConfigError as err:
         log.warning("no pseudo-tasks could be made from the data (%s); embedding left random", err)
         return _finish(result)
+    tasks: Any = CorruptedTasks(source, x, settings.corruption, seed + 1)
+    if masked:  # hide more cells, so that the embedding learns not to see missingness
+        tasks = DroppedCells.for_table(tasks, x, seed + 2)
     trainer = Trainer(
         learner,
         learner.meta_loss,
-        CorruptedTasks(source, x, settings.corruption, seed + 1),
+        tasks,
         TrainConfig(steps=settings.steps, meta_batch=settings.meta_batch, lr=settings.lr),
         device=device,
         progress=progress,

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from metaunsup.errors import ConfigError
 from metaunsup.nets.base import FunctionalNet
 from metaunsup.nets.conv4 import Conv4
+from metaunsup.nets.masked_mlp import MaskedMLP
 from metaunsup.nets.mlp import MLP
 
 Net = TypeVar("Net", bound=type[FunctionalNet])
@@ -83,3 +84,4 @@ def build_net(config: Mapping[str, Any]) -> FunctionalNet:
 
 register_backbone("conv4")(Conv4)
 register_backbone("mlp")(MLP)
+register_backbone("masked-mlp")(MaskedMLP)

@@ -1,12 +1,16 @@
 """``metaunsup cluster INPUT --k K|auto``: cluster the user's own file or image folder.
 
-INPUT is read by :func:`metaunsup.data.arrays.load_arrays` (``.npy``, numeric ``.csv`` with or
-without a header, or a folder of images) and clustered by :class:`metaunsup.MetaKMeans`. The
+INPUT is a table (``.csv`` or ``.parquet``, read and encoded by :mod:`metaunsup.data.tables`:
+numeric and text columns, missing cells, identifiers left out, ``--ignore``/``--columns``), an
+``.npy`` array or a folder of images (:func:`metaunsup.data.arrays.load_arrays`), clustered by
+:class:`metaunsup.MetaKMeans` (missing cells natively, or ``--impute``). The
 labels go to ``--out`` as CSV (``file,label`` for images, ``index,label`` with 0-based row
 positions for tables), or to stdout when there is no ``--out``; ``--plot`` draws a montage of
-each cluster's images. Outputs are checked before any work (a writable folder, and never the
-input or the checkpoint: the labels are not written over the data), written atomically and
-only after everything succeeded, so an error never leaves a partial file.
+each cluster's images; ``--report DIR`` writes a self-contained HTML page explaining each
+cluster (:mod:`metaunsup.app.report.clusters_page`). Outputs are checked before any work (a
+writable folder, and never the input or the checkpoint: the labels are not written over the
+data), written atomically and only after everything succeeded, so an error never leaves a
+partial file.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from metaunsup.app.console import check_outputs, read_input, set_threads
+from metaunsup.app.console import check_outputs, set_threads
 from metaunsup.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -65,7 +69,9 @@ def labels_csv(names: Sequence[str], labels: Sequence[int] | np.ndarray, images:
     return buffer.getvalue()
 
 
-def summary(model: Any, source: str, shape: tuple[int, ...], checkpoint: str | None) -> dict:
+def summary(
+    model: Any, source: str, shape: tuple[int, ...], checkpoint: str | None, table: Any = None
+) -> dict:
     """What the clustering did, JSON-friendly: k and why, cluster sizes, the model."""
     import numpy as np
 
@@ -82,8 +88,20 @@ def summary(model: Any, source: str, shape: tuple[int, ...], checkpoint: str | N
         "inertia": round(model.inertia_, 4),
         "model": {"checkpoint": checkpoint} if checkpoint else {"self_trained": model.training_},
     }
+    if table is not None:
+        out["columns"] = [plan.describe() for plan in table.columns]
+        out["missing_cells"] = round(table.missing_share, 4)
+        out["missing_values"] = "native" if model.impute is None else f"imputed ({model.impute})"
     if choice is not None:
         out[choice.method] = {str(k): round(v, 4) for k, v in choice.scores.items()}
+    normalization = getattr(model, "input_normalization_", None)
+    if normalization is not None:
+        out["input_normalization"] = list(normalization.steps)
+    guard = getattr(model, "guard_", None)
+    out["clustered"] = guard.to_json() if guard is not None else {"use": "embedding"}
+    scaling = getattr(model, "scaling_", None)
+    if scaling is not None and model.checkpoint is None:
+        out["scaling"] = {"how": scaling.how, "reason": scaling.reason}
     return out
 
 
@@ -97,7 +115,9 @@ def summary_lines(info: dict) -> list[str]:
         f"k: {info['k_reason']}",
     ]
     model = info["model"]
-    if "checkpoint" in model:
+    if info["clustered"]["use"] == "features":
+        lines.append("model: none used - k-means on the scaled features (the guard fell back)")
+    elif "checkpoint" in model:
         lines.append(f"model: checkpoint {model['checkpoint']}")
     else:
         t = model["self_trained"]
@@ -105,6 +125,18 @@ def summary_lines(info: dict) -> list[str]:
             f"model: meta-trained on this data ({t['steps']} steps on pseudo-tasks of "
             f"{t['task']}, {t['seconds']:.1f} s)"
         )
+    if "input_normalization" in info:
+        lines.append(f"input: {'; '.join(info['input_normalization'])}")
+    if "scaling" in info:
+        lines.append(f"scaling: {info['scaling']['reason']}")
+    if "reason" in info["clustered"]:
+        lines.append(f"guard: {info['clustered']['reason']}")
+    if "columns" in info:
+        lines += [f"column {line}" for line in info["columns"]]
+        if info["missing_cells"]:
+            lines.append(
+                f"missing cells: {info['missing_cells']:.1%}, taken {info['missing_values']}"
+            )
     sizes = ", ".join(f"{c}: {n}" for c, n in enumerate(info["sizes"]))
     lines.append(f"cluster sizes: {sizes}")
     return lines
@@ -122,15 +154,22 @@ def summary_lines(info: dict) -> list[str]:
 )
 @click.option(
     "--k-by",
-    type=click.Choice(["silhouette", "eigengap"]),
-    default="silhouette",
+    type=click.Choice(["auto", "eigengap", "silhouette"]),
+    default="auto",
     show_default=True,
-    help="How --k auto chooses: best silhouette of k-means, or largest kNN-graph eigengap.",
+    help="How --k auto chooses: largest kNN-graph eigengap, or best silhouette of k-means; "
+    "auto: the eigengap with --checkpoint, the silhouette without.",
 )
 @click.option(
     "--checkpoint",
     help="Trained model: packaged name (digits, mnist) or .safetensors path. Default: "
     "meta-train on pseudo-tasks from INPUT itself.",
+)
+@click.option(
+    "--normalize",
+    is_flag=True,
+    help="With --checkpoint: bring the images to the checkpoint's input convention (value "
+    "range, light backgrounds inverted, MNIST-style framing) and say what was done.",
 )
 @click.option(
     "--out", type=click.Path(dir_okay=False), help="Write the labels here as CSV (else stdout)."
@@ -139,6 +178,29 @@ def summary_lines(info: dict) -> list[str]:
     "--plot",
     type=click.Path(dir_okay=False),
     help="Write a PNG montage of each cluster's images (image inputs only).",
+)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False),
+    help="Write DIR/index.html: a self-contained page explaining each cluster.",
+)
+@click.option(
+    "--ignore", multiple=True, metavar="COL", help="Leave this table column out (repeatable)."
+)
+@click.option(
+    "--columns",
+    "use_columns",
+    multiple=True,
+    metavar="COL",
+    help="Use only these table columns (repeatable).",
+)
+@click.option(
+    "--impute",
+    type=click.Choice(["native", "simple", "knn", "iterative"]),
+    default="native",
+    show_default=True,
+    help="Missing cells: taken natively, or filled by scikit-learn's imputer first.",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
@@ -161,8 +223,13 @@ def cluster(
     k: int | str,
     k_by: str,
     checkpoint: str | None,
+    normalize: bool,
     out: str | None,
     plot: str | None,
+    report_dir: str | None,
+    ignore: tuple[str, ...],
+    use_columns: tuple[str, ...],
+    impute: str,
     seed: int,
     meta_steps: int,
     threads: int | None,
@@ -170,15 +237,30 @@ def cluster(
     quiet: bool,
     as_json: bool,
 ) -> None:
-    """Cluster a .npy, .csv or image folder into K groups.
+    """Cluster a .csv/.parquet table, a .npy array or an image folder into K groups.
 
-    INPUT is a .npy array, a numeric .csv table (with or without a header row) or a folder of
-    images of one size. Without --checkpoint a small network is first meta-trained on
-    pseudo-tasks made from INPUT itself. Labels go to --out (CSV) or stdout.
+    INPUT is a table (numeric and text columns, missing cells allowed; with or without a header
+    row), a .npy array or a folder of images of one size. Without --checkpoint a small network
+    is first meta-trained on pseudo-tasks made from INPUT itself. Labels go to --out (CSV) or
+    stdout.
     """
+    from metaunsup.fileio import check_output_folder
+
     check_outputs(out, plot, inputs=[input_path, checkpoint])  # a packaged name is no file
+    if report_dir is not None:
+        check_output_folder(report_dir, "--report")
     set_threads(threads)
-    x, names, images = read_input(input_path, plot)
+    x, names, images, table = _load(input_path, ignore, use_columns)
+    if plot is not None and x.ndim != 4:
+        raise ConfigError(
+            f"--plot draws images, but {input_path} holds a table of shape {x.shape}; "
+            "leave out --plot or give a folder of images (or an .npy of [n, H, W] images)"
+        )
+    if normalize and checkpoint is None:
+        raise ConfigError(
+            "--normalize brings images to a checkpoint's input convention; give --checkpoint, "
+            "or leave out --normalize"
+        )
     if isinstance(k, int) and k > len(x):
         raise ConfigError(
             f"--k {k} is more than the {len(x)} examples in {input_path}; use --k {len(x)} or fewer"
@@ -190,12 +272,15 @@ def cluster(
         checkpoint=checkpoint,
         meta_steps=meta_steps,
         k_selection=k_by,
+        input_normalize="auto" if normalize else "off",
         random_state=seed,
+        impute=None if impute == "native" else impute,
         device=device,
         verbose=not quiet,
     )
     model.fit(x)
-    info = summary(model, str(input_path), tuple(x.shape), checkpoint)
+    info = summary(model, str(input_path), tuple(x.shape), checkpoint, table)
+    page = _page(model, x, info, table, names) if report_dir is not None else None
     montage = None
     if plot is not None:
         from metaunsup.app.report.montage import montage_image
@@ -205,7 +290,50 @@ def cluster(
         montage = buffer.getvalue()
     text = labels_csv(names, model.labels_, images)
     _write_outputs(out, text, plot, montage, info)
+    if page is not None and report_dir is not None:
+        from metaunsup.app.report.clusters_page import write_page
+
+        info["files"]["report"] = str(write_page(report_dir, page))
     _print(info, text, out is not None, quiet, as_json, model.labels_)
+
+
+def _load(
+    input_path: str, ignore: Sequence[str], columns: Sequence[str]
+) -> tuple[np.ndarray, list[str], bool, Any]:
+    """``(x, names, images, table)``: the examples, their names, whether they are images, and
+    the :class:`~metaunsup.data.tables.EncodedTable` of a table (else ``None``)."""
+    from metaunsup.data.tables import is_table, load_table
+
+    if is_table(input_path):
+        table = load_table(input_path, ignore=ignore, columns=columns or None)
+        return table.x, [], False, table
+    if ignore or columns:
+        raise ConfigError(
+            f"--ignore and --columns choose columns of a .csv or .parquet table, but "
+            f"{input_path} is not one; leave them out"
+        )
+    from metaunsup.data.arrays import load_arrays
+
+    dataset, names = load_arrays(input_path)
+    return dataset.x.numpy(), names, dataset.info.get("format") == "images", None
+
+
+def _page(model: Any, x: np.ndarray, info: dict, table: Any, rows: list[str]) -> str:
+    """The ``--report`` page's HTML (see :mod:`metaunsup.app.report.clusters_page`)."""
+    from metaunsup.app.report.clusters_page import cluster_map_png, render_page
+    from metaunsup.cluster.explain import explain_clusters
+
+    flat = x.reshape(len(x), -1)
+    z = model.transform(x)
+    if table is not None:
+        names, row_name, units = table.feature_names, table.row_name, table.original_units
+        columns = [plan.describe() for plan in table.columns]
+    else:
+        names = [f"feature {j}" for j in range(flat.shape[1])]
+        row_name, units, columns = rows.__getitem__, (lambda _f, v: f"{v:.4g}"), []
+    explained = explain_clusters(flat, model.labels_, z, model.cluster_centers_, names)
+    png = cluster_map_png(z, model.labels_)
+    return render_page(info, explained, png, columns, row_name, units)
 
 
 def _write_outputs(

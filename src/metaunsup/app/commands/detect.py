@@ -1,13 +1,18 @@
 """``metaunsup detect INPUT [--normal REFERENCE] --checkpoint NAME``: score the user's rows or
 images for anomalies and flag those past a threshold set at a false-alarm rate.
 
-INPUT (and REFERENCE) are read by :func:`metaunsup.data.arrays.load_arrays` (``.npy``, numeric
-``.csv``, or a folder of images). REFERENCE holds normal examples (a handful is enough with a
-meta-calibrated checkpoint); without it INPUT itself is the reference (mostly normal, unlabeled
-data). :class:`metaunsup.MetaOutlierDetector` scores and flags; ``--out`` gets a CSV ranked by
-score (``file`` or ``index``, ``score``, ``pvalue``, ``flag``, ``rank``), ``--plot`` a gallery
-of the most anomalous images next to the most typical. Outputs are written atomically and only
-after everything succeeded, so an error never leaves a partial file.
+INPUT (and REFERENCE) are read by :func:`metaunsup.data.arrays.load_arrays` (``.npy`` or a
+folder of images) or, for ``.csv``/``.parquet`` tables, by :mod:`metaunsup.data.tables` (text
+and ID columns, missing cells, ``--ignore``/``--columns``; the encoding is learned from the
+reference). For a table the CSV also says, per row, the features that make it unusual
+(:func:`metaunsup.cluster.explain.unusual_features`: how many of the reference's standard
+deviations each cell lies from its mean). REFERENCE holds normal examples (a handful is
+enough with a meta-calibrated checkpoint); without it INPUT itself is the reference (mostly
+normal, unlabeled data). :class:`metaunsup.MetaOutlierDetector` scores and flags; ``--out``
+gets a CSV ranked by score (``file`` or ``index``, ``score``, ``pvalue``, ``flag``, ``rank``),
+``--plot`` a gallery of the most anomalous images next to the most typical. Outputs are
+written atomically and only after everything succeeded, so an error never leaves a partial
+file.
 """
 
 from __future__ import annotations
@@ -21,24 +26,71 @@ from typing import Any
 import click
 import numpy as np
 
-from metaunsup.app.console import check_outputs, read_input, set_threads
+from metaunsup.app.console import check_outputs, set_threads
 from metaunsup.errors import ConfigError
 
 __all__ = ["detect", "scores_csv"]
 
 
 def scores_csv(
-    names: Sequence[str], scores: np.ndarray, pvalues: np.ndarray, flags: np.ndarray, images: bool
+    names: Sequence[str],
+    scores: np.ndarray,
+    pvalues: np.ndarray,
+    flags: np.ndarray,
+    images: bool,
+    unusual: Sequence[str] | None = None,
 ) -> str:
-    """CSV text, most anomalous first: ``file|index, score, pvalue, flag, rank``."""
+    """CSV text, most anomalous first: ``file|index, score, pvalue, flag, rank`` (and
+    ``unusual``, the features that make each row unusual, when given)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file" if images else "index", "score", "pvalue", "flag", "rank"])
+    header = ["file" if images else "index", "score", "pvalue", "flag", "rank"]
+    writer.writerow(header + (["unusual"] if unusual is not None else []))
     order = np.argsort(-scores, kind="stable")
     for rank, i in enumerate(order, start=1):
         name = names[i] if images else str(i)
-        writer.writerow([name, f"{scores[i]:.6g}", f"{pvalues[i]:.4g}", int(flags[i]), rank])
+        row = [name, f"{scores[i]:.6g}", f"{pvalues[i]:.4g}", int(flags[i]), rank]
+        writer.writerow(row + ([unusual[i]] if unusual is not None else []))
     return buffer.getvalue()
+
+
+def _tables(
+    input_path: str, normal_path: str | None, ignore: Sequence[str], columns: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """``(x, reference, feature names)`` when INPUT is a table (the encoding learned from the
+    reference), else ``None``."""
+    from metaunsup.data.tables import TableEncoder, is_table, read_table
+
+    if not is_table(input_path):
+        if ignore or columns:
+            raise ConfigError(
+                f"--ignore and --columns choose columns of a .csv or .parquet table, but "
+                f"{input_path} is not one; leave them out"
+            )
+        return None
+    if normal_path is not None and not is_table(normal_path):
+        raise ConfigError(
+            f"{input_path} is a table but the normal reference {normal_path} is not; give the "
+            "reference as a .csv or .parquet table with the same columns"
+        )
+    raw = read_table(input_path, ignore=ignore, columns=columns or None)
+    encoder = TableEncoder()
+    if normal_path is None:
+        x = encoder.fit_transform(raw)
+        return x.x, x.x, x.feature_names
+    reference = encoder.fit_transform(
+        read_table(normal_path, ignore=ignore, columns=columns or None)
+    )
+    return encoder.transform(raw.frame, str(input_path)).x, reference.x, reference.feature_names
+
+
+def _why(x: np.ndarray, reference: np.ndarray, names: list[str]) -> list[str]:
+    from metaunsup.cluster.explain import unusual_features
+
+    return [
+        "; ".join(f"{name} {z:+.1f} sd" for name, z in row)
+        for row in unusual_features(x, reference, names)
+    ]
 
 
 def _summary(model: Any, source: str, reference: str, flags: np.ndarray) -> dict[str, Any]:
@@ -86,6 +138,23 @@ def _summary(model: Any, source: str, reference: str, flags: np.ndarray) -> dict
     type=click.Path(dir_okay=False),
     help="Write a PNG gallery of the most anomalous and the most typical images.",
 )
+@click.option(
+    "--ignore", multiple=True, metavar="COL", help="Leave this table column out (repeatable)."
+)
+@click.option(
+    "--columns",
+    "use_columns",
+    multiple=True,
+    metavar="COL",
+    help="Use only these table columns (repeatable).",
+)
+@click.option(
+    "--impute",
+    type=click.Choice(["native", "simple", "knn", "iterative"]),
+    default="native",
+    show_default=True,
+    help="Missing cells: taken natively (without --checkpoint), or filled by scikit-learn first.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--threads", type=click.IntRange(min=1), help="torch threads (default: the idle CPUs)."
@@ -99,6 +168,9 @@ def detect(
     contamination: float | None,
     out: str | None,
     plot: str | None,
+    ignore: tuple[str, ...],
+    use_columns: tuple[str, ...],
+    impute: str,
     seed: int,
     threads: int | None,
     as_json: bool,
@@ -115,8 +187,21 @@ def detect(
     check_fpr(fpr)
     check_outputs(out, plot, inputs=[input_path, normal_path, checkpoint])
     set_threads(threads)
-    x, names, images = read_input(input_path, plot)
-    reference = x if normal_path is None else load_arrays(normal_path)[0].x.numpy()
+    table = _tables(input_path, normal_path, ignore, use_columns)
+    if table is not None:
+        x, reference, features = table
+        names: list[str] = []
+        images = False
+    else:
+        dataset, names = load_arrays(input_path)
+        x = dataset.x.numpy()
+        images = dataset.info.get("format") == "images"
+        reference = x if normal_path is None else load_arrays(normal_path)[0].x.numpy()
+    if plot is not None and x.ndim != 4:
+        raise ConfigError(
+            f"--plot draws images, but {input_path} holds a table of shape {x.shape}; leave out "
+            "--plot or give a folder of images (or an .npy of [n, H, W] images)"
+        )
     if reference.shape[1:] != x.shape[1:]:
         raise ConfigError(
             f"{input_path} has examples of shape {x.shape[1:]} but the normal reference "
@@ -124,11 +209,18 @@ def detect(
         )
     from metaunsup.estimators.outlier import MetaOutlierDetector
 
-    model = MetaOutlierDetector(checkpoint, fpr=fpr, contamination=contamination, random_state=seed)
+    model = MetaOutlierDetector(
+        checkpoint,
+        fpr=fpr,
+        contamination=contamination,
+        random_state=seed,
+        impute=None if impute == "native" else impute,
+    )
     model.fit(reference)
     scores = -model.score_samples(x)
     flags = scores > model.threshold_
-    text = scores_csv(names, scores, model.pvalues(x), flags, images)
+    why = _why(x, reference, features) if table is not None else None
+    text = scores_csv(names, scores, model.pvalues(x), flags, images, why)
     info = _summary(model, str(input_path), str(normal_path or input_path), flags)
     gallery = None
     if plot is not None:

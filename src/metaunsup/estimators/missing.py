@@ -1,0 +1,161 @@
+"""Missing cells (NaN) in the estimators' input: taken natively, or imputed on request.
+
+The default (``impute=None``, "native") keeps NaN in the data: the self-trained network is a
+:class:`~metaunsup.nets.MaskedMLP`, which reads the observed-cell mask as an input, and the
+pseudo-labels of self-training use distances over the features two rows both observe
+(:func:`metaunsup.cluster.graph.observed_sqdist`). ``impute="simple"`` (column means),
+``"knn"`` (mean of the 5 nearest rows, over observed features) or ``"iterative"`` (each feature
+regressed on the others, round-robin) fill the cells first with scikit-learn's
+``SimpleImputer``, ``KNNImputer`` or ``IterativeImputer``, fitted on the training data.
+
+Self-training with missing cells also hides a further random share of the observed cells of
+each pseudo-task's examples (:class:`DroppedCells`, at the table's own missing rate, at least
+:data:`MIN_DROP`): the tasks' pseudo-labels stay, so the network learns to embed a row the same
+whichever of its cells are missing, instead of grouping rows by their missingness pattern (the
+masking augmentation of, e.g., Yoon et al., "VIME", NeurIPS 2020).
+
+:func:`check_missing` refuses what neither can use: a row or a column with no observed value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import sklearn
+import torch
+
+from metaunsup._validation import check_choice
+from metaunsup.errors import DataError
+
+__all__ = ["ALLOW_NAN", "IMPUTERS", "DroppedCells", "MissingCells", "check_missing", "make_imputer"]
+
+#: Keyword of scikit-learn's ``check_array``/``validate_data`` that lets NaN through (its name
+#: changed in scikit-learn 1.6).
+ALLOW_NAN: dict[str, Any] = (
+    {"ensure_all_finite": "allow-nan"}
+    if tuple(int(p) for p in sklearn.__version__.split(".")[:2]) >= (1, 6)
+    else {"force_all_finite": "allow-nan"}
+)
+
+#: Least share of the observed cells :class:`DroppedCells` hides.
+MIN_DROP = 0.1
+
+#: Values of ``impute=``: ``None`` keeps missing cells (native), else the imputer's name.
+IMPUTERS = ("simple", "knn", "iterative")
+
+
+def check_missing(x: np.ndarray, source: str = "X") -> bool:
+    """Whether ``x`` ``[n, ...]`` holds NaN; raise :class:`DataError` for an example or a
+    feature with no observed value (0-based positions, as in the array)."""
+    if not np.issubdtype(x.dtype, np.floating):
+        return False
+    flat = x.reshape(len(x), -1)
+    missing = np.isnan(flat)
+    if not missing.any():
+        return False
+    empty_rows = missing.all(1)
+    if empty_rows.any():
+        i = int(np.argmax(empty_rows))
+        raise DataError(
+            f"{source}: row {i} (0-based) has no observed value ({int(empty_rows.sum())} such "
+            "row(s)); remove it"
+        )
+    empty_cols = missing.all(0)
+    if empty_cols.any():
+        j = int(np.argmax(empty_cols))
+        raise DataError(
+            f"{source}: feature {j} (0-based) has no observed value ({int(empty_cols.sum())} "
+            "such feature(s)); remove it"
+        )
+    return True
+
+
+def make_imputer(name: str, seed: int) -> Any:
+    """A fresh scikit-learn imputer for ``impute=name`` (see the module docstring)."""
+    check_choice("impute", name, IMPUTERS)
+    if name == "simple":
+        from sklearn.impute import SimpleImputer
+
+        return SimpleImputer(strategy="mean", keep_empty_features=True)
+    if name == "knn":
+        from sklearn.impute import KNNImputer
+
+        return KNNImputer(n_neighbors=5, keep_empty_features=True)
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer
+
+    return IterativeImputer(random_state=seed, max_iter=10, keep_empty_features=True)
+
+
+class MissingCells:
+    """An estimator's way with missing cells: ``impute=None`` keeps them (native), else the
+    named imputer, fitted on the training data by :meth:`fit` and applied by :meth:`apply`.
+
+    ``native_ok`` says whether the model can take NaN (a self-trained masked network can; a
+    checkpoint's network cannot, so with one a user must choose an imputer)."""
+
+    def __init__(self, impute: str | None, seed: int) -> None:
+        if impute is not None:
+            check_choice("impute", impute, IMPUTERS)
+        self.impute, self.seed = impute, seed
+        self.imputer: Any = None
+        self.fitted_with_missing = False
+
+    def fit(self, x: np.ndarray, native_ok: bool) -> np.ndarray:
+        """Check ``x`` ``[n, ...]`` and return what the model should see (imputed or not)."""
+        self.fitted_with_missing = check_missing(x)
+        if self.impute is not None:
+            flat = x.reshape(len(x), -1)
+            self.imputer = make_imputer(self.impute, self.seed).fit(flat)
+            return self.apply(x)
+        if self.fitted_with_missing and not native_ok:
+            raise DataError(
+                "X has missing values (NaN), which a checkpoint's network cannot take; pass "
+                "impute='knn' (or 'simple', 'iterative'; on the command line --impute knn), or "
+                "cluster without a checkpoint (self-training takes them natively)"
+            )
+        return x
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as the fitted model takes it (imputed when an imputer was fitted)."""
+        if self.imputer is not None:
+            if check_missing(x):
+                flat = self.imputer.transform(x.reshape(len(x), -1)).astype(x.dtype)
+                return flat.reshape(x.shape)
+            return x
+        if check_missing(x) and not self.fitted_with_missing:
+            raise DataError(
+                "X has missing values (NaN), but the model was fitted on complete data; fit it "
+                "on data with missing cells, or pass impute='knn' (or 'simple', 'iterative')"
+            )
+        return x
+
+
+class DroppedCells:
+    """A task source (anything with ``sample(n_tasks) -> TaskBatch`` and a state dict) whose
+    tasks' examples ``[B, n, d]`` have a random share ``rate`` of their cells set to NaN
+    (missing), drawn from a generator seeded with ``seed`` (see the module docstring)."""
+
+    def __init__(self, tasks: Any, rate: float, seed: int) -> None:
+        self.tasks, self.rate = tasks, float(rate)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @classmethod
+    def for_table(cls, tasks: Any, x: torch.Tensor, seed: int) -> DroppedCells:
+        """Hide cells at ``x``'s own missing rate (at least :data:`MIN_DROP`)."""
+        return cls(tasks, max(MIN_DROP, float(torch.isnan(x).float().mean())), seed)
+
+    def sample(self, n_tasks: int) -> Any:
+        batch = self.tasks.sample(n_tasks)
+        drop = torch.rand(batch.x.shape, generator=self.generator) < self.rate
+        return dataclasses.replace(batch, x=batch.x.masked_fill(drop, float("nan")))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.tasks.state_dict(), "dropped_cells_generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self.generator.set_state(state.pop("dropped_cells_generator"))
+        self.tasks.load_state_dict(state)

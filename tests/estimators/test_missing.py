@@ -1,0 +1,111 @@
+"""Missing cells in the estimator (:mod:`metaunsup.estimators.missing`), the masked network and
+the distances over observed features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+from sklearn.metrics.pairwise import nan_euclidean_distances
+
+from metaunsup.cluster.graph import knn_indices, observed_sqdist
+from metaunsup.errors import ConfigError, DataError
+from metaunsup.estimators.kmeans import MetaKMeans
+from metaunsup.nets import MaskedMLP, build_net
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _blobs(missing: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, 180)
+    centers = rng.normal(0, 4, (3, 8))
+    x = centers[y] + rng.normal(size=(180, 8))
+    x[rng.random(x.shape) < missing] = np.nan
+    x[np.isnan(x).all(1), 0] = 0.0
+    return x, y
+
+
+def test_observed_sqdist_is_scikit_learns_nan_euclidean():
+    x, _ = _blobs(0.3)
+    a = torch.from_numpy(x[:20])
+    b = torch.from_numpy(x[20:50])
+    expected = np.nan_to_num(nan_euclidean_distances(x[:20], x[20:50]) ** 2, nan=np.inf)
+    np.testing.assert_allclose(observed_sqdist(a, b).numpy(), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_knn_over_observed_features_matches_brute_force():
+    x, _ = _blobs(0.2)
+    dist = nan_euclidean_distances(x)
+    np.fill_diagonal(dist, np.inf)
+    got = knn_indices(torch.from_numpy(x).float(), 5, metric="euclidean")
+    np.testing.assert_array_equal(got[:, 0].numpy(), dist.argmin(1))
+
+
+def test_masked_mlp_reads_the_mask_and_never_outputs_nan():
+    net = MaskedMLP(8, n_way=None, hidden=(16,))
+    x, _ = _blobs(0.3)
+    t = torch.from_numpy(x).float()
+    out = net(t)
+    assert out.shape == (180, 16) and not torch.isnan(out).any()
+    params = dict(net.named_parameters())
+    batched = net.functional_features({k: v.unsqueeze(0) for k, v in params.items()}, t[None])
+    torch.testing.assert_close(batched[0], out)
+    assert type(build_net(net.config())) is MaskedMLP
+    # the mask is an input: a missing cell and an observed 0 embed differently
+    zero, gone = t[:1].clone(), t[:1].clone()
+    zero[0, 0], gone[0, 0] = 0.0, float("nan")
+    assert not torch.allclose(net(zero), net(gone))
+
+
+@pytest.mark.parametrize("impute", [None, "simple", "knn", "iterative"])
+def test_estimator_clusters_with_missing_cells(impute: str | None):
+    x, y = _blobs(0.2)
+    model = MetaKMeans(3, meta_steps=30, random_state=0, impute=impute).fit(x)
+    assert adjusted_rand_score(y, model.labels_) > 0.8
+    assert type(model.learner_.net).__name__ == ("MaskedMLP" if impute is None else "MLP")
+    np.testing.assert_array_equal(model.predict(x), model.labels_)
+    assert not np.isnan(model.transform(x)).any()
+
+
+def test_complete_data_keeps_the_plain_network():
+    x, _ = _blobs(0.0)
+    model = MetaKMeans(3, meta_steps=2, random_state=0).fit(x)
+    assert type(model.learner_.net).__name__ == "MLP"
+    x[0, 0] = np.nan
+    with pytest.raises(DataError, match="fitted on complete data"):
+        model.predict(x)
+
+
+def test_refusals():
+    x, _ = _blobs(0.2)
+    x[4] = np.nan
+    with pytest.raises(DataError, match=r"row 4 .* has no observed value"):
+        MetaKMeans(3, meta_steps=2).fit(x)
+    x, _ = _blobs(0.2)
+    x[:, 2] = np.nan
+    with pytest.raises(DataError, match=r"feature 2 .* has no observed value"):
+        MetaKMeans(3, meta_steps=2).fit(x)
+    with pytest.raises(ConfigError, match="impute"):
+        MetaKMeans(3, meta_steps=2, impute="median").fit(_blobs(0.2)[0])
+
+
+def test_outlier_detector_scores_rows_with_missing_cells():
+    from metaunsup import MetaOutlierDetector
+
+    rng = np.random.default_rng(0)
+    normal = rng.normal(size=(300, 6))
+    normal[rng.random(normal.shape) < 0.2] = np.nan
+    normal[np.isnan(normal).all(1), 0] = 0.0
+    test = rng.normal(size=(40, 6))
+    test[rng.random(test.shape) < 0.2] = np.nan
+    test[:5, 1] = np.abs(rng.normal(size=5)) + 8.0  # anomalies: one cell, observed, far off
+    test[np.isnan(test).all(1), 0] = 0.0
+    detector = MetaOutlierDetector(random_state=0).fit(normal)
+    scores = -detector.score_samples(test)
+    assert np.isfinite(scores).all()
+    assert set(np.argsort(-scores)[:5]) == set(range(5))
+    assert (detector.predict(test)[:5] == -1).all()
+    with pytest.raises(DataError, match="checkpoint's network cannot take"):
+        MetaOutlierDetector(checkpoint="mnist-anomaly").fit(np.where(np.eye(4, 784), np.nan, 0.5))
