@@ -49,7 +49,7 @@ def commands(tmp: Path) -> dict[str, list[str]]:
     cluster = f"cluster {digits} --k 10 --meta-steps 30 --quiet --out {tmp / 'labels.csv'}"
     evaluate = "evaluate --dataset mnist --split test --checkpoint mnist --tasks 50 --quiet"
     config = ROOT / "configs" / "omniglot-maml-5w1s.toml"
-    train = f"train {config} --steps 10 --out {tmp / 'run'} --quiet"
+    train = f"train {config} --steps 10 --out {tmp / 'run'} --overwrite --quiet"
     return {"cluster": cluster.split(), "evaluate": evaluate.split(), "train": train.split()}
 
 
