@@ -61,6 +61,44 @@ def _has_batch_norm(module: torch.nn.Module) -> bool:
 
 _FLOATS = (np.float64, np.float32)
 
+#: Most examples k-means is fitted on in the embedding: on more, its restarts run on a seeded
+#: sample of this many and every example then goes to its nearest centre, in chunks
+#: (:func:`nearest_centers`), so memory stays bounded on millions of rows.
+KMEANS_FIT_ROWS = 100_000
+#: Examples per chunk of :func:`nearest_centers`.
+ASSIGN_CHUNK = 65_536
+
+
+def _bar(total: int, desc: str, enabled: bool) -> Any:
+    """A tqdm progress bar on stderr (shown when ``enabled`` and stderr is a terminal)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    show = enabled and sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, disable=not show)
+
+
+def nearest_centers(
+    z: torch.Tensor, centers: torch.Tensor, progress: bool = False
+) -> tuple[torch.Tensor, float]:
+    """``(labels int64 [n], inertia)``: the nearest of ``centers`` ``[k, D]`` for each row of
+    ``z`` ``[n, D]`` and the sum of squared distances to it, in chunks of 65,536 rows (at most
+    ``[65536, k]`` distances at once). Exact differences, not the matrix-product form, so that
+    ``predict`` on the training data gives back ``labels_`` for points almost as near to two
+    centres."""
+    labels = torch.empty(len(z), dtype=torch.int64)
+    inertia = 0.0
+    with _bar(len(z), "assigning to clusters", progress) as bar:
+        for s in range(0, len(z), ASSIGN_CHUNK):
+            d = torch.cdist(
+                z[s : s + ASSIGN_CHUNK], centers, compute_mode="donot_use_mm_for_euclid_dist"
+            )
+            best, labels[s : s + ASSIGN_CHUNK] = d.min(1)
+            inertia += float((best * best).sum())
+            bar.update(len(d))
+    return labels, inertia
+
 
 class InputTypeError(DataError, TypeError):
     """Input of a type that cannot be read as numbers (also a ``TypeError``, as scikit-learn's
@@ -79,10 +117,14 @@ def fit_shape(x: np.ndarray, expected: tuple[int, ...] | None, source: str) -> n
 
 def _warn_duplicates(x: np.ndarray, k: int) -> None:
     """Warn (as scikit-learn's ``KMeans`` does) when ``x`` has fewer distinct rows than ``k``:
-    the clusters beyond them can only be empty or split identical examples."""
+    the clusters beyond them can only be empty or split identical examples. The first 4096
+    rows decide when they already hold ``k`` distinct ones (no sort of a large table)."""
     from sklearn.exceptions import ConvergenceWarning
 
-    distinct = len(np.unique(x.reshape(len(x), -1), axis=0))
+    flat = x.reshape(len(x), -1)
+    if len(np.unique(flat[:4096], axis=0)) >= k:
+        return
+    distinct = len(np.unique(flat, axis=0))
     if distinct < k:
         warnings.warn(
             f"only {distinct} distinct example(s) for n_clusters={k}: the extra clusters are "
@@ -159,6 +201,26 @@ def _check_n_features(estimator: BaseEstimator, n_features: int, reset: bool) ->
 
 #: Rules ``n_clusters="auto"`` can choose ``k`` by.
 K_SELECTIONS = ("silhouette", "eigengap")
+
+
+def _offset_scale(flat: np.ndarray) -> tuple[np.ndarray, float]:
+    """Column means ``[d]`` of ``flat`` ``[n, d]`` and its overall standard deviation (the root
+    of the mean over columns of each column's variance), over observed cells (NaN: missing,
+    see ``impute``); ``1.0`` for constant data. Sums in chunks of rows, so a large table is
+    never copied."""
+    sums = np.zeros(flat.shape[1])
+    counts = np.zeros(flat.shape[1])
+    for s in range(0, len(flat), ASSIGN_CHUNK):
+        part = flat[s : s + ASSIGN_CHUNK]
+        sums += np.nansum(part, 0)
+        counts += (~np.isnan(part)).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        offset = sums / counts  # NaN for a column with no observed cell, as np.nanmean
+        squares = np.zeros(flat.shape[1])
+        for s in range(0, len(flat), ASSIGN_CHUNK):
+            squares += np.nansum((flat[s : s + ASSIGN_CHUNK] - offset) ** 2, 0)
+        spread = float(np.sqrt((squares / counts).sum() / flat.shape[1]))
+    return offset, spread if spread > 0 else 1.0
 
 
 class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
@@ -328,25 +390,35 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             assert self.k_choice_ is not None  # set by _fit_checkpoint / _fit_self_trained
             k = self.k_choice_.k
         _warn_duplicates(x, int(k))
-        result = kmeans(
-            z, int(k), n_init=self.n_init, max_iter=self.max_iter, tol=self.tol, seed=seed
-        )
-        self.n_clusters_ = int(k)
-        self.labels_ = result.labels.numpy().astype(np.int64)
-        self.cluster_centers_ = result.centers.numpy()
-        self.inertia_ = float(result.inertia)
-        self.n_iter_ = int(result.n_iter)
+        self._cluster(z, int(k), seed)
         return self
+
+    def _cluster(self, z: torch.Tensor, k: int, seed: int) -> None:
+        """k-means of the embedding ``z`` ``[n, D]``: on all of it, or on more than
+        :data:`KMEANS_FIT_ROWS` examples on a seeded sample of that many, every example then
+        assigned to its nearest centre in chunks."""
+        n = len(z)
+        fit = z
+        if n > KMEANS_FIT_ROWS:
+            g = torch.Generator().manual_seed(seed)
+            fit = z[torch.randperm(n, generator=g)[:KMEANS_FIT_ROWS]]
+        result = kmeans(fit, k, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol, seed=seed)
+        self.n_clusters_ = k
+        self.cluster_centers_ = result.centers.numpy()
+        self.n_iter_ = int(result.n_iter)
+        if fit is z:
+            self.labels_ = result.labels.numpy().astype(np.int64)
+            self.inertia_ = float(result.inertia)
+        else:
+            labels, self.inertia_ = nearest_centers(z, result.centers, bool(self.verbose))
+            self.labels_ = labels.numpy()
 
     def predict(self, X: Any) -> np.ndarray:
         """Nearest centre of each example of ``X``: ``int64 [n]``."""
         x = self._check_input(X, reset=False)
         z = self._embed(self.missing_.apply(x))
         centers = torch.from_numpy(self.cluster_centers_).to(z.dtype)
-        # exact differences, not the faster matrix-product form: labels_ of the training data
-        # must come back for points almost as near to two centres
-        distances = torch.cdist(z, centers, compute_mode="donot_use_mm_for_euclid_dist")
-        return distances.argmin(1).numpy().astype(np.int64)
+        return nearest_centers(z, centers)[0].numpy()
 
     def transform(self, X: Any) -> np.ndarray:
         """The embedding of ``X``, ``[n, embedding_dim_]``, in ``X``'s float dtype."""
@@ -437,10 +509,11 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         flat = x.reshape(len(x), -1)
         self.input_shape_ = (flat.shape[1],)
-        self.offset_ = np.nanmean(flat, 0)  # NaN: missing cells, kept (see impute)
-        spread = float(np.sqrt(np.nanmean((flat - self.offset_) ** 2, 0).sum() / flat.shape[1]))
-        self.scale_ = spread if spread > 0 else 1.0
-        table = torch.from_numpy(((flat - self.offset_) / self.scale_).astype(np.float32))
+        self.offset_, self.scale_ = _offset_scale(flat)
+        table = torch.empty(flat.shape, dtype=torch.float32)
+        for s in range(0, len(flat), ASSIGN_CHUNK):  # no float64 copies of a large table
+            part = (flat[s : s + ASSIGN_CHUNK] - self.offset_) / self.scale_
+            table[s : s + ASSIGN_CHUNK] = torch.from_numpy(part.astype(np.float32))
         k = self.n_clusters
         if k == "auto":  # chosen on the scaled data, so that the pseudo-tasks have that k too
             filled = torch.nan_to_num(table) if self.k_selection == "silhouette" else table
@@ -503,28 +576,42 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         return t.to(dtype)
 
     def _embed(self, x: np.ndarray) -> torch.Tensor:
-        """Embeddings ``[n, D]`` (on the CPU) of the examples ``x`` ``[n, ...]``."""
-        t = self._net_input(x)
+        """Embeddings ``float64 [n, D]`` (on the CPU) of the examples ``x`` ``[n, ...]``.
+
+        In chunks of ``batch_size`` examples, each scaled, embedded and written into the one
+        output, so memory beyond ``x`` and the output is a chunk's (not a scaled copy of all
+        of ``x``)."""
+        fit_shape(
+            x[:1],
+            self.input_shape_,
+            "the model" if self.checkpoint is None else f"checkpoint {str(self.checkpoint)!r}",
+        )
         device = next(self.learner_.parameters()).device
         params = None
         if self.adapted_params_ is not None:
             params = {k: v.to(device) for k, v in self.adapted_params_.items()}
-        n = t.shape[0]
-        order = torch.arange(n)
+        n = len(x)
+        order = None
         if n > self.batch_size and self._batch_norm():
             # batches of a seeded shuffle, so that each is a sample of the data like a task
             order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
-        out = []
         learner = self.learner_
         assert isinstance(learner, Embedder)  # checked when the learner was loaded
-        with torch.no_grad():
+        result: torch.Tensor | None = None
+        with torch.no_grad(), _bar(n, "embedding", bool(self.verbose)) as bar:
             for start in range(0, n, self.batch_size):
-                chunk = t[order[start : start + self.batch_size]].to(device).unsqueeze(0)
-                out.append(learner.embed(chunk, params)[0].cpu())
-        z = torch.cat(out)
-        result = torch.empty_like(z, dtype=torch.float64)
-        result[order] = z.to(torch.float64)  # the network in float32, what follows in float64
-        return result
+                if order is None:
+                    idx: Any = slice(start, start + self.batch_size)
+                else:
+                    idx = order[start : start + self.batch_size].numpy()
+                chunk = self._net_input(x[idx]).to(device).unsqueeze(0)
+                z = learner.embed(chunk, params)[0].cpu()
+                if result is None:
+                    result = torch.empty((n, z.shape[1]), dtype=torch.float64)
+                result[idx if order is None else torch.from_numpy(idx)] = z.to(torch.float64)
+                bar.update(len(z))
+        assert result is not None  # n >= 1
+        return result  # the network in float32 or float64, what follows in float64
 
     def _batch_norm(self) -> bool:
         return getattr(self.learner_.net, "norm", None) == "batch"

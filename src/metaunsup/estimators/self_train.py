@@ -42,11 +42,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from metaunsup._validation import check_int
 from metaunsup.cluster import kmeans
@@ -238,6 +240,7 @@ def graph_partitions(
     metrics: tuple[str, ...] = METRICS,
     feature_fraction: float = 1.0,
     seed: int = 0,
+    progress: bool = False,
 ) -> torch.Tensor:
     """``int64 [P, n]``: spectral partitions of ``x`` ``[n, d]`` into ``k`` clusters.
 
@@ -246,7 +249,9 @@ def graph_partitions(
     4000 random rows: the spectral embedding of their neighbourhood graph
     (:func:`~metaunsup.cluster.graph.spectral_embedding`, ``k`` components), clustered by
     k-means (k-means++, 4 restarts). Rows left out of the graph take the label of their
-    nearest (Euclidean) graph row. Neighbour counts are capped at a fifth of the graph's rows.
+    nearest (Euclidean) graph row, in chunks (so memory stays bounded on millions of rows).
+    Neighbour counts are capped at a fifth of the graph's rows. ``progress``: a bar over the
+    partitions on stderr when it is a terminal.
     """
     n, d = x.shape
     n_fit = min(n, _FIT_POINTS)
@@ -256,11 +261,19 @@ def graph_partitions(
     m = max(1, round(feature_fraction * d))
     pairs = [(metric, count) for count in neighbors for metric in metrics]
     out = torch.empty((n_partitions, n), dtype=torch.int64)
-    for p in range(n_partitions):
+    bar = tqdm(
+        range(n_partitions),
+        desc="pseudo-label partitions",
+        unit="partition",
+        file=sys.stderr,
+        leave=False,
+        disable=not (progress and sys.stderr.isatty()),
+    )
+    for p in bar:
         metric, count = pairs[p % len(pairs)]
         cols = torch.randperm(d, generator=g)[:m] if m < d else torch.arange(d)
         rows = torch.randperm(n, generator=g)[:n_fit] if n_fit < n else torch.arange(n)
-        view = x[:, cols]
+        view = x[:, cols] if m < d else x  # all columns: no copy of the table
         fit = view[rows]
         count = max(1, min(count, n_fit // 5))
         emb = spectral_embedding(fit, k, n_neighbors=count, metric=metric)
@@ -333,7 +346,8 @@ def self_train(
 ) -> SelfTrainResult:
     """Meta-train a Meta-K-means learner on pseudo-tasks from the rows of ``x`` ``[n, d]``.
 
-    ``progress`` shows a bar with ETA over the meta-training steps when stderr is a terminal;
+    ``progress`` shows bars (with ETA) over the partitions and the meta-training steps when
+    stderr is a terminal;
     ``device``: where the meta-training runs (the partitions are computed on the CPU).
     ``x`` should be scaled already (e.g. centred, divided by its overall standard deviation);
     ``k`` is the number of clusters of the partitions and tasks (at least 2 are used). Returns
@@ -356,7 +370,7 @@ def self_train(
     if settings.steps == 0:
         return _finish(result)
     t0 = time.perf_counter()
-    parts, result.pseudo_labels = _partitions(x, n_way, settings, seed)
+    parts, result.pseudo_labels = _partitions(x, n_way, settings, seed, progress)
     try:
         source, result.k_shot = _task_source(x, parts, n_way, k_shot, seed)
     except ConfigError as err:
@@ -383,7 +397,7 @@ def self_train(
 
 
 def _partitions(
-    x: torch.Tensor, k: int, settings: SelfTrainSettings, seed: int
+    x: torch.Tensor, k: int, settings: SelfTrainSettings, seed: int, progress: bool = False
 ) -> tuple[torch.Tensor, str]:
     """The pseudo-label partitions ``int64 [P, n]`` and which kind they are."""
     fraction = settings.feature_fraction
@@ -396,6 +410,7 @@ def _partitions(
             settings.metrics,
             1.0 if fraction is None else fraction,
             seed,
+            progress,
         )
         return parts, "spectral"
     parts = subset_partitions(

@@ -1,0 +1,135 @@
+"""Time and peak memory of clustering a large table: ``MetaKMeans`` self-training against
+scikit-learn's ``MiniBatchKMeans``, at growing numbers of rows (issue 16, "Scale").
+
+Each (method, size, seed) runs in its own child process, so that its peak resident memory
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is its own. A child makes the table (Gaussian
+blobs from scikit-learn's ``make_blobs``: ``--clusters`` centres in 50 columns), fits the method
+on it and reports the fit's seconds, its peak memory (table included; the memory after making
+the table is reported beside it) and the ARI of its labels against the blobs. Both methods run on
+``--threads`` threads (torch, BLAS and OpenMP). Goals (issue 16): 1,000,000 x 50 in under 5
+minutes on one thread and under 4 GiB peak.
+
+Timings on a shared machine vary; the ratio to ``MiniBatchKMeans`` in the same run is the number
+to compare. Prints a table and writes ``benchmarks/results/table_scale.json``::
+
+    nice -n 10 python benchmarks/bench_table_scale.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "table_scale.json"
+METHODS = ("MetaKMeans", "MiniBatchKMeans")
+GiB = 1024**3
+
+
+def _rss_bytes() -> int:
+    """Peak resident memory of this process so far (Linux reports kibibytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def child(method: str, n: int, d: int, k: int, seed: int, threads: int) -> dict:
+    """Fit ``method`` on ``n`` x ``d`` blobs; its seconds, peak memory and ARI."""
+    import numpy as np
+    import torch
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import adjusted_rand_score
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    x, y = make_blobs(n, d, centers=k, cluster_std=6.0, random_state=seed)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    data_rss = _rss_bytes()
+    with threadpool_limits(threads):
+        t0 = time.perf_counter()
+        if method == "MetaKMeans":
+            from metaunsup.estimators.kmeans import MetaKMeans
+
+            model = MetaKMeans(k, random_state=seed).fit(x)
+        else:
+            from sklearn.cluster import MiniBatchKMeans
+
+            model = MiniBatchKMeans(k, random_state=seed, n_init="auto").fit(x)
+        seconds = time.perf_counter() - t0
+    return {
+        "method": method,
+        "n": n,
+        "d": d,
+        "seed": seed,
+        "seconds": seconds,
+        "peak_rss_gib": _rss_bytes() / GiB,
+        "data_rss_gib": data_rss / GiB,
+        "ari": float(adjusted_rand_score(y, model.labels_)),
+    }
+
+
+def run_child(method: str, n: int, args: argparse.Namespace, seed: int) -> dict:
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[name] = str(args.threads)
+    cmd = [sys.executable, __file__, "--child", method, str(n), str(args.columns)]
+    cmd += [str(args.clusters), str(seed), str(args.threads)]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--columns", type=int, default=50)
+    parser.add_argument("--clusters", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        method, *nums = args.child
+        n, d, k, seed, threads = (int(v) for v in nums)
+        print(json.dumps(child(method, n, d, k, seed, threads)))
+        return
+    rows = []
+    print(
+        f"{'n':>9} {'seed':>4} {'method':>16} {'seconds':>9} {'x MBKM':>7} "
+        f"{'peak GiB':>8} {'data GiB':>8} {'ARI':>6}"
+    )
+    for n in args.sizes:
+        for seed in args.seeds:
+            pair = {m: run_child(m, n, args, seed) for m in METHODS}
+            for m in METHODS:
+                r = pair[m]
+                r["time_ratio_to_minibatch"] = r["seconds"] / pair["MiniBatchKMeans"]["seconds"]
+                rows.append(r)
+                print(
+                    f"{n:>9} {seed:>4} {m:>16} {r['seconds']:>9.1f} "
+                    f"{r['time_ratio_to_minibatch']:>7.1f} {r['peak_rss_gib']:>8.2f} "
+                    f"{r['data_rss_gib']:>8.2f} {r['ari']:>6.3f}",
+                    flush=True,
+                )
+    record = {
+        "command": " ".join(["python", "benchmarks/bench_table_scale.py", *sys.argv[1:]]),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, shared with other jobs",
+        "threads": args.threads,
+        "columns": args.columns,
+        "clusters": args.clusters,
+        "goals": {"seconds_at_1M": 300, "peak_gib_at_1M": 4.0},
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
