@@ -65,6 +65,10 @@ _FLOATS = (np.float64, np.float32)
 #: sample of this many and every example then goes to its nearest centre, in chunks
 #: (:func:`nearest_centers`), so memory stays bounded on millions of rows.
 KMEANS_FIT_ROWS = 100_000
+#: Most examples ``n_clusters="auto"`` looks at: the eigengap rule's neighbourhood graph (as
+#: self-training's graphs) and the silhouette rule's k-means runs.
+EIGENGAP_ROWS = 4000
+SILHOUETTE_ROWS = 20_000
 #: Examples per chunk of :func:`nearest_centers`.
 ASSIGN_CHUNK = 65_536
 
@@ -230,7 +234,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     ----------
     n_clusters : int or "auto", default=8
         Number of clusters. ``"auto"`` picks the ``k`` in ``2..max_clusters`` whose k-means
-        partition has the highest mean silhouette (:func:`~metaunsup.cluster.choose_k.choose_k`):
+        partition has the highest mean silhouette (:func:`~metaunsup.cluster.choose_k.choose_k`;
+        on a seeded sample of 20,000 examples of larger data):
         of a checkpoint's embedding, or without a checkpoint of the scaled data (before
         meta-training, whose pseudo-tasks then have that many clusters).
     checkpoint : str, path or None, default=None
@@ -257,8 +262,9 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     k_selection : {"silhouette", "eigengap"}, default="silhouette"
         How ``n_clusters="auto"`` chooses: the highest mean silhouette of k-means partitions
         (:func:`~metaunsup.cluster.choose_k.choose_k`), or the largest eigengap of the
-        10-nearest-neighbour graph (:func:`~metaunsup.cluster.choose_k.choose_k_eigengap`;
-        better for many small clusters, e.g. the characters of an alphabet).
+        10-nearest-neighbour graph (:func:`~metaunsup.cluster.choose_k.choose_k_eigengap`,
+        on a seeded sample of 4000 examples of larger data; better for many small clusters,
+        e.g. the characters of an alphabet).
     input_scale : float or "auto", default="auto"
         With a checkpoint, ``X`` is divided by this before embedding. ``"auto"``: 255 for
         ``uint8`` arrays, else the largest value of the training ``X`` when it exceeds 1 (e.g.
@@ -286,6 +292,12 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     verbose : bool, default=False
         Show a progress bar with ETA over the meta-training steps (``checkpoint=None``) when
         stderr is a terminal.
+
+    Large tables (millions of rows) keep memory bounded: examples are scaled, embedded and
+    assigned to centres in chunks; the graphs of self-training and the choice of ``k`` use
+    seeded samples; on more than 100,000 examples k-means' restarts run on a seeded sample of
+    100,000 and every example then goes to its nearest centre. ``verbose`` shows bars for the
+    long phases. ``benchmarks/bench_table_scale.py`` measures time and peak memory against n.
 
     Attributes
     ----------
@@ -552,7 +564,13 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     def _choose_k(self, z: torch.Tensor, seed: int, metric: str = "cosine") -> KChoice:
         """``k`` for ``n_clusters="auto"``; ``metric``: the eigengap graph's neighbourhoods
-        (cosine in a learned embedding, Euclidean on the user's own table)."""
+        (cosine in a learned embedding, Euclidean on the user's own table). On large data on a
+        seeded sample: at most :data:`EIGENGAP_ROWS` rows for the graph, at most
+        :data:`SILHOUETTE_ROWS` for the k-means runs of the silhouette rule."""
+        most = EIGENGAP_ROWS if self.k_selection == "eigengap" else SILHOUETTE_ROWS
+        if len(z) > most:
+            g = torch.Generator().manual_seed(seed)
+            z = z[torch.randperm(len(z), generator=g)[:most]]
         if self.k_selection == "eigengap":
             return choose_k_eigengap(z, 2, int(self.max_clusters), metric=metric)
         return choose_k(z, 2, int(self.max_clusters), seed=seed)
