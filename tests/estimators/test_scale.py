@@ -58,3 +58,15 @@ def test_kmeans_on_a_sample_still_labels_every_row(blobs, monkeypatch):
     z = sampled.transform(X)
     distances = ((z - sampled.cluster_centers_[sampled.labels_]) ** 2).sum()
     assert sampled.inertia_ == pytest.approx(distances, rel=1e-9)
+
+
+def test_graph_partitions_of_a_large_table_share_one_sample(monkeypatch):
+    from metaunsup.estimators import self_train
+
+    x, y = make_blobs(900, 8, centers=3, cluster_std=0.5, random_state=2)
+    monkeypatch.setattr(self_train, "_SHARED_ROWS", 500)
+    monkeypatch.setattr(self_train, "_FIT_POINTS", 300)
+    parts = self_train.graph_partitions(torch.from_numpy(x).float(), 3, 4, seed=0)
+    assert parts.shape == (4, 900)
+    for p in parts:
+        assert adjusted_rand_score(y, p.numpy()) > 0.95

@@ -207,7 +207,7 @@ def _check_n_features(estimator: BaseEstimator, n_features: int, reset: bool) ->
 K_SELECTIONS = ("silhouette", "eigengap")
 
 
-def _offset_scale(flat: np.ndarray) -> tuple[np.ndarray, float]:
+def _offset_scale(flat: np.ndarray) -> tuple[Any, float]:
     """Column means ``[d]`` of ``flat`` ``[n, d]`` and its overall standard deviation (the root
     of the mean over columns of each column's variance), over observed cells (NaN: missing,
     see ``impute``); ``1.0`` for constant data. Sums in chunks of rows, so a large table is

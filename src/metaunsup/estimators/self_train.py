@@ -79,6 +79,8 @@ _FIT_POINTS = 4000
 #: Fewest examples, and fewest examples per cluster, for graph partitions.
 _GRAPH_MIN_POINTS = 100
 _GRAPH_MIN_PER_CLUSTER = 5
+#: Above this many examples the graph partitions share one sample of rows.
+_SHARED_ROWS = 100_000
 #: Pseudo-label sources of :class:`SelfTrainSettings`.
 PSEUDO_LABELS = ("graph", "kmeans")
 
@@ -250,6 +252,10 @@ def graph_partitions(
     (:func:`~metaunsup.cluster.graph.spectral_embedding`, ``k`` components), clustered by
     k-means (k-means++, 4 restarts). Rows left out of the graph take the label of their
     nearest (Euclidean) graph row, in chunks (so memory stays bounded on millions of rows).
+    On more than 100,000 rows with all columns (``feature_fraction=1``), the partitions share
+    one sample of graph rows, so that each row's nearest graph row is searched for once (that
+    search over all rows is the cost that grows with ``n``); their graphs still differ by
+    metric and neighbour count, and their k-means by seed.
     Neighbour counts are capped at a fifth of the graph's rows. ``progress``: a bar over the
     partitions on stderr when it is a terminal.
     """
@@ -261,6 +267,10 @@ def graph_partitions(
     m = max(1, round(feature_fraction * d))
     pairs = [(metric, count) for count in neighbors for metric in metrics]
     out = torch.empty((n_partitions, n), dtype=torch.int64)
+    shared = n > _SHARED_ROWS and m == d
+    if shared:  # one sample of graph rows, and one search for each row's nearest of them
+        shared_rows = torch.randperm(n, generator=g)[:n_fit]
+        shared_nearest = _nearest(x, x[shared_rows])
     bar = tqdm(
         range(n_partitions),
         desc="pseudo-label partitions",
@@ -272,7 +282,10 @@ def graph_partitions(
     for p in bar:
         metric, count = pairs[p % len(pairs)]
         cols = torch.randperm(d, generator=g)[:m] if m < d else torch.arange(d)
-        rows = torch.randperm(n, generator=g)[:n_fit] if n_fit < n else torch.arange(n)
+        if shared:
+            rows = shared_rows
+        else:
+            rows = torch.randperm(n, generator=g)[:n_fit] if n_fit < n else torch.arange(n)
         view = x[:, cols] if m < d else x  # all columns: no copy of the table
         fit = view[rows]
         count = max(1, min(count, n_fit // 5))
@@ -282,7 +295,7 @@ def graph_partitions(
         if n_fit == n:
             out[p] = labels
         else:
-            out[p] = labels[_nearest(view, fit)]
+            out[p] = labels[shared_nearest if shared else _nearest(view, fit)]
     return out
 
 
