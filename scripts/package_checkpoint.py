@@ -8,7 +8,7 @@ The weights are the run's ``best.safetensors`` (model only, no optimiser state).
 the run config, the data it saw, the training command and times (pre-training and
 meta-training, read from the run), the date, and the evaluation reports given (each made with
 ``metaunsup evaluate --checkpoint NAME ... --json FILE``), with the command that reproduces
-each.
+each, and the input convention (``--input``, :mod:`metaunsup.data.normalize`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from metaunsup.checkpoint import read_checkpoint
+from metaunsup.data.normalize import InputConvention
 from metaunsup.fileio import atomic_write_json
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "metaunsup" / "checkpoints"
@@ -48,6 +49,14 @@ def main() -> None:
     parser.add_argument("--command", required=True, help="the training command of the run")
     parser.add_argument("--evaluation", type=Path, action="append", default=[])
     parser.add_argument("--evaluation-command", action="append", default=[])
+    parser.add_argument(
+        "--input",
+        type=json.loads,
+        default={},
+        help="the input convention for the card, e.g. '{\"box\": [20, 20]}' for MNIST-framed "
+        "images (metaunsup.data.normalize.InputConvention; default: bright ink, [0, 1], the "
+        "network's image size, not re-framed)",
+    )
     args = parser.parse_args()
 
     source = args.run_dir / "best.safetensors"
@@ -66,6 +75,9 @@ def main() -> None:
         "learner": meta["learner"]["name"],
         "input_shape": meta["learner"]["net"].get("image_size")
         or meta["learner"]["net"].get("in_features"),
+        "input": InputConvention.from_card(
+            {"input": args.input}, meta["learner"]["net"].get("image_size")
+        ).to_json(),
         "data": {
             "dataset": run.get("data", {}).get("dataset"),
             "split": run.get("data", {}).get("split"),

@@ -75,3 +75,58 @@ def test_packaged_omniglot_unsup_card_and_fresh_fewshot_tasks():
         n_way=5, k_shot=1, n_query=15, n_tasks=40, seed=321,
     ).to_json()  # fmt: skip
     assert report["results"][0]["acc"]["mean"] > 0.85  # fresh tasks, looser bound (card 0.914)
+
+
+def _anomaly_card(name: str) -> dict:
+    card = json.loads((packaged_dir() / f"{name}.json").read_text())
+    assert card["name"] == name and card["learner"] == "meta_svdd"
+    assert card["data"]["labels_used"] == "none"  # meta-trained without labels
+    words = card["command"].split()
+    assert words[:2] == ["metaunsup", "train"]
+    root = Path(__file__).resolve().parents[1]
+    assert load_config(root / words[2]).name == card["config"]["name"]
+    assert card["training_seconds"]["meta_training"] > 0
+    for e in card["evaluations"]:
+        assert e["command"].startswith(f"metaunsup evaluate --checkpoint {name} ")
+        assert e["report"]["tasks"] == 1000
+    return card
+
+
+def _fresh_auroc(name: str, dataset, kind_name: str, k: int, n_query: int) -> float:
+    from metaunsup.evaluation.kinds import task_kind
+    from metaunsup.evaluation.protocol import TaskShape, evaluate
+
+    kind = task_kind(kind_name)
+    method = kind.method_of(name, load_learner(name))
+    report = evaluate(kind, dataset, [method], shape=TaskShape(1, k, n_query), n_tasks=20,
+                      seed=4321)  # fmt: skip
+    return report.results[0].scores["auroc"].mean
+
+
+def test_packaged_mnist_anomaly_card_and_fresh_tasks():
+    card = _anomaly_card("mnist-anomaly")
+    assert card["data"]["dataset"] == "mnist" and card["config"]["data"]["classes"] == []
+    carded = {e["report"]["k_shot"]: e["report"] for e in card["evaluations"]}
+    assert set(carded) == {2, 10}
+    ours = next(r for r in carded[10]["results"] if r["method"] == "mnist-anomaly")
+    centroid = next(r for r in carded[10]["results"] if r["method"] == "centroid")
+    assert ours["auroc"]["mean"] > centroid["auroc"]["mean"] + 0.05
+    try:
+        test = load("mnist", "test")
+    except DataError as err:
+        pytest.skip(f"MNIST files not found ({err})")
+    fresh = _fresh_auroc("mnist-anomaly", test, "anomaly", 10, 100)
+    assert abs(fresh - ours["auroc"]["mean"]) < 0.03  # 20 fresh tasks, a looser bound
+
+
+@needs_omniglot
+def test_packaged_omniglot_anomaly_card_and_fresh_tasks():
+    card = _anomaly_card("omniglot-anomaly")
+    assert card["data"] == {"dataset": "omniglot", "split": "background", "labels_used": "none"}
+    tracks = {(e["report"]["task"], e["report"]["k_shot"]) for e in card["evaluations"]}
+    assert tracks == {("anomaly", 2), ("anomaly", 10), ("anomaly-hard", 2), ("anomaly-hard", 10)}
+    easy = next(e["report"] for e in card["evaluations"] if e["report"]["task"] == "anomaly"
+                and e["report"]["k_shot"] == 10)  # fmt: skip
+    ours = next(r for r in easy["results"] if r["method"] == "omniglot-anomaly")
+    fresh = _fresh_auroc("omniglot-anomaly", load("omniglot", "evaluation"), "anomaly", 10, 10)
+    assert abs(fresh - ours["auroc"]["mean"]) < 0.04

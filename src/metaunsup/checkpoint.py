@@ -185,6 +185,24 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     )
 
 
+def checkpoint_card(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON card beside a checkpoint (``NAME.json`` next to ``NAME.safetensors``, as the
+    packaged ones have), or ``{}`` when it has none. Cards say how a model was made and, under
+    ``"input"``, the input convention it expects (:mod:`metaunsup.data.normalize`); older
+    cards without that key stay valid."""
+    path = resolve_checkpoint(name_or_path)
+    card_path = path.with_suffix(".json")
+    if not card_path.is_file():
+        return {}
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(
+            f"card {str(card_path)!r} of the checkpoint is unreadable: {err}"
+        ) from None
+    return card if isinstance(card, dict) else {}
+
+
 def _folder_message(folder: Path) -> str:
     """What to say when a folder is given as a checkpoint: the checkpoints it holds, if any."""
     inside = sorted(p.name for p in folder.glob(f"*{SUFFIX}"))

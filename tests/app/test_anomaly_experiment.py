@@ -54,8 +54,8 @@ def tiny(tmp_path, monkeypatch):
     return configs
 
 
-def _run(tiny, tmp_path, models, monkeypatch, **kwargs):
-    monkeypatch.setattr(experiment, "ANOMALY_MODELS", models)
+def _run(tiny, tmp_path, table, monkeypatch, **kwargs):
+    monkeypatch.setattr(experiment, "ANOMALY_MODELS", table)
     monkeypatch.setattr(experiment, "N_QUERY", 10)
     return experiment.run_anomaly_mnist(
         tmp_path / "out", configs_dir=tiny, runs_dir=tmp_path / "runs", dataset="digits",
@@ -64,11 +64,18 @@ def _run(tiny, tmp_path, models, monkeypatch, **kwargs):
 
 
 def test_one_model_for_all_digits_writes_page_and_figures(tiny, tmp_path, monkeypatch):
-    models = (experiment.AnomalyModel("tiny label-free", "u.toml", False, "none"),)
+    models = (
+        experiment.AnomalyModel("tiny label-free", "u.toml", False, "none"),
+        experiment.AnomalyModel("tiny supervised", "s.toml", True, "8 digits"),  # left out
+    )
     with pytest.raises(ConfigError, match="missing or unfinished"):
-        _run(tiny, tmp_path, models, monkeypatch, train=False)
-    report = _run(tiny, tmp_path, models, monkeypatch, tasks=10, seeds=1,
-                  baselines=["centroid"])  # fmt: skip
+        _run(tiny, tmp_path, models, monkeypatch, train=False, models=["u"])
+    report = _run(tiny, tmp_path, models, monkeypatch, tasks=10, seeds=1, models=["u"],
+                  baselines=["centroid"], note="no time")  # fmt: skip
+    gone = report["not_run"]  # what was left out is listed, with the reason
+    assert gone["models"] == [{"label": "tiny supervised", "config": "s.toml"}]
+    assert "iforest" in gone["baselines"] and "centroid" not in gone["baselines"]
+    assert "--model u --method centroid --note" in report["command"]
     assert report["protocol"]["tasks_per_k"] == 10
     rows = report["results"]["2"]
     assert {r["method"] for r in rows} == {"tiny label-free", "centroid"}
@@ -76,6 +83,7 @@ def test_one_model_for_all_digits_writes_page_and_figures(tiny, tmp_path, monkey
     assert report["training"]["tiny label-free"]["runs"][0]["classes"] == list(range(10))
     page = (tmp_path / "out" / "anomaly_mnist.md").read_text()
     assert "## Goals (issue 15)" in page and "K = 10" in page
+    assert "## Rows not measured here" in page and "Why: no time" in page
     assert json.loads((tmp_path / "out" / "anomaly_mnist.json").read_text())["command"]
     assert (tmp_path / "out" / "anomaly_mnist_roc.png").is_file()
     cached = sorted((tmp_path / "runs" / "anomaly-eval").iterdir())
@@ -91,3 +99,24 @@ def test_per_digit_models_hold_the_test_and_validation_digits_out(tiny, tmp_path
     for d, run in enumerate(runs):
         assert d not in run["classes"] and (d + 1) % 10 not in run["classes"]
         assert len(run["classes"]) == 8
+
+
+def test_an_unknown_model_is_named_with_the_choices():
+    with pytest.raises(ConfigError, match=r"unknown anomaly-mnist model.*nope.*-strict"):
+        experiment._chosen_models(["nope"])
+
+
+@pytest.mark.slow
+def test_without_training_a_per_digit_model_scores_the_digits_it_has(tiny, tmp_path, monkeypatch):
+    model = experiment.AnomalyModel("tiny supervised", "s.toml", True, "8 digits")
+    for d in (0, 1):  # the runs of test digits 0 and 1 only
+        experiment._run(model, d, tiny, tmp_path / "runs" / "anomaly", True, lambda m: None)
+    report = _run(tiny, tmp_path, (model,), monkeypatch, tasks=10, seeds=1,
+                  baselines=["centroid"], train=False)  # fmt: skip
+    assert report["training"]["tiny supervised"]["missing_digits"] == list(range(2, 10))
+    row = next(r for r in report["results"]["10"] if r["method"] == "tiny supervised")
+    assert row["digits"] == [0, 1] and set(row["auroc"]["per_digit"]) == {"0", "1"}
+    base = next(r for r in report["results"]["10"] if r["method"] == "centroid")
+    assert base["digits"] == list(range(10))
+    page = (tmp_path / "out" / "anomaly_mnist.md").read_text()
+    assert "(test digits 0, 1 only)" in page and "not scored (no run)" in page

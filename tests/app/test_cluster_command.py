@@ -127,7 +127,7 @@ def test_auto_k_reports_the_choice(tmp_path, capsys):
     out = tmp_path / "labels.csv"
     code, stdout, err = run(
         capsys, "cluster", tmp_path / "blobs.npy", "--k", "auto", "--out", out,
-        "--meta-steps", "10", "--json",
+        "--meta-steps", "10", "--json", "--k-by", "silhouette",
     )  # fmt: skip
     assert code == 0, err
     info = json.loads(stdout)
@@ -178,3 +178,36 @@ def test_same_seed_same_labels(tmp_path, capsys):
         assert code == 0
         outs.append((tmp_path / name).read_text())
     assert outs[0] == outs[1]
+
+
+def test_summary_says_how_the_table_was_scaled_and_what_the_guard_chose(tmp_path, capsys):
+    from sklearn.datasets import load_wine
+
+    X, _ = load_wine(return_X_y=True)
+    np.save(tmp_path / "wine.npy", X)
+    code, stdout, err = run(
+        capsys, "cluster", tmp_path / "wine.npy", "--k", "3", "--json", "--meta-steps", "5"
+    )
+    assert code == 0, err
+    info = json.loads(stdout)
+    assert info["scaling"]["how"] == "standard" and "standardised" in info["scaling"]["reason"]
+    clustered = info["clustered"]
+    assert clustered["use"] in ("embedding", "features")
+    assert clustered["criterion"] == "pseudo-partition agreement"
+    assert f"{clustered['embedding_score']:.3f}" in clustered["reason"]
+
+
+def test_normalize_says_what_it_did_and_needs_a_checkpoint(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    images = 16.0 - load_digits().images[:60]  # dark ink on light paper
+    np.save(tmp_path / "dark.npy", images)
+    code, stdout, err = run(
+        capsys, "cluster", tmp_path / "dark.npy", "--k", "10", "--checkpoint", "digits",
+        "--normalize", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    steps = json.loads(stdout)["input_normalization"]
+    assert steps[0] == "values rescaled from [0, 16] to [0, 1]" and "inverted" in steps[1]
+    code, _, err = run(capsys, "cluster", tmp_path / "dark.npy", "--k", "3", "--normalize")
+    assert code == 2 and "metaunsup: error: --normalize" in err

@@ -191,10 +191,23 @@ def test_auto_k_finds_three_blobs():
     rng = np.random.default_rng(0)
     centers = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
     X = np.concatenate([c + rng.normal(size=(40, 2)) for c in centers])
-    model = MetaKMeans("auto", meta_steps=10, max_clusters=6, random_state=0).fit(X)
+    model = MetaKMeans(
+        "auto", meta_steps=10, max_clusters=6, k_selection="silhouette", random_state=0
+    ).fit(X)
     assert model.n_clusters_ == 3
     assert model.k_choice_.k == 3 and set(model.k_choice_.scores) == {2, 3, 4, 5, 6}
     assert model.k_choice_.reason.startswith("k=3 has the highest mean silhouette")
+    default = MetaKMeans("auto", meta_steps=10, max_clusters=6, random_state=0).fit(X)
+    assert default.k_choice_.method == "silhouette" and default.n_clusters_ == 3
+
+
+def test_auto_k_uses_the_eigengap_in_a_checkpoints_embedding():
+    from sklearn.datasets import load_digits
+
+    X, _ = load_digits(return_X_y=True)
+    model = MetaKMeans("auto", checkpoint="digits", random_state=0).fit(X[:300])
+    assert model.k_choice_.method == "eigengap"
+    assert model.k_choice_.reason.startswith(f"k={model.n_clusters_} has the highest graph")
 
 
 def test_auto_k_by_eigengap_finds_three_blobs():

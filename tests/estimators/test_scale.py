@@ -36,16 +36,6 @@ def test_chunked_assignment_gives_kmeans_labels_and_inertia(monkeypatch):
     assert inertia == pytest.approx(float(fit.inertia), rel=1e-9)
 
 
-def test_chunked_offset_and_scale_match_nanmean(monkeypatch):
-    x = np.random.default_rng(0).normal(3.0, 2.0, (300, 7))
-    x[np.random.default_rng(1).random(x.shape) < 0.1] = np.nan
-    monkeypatch.setattr(estimator, "ASSIGN_CHUNK", 41)
-    offset, scale = estimator._offset_scale(x)
-    np.testing.assert_allclose(offset, np.nanmean(x, 0), rtol=1e-12)
-    expected = np.sqrt(np.nanmean((x - np.nanmean(x, 0)) ** 2, 0).sum() / x.shape[1])
-    assert scale == pytest.approx(expected, rel=1e-12)
-
-
 def test_kmeans_on_a_sample_still_labels_every_row(blobs, monkeypatch):
     X, y = blobs
     full = MetaKMeans(4, meta_steps=3, random_state=0).fit(X)

@@ -18,13 +18,19 @@ Meta-SVDD and OC-MAML meta-trained with the eight digits' labels, OC-MAML on CAC
 pseudo-tasks and Meta-GMVAE's density score (both label-free, all train images); beside them
 every anomaly baseline (PyOD's detectors when installed, raw and on PCA(0.95); Mahalanobis; the
 pixel centroid). Runs are trained (or resumed) when missing and calibrated when uncalibrated;
-finished evaluations are cached in ``runs/anomaly-eval/``, so an interrupted experiment
-continues where it stopped.
+finished evaluations are cached in ``runs/anomaly-eval/`` (keyed by the methods scored), so an
+interrupted experiment continues where it stopped.
+
+A subset can be run (``models``, ``baselines``): the models and baselines left out are listed
+in the report and on the page with the reason given (``note``), never dropped silently. Without
+training (``train=False``) a per-digit model is evaluated on the test digits whose run is
+finished; the digits without one are listed.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -109,7 +115,8 @@ def _run(
     train: bool,
     echo: Echo,
 ) -> tuple[Path, dict[str, Any]]:
-    """The finished, calibrated run of ``model`` (for ``digit``), trained here if missing."""
+    """The finished, calibrated run of ``model`` (for ``digit``), trained here if missing;
+    :class:`ConfigError` when it is missing and ``train`` is false."""
     from metaunsup.training.build import train_run
     from metaunsup.training.config import load_config
     from metaunsup.training.recalibrate import ensure_calibrated
@@ -155,9 +162,9 @@ def _methods(
     kind = task_kind("anomaly")
     methods: list[Method] = []
     for label, by_digit in runs.items():
-        path = by_digit.get(digit, by_digit.get(None))
-        assert path is not None
-        methods.append(kind.method_of(label, load_learner(path / "best.safetensors")))
+        path = by_digit.get(digit) or by_digit.get(None)
+        if path is not None:  # None: a per-digit model without a finished run for this digit
+            methods.append(kind.method_of(label, load_learner(path / "best.safetensors")))
     return methods + kind.resolve(baselines)
 
 
@@ -207,13 +214,15 @@ def _cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]
 
 
 def _summarise(cells: dict[tuple[int, int, int], dict[str, Any]], k: int) -> list[dict]:
-    """Per method at support size ``k``: every score's mean ± 95% CI over all tasks, the
-    standard deviation of the per-seed means, milliseconds per task, per-digit means."""
-    keys = [key for key in cells if key[1] == k]
-    names = list(cells[keys[0]]["scores"])
+    """Per method at support size ``k``: every score's mean ± 95% CI over all its tasks, the
+    standard deviation of the per-seed means, milliseconds per task, per-digit means and the
+    test digits it scored (a per-digit model lacking a run misses that digit's tasks)."""
+    every = [key for key in cells if key[1] == k]
+    names = list(dict.fromkeys(n for key in every for n in cells[key]["scores"]))
     rows = []
     for name in names:
-        row: dict[str, Any] = {"method": name}
+        keys = [key for key in every if name in cells[key]["scores"]]
+        row: dict[str, Any] = {"method": name, "digits": sorted({key[0] for key in keys})}
         for score in cells[keys[0]]["scores"][name]:
             values = np.concatenate([cells[key]["scores"][name][score] for key in keys])
             mean, ci = mean_ci(values)
@@ -251,6 +260,8 @@ def run_anomaly_mnist(
     tasks: int = 1000,
     seeds: int = 5,
     baselines: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+    note: str = "",
     train: bool = True,
     data_root: str | None = None,
     dataset: str = "mnist",
@@ -259,8 +270,9 @@ def run_anomaly_mnist(
     """Run the experiment; returns the dict written to ``anomaly_mnist.json``.
 
     ``tasks`` per support size, spread over the ten digits and ``seeds`` seeds; ``baselines``
-    (default: every anomaly baseline whose library is installed); ``dataset``: the test data
-    (``"mnist"``; the tests run the same code on ``digits``).
+    (default: every anomaly baseline whose library is installed); ``models``: the config stems
+    of :data:`ANOMALY_MODELS` to run (default: all); ``note``: why some were left out (on the
+    page); ``dataset``: the test data (``"mnist"``; the tests run the same code on ``digits``).
     """
     per = tasks // (len(DIGITS) * seeds)
     if per < 1:
@@ -272,7 +284,8 @@ def run_anomaly_mnist(
     out, runs_root = Path(out_dir), Path(runs_dir) / "anomaly"
     out.mkdir(parents=True, exist_ok=True)
     names = list(_default_baselines() if baselines is None else baselines)
-    runs, training = _train_all(Path(configs_dir), runs_root, train, echo)
+    chosen = _chosen_models(models)
+    runs, training = _train_all(chosen, Path(configs_dir), runs_root, train, echo)
     test = data.load(dataset, "test", root=data_root)
     cache = Path(runs_dir) / "anomaly-eval"
     cache.mkdir(parents=True, exist_ok=True)
@@ -281,36 +294,29 @@ def run_anomaly_mnist(
     for d in DIGITS:
         methods = _methods(d, runs, names)
         echo(f"digit {d}: {len(methods)} methods, {per} tasks per seed and support size")
+        tag = hashlib.sha1("\n".join(m.name for m in methods).encode()).hexdigest()[:8]
         for k in K_SHOTS:
             for s in range(seeds):
-                path = cache / f"{dataset}-d{d}-k{k}-s{s}-n{per}.json"
+                path = cache / f"{dataset}-d{d}-k{k}-s{s}-n{per}-{tag}.json"
                 run = functools.partial(_evaluate_cell, test, methods, d, k, s, per)
                 cells[(d, k, s)] = _cached(path, run)
-        path = cache / f"{dataset}-d{d}-k{CONTAMINATED_K}-c{CONTAMINATION}-n{per}.json"
+        path = cache / f"{dataset}-d{d}-k{CONTAMINATED_K}-c{CONTAMINATION}-n{per}-{tag}.json"
         run = functools.partial(
             _evaluate_cell, test, methods, d, CONTAMINATED_K, 0, per, CONTAMINATION
         )
         contaminated[(d, CONTAMINATED_K, 0)] = _cached(path, run)
     report = {
-        "protocol": {
-            "dataset": f"{dataset}/test",
-            "k_shots": list(K_SHOTS),
-            "n_query": N_QUERY,
-            "tasks_per_k": per * len(DIGITS) * seeds,
-            "seeds": seeds,
-            "tasks_per_digit_and_seed": per,
-            "fpr": 0.05,
-            "contamination": {
-                "k_shot": CONTAMINATED_K,
-                "fraction": CONTAMINATION,
-                "tasks": per * len(DIGITS),
-            },
-        },
+        "protocol": _protocol(dataset, per, seeds),
         "results": {str(k): _summarise(cells, k) for k in K_SHOTS},
         "contaminated": _summarise(contaminated, CONTAMINATED_K),
         "training": training,
+        "not_run": {
+            "models": [{"label": m.label, "config": m.config} for m in _left_out(chosen)],
+            "baselines": [b for b in _all_baselines() if b not in names],
+            "note": note,
+        },
         "samples": {str(d): cells[(d, K_SHOTS[-1], 0)]["sample"] for d in DIGITS},
-        "command": f"metaunsup experiment anomaly-mnist --tasks {tasks} --seeds {seeds}",
+        "command": _command(tasks, seeds, models, baselines, note),
         "environment": environment(),
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -320,6 +326,64 @@ def run_anomaly_mnist(
     write_figures(report, out)
     atomic_write_text(out / "anomaly_mnist.md", results_page(report))
     return report
+
+
+def _protocol(dataset: str, per: int, seeds: int) -> dict[str, Any]:
+    """The protocol block of the report: what was sampled, how many tasks."""
+    return {
+        "dataset": f"{dataset}/test",
+        "k_shots": list(K_SHOTS),
+        "n_query": N_QUERY,
+        "tasks_per_k": per * len(DIGITS) * seeds,
+        "seeds": seeds,
+        "tasks_per_digit_and_seed": per,
+        "fpr": 0.05,
+        "contamination": {
+            "k_shot": CONTAMINATED_K,
+            "fraction": CONTAMINATION,
+            "tasks": per * len(DIGITS),
+        },
+    }
+
+
+def _left_out(chosen: Sequence[AnomalyModel]) -> list[AnomalyModel]:
+    return [m for m in ANOMALY_MODELS if m not in chosen]
+
+
+def _command(
+    tasks: int,
+    seeds: int,
+    models: Sequence[str] | None,
+    baselines: Sequence[str] | None,
+    note: str,
+) -> str:
+    """The CLI command that reproduces the experiment."""
+    words = ["metaunsup experiment anomaly-mnist", f"--tasks {tasks}", f"--seeds {seeds}"]
+    words += [f"--model {m}" for m in models or ()]
+    words += [f"--method {b}" for b in baselines or ()]
+    if note:
+        words.append(f"--note {json.dumps(note)}")
+    return " ".join(words)
+
+
+def _chosen_models(models: Sequence[str] | None) -> list[AnomalyModel]:
+    """The models named by config stem (``mnist-anomaly-strict``), in :data:`ANOMALY_MODELS`'
+    order; all when ``models`` is ``None``."""
+    if models is None:
+        return list(ANOMALY_MODELS)
+    stems = {m.config.removesuffix(".toml"): m for m in ANOMALY_MODELS}
+    unknown = sorted(set(models) - set(stems))
+    if unknown:
+        raise ConfigError(
+            f"unknown anomaly-mnist model(s) {', '.join(unknown)}; choose from {', '.join(stems)}"
+        )
+    return [m for stem, m in stems.items() if stem in models]
+
+
+def _all_baselines() -> list[str]:
+    from metaunsup.evaluation.anomaly_baselines import ANOMALY_BASELINES
+
+    return list(ANOMALY_BASELINES)
 
 
 def _default_baselines() -> list[str]:
@@ -333,22 +397,34 @@ def _default_baselines() -> list[str]:
 
 
 def _train_all(
-    configs: Path, runs: Path, train: bool, echo: Echo
+    models: Sequence[AnomalyModel], configs: Path, runs: Path, train: bool, echo: Echo
 ) -> tuple[dict[str, dict[int | None, Path]], dict[str, Any]]:
-    """Every model's run folder(s), by label and test digit (``None``: one run for all)."""
+    """Every model's run folder(s), by label and test digit (``None``: one run for all).
+
+    Without ``train``, a per-digit model's digits without a finished run are skipped and
+    listed (``missing_digits``); a model without any finished run raises :class:`ConfigError`.
+    """
     found: dict[str, dict[int | None, Path]] = {}
     training: dict[str, Any] = {}
-    for model in ANOMALY_MODELS:
+    for model in models:
         digits: list[int | None] = list(DIGITS) if model.per_digit else [None]
         found[model.label] = {}
-        records = []
+        records: list[dict[str, Any]] = []
+        missing: list[int] = []
         for d in digits:
-            path, record = _run(model, d, configs, runs, train, echo)
+            try:
+                path, record = _run(model, d, configs, runs, train, echo)
+            except ConfigError:
+                if train or d is None or (d == digits[-1] and not records):
+                    raise
+                missing.append(d)
+                continue
             found[model.label][d] = path
             records.append(record)
         training[model.label] = {
             "config": str(configs / model.config),
             "labels_used": model.labels,
             "runs": records,
+            "missing_digits": missing,
         }
     return found, training

@@ -43,12 +43,29 @@ except ImportError:  # pragma: no cover - older scikit-learn
         return estimator._validate_data(X, **kwargs)
 
 
-from metaunsup._validation import check_choice, check_float, check_int, check_positive
+from metaunsup._validation import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_positive,
+)
+from metaunsup.checkpoint import checkpoint_card
 from metaunsup.cluster import kmeans
 from metaunsup.cluster.choose_k import KChoice, choose_k, choose_k_eigengap
 from metaunsup.data.arrays import check_value_range
+from metaunsup.data.normalize import InputConvention, Normalization, plan_normalization
 from metaunsup.errors import CheckpointError, ConfigError, DataError, DataWarning
+from metaunsup.estimators.guard import (
+    EMBEDDING,
+    FEATURES,
+    GuardDecision,
+    decide,
+    kmeans_agreement,
+    partition_agreement,
+)
 from metaunsup.estimators.missing import ALLOW_NAN, MissingCells
+from metaunsup.estimators.scaling import SCALINGS, TableScaling, table_scaling
 from metaunsup.learners.base import AdaptiveEmbedder, Embedder, MetaLearner
 from metaunsup.learners.fit import fitted_shape
 
@@ -152,7 +169,7 @@ def _warn_light_background(x: np.ndarray, scale: float, checkpoint: str) -> None
         warnings.warn(
             f"the images look light-background (median intensity {median:.2f} of 1), but "
             f"checkpoint {checkpoint!r} was trained on bright strokes on a dark background: "
-            "invert them (255 - x for 8-bit images) for a meaningful clustering",
+            "invert them (255 - x for 8-bit images), or pass input_normalize='auto'",
             DataWarning,
             stacklevel=4,
         )
@@ -203,28 +220,28 @@ def _check_n_features(estimator: BaseEstimator, n_features: int, reset: bool) ->
         )
 
 
+def _grey(x: np.ndarray) -> np.ndarray:
+    """Grey images ``[n, H, W]`` from ``[n, H, W]``, ``[n, 1, H, W]`` or square ``[n, H*W]``,
+    or a :class:`DataError` saying what ``input_normalize="auto"`` accepts."""
+    if x.ndim == 4 and x.shape[1] == 1:
+        return x[:, 0]
+    if x.ndim == 3:
+        return x
+    side = math.isqrt(x.shape[1]) if x.ndim == 2 else 0
+    if x.ndim == 2 and side * side == x.shape[1]:
+        return x.reshape(len(x), side, side)
+    raise DataError(
+        f"input_normalize='auto' handles grey images ([n, H, W], [n, 1, H, W] or square "
+        f"[n, H*W]), got shape {x.shape}; use input_normalize='off'"
+    )
+
+
+#: What ``input_normalize`` can be.
+NORMALIZE = ("off", "auto")
+
+
 #: Rules ``n_clusters="auto"`` can choose ``k`` by.
-K_SELECTIONS = ("silhouette", "eigengap")
-
-
-def _offset_scale(flat: np.ndarray) -> tuple[Any, float]:
-    """Column means ``[d]`` of ``flat`` ``[n, d]`` and its overall standard deviation (the root
-    of the mean over columns of each column's variance), over observed cells (NaN: missing,
-    see ``impute``); ``1.0`` for constant data. Sums in chunks of rows, so a large table is
-    never copied."""
-    sums = np.zeros(flat.shape[1])
-    counts = np.zeros(flat.shape[1])
-    for s in range(0, len(flat), ASSIGN_CHUNK):
-        part = flat[s : s + ASSIGN_CHUNK]
-        sums += np.nansum(part, 0)
-        counts += (~np.isnan(part)).sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        offset = sums / counts  # NaN for a column with no observed cell, as np.nanmean
-        squares = np.zeros(flat.shape[1])
-        for s in range(0, len(flat), ASSIGN_CHUNK):
-            squares += np.nansum((flat[s : s + ASSIGN_CHUNK] - offset) ** 2, 0)
-        spread = float(np.sqrt((squares / counts).sum() / flat.shape[1]))
-    return offset, spread if spread > 0 else 1.0
+K_SELECTIONS = ("auto", "eigengap", "silhouette")
 
 
 class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
@@ -233,10 +250,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     Parameters
     ----------
     n_clusters : int or "auto", default=8
-        Number of clusters. ``"auto"`` picks the ``k`` in ``2..max_clusters`` whose k-means
-        partition has the highest mean silhouette (:func:`~metaunsup.cluster.choose_k.choose_k`;
-        on a seeded sample of 20,000 examples of larger data):
-        of a checkpoint's embedding, or without a checkpoint of the scaled data (before
+        Number of clusters. ``"auto"`` picks ``k`` in ``2..max_clusters`` by ``k_selection``:
+        in a checkpoint's embedding, or without a checkpoint on the scaled data (before
         meta-training, whose pseudo-tasks then have that many clusters).
     checkpoint : str, path or None, default=None
         A packaged model name (``"digits"``, ``"mnist"``, ``"omniglot-protonet"``,
@@ -259,19 +274,36 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         ``0`` clusters in a random (untrained) embedding.
     max_clusters : int, default=15
         Largest ``k`` tried by ``n_clusters="auto"``.
-    k_selection : {"silhouette", "eigengap"}, default="silhouette"
-        How ``n_clusters="auto"`` chooses: the highest mean silhouette of k-means partitions
-        (:func:`~metaunsup.cluster.choose_k.choose_k`), or the largest eigengap of the
-        10-nearest-neighbour graph (:func:`~metaunsup.cluster.choose_k.choose_k_eigengap`,
-        on a seeded sample of 4000 examples of larger data; better for many small clusters,
-        e.g. the characters of an alphabet).
-    input_scale : float or "auto", default="auto"
-        With a checkpoint, ``X`` is divided by this before embedding. ``"auto"``: 255 for
-        ``uint8`` arrays, else the largest value of the training ``X`` when it exceeds 1 (e.g.
-        16 for scikit-learn's digits, 255 for pixel intensities), else 1 — checkpoints are
-        trained on values in ``[0, 1]``, ink bright. Without a checkpoint, ``X`` is centred and
-        divided by its overall standard deviation (one number, so relative feature scales are
-        kept), whatever this is.
+    k_selection : {"auto", "eigengap", "silhouette"}, default="auto"
+        How ``n_clusters="auto"`` chooses: the largest eigengap of the 10-nearest-neighbour
+        graph (:func:`~metaunsup.cluster.choose_k.choose_k_eigengap`; by cosine similarity in
+        an embedding, Euclidean distance on a table), or the highest mean silhouette of
+        k-means partitions (:func:`~metaunsup.cluster.choose_k.choose_k`). ``"auto"``: the
+        eigengap in a checkpoint's embedding, the silhouette on a table without one - the
+        rule that erred less in each setting in ``docs/results/choose_k.md`` (the eigengap
+        splits small round blobs of a few dozen points in two). On large data on a seeded
+        sample: 4000 examples for the eigengap's graph, 20,000 for the silhouette's k-means.
+    input_scale : float, "auto", "standard" or "global", default="auto"
+        With a checkpoint, ``X`` is divided by this number before embedding. ``"auto"``: 255
+        for ``uint8`` arrays, else the largest value of the training ``X`` when it exceeds 1
+        (e.g. 16 for scikit-learn's digits, 255 for pixel intensities), else 1 — checkpoints
+        are trained on values in ``[0, 1]``, ink bright. Without a checkpoint, how the table is
+        scaled before self-training (:mod:`metaunsup.estimators.scaling`): ``"standard"``
+        (each column by its own standard deviation), ``"global"`` (all by their overall
+        spread), a number, or ``"auto"``: standardised when the columns' spreads are more than
+        10 times apart (different units), else global (pixels).
+    input_normalize : {"off", "auto"}, default="off"
+        With a checkpoint, ``"auto"`` brings grey images to the input convention on its card
+        (:mod:`metaunsup.data.normalize`): values rescaled to ``[0, 1]``, light backgrounds
+        inverted, and for MNIST-framed checkpoints each image cropped to its ink, resized into
+        the card's box and centred by mass - each step only when the images need it
+        (``input_normalization_.steps`` says which were done). ``input_scale`` must then be
+        ``"auto"``. Images of another size are accepted when the card's convention re-frames.
+    guard : bool, default=True
+        Check, without labels, that the learned embedding explains ``X`` at least as well as
+        the features (the scaled table, or the standardised pixels with a checkpoint), and
+        cluster the features instead when it does not
+        (:mod:`metaunsup.estimators.guard`); ``guard_`` says what was used and why.
     batch_size : int, default=2048
         Examples embedded at once. Networks with batch normalisation normalise each such batch
         with its own statistics (as in meta-training, where a task is a batch), so their
@@ -313,8 +345,17 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         The number of clusters used (chosen when ``n_clusters="auto"``).
     k_choice_ : KChoice or None
         With ``n_clusters="auto"``: the score of each ``k`` tried and the reason.
+    input_normalization_ : Normalization or None
+        With ``input_normalize="auto"``: the steps taken (``.steps``, in words).
+    guard_ : GuardDecision or None
+        With ``guard=True``: which representation was clustered (``guard_.use``:
+        ``"embedding"`` or ``"features"``), the two scores and ``guard_.reason``.
+    representation_ : str
+        ``"embedding"`` or ``"features"``: what ``transform`` returns and the centres live in.
+    scaling_ : TableScaling or None
+        Without a checkpoint: how the table was scaled (``scaling_.how``, ``scaling_.reason``).
     embedding_dim_ : int
-        ``D``, the embedding's dimension.
+        ``D``, the dimension of the clustered representation.
     learner_ : MetaKMeansLearner or ClusterMAML
         The network and learned clustering settings (a ``torch.nn.Module``).
     training_ : dict or None
@@ -346,8 +387,10 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         tol: float = 1e-4,
         meta_steps: int = 300,
         max_clusters: int = 15,
-        k_selection: str = "silhouette",
+        k_selection: str = "auto",
         input_scale: float | str = "auto",
+        input_normalize: str = "off",
+        guard: bool = True,
         batch_size: int = 2048,
         random_state: int | np.random.RandomState | None = None,
         device: str = "cpu",
@@ -364,6 +407,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.max_clusters = max_clusters
         self.k_selection = k_selection
         self.input_scale = input_scale
+        self.input_normalize = input_normalize
+        self.guard = guard
         self.batch_size = batch_size
         self.random_state = random_state
         self.device = device
@@ -392,6 +437,10 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 f"n_clusters={k} but only {len(x)} examples; use n_clusters <= {len(x)}"
             )
         self.k_choice_: KChoice | None = None
+        self.guard_: GuardDecision | None = None
+        self.representation_ = EMBEDDING
+        self.scaling_: TableScaling | None = None
+        self.input_normalization_: Normalization | None = None
         if self.checkpoint is not None:
             self._fit_checkpoint(x, uint8, seed)
         else:
@@ -467,13 +516,30 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         if self.adapt_steps is not None:
             check_int("adapt_steps", self.adapt_steps, 0)
         check_float("tol", self.tol, 0.0)
-        if self.input_scale != "auto":
+        check_bool("guard", self.guard)
+        check_choice("input_normalize", self.input_normalize, NORMALIZE)
+        if self.input_normalize == "auto" and self.checkpoint is None:
+            raise ConfigError(
+                "input_normalize='auto' brings images to a checkpoint's input convention; "
+                "give a checkpoint, or use input_normalize='off' to meta-train on the data"
+            )
+        if self.input_normalize == "auto" and self.input_scale != "auto":
+            raise ConfigError(
+                "input_normalize='auto' sets the value range itself; leave input_scale='auto'"
+            )
+        if not isinstance(self.input_scale, str) or self.input_scale not in SCALINGS:
             try:
                 check_positive("input_scale", self.input_scale)
             except ConfigError:
                 raise ConfigError(
-                    f"input_scale must be a positive number or 'auto', got {self.input_scale!r}"
+                    f"input_scale must be a positive number or one of {SCALINGS}, got "
+                    f"{self.input_scale!r}"
                 ) from None
+        elif self.checkpoint is not None and self.input_scale != "auto":
+            raise ConfigError(
+                f"input_scale={self.input_scale!r} scales a table for self-training; with a "
+                "checkpoint give a number (the pixels' largest value) or 'auto'"
+            )
         self._device()
 
     def _device(self) -> torch.device:
@@ -497,16 +563,24 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 "cluster_maml, protonet, meta_gmvae)"
             )
         self.input_shape_ = tuple(learner.net.example_shape)
-        fit_shape(x, self.input_shape_, f"checkpoint {str(self.checkpoint)!r}")
-        if self.input_scale != "auto":
+        if self.input_normalize == "auto":
+            convention = InputConvention.from_card(
+                checkpoint_card(self.checkpoint), self.input_shape_
+            )
+            self.input_normalization_ = plan_normalization(_grey(x), convention, uint8)
+        fit_shape(self._normalized(x), self.input_shape_, f"checkpoint {str(self.checkpoint)!r}")
+        if self.input_normalization_ is not None:
+            scale = 1.0
+        elif self.input_scale != "auto":
             scale = float(self.input_scale)
         elif uint8:
             scale = 255.0
         else:
             scale = max(1.0, float(x.max()))
-        if len(self.input_shape_) == 3:
+        if self.input_normalization_ is None and len(self.input_shape_) == 3:
             _warn_light_background(x, scale, str(self.checkpoint))
-        self.offset_, self.scale_ = 0.0, scale
+        self.offset_: float | np.ndarray = 0.0
+        self.scale_: float | np.ndarray = scale
         self.training_ = None
         self._set_learner(learner)
         self.adapted_params_ = None
@@ -515,26 +589,60 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             self.k_choice_ = self._choose_k(self._embed(x), seed)
             k = self.k_choice_.k
         self.adapted_params_ = self._adapt(x, int(k), seed)
+        if self.guard:
+            self._guard_checkpoint(x, int(k), seed)
+
+    def _guard_checkpoint(self, x: np.ndarray, k: int, seed: int) -> None:
+        """Compare the agreement of k-means partitions of the embedding with that of the
+        standardised pixels' (:mod:`metaunsup.estimators.guard`); fall back to the pixels when
+        theirs agree more."""
+        flat = self._net_input(x).reshape(len(x), -1).double().numpy()
+        self.scaling_ = table_scaling(flat, "standard")
+        features = torch.from_numpy(self.scaling_.apply(flat))
+        z = self._embed(x)
+        self.guard_ = decide(
+            kmeans_agreement(z, k, seed=seed),
+            kmeans_agreement(features, k, seed=seed),
+            "k-means agreement",
+        )
+        self.representation_ = self.guard_.use
 
     def _fit_self_trained(self, x: np.ndarray, seed: int) -> None:
         from metaunsup.estimators.self_train import SelfTrainSettings, self_train
 
         flat = x.reshape(len(x), -1)
         self.input_shape_ = (flat.shape[1],)
-        self.offset_, self.scale_ = _offset_scale(flat)
-        table = torch.empty(flat.shape, dtype=torch.float32)
-        for s in range(0, len(flat), ASSIGN_CHUNK):  # no float64 copies of a large table
-            part = (flat[s : s + ASSIGN_CHUNK] - self.offset_) / self.scale_
-            table[s : s + ASSIGN_CHUNK] = torch.from_numpy(part.astype(np.float32))
+        self.scaling_ = table_scaling(flat, self.input_scale)  # NaN cells stay missing
+        self.offset_, self.scale_ = self.scaling_.offset, self.scaling_.scale
+        scaled = self.scaling_.apply(flat)
+        table = torch.from_numpy(scaled.astype(np.float32))
+        missing = bool(np.isnan(scaled).any())
         k = self.n_clusters
         if k == "auto":  # chosen on the scaled data, so that the pseudo-tasks have that k too
-            filled = torch.nan_to_num(table) if self.k_selection == "silhouette" else table
-            self.k_choice_ = self._choose_k(filled.double(), seed, metric="euclidean")
+            filled = np.nan_to_num(scaled) if self._k_rule() == "silhouette" else scaled
+            self.k_choice_ = self._choose_k(torch.from_numpy(filled), seed, metric="euclidean")
             k = self.k_choice_.k
         settings = SelfTrainSettings(steps=int(self.meta_steps))
+
+        def guard(partitions: torch.Tensor) -> GuardDecision:
+            return decide(
+                partition_agreement(partitions),
+                kmeans_agreement(torch.from_numpy(scaled), int(k), seed=seed),
+                "pseudo-partition agreement",
+            )
+
         result = self_train(
-            table, int(k), settings, seed, progress=bool(self.verbose), device=self._device()
+            table,
+            int(k),
+            settings,
+            seed,
+            progress=bool(self.verbose),
+            guard=guard if self.guard and not missing else None,  # masked net: no fallback
+            device=self._device(),
         )
+        self.guard_ = result.decision
+        if self.guard_ is not None:
+            self.representation_ = self.guard_.use
         self.training_ = result.summary()
         self._set_learner(result.learner)
         self.adapted_params_ = None
@@ -562,16 +670,24 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             params = learner.adapted_params(task, k, self.adapt_steps, False, seed)
         return {name: value.detach().cpu() for name, value in params.items()}
 
+    def _k_rule(self) -> str:
+        """The rule ``k_selection`` stands for: ``"auto"`` is the eigengap in a checkpoint's
+        embedding and the silhouette on a table."""
+        if self.k_selection == "auto":
+            return "eigengap" if self.checkpoint is not None else "silhouette"
+        return str(self.k_selection)
+
     def _choose_k(self, z: torch.Tensor, seed: int, metric: str = "cosine") -> KChoice:
         """``k`` for ``n_clusters="auto"``; ``metric``: the eigengap graph's neighbourhoods
         (cosine in a learned embedding, Euclidean on the user's own table). On large data on a
         seeded sample: at most :data:`EIGENGAP_ROWS` rows for the graph, at most
         :data:`SILHOUETTE_ROWS` for the k-means runs of the silhouette rule."""
-        most = EIGENGAP_ROWS if self.k_selection == "eigengap" else SILHOUETTE_ROWS
+        rule = self._k_rule()
+        most = EIGENGAP_ROWS if rule == "eigengap" else SILHOUETTE_ROWS
         if len(z) > most:
             g = torch.Generator().manual_seed(seed)
             z = z[torch.randperm(len(z), generator=g)[:most]]
-        if self.k_selection == "eigengap":
+        if rule == "eigengap":
             return choose_k_eigengap(z, 2, int(self.max_clusters), metric=metric)
         return choose_k(z, 2, int(self.max_clusters), seed=seed)
 
@@ -587,23 +703,34 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         source = (
             f"checkpoint {str(self.checkpoint)!r}" if self.checkpoint is not None else "the model"
         )
-        shaped = fit_shape(x, self.input_shape_, source)
+        shaped = fit_shape(self._normalized(x), self.input_shape_, source)
         dtype = next(self.learner_.parameters()).dtype
         scaled = (shaped.reshape(len(x), -1) - self.offset_) / self.scale_
         t = torch.from_numpy(np.ascontiguousarray(scaled)).reshape(shaped.shape)
         return t.to(dtype)
 
-    def _embed(self, x: np.ndarray) -> torch.Tensor:
-        """Embeddings ``float64 [n, D]`` (on the CPU) of the examples ``x`` ``[n, ...]``.
+    def _normalized(self, x: np.ndarray) -> np.ndarray:
+        """``x`` brought to the checkpoint's convention (``input_normalize="auto"``), else
+        ``x`` itself."""
+        if self.input_normalization_ is None:
+            return x
+        return self.input_normalization_.apply(_grey(x))
 
-        In chunks of ``batch_size`` examples, each scaled, embedded and written into the one
-        output, so memory beyond ``x`` and the output is a chunk's (not a scaled copy of all
-        of ``x``)."""
-        fit_shape(
-            x[:1],
-            self.input_shape_,
-            "the model" if self.checkpoint is None else f"checkpoint {str(self.checkpoint)!r}",
-        )
+    def _embed(self, x: np.ndarray) -> torch.Tensor:
+        """The clustered representation ``float64 [n, D]`` (on the CPU) of the examples ``x``
+        ``[n, ...]``: the network's embedding, or the scaled features when the guard fell back
+        to them.
+
+        The embedding goes in chunks of ``batch_size`` examples, each scaled, embedded and
+        written into the one output, so memory beyond ``x`` and the output is a chunk's (not a
+        scaled copy of all of ``x``)."""
+        if self.representation_ == FEATURES:
+            assert self.scaling_ is not None
+            if self.checkpoint is None:
+                flat = x.reshape(len(x), -1).astype(np.float64)
+            else:
+                flat = self._net_input(x).reshape(len(x), -1).double().numpy()
+            return torch.from_numpy(np.ascontiguousarray(self.scaling_.apply(flat)))
         device = next(self.learner_.parameters()).device
         params = None
         if self.adapted_params_ is not None:

@@ -44,6 +44,7 @@ import dataclasses
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,7 @@ from metaunsup._validation import check_int
 from metaunsup.cluster import kmeans
 from metaunsup.cluster.graph import METRICS, observed_sqdist, spectral_embedding
 from metaunsup.errors import ConfigError, DataError
+from metaunsup.estimators.guard import FEATURES, GuardDecision
 from metaunsup.estimators.missing import DroppedCells
 from metaunsup.learners import MetaKMeansLearner
 from metaunsup.nets import MLP, MaskedMLP
@@ -166,6 +168,7 @@ class SelfTrainResult:
     k_shot: int
     pseudo_labels: str = "none"
     losses: list[float] = field(default_factory=list)
+    decision: GuardDecision | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly facts about the training (no learner)."""
@@ -355,6 +358,7 @@ def self_train(
     settings: SelfTrainSettings | None = None,
     seed: int = 0,
     progress: bool = False,
+    guard: Callable[[torch.Tensor], GuardDecision] | None = None,
     device: str | torch.device = "cpu",
 ) -> SelfTrainResult:
     """Meta-train a Meta-K-means learner on pseudo-tasks from the rows of ``x`` ``[n, d]``.
@@ -362,6 +366,9 @@ def self_train(
     ``progress`` shows bars (with ETA) over the partitions and the meta-training steps when
     stderr is a terminal;
     ``device``: where the meta-training runs (the partitions are computed on the CPU).
+    ``guard`` (see :mod:`metaunsup.estimators.guard`) sees the pseudo-partitions ``[P, n]``
+    before meta-training; when it decides for the features, meta-training is skipped (the
+    embedding stays random, ``steps == 0``) and its decision is in ``result.decision``.
     ``x`` should be scaled already (e.g. centred, divided by its overall standard deviation);
     ``k`` is the number of clusters of the partitions and tasks (at least 2 are used). Returns
     the learner in evaluation mode, on the CPU, in ``float32``. Data too uniform to give
@@ -384,6 +391,12 @@ def self_train(
         return _finish(result)
     t0 = time.perf_counter()
     parts, result.pseudo_labels = _partitions(x, n_way, settings, seed, progress)
+    if guard is not None:
+        result.decision = guard(parts)
+        if result.decision.use == FEATURES:
+            log.info("self-training skipped: %s", result.decision.reason)
+            result.seconds = time.perf_counter() - t0
+            return _finish(result)
     try:
         source, result.k_shot = _task_source(x, parts, n_way, k_shot, seed)
     except ConfigError as err:

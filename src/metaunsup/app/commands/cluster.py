@@ -94,6 +94,14 @@ def summary(
         out["missing_values"] = "native" if model.impute is None else f"imputed ({model.impute})"
     if choice is not None:
         out[choice.method] = {str(k): round(v, 4) for k, v in choice.scores.items()}
+    normalization = getattr(model, "input_normalization_", None)
+    if normalization is not None:
+        out["input_normalization"] = list(normalization.steps)
+    guard = getattr(model, "guard_", None)
+    out["clustered"] = guard.to_json() if guard is not None else {"use": "embedding"}
+    scaling = getattr(model, "scaling_", None)
+    if scaling is not None and model.checkpoint is None:
+        out["scaling"] = {"how": scaling.how, "reason": scaling.reason}
     return out
 
 
@@ -107,7 +115,9 @@ def summary_lines(info: dict) -> list[str]:
         f"k: {info['k_reason']}",
     ]
     model = info["model"]
-    if "checkpoint" in model:
+    if info["clustered"]["use"] == "features":
+        lines.append("model: none used - k-means on the scaled features (the guard fell back)")
+    elif "checkpoint" in model:
         lines.append(f"model: checkpoint {model['checkpoint']}")
     else:
         t = model["self_trained"]
@@ -115,6 +125,12 @@ def summary_lines(info: dict) -> list[str]:
             f"model: meta-trained on this data ({t['steps']} steps on pseudo-tasks of "
             f"{t['task']}, {t['seconds']:.1f} s)"
         )
+    if "input_normalization" in info:
+        lines.append(f"input: {'; '.join(info['input_normalization'])}")
+    if "scaling" in info:
+        lines.append(f"scaling: {info['scaling']['reason']}")
+    if "reason" in info["clustered"]:
+        lines.append(f"guard: {info['clustered']['reason']}")
     if "columns" in info:
         lines += [f"column {line}" for line in info["columns"]]
         if info["missing_cells"]:
@@ -138,15 +154,22 @@ def summary_lines(info: dict) -> list[str]:
 )
 @click.option(
     "--k-by",
-    type=click.Choice(["silhouette", "eigengap"]),
-    default="silhouette",
+    type=click.Choice(["auto", "eigengap", "silhouette"]),
+    default="auto",
     show_default=True,
-    help="How --k auto chooses: best silhouette of k-means, or largest kNN-graph eigengap.",
+    help="How --k auto chooses: largest kNN-graph eigengap, or best silhouette of k-means; "
+    "auto: the eigengap with --checkpoint, the silhouette without.",
 )
 @click.option(
     "--checkpoint",
     help="Trained model: packaged name (digits, mnist) or .safetensors path. Default: "
     "meta-train on pseudo-tasks from INPUT itself.",
+)
+@click.option(
+    "--normalize",
+    is_flag=True,
+    help="With --checkpoint: bring the images to the checkpoint's input convention (value "
+    "range, light backgrounds inverted, MNIST-style framing) and say what was done.",
 )
 @click.option(
     "--out", type=click.Path(dir_okay=False), help="Write the labels here as CSV (else stdout)."
@@ -200,6 +223,7 @@ def cluster(
     k: int | str,
     k_by: str,
     checkpoint: str | None,
+    normalize: bool,
     out: str | None,
     plot: str | None,
     report_dir: str | None,
@@ -232,6 +256,11 @@ def cluster(
             f"--plot draws images, but {input_path} holds a table of shape {x.shape}; "
             "leave out --plot or give a folder of images (or an .npy of [n, H, W] images)"
         )
+    if normalize and checkpoint is None:
+        raise ConfigError(
+            "--normalize brings images to a checkpoint's input convention; give --checkpoint, "
+            "or leave out --normalize"
+        )
     if isinstance(k, int) and k > len(x):
         raise ConfigError(
             f"--k {k} is more than the {len(x)} examples in {input_path}; use --k {len(x)} or fewer"
@@ -243,6 +272,7 @@ def cluster(
         checkpoint=checkpoint,
         meta_steps=meta_steps,
         k_selection=k_by,
+        input_normalize="auto" if normalize else "off",
         random_state=seed,
         impute=None if impute == "native" else impute,
         device=device,

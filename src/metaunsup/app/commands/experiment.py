@@ -56,6 +56,19 @@ __all__ = ["experiment"]
     show_default=True,
     help="anomaly-mnist: task seeds (--tasks per support size are spread over digits and seeds).",
 )
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="anomaly-mnist: run only these models (config stems, repeatable; default: all).",
+)
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    help="anomaly-mnist: run only these baselines (repeatable; default: all installed).",
+)
+@click.option("--note", default="", help="anomaly-mnist: why models or baselines were left out.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the datasets.")
 @click.option("--threads", type=POSITIVE, help="torch threads (default: the idle CPUs).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -69,6 +82,9 @@ def experiment(
     curve_tasks: int,
     seed: int,
     seeds: int,
+    models: tuple[str, ...],
+    methods: tuple[str, ...],
+    note: str,
     data_dir: str | None,
     threads: int | None,
     quiet: bool,
@@ -96,6 +112,9 @@ def experiment(
             runs_dir=runs_dir,
             tasks=tasks,
             seeds=seeds,
+            models=list(models) or None,
+            baselines=list(methods) or None,
+            note=note,
             train=not no_train,
             data_root=data_dir,
             echo=echo,
