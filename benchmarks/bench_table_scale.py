@@ -145,8 +145,9 @@ def write_page(record: dict, path: Path) -> None:
         "each pseudo-label graph "
         "is built on at most 4000 sampled rows, the other rows taking the label of their "
         "nearest sampled row; above 100,000 rows the partitions share one sample, so that "
-        "search over all rows runs once instead of once per partition (which is why 1,000,000 "
-        "rows cost about what 100,000 do); k-means in the embedding runs on a seeded sample of "
+        "search over all rows runs once instead of once per partition; the label-free guard "
+        "(`src/metaunsup/estimators/guard.py`) assigns all rows to the centres of its 12 "
+        "k-means partitions in chunks; k-means in the embedding runs on a seeded sample of "
         "100,000 rows, every row then going to its nearest centre. Meta-training itself works "
         "on small pseudo-tasks and does not grow with `n`. The rest of the peak is the table "
         "itself (the column beside it).",
