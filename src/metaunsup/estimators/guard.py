@@ -145,7 +145,7 @@ def kmeans_agreement(
     seeds = torch.randint(0, 2**62, (partitions,), generator=g).tolist()
     fit = kmeans(z[rows], k, n_init=1, max_iter=100, seed=seeds)
     centers = fit.centers.to(z.dtype)
-    step = max(1, (1 << 22) // k)
+    step = max(1, (1 << 22) // (k * partitions))  # [P, step, k] distances at once
     labels = torch.cat(
         [torch.cdist(z[s : s + step].unsqueeze(0), centers).argmin(2) for s in range(0, n, step)],
         dim=1,

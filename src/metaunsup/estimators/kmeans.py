@@ -78,6 +78,48 @@ def _has_batch_norm(module: torch.nn.Module) -> bool:
 
 _FLOATS = (np.float64, np.float32)
 
+#: Most examples k-means is fitted on in the embedding: on more, its restarts run on a seeded
+#: sample of this many and every example then goes to its nearest centre, in chunks
+#: (:func:`nearest_centers`), so memory stays bounded on millions of rows.
+KMEANS_FIT_ROWS = 100_000
+#: Most examples ``n_clusters="auto"`` looks at: the eigengap rule's neighbourhood graph (as
+#: self-training's graphs) and the silhouette rule's k-means runs.
+EIGENGAP_ROWS = 4000
+SILHOUETTE_ROWS = 20_000
+#: Examples per chunk of :func:`nearest_centers`.
+ASSIGN_CHUNK = 65_536
+
+
+def _bar(total: int, desc: str, enabled: bool) -> Any:
+    """A tqdm progress bar on stderr (shown when ``enabled`` and stderr is a terminal)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    show = enabled and sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, disable=not show)
+
+
+def nearest_centers(
+    z: torch.Tensor, centers: torch.Tensor, progress: bool = False
+) -> tuple[torch.Tensor, float]:
+    """``(labels int64 [n], inertia)``: the nearest of ``centers`` ``[k, D]`` for each row of
+    ``z`` ``[n, D]`` and the sum of squared distances to it, in chunks of 65,536 rows (at most
+    ``[65536, k]`` distances at once). Exact differences, not the matrix-product form, so that
+    ``predict`` on the training data gives back ``labels_`` for points almost as near to two
+    centres."""
+    labels = torch.empty(len(z), dtype=torch.int64)
+    inertia = 0.0
+    with _bar(len(z), "assigning to clusters", progress) as bar:
+        for s in range(0, len(z), ASSIGN_CHUNK):
+            d = torch.cdist(
+                z[s : s + ASSIGN_CHUNK], centers, compute_mode="donot_use_mm_for_euclid_dist"
+            )
+            best, labels[s : s + ASSIGN_CHUNK] = d.min(1)
+            inertia += float((best * best).sum())
+            bar.update(len(d))
+    return labels, inertia
+
 
 class InputTypeError(DataError, TypeError):
     """Input of a type that cannot be read as numbers (also a ``TypeError``, as scikit-learn's
@@ -96,10 +138,14 @@ def fit_shape(x: np.ndarray, expected: tuple[int, ...] | None, source: str) -> n
 
 def _warn_duplicates(x: np.ndarray, k: int) -> None:
     """Warn (as scikit-learn's ``KMeans`` does) when ``x`` has fewer distinct rows than ``k``:
-    the clusters beyond them can only be empty or split identical examples."""
+    the clusters beyond them can only be empty or split identical examples. The first 4096
+    rows decide when they already hold ``k`` distinct ones (no sort of a large table)."""
     from sklearn.exceptions import ConvergenceWarning
 
-    distinct = len(np.unique(x.reshape(len(x), -1), axis=0))
+    flat = x.reshape(len(x), -1)
+    if len(np.unique(flat[:4096], axis=0)) >= k:
+        return
+    distinct = len(np.unique(flat, axis=0))
     if distinct < k:
         warnings.warn(
             f"only {distinct} distinct example(s) for n_clusters={k}: the extra clusters are "
@@ -235,7 +281,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         k-means partitions (:func:`~metaunsup.cluster.choose_k.choose_k`). ``"auto"``: the
         eigengap in a checkpoint's embedding, the silhouette on a table without one - the
         rule that erred less in each setting in ``docs/results/choose_k.md`` (the eigengap
-        splits small round blobs of a few dozen points in two).
+        splits small round blobs of a few dozen points in two). On large data on a seeded
+        sample: 4000 examples for the eigengap's graph, 20,000 for the silhouette's k-means.
     input_scale : float, "auto", "standard" or "global", default="auto"
         With a checkpoint, ``X`` is divided by this number before embedding. ``"auto"``: 255
         for ``uint8`` arrays, else the largest value of the training ``X`` when it exceeds 1
@@ -277,6 +324,12 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     verbose : bool, default=False
         Show a progress bar with ETA over the meta-training steps (``checkpoint=None``) when
         stderr is a terminal.
+
+    Large tables (millions of rows) keep memory bounded: examples are scaled, embedded and
+    assigned to centres in chunks; the graphs of self-training and the choice of ``k`` use
+    seeded samples; on more than 100,000 examples k-means' restarts run on a seeded sample of
+    100,000 and every example then goes to its nearest centre. ``verbose`` shows bars for the
+    long phases. ``benchmarks/bench_table_scale.py`` measures time and peak memory against n.
 
     Attributes
     ----------
@@ -398,25 +451,35 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             assert self.k_choice_ is not None  # set by _fit_checkpoint / _fit_self_trained
             k = self.k_choice_.k
         _warn_duplicates(x, int(k))
-        result = kmeans(
-            z, int(k), n_init=self.n_init, max_iter=self.max_iter, tol=self.tol, seed=seed
-        )
-        self.n_clusters_ = int(k)
-        self.labels_ = result.labels.numpy().astype(np.int64)
-        self.cluster_centers_ = result.centers.numpy()
-        self.inertia_ = float(result.inertia)
-        self.n_iter_ = int(result.n_iter)
+        self._cluster(z, int(k), seed)
         return self
+
+    def _cluster(self, z: torch.Tensor, k: int, seed: int) -> None:
+        """k-means of the embedding ``z`` ``[n, D]``: on all of it, or on more than
+        :data:`KMEANS_FIT_ROWS` examples on a seeded sample of that many, every example then
+        assigned to its nearest centre in chunks."""
+        n = len(z)
+        fit = z
+        if n > KMEANS_FIT_ROWS:
+            g = torch.Generator().manual_seed(seed)
+            fit = z[torch.randperm(n, generator=g)[:KMEANS_FIT_ROWS]]
+        result = kmeans(fit, k, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol, seed=seed)
+        self.n_clusters_ = k
+        self.cluster_centers_ = result.centers.numpy()
+        self.n_iter_ = int(result.n_iter)
+        if fit is z:
+            self.labels_ = result.labels.numpy().astype(np.int64)
+            self.inertia_ = float(result.inertia)
+        else:
+            labels, self.inertia_ = nearest_centers(z, result.centers, bool(self.verbose))
+            self.labels_ = labels.numpy()
 
     def predict(self, X: Any) -> np.ndarray:
         """Nearest centre of each example of ``X``: ``int64 [n]``."""
         x = self._check_input(X, reset=False)
         z = self._embed(self.missing_.apply(x))
         centers = torch.from_numpy(self.cluster_centers_).to(z.dtype)
-        # exact differences, not the faster matrix-product form: labels_ of the training data
-        # must come back for points almost as near to two centres
-        distances = torch.cdist(z, centers, compute_mode="donot_use_mm_for_euclid_dist")
-        return distances.argmin(1).numpy().astype(np.int64)
+        return nearest_centers(z, centers)[0].numpy()
 
     def transform(self, X: Any) -> np.ndarray:
         """The embedding of ``X``, ``[n, embedding_dim_]``, in ``X``'s float dtype."""
@@ -616,8 +679,15 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     def _choose_k(self, z: torch.Tensor, seed: int, metric: str = "cosine") -> KChoice:
         """``k`` for ``n_clusters="auto"``; ``metric``: the eigengap graph's neighbourhoods
-        (cosine in a learned embedding, Euclidean on the user's own table)."""
-        if self._k_rule() == "eigengap":
+        (cosine in a learned embedding, Euclidean on the user's own table). On large data on a
+        seeded sample: at most :data:`EIGENGAP_ROWS` rows for the graph, at most
+        :data:`SILHOUETTE_ROWS` for the k-means runs of the silhouette rule."""
+        rule = self._k_rule()
+        most = EIGENGAP_ROWS if rule == "eigengap" else SILHOUETTE_ROWS
+        if len(z) > most:
+            g = torch.Generator().manual_seed(seed)
+            z = z[torch.randperm(len(z), generator=g)[:most]]
+        if rule == "eigengap":
             return choose_k_eigengap(z, 2, int(self.max_clusters), metric=metric)
         return choose_k(z, 2, int(self.max_clusters), seed=seed)
 
@@ -647,9 +717,13 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         return self.input_normalization_.apply(_grey(x))
 
     def _embed(self, x: np.ndarray) -> torch.Tensor:
-        """The clustered representation ``[n, D]`` (on the CPU) of the examples ``x``
+        """The clustered representation ``float64 [n, D]`` (on the CPU) of the examples ``x``
         ``[n, ...]``: the network's embedding, or the scaled features when the guard fell back
-        to them."""
+        to them.
+
+        The embedding goes in chunks of ``batch_size`` examples, each scaled, embedded and
+        written into the one output, so memory beyond ``x`` and the output is a chunk's (not a
+        scaled copy of all of ``x``)."""
         if self.representation_ == FEATURES:
             assert self.scaling_ is not None
             if self.checkpoint is None:
@@ -657,27 +731,32 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             else:
                 flat = self._net_input(x).reshape(len(x), -1).double().numpy()
             return torch.from_numpy(np.ascontiguousarray(self.scaling_.apply(flat)))
-        t = self._net_input(x)
         device = next(self.learner_.parameters()).device
         params = None
         if self.adapted_params_ is not None:
             params = {k: v.to(device) for k, v in self.adapted_params_.items()}
-        n = t.shape[0]
-        order = torch.arange(n)
+        n = len(x)
+        order = None
         if n > self.batch_size and self._batch_norm():
             # batches of a seeded shuffle, so that each is a sample of the data like a task
             order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
-        out = []
         learner = self.learner_
         assert isinstance(learner, Embedder)  # checked when the learner was loaded
-        with torch.no_grad():
+        result: torch.Tensor | None = None
+        with torch.no_grad(), _bar(n, "embedding", bool(self.verbose)) as bar:
             for start in range(0, n, self.batch_size):
-                chunk = t[order[start : start + self.batch_size]].to(device).unsqueeze(0)
-                out.append(learner.embed(chunk, params)[0].cpu())
-        z = torch.cat(out)
-        result = torch.empty_like(z, dtype=torch.float64)
-        result[order] = z.to(torch.float64)  # the network in float32, what follows in float64
-        return result
+                if order is None:
+                    idx: Any = slice(start, start + self.batch_size)
+                else:
+                    idx = order[start : start + self.batch_size].numpy()
+                chunk = self._net_input(x[idx]).to(device).unsqueeze(0)
+                z = learner.embed(chunk, params)[0].cpu()
+                if result is None:
+                    result = torch.empty((n, z.shape[1]), dtype=torch.float64)
+                result[idx if order is None else torch.from_numpy(idx)] = z.to(torch.float64)
+                bar.update(len(z))
+        assert result is not None  # n >= 1
+        return result  # the network in float32 or float64, what follows in float64
 
     def _batch_norm(self) -> bool:
         return getattr(self.learner_.net, "norm", None) == "batch"

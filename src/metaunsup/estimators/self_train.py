@@ -42,12 +42,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from metaunsup._validation import check_int
 from metaunsup.cluster import kmeans
@@ -79,6 +81,8 @@ _FIT_POINTS = 4000
 #: Fewest examples, and fewest examples per cluster, for graph partitions.
 _GRAPH_MIN_POINTS = 100
 _GRAPH_MIN_PER_CLUSTER = 5
+#: Above this many examples the graph partitions share one sample of rows.
+_SHARED_ROWS = 100_000
 #: Pseudo-label sources of :class:`SelfTrainSettings`.
 PSEUDO_LABELS = ("graph", "kmeans")
 
@@ -241,6 +245,7 @@ def graph_partitions(
     metrics: tuple[str, ...] = METRICS,
     feature_fraction: float = 1.0,
     seed: int = 0,
+    progress: bool = False,
 ) -> torch.Tensor:
     """``int64 [P, n]``: spectral partitions of ``x`` ``[n, d]`` into ``k`` clusters.
 
@@ -249,7 +254,13 @@ def graph_partitions(
     4000 random rows: the spectral embedding of their neighbourhood graph
     (:func:`~metaunsup.cluster.graph.spectral_embedding`, ``k`` components), clustered by
     k-means (k-means++, 4 restarts). Rows left out of the graph take the label of their
-    nearest (Euclidean) graph row. Neighbour counts are capped at a fifth of the graph's rows.
+    nearest (Euclidean) graph row, in chunks (so memory stays bounded on millions of rows).
+    On more than 100,000 rows with all columns (``feature_fraction=1``), the partitions share
+    one sample of graph rows, so that each row's nearest graph row is searched for once (that
+    search over all rows is the cost that grows with ``n``); their graphs still differ by
+    metric and neighbour count, and their k-means by seed.
+    Neighbour counts are capped at a fifth of the graph's rows. ``progress``: a bar over the
+    partitions on stderr when it is a terminal.
     """
     n, d = x.shape
     n_fit = min(n, _FIT_POINTS)
@@ -259,11 +270,26 @@ def graph_partitions(
     m = max(1, round(feature_fraction * d))
     pairs = [(metric, count) for count in neighbors for metric in metrics]
     out = torch.empty((n_partitions, n), dtype=torch.int64)
-    for p in range(n_partitions):
+    shared = n > _SHARED_ROWS and m == d
+    if shared:  # one sample of graph rows, and one search for each row's nearest of them
+        shared_rows = torch.randperm(n, generator=g)[:n_fit]
+        shared_nearest = _nearest(x, x[shared_rows])
+    bar = tqdm(
+        range(n_partitions),
+        desc="pseudo-label partitions",
+        unit="partition",
+        file=sys.stderr,
+        leave=False,
+        disable=not (progress and sys.stderr.isatty()),
+    )
+    for p in bar:
         metric, count = pairs[p % len(pairs)]
         cols = torch.randperm(d, generator=g)[:m] if m < d else torch.arange(d)
-        rows = torch.randperm(n, generator=g)[:n_fit] if n_fit < n else torch.arange(n)
-        view = x[:, cols]
+        if shared:
+            rows = shared_rows
+        else:
+            rows = torch.randperm(n, generator=g)[:n_fit] if n_fit < n else torch.arange(n)
+        view = x[:, cols] if m < d else x  # all columns: no copy of the table
         fit = view[rows]
         count = max(1, min(count, n_fit // 5))
         emb = spectral_embedding(fit, k, n_neighbors=count, metric=metric)
@@ -272,7 +298,7 @@ def graph_partitions(
         if n_fit == n:
             out[p] = labels
         else:
-            out[p] = labels[_nearest(view, fit)]
+            out[p] = labels[shared_nearest if shared else _nearest(view, fit)]
     return out
 
 
@@ -337,7 +363,8 @@ def self_train(
 ) -> SelfTrainResult:
     """Meta-train a Meta-K-means learner on pseudo-tasks from the rows of ``x`` ``[n, d]``.
 
-    ``progress`` shows a bar with ETA over the meta-training steps when stderr is a terminal;
+    ``progress`` shows bars (with ETA) over the partitions and the meta-training steps when
+    stderr is a terminal;
     ``device``: where the meta-training runs (the partitions are computed on the CPU).
     ``guard`` (see :mod:`metaunsup.estimators.guard`) sees the pseudo-partitions ``[P, n]``
     before meta-training; when it decides for the features, meta-training is skipped (the
@@ -363,7 +390,7 @@ def self_train(
     if settings.steps == 0:
         return _finish(result)
     t0 = time.perf_counter()
-    parts, result.pseudo_labels = _partitions(x, n_way, settings, seed)
+    parts, result.pseudo_labels = _partitions(x, n_way, settings, seed, progress)
     if guard is not None:
         result.decision = guard(parts)
         if result.decision.use == FEATURES:
@@ -396,7 +423,7 @@ def self_train(
 
 
 def _partitions(
-    x: torch.Tensor, k: int, settings: SelfTrainSettings, seed: int
+    x: torch.Tensor, k: int, settings: SelfTrainSettings, seed: int, progress: bool = False
 ) -> tuple[torch.Tensor, str]:
     """The pseudo-label partitions ``int64 [P, n]`` and which kind they are."""
     fraction = settings.feature_fraction
@@ -409,6 +436,7 @@ def _partitions(
             settings.metrics,
             1.0 if fraction is None else fraction,
             seed,
+            progress,
         )
         return parts, "spectral"
     parts = subset_partitions(
