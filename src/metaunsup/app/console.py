@@ -30,6 +30,7 @@ __all__ = [
     "print_report",
     "progress",
     "set_threads",
+    "table_columns",
 ]
 
 
@@ -149,3 +150,18 @@ def check_outputs(out: str | None, plot: str | None, inputs: Sequence[str | None
     ]
     if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
         raise ConfigError("--out and --plot name the same file; give two different paths")
+
+
+def table_columns(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options ``--ignore COL`` and ``--columns COL`` (repeatable) of a command that reads
+    a table: which of its columns are left out, or the only ones used."""
+    command = click.option(
+        "--columns",
+        "use_columns",
+        multiple=True,
+        metavar="COL",
+        help="Use only these table columns (repeatable).",
+    )(command)
+    return click.option(
+        "--ignore", multiple=True, metavar="COL", help="Leave this table column out (repeatable)."
+    )(command)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from metaunsup.app.console import check_outputs, set_threads
+from metaunsup.app.console import check_outputs, set_threads, table_columns
 from metaunsup.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -185,16 +185,7 @@ def summary_lines(info: dict) -> list[str]:
     type=click.Path(file_okay=False),
     help="Write DIR/index.html: a self-contained page explaining each cluster.",
 )
-@click.option(
-    "--ignore", multiple=True, metavar="COL", help="Leave this table column out (repeatable)."
-)
-@click.option(
-    "--columns",
-    "use_columns",
-    multiple=True,
-    metavar="COL",
-    help="Use only these table columns (repeatable).",
-)
+@table_columns
 @click.option(
     "--impute",
     type=click.Choice(["native", "simple", "knn", "iterative"]),

@@ -26,7 +26,7 @@ from typing import Any
 import click
 import numpy as np
 
-from metaunsup.app.console import check_outputs, set_threads
+from metaunsup.app.console import check_outputs, set_threads, table_columns
 from metaunsup.errors import ConfigError
 
 __all__ = ["detect", "scores_csv"]
@@ -138,16 +138,7 @@ def _summary(model: Any, source: str, reference: str, flags: np.ndarray) -> dict
     type=click.Path(dir_okay=False),
     help="Write a PNG gallery of the most anomalous and the most typical images.",
 )
-@click.option(
-    "--ignore", multiple=True, metavar="COL", help="Leave this table column out (repeatable)."
-)
-@click.option(
-    "--columns",
-    "use_columns",
-    multiple=True,
-    metavar="COL",
-    help="Use only these table columns (repeatable).",
-)
+@table_columns
 @click.option(
     "--impute",
     type=click.Choice(["native", "simple", "knn", "iterative"]),
