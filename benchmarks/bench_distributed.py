@@ -27,11 +27,11 @@ import platform
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from _record import write_record
 from metaunsup.checkpoint import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,22 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     table = "\n".join(lines)
     print(table)
-    record = {
-        "benchmark": "bench_distributed",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/bench_distributed.py " + " ".join(argv or sys.argv[1:]),
-        "config": str(CONFIG.relative_to(ROOT)),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "load_average_at_end": os.getloadavg(),
-        "rows": rows,
-        "float32_max_weight_difference": diff,
-        "table": table,
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_record(
+        "bench_distributed",
+        argv,
+        args.json,
+        config=str(CONFIG.relative_to(ROOT)),
+        torch=torch.__version__,
+        python=platform.python_version(),
+        cpus=os.cpu_count(),
+        load_average_at_end=os.getloadavg(),
+        rows=rows,
+        float32_max_weight_difference=diff,
+        table=table,
+    )
     return 0
 
 

@@ -14,17 +14,16 @@ Run: ``python benchmarks/bench_estimator_dtype.py [--repeats 3] [--threads 1] [-
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from _record import write_record
 from metaunsup import MetaKMeans
 from metaunsup.metrics import clustering_accuracy
 
@@ -103,19 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     table = "\n".join(lines)
     print(table)
-    record = {
-        "benchmark": "bench_estimator_dtype",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/bench_estimator_dtype.py " + " ".join(argv or sys.argv[1:]),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads": args.threads,
-        "rows": rows,
-        "table": table,
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_record(
+        "bench_estimator_dtype",
+        argv,
+        args.json,
+        torch=torch.__version__,
+        python=platform.python_version(),
+        threads=args.threads,
+        rows=rows,
+        table=table,
+    )
     return 0
 
 

@@ -20,8 +20,9 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+
+from _record import write_record
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ARGS = [
@@ -97,19 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     ]
     table = "\n".join(lines)
     print(table)
-    record = {
-        "benchmark": "bench_eval_memory",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/bench_eval_memory.py " + " ".join(argv or sys.argv[1:]),
-        "evaluate": "metaunsup " + " ".join(ARGS) + " --tasks N",
-        "python": platform.python_version(),
-        "machine": platform.processor() or platform.machine(),
-        "rows": rows,
-        "table": table,
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_record(
+        "bench_eval_memory",
+        argv,
+        args.json,
+        evaluate="metaunsup " + " ".join(ARGS) + " --tasks N",
+        python=platform.python_version(),
+        machine=platform.processor() or platform.machine(),
+        rows=rows,
+        table=table,
+    )
     return 0
 
 

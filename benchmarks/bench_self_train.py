@@ -24,8 +24,9 @@ import os
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
+
+from _record import write_record
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("kmeans", "minibatch", "metakmeans")
@@ -98,18 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     table = "\n".join(lines)
     print(table)
-    record = {
-        "benchmark": "bench_self_train",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/bench_self_train.py " + " ".join(argv or sys.argv[1:]),
-        "python": platform.python_version(),
-        "machine": platform.processor() or platform.machine(),
-        "rows": rows,
-        "table": table,
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_record(
+        "bench_self_train",
+        argv,
+        args.json,
+        python=platform.python_version(),
+        machine=platform.processor() or platform.machine(),
+        rows=rows,
+        table=table,
+    )
     return 0
 
 

@@ -23,7 +23,6 @@ under ``METAUNSUP_DATA``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -32,12 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
+
+from _record import write_record
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -114,22 +114,19 @@ def main(argv: list[str] | None = None) -> int:
         )
     table = "\n".join(lines)
     print(table)
-    record = {
-        "benchmark": "bench_threads",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/bench_threads.py " + " ".join(argv or sys.argv[1:]),
-        "cpus": os.cpu_count(),
-        "torch_default_threads": torch_threads,
-        "competitor": "one process: python -c 'while True: pass'",
-        "load_average_at_end": os.getloadavg(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "rows": rows,
-        "table": table,
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_record(
+        "bench_threads",
+        argv,
+        args.json,
+        cpus=os.cpu_count(),
+        torch_default_threads=torch_threads,
+        competitor="one process: python -c 'while True: pass'",
+        load_average_at_end=os.getloadavg(),
+        torch=torch.__version__,
+        python=platform.python_version(),
+        rows=rows,
+        table=table,
+    )
     return 0
 
 
