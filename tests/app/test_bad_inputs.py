@@ -373,7 +373,7 @@ CLUSTER = [
         "inf-in-npy",
         npy(np.array([[1.0, np.inf], [2.0, 3.0], [4.0, 5.0]])),
         ["--k", "2", *OUT],
-        "remove or impute them first",
+        "replace them by NaN (missing) or finite values",
     ),
     cluster(
         "value-beyond-float32",

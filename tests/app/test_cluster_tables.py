@@ -156,3 +156,18 @@ def test_report_renders_in_headless_chromium(table, tmp_path, capsys):
         assert f'<section class="cluster" id="cluster-{c}">' in dom
         assert f"<h2>Cluster {c}</h2>" in dom
     assert "Map of the embedding" in dom
+
+
+def test_npy_table_with_nan_is_clustered_natively(table, tmp_path, capsys):
+    path, _ = table
+    x = pd.read_csv(path)[["a", "b"]].to_numpy(dtype=np.float64)
+    npy = tmp_path / "cells.npy"
+    np.save(npy, x)
+    code, printed, err = run(capsys, "cluster", npy, "--k", "3", "--meta-steps", "30", "--json")
+    assert code == 0, err
+    info = json.loads(printed)
+    assert info["missing_cells"] == round(float(np.isnan(x).mean()), 4) > 0
+    assert info["missing_values"] == "native"
+    code, _, err = run(capsys, "cluster", npy, "--k", "3", "--meta-steps", "30")
+    assert code == 0, err
+    assert re.search(r"missing cells: \d+\.\d%, taken native", err)

@@ -451,8 +451,9 @@ def test_arrays_npy(tmp_path: Path) -> None:
         (np.zeros(5), "expected \\[n, d\\]"),
         (np.zeros((0, 3)), "empty"),
         (np.array(["a", "b"]).reshape(2, 1), "not numeric"),
-        (np.array([[1.0, np.nan], [np.nan, 2.0]]), "2 NaN or infinite value\\(s\\).*\\(0, 1\\)"),
-        (np.array([[1.0, 2.0], [np.inf, 3.0]]), "1 NaN or infinite.*\\(1, 0\\)"),
+        (np.array([[1.0, np.nan], [np.nan, 2.0]]), "2 NaN value\\(s\\).*\\(0, 1\\).*impute"),
+        (np.array([[1.0, 2.0], [np.inf, 3.0]]), "1 infinite value\\(s\\).*\\(1, 0\\)"),
+        (np.array([[[1.0, np.nan]]]), "1 NaN or infinite value\\(s\\).*\\(0, 0, 1\\)"),
         (np.array([[1e300]]), "too large for float32"),
     ],
 )
@@ -462,6 +463,16 @@ def test_arrays_npy_errors(tmp_path: Path, array: np.ndarray, message: str) -> N
     with pytest.raises(DataError, match=message):
         load("arrays", "all", path)
     assert verify("arrays", path)[0].startswith(f"BAD {path}")
+
+
+def test_arrays_npy_table_keeps_nan_as_missing(tmp_path: Path) -> None:
+    table = np.arange(12, dtype=np.float64).reshape(4, 3)
+    table[1, 2] = table[3, 0] = np.nan
+    np.save(tmp_path / "t.npy", table)
+    ds, _ = arrays.load_arrays(tmp_path / "t.npy")
+    assert ds.info["missing"] == "2"
+    assert np.array_equal(np.isnan(ds.x.numpy()), np.isnan(table))
+    assert np.allclose(ds.x.numpy(), table, equal_nan=True)
 
 
 def test_arrays_csv_with_and_without_header(tmp_path: Path) -> None:

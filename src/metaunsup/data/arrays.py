@@ -4,7 +4,8 @@ The result is a :class:`Dataset` with the single split ``all``, one class ``"unl
 ``y`` all zeros. Use :func:`load_arrays` to also get a name per example (the image file names).
 
 - ``.npy``: numeric (bool, integer or floating) arrays only, read with ``allow_pickle=False`` so an
-  object array is refused instead of unpickled. ``[n, d]`` is a table (``float32``); ``[n, H, W]``
+  object array is refused instead of unpickled. ``[n, d]`` is a table (``float32``; NaN marks a
+  missing cell, as in a CSV table, and ``info["missing"]`` counts them); ``[n, H, W]``
   becomes images ``[n, 1, H, W]``; ``[n, C, H, W]`` is kept. Image arrays of ``uint8`` stay
   ``uint8`` (intensities 0..255); any other image array becomes ``float32`` with its values as
   they are (no rescaling: the values are the user's).
@@ -24,7 +25,8 @@ The result is a :class:`Dataset` with the single split ``all``, one class ``"unl
 
 Anything that cannot be used raises :class:`DataError` naming the file and, where it applies, the
 row and column or the first bad element: empty or unreadable files, header-only tables,
-non-numeric cells, NaN or infinite values, values beyond float32's range, object arrays,
+non-numeric cells, infinite values (and NaN outside a ``.npy`` table), values beyond float32's
+range, object arrays,
 unreadable images, mismatched image sizes, no images.
 """
 
@@ -77,17 +79,20 @@ def check_value_range(
         )
 
 
-def _check_finite(values: np.ndarray, source: str) -> None:
-    """Raise :class:`DataError` naming the count and first position of NaN/inf values."""
+def _check_finite(values: np.ndarray, source: str, allow_nan: bool = False) -> None:
+    """Raise :class:`DataError` naming the count and first position of the infinite values
+    (and of NaN unless ``allow_nan``: a table's missing cells)."""
     if not np.issubdtype(values.dtype, np.floating):
         return
-    bad = ~np.isfinite(values)
+    bad = np.isinf(values) if allow_nan else ~np.isfinite(values)
     count = int(bad.sum())
     if count:
         first = tuple(int(i) for i in np.argwhere(bad)[0])
+        what = "infinite" if allow_nan else "NaN or infinite"
+        fix = "replace them by NaN (missing) or finite values" if allow_nan else "remove them"
         raise DataError(
-            f"{source}: {count} NaN or infinite value(s), the first at index {first} "
-            f"({values[first]}); remove or impute them first"
+            f"{source}: {count} {what} value(s), the first at index {first} "
+            f"({values[first]}); {fix}"
         )
 
 
@@ -117,15 +122,19 @@ def _read_npy(path: Path) -> tuple[torch.Tensor, dict[str, str]]:
         )
     if a.shape[0] == 0 or a.size == 0:
         raise DataError(f"{path}: the array is empty (shape {a.shape})")
-    _check_finite(a, str(path))
+    table = a.ndim == 2
+    _check_finite(a, str(path), allow_nan=table)
     check_value_range(a, str(path))
+    info = {"format": "npy"}
+    if table and np.issubdtype(a.dtype, np.floating):
+        info["missing"] = str(int(np.isnan(a).sum()))
     if a.ndim == 3:
         a = a[:, None]
     if a.ndim == 4 and a.dtype == np.uint8:
         x = torch.from_numpy(np.ascontiguousarray(a))
     else:
         x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-    return x, {"format": "npy"}
+    return x, info
 
 
 def _is_number(cell: str) -> bool:
@@ -307,10 +316,22 @@ def load_arrays(path: str | Path) -> tuple[Dataset, list[str]]:
 
 
 def load(split: str, root: Path) -> Dataset:
-    """The registry's entry point: ``root`` is the user's file or folder, ``split`` is ``all``."""
+    """The registry's entry point: ``root`` is the user's file or folder, ``split`` is ``all``.
+
+    Datasets feed training and evaluation, whose tasks take no missing cells: a ``.npy`` table
+    with NaN is refused here (``cluster`` and ``detect`` take it, through :func:`load_arrays`).
+    """
     if split not in SPLITS:
         raise ConfigError(f"dataset 'arrays' has no split {split!r}; choose one of: {SPLITS}")
-    return load_arrays(root)[0]
+    dataset = load_arrays(root)[0]
+    if int(dataset.info.get("missing", "0")):
+        first = tuple(int(i) for i in torch.nonzero(torch.isnan(dataset.x))[0])
+        raise DataError(
+            f"{root}: {dataset.info['missing']} NaN value(s), the first at index {first}; "
+            "training and evaluation tasks take no missing cells: impute them first (metaunsup "
+            "cluster and detect take them as they are)"
+        )
+    return dataset
 
 
 def verify(root: Path) -> list[str]:
@@ -319,7 +340,7 @@ def verify(root: Path) -> list[str]:
     if not path.exists():
         return [f"missing {path}"]
     try:
-        ds, _ = load_arrays(path)
+        ds = load("all", path)
     except DataError as exc:
         return [f"BAD {path}: {exc}"]
     shape = "x".join(str(s) for s in ds.x.shape)

@@ -70,17 +70,18 @@ def labels_csv(names: Sequence[str], labels: Sequence[int] | np.ndarray, images:
 
 
 def summary(
-    model: Any, source: str, shape: tuple[int, ...], checkpoint: str | None, table: Any = None
+    model: Any, source: str, x: np.ndarray, checkpoint: str | None, table: Any = None
 ) -> dict:
-    """What the clustering did, JSON-friendly: k and why, cluster sizes, the model."""
+    """What the clustering did, JSON-friendly: k and why, cluster sizes, the model, and how
+    missing cells (NaN in ``x``, from a table or a ``.npy`` array) were taken."""
     import numpy as np
 
     sizes = np.bincount(model.labels_, minlength=model.n_clusters_).tolist()
     choice = model.k_choice_
     out: dict[str, Any] = {
         "input": source,
-        "examples": int(shape[0]),
-        "example_shape": list(shape[1:]),
+        "examples": int(x.shape[0]),
+        "example_shape": list(x.shape[1:]),
         "k": model.n_clusters_,
         "k_chosen_by": choice.method if choice is not None else "given",
         "k_reason": choice.reason if choice is not None else f"given as --k {model.n_clusters_}",
@@ -90,7 +91,9 @@ def summary(
     }
     if table is not None:
         out["columns"] = [plan.describe() for plan in table.columns]
-        out["missing_cells"] = round(table.missing_share, 4)
+    missing = np.isnan(x).mean() if np.issubdtype(x.dtype, np.floating) else 0.0
+    if table is not None or missing:
+        out["missing_cells"] = round(float(missing), 4)
         out["missing_values"] = "native" if model.impute is None else f"imputed ({model.impute})"
     if choice is not None:
         out[choice.method] = {str(k): round(v, 4) for k, v in choice.scores.items()}
@@ -133,10 +136,8 @@ def summary_lines(info: dict) -> list[str]:
         lines.append(f"guard: {info['clustered']['reason']}")
     if "columns" in info:
         lines += [f"column {line}" for line in info["columns"]]
-        if info["missing_cells"]:
-            lines.append(
-                f"missing cells: {info['missing_cells']:.1%}, taken {info['missing_values']}"
-            )
+    if info.get("missing_cells"):
+        lines.append(f"missing cells: {info['missing_cells']:.1%}, taken {info['missing_values']}")
     sizes = ", ".join(f"{c}: {n}" for c, n in enumerate(info["sizes"]))
     lines.append(f"cluster sizes: {sizes}")
     return lines
@@ -270,7 +271,7 @@ def cluster(
         verbose=not quiet,
     )
     model.fit(x)
-    info = summary(model, str(input_path), tuple(x.shape), checkpoint, table)
+    info = summary(model, str(input_path), x, checkpoint, table)
     page = _page(model, x, info, table, names) if report_dir is not None else None
     montage = None
     if plot is not None:
