@@ -108,6 +108,37 @@ def test_image_folder_with_montage_and_json(tmp_path, capsys, digit_images):
         assert im.width > 12 * 32
 
 
+def test_report_of_an_image_folder_shows_each_clusters_images(tmp_path, capsys, digit_images):
+    import base64
+    import io
+    import re
+
+    folder, _ = digit_images
+    out, report = tmp_path / "labels.csv", tmp_path / "report"
+    code, _, err = run(
+        capsys, "cluster", folder, "--k", "3", "--out", out, "--report", report, "--quiet",
+        "--meta-steps", "3",
+    )  # fmt: skip
+    assert code == 0, err
+    page = (report / "index.html").read_text()
+    labels = [int(row[1]) for row in read_labels(out)[1:]]
+    galleries = re.findall(
+        r'<section class="cluster" id="cluster-(\d+)">.*?<p>(\d+) rows.*?Most typical: ([^<]*)\.'
+        r'</p><h3>Its images</h3>.*?<img class="gallery" alt="images of cluster \d+" '
+        r'src="data:image/png;base64,([^"]+)"',
+        page,
+    )
+    assert [int(c) for c, *_ in galleries] == [0, 1, 2]
+    for c, size, typical, png in galleries:
+        assert int(size) == labels.count(int(c))
+        first = typical.split(", ")[0]  # the most typical image is a member of its cluster
+        assert labels[int(first.removeprefix("d").removesuffix(".png"))] == int(c)
+        with Image.open(io.BytesIO(base64.b64decode(png))) as im:
+            shown = min(12, int(size))  # 8x8 images enlarged to 32x32, 4-pixel gaps
+            assert im.size == (shown * 36 + 4, 40)
+    assert "pixel (" in page  # the features that set a cluster apart are named pixels
+
+
 def test_json_without_out_carries_the_labels(tmp_path, capsys):
     X, _ = digits_xy(50)
     np.save(tmp_path / "x.npy", X)

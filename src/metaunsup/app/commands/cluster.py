@@ -184,7 +184,8 @@ def summary_lines(info: dict) -> list[str]:
     "--report",
     "report_dir",
     type=click.Path(file_okay=False),
-    help="Write DIR/index.html: a self-contained page explaining each cluster.",
+    help="Write DIR/index.html: a self-contained page explaining each cluster (with its "
+    "images, for image inputs).",
 )
 @table_columns
 @click.option(
@@ -312,20 +313,36 @@ def _load(
 
 def _page(model: Any, x: np.ndarray, info: dict, table: Any, rows: list[str]) -> str:
     """The ``--report`` page's HTML (see :mod:`metaunsup.app.report.clusters_page`)."""
-    from metaunsup.app.report.clusters_page import cluster_map_png, render_page
+    from metaunsup.app.report.clusters_page import cluster_map_png, gallery_members, render_page
+    from metaunsup.app.report.montage import image_strips_png
     from metaunsup.cluster.explain import explain_clusters
 
     flat = x.reshape(len(x), -1)
     z = model.transform(x)
+    images = x.ndim == 4
     if table is not None:
         names, row_name, units = table.feature_names, table.row_name, table.original_units
         columns = [plan.describe() for plan in table.columns]
     else:
-        names = [f"feature {j}" for j in range(flat.shape[1])]
+        if images:  # [n, C, H, W]: name a pixel by its place
+            c, h, w = x.shape[1:]
+            channel = [f" channel {i}" if c > 1 else "" for i in range(c)]
+            names = [
+                f"pixel ({r}, {q}){channel[i]}"
+                for i in range(c)
+                for r in range(h)
+                for q in range(w)
+            ]
+        else:
+            names = [f"feature {j}" for j in range(flat.shape[1])]
         row_name, units, columns = rows.__getitem__, (lambda _f, v: f"{v:.4g}"), []
     explained = explain_clusters(flat, model.labels_, z, model.cluster_centers_, names)
     png = cluster_map_png(z, model.labels_)
-    return render_page(info, explained, png, columns, row_name, units)
+    galleries = None
+    if images:
+        members = [gallery_members(e, model.labels_) for e in explained]
+        galleries = image_strips_png(x, members)
+    return render_page(info, explained, png, columns, row_name, units, galleries)
 
 
 def _write_outputs(

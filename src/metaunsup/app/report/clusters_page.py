@@ -4,7 +4,8 @@ The page (``DIR/index.html``) holds the summary, what was done to each column of
 2-D map of the embedding coloured by cluster (the first two principal components, drawn by
 matplotlib and inlined as a ``data:image/png;base64`` URI), and per cluster its size, its
 exemplars and the features that set it apart (Cohen's d against the rest,
-:mod:`metaunsup.cluster.explain`). It loads nothing from a network and needs no server: every
+:mod:`metaunsup.cluster.explain`), and for images a gallery: its most typical images, then
+others taken evenly through its members. It loads nothing from a network and needs no server: every
 byte is in the file. Each cluster is one ``<section class="cluster" id="cluster-<c>">``.
 """
 
@@ -22,7 +23,10 @@ import numpy as np
 from metaunsup.cluster.explain import ClusterExplanation
 from metaunsup.fileio import atomic_write_text
 
-__all__ = ["cluster_map_png", "render_page", "write_page"]
+__all__ = ["cluster_map_png", "gallery_members", "render_page", "write_page"]
+
+#: Images in a cluster's gallery.
+GALLERY_SIZE = 12
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
@@ -31,6 +35,7 @@ th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
 th { background: #f4f4f4; }
 section.cluster { border-top: 2px solid #888; margin-top: 1.5em; }
 img.map { max-width: 100%; }
+img.gallery { max-width: 100%; image-rendering: pixelated; }
 """
 
 
@@ -64,6 +69,17 @@ def cluster_map_png(z: np.ndarray, labels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def gallery_members(
+    e: ClusterExplanation, labels: np.ndarray, size: int = GALLERY_SIZE
+) -> list[int]:
+    """Positions of the images of cluster ``e`` to show: its exemplars (most typical first),
+    then other members taken evenly through the cluster in input order, ``size`` at most."""
+    others = np.setdiff1d(np.flatnonzero(labels == e.label), e.exemplars)
+    room = max(0, size - len(e.exemplars))
+    at = np.linspace(0, others.size - 1, min(room, others.size)).round().astype(int)
+    return [*e.exemplars[:size], *others[at].tolist()]
+
+
 def _table(header: Sequence[str] | None, rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header or ())
     body = "".join(
@@ -77,6 +93,7 @@ def _cluster_section(
     total: int,
     row_name: Callable[[int], str],
     units: Callable[[str, float], str],
+    gallery: bytes | None = None,
 ) -> str:
     exemplars = ", ".join(row_name(i) for i in e.exemplars) or "none"
     rows = [
@@ -88,11 +105,21 @@ def _cluster_section(
         if rows
         else "<p>No feature differs from the rest.</p>"
     )
+    images = ""
+    if gallery is not None:
+        images = (
+            "<h3>Its images</h3><p>The most typical first, then others from across the cluster."
+            f'</p><img class="gallery" alt="images of cluster {e.label}" src="{_png_uri(gallery)}">'
+        )
     return (
         f'<section class="cluster" id="cluster-{e.label}"><h2>Cluster {e.label}</h2>'
         f"<p>{e.size} rows ({e.size / total:.1%}). Most typical: {html.escape(exemplars)}.</p>"
-        f"<h3>What sets it apart</h3>{features}</section>"
+        f"{images}<h3>What sets it apart</h3>{features}</section>"
     )
+
+
+def _png_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def render_page(
@@ -102,12 +129,14 @@ def render_page(
     columns: Sequence[str] = (),
     row_name: Callable[[int], str] = lambda i: f"row {i}",
     units: Callable[[str, float], str] = lambda _f, v: f"{v:.4g}",
+    galleries: Sequence[bytes] | None = None,
 ) -> str:
     """The HTML text of the page: ``info`` (the ``cluster`` summary), one explanation per
     cluster, the map's PNG bytes, one line per table column (``columns``, may be empty);
-    ``row_name`` names a row position, ``units`` words a feature's mean."""
+    ``row_name`` names a row position, ``units`` words a feature's mean; ``galleries``: for
+    images, one PNG per explanation (see :func:`gallery_members`)."""
     total = sum(e.size for e in explanations)
-    uri = "data:image/png;base64," + base64.b64encode(map_png).decode("ascii")
+    uri = _png_uri(map_png)
     summary = [
         ("input", info["input"]),
         ("rows", info["examples"]),
@@ -130,7 +159,11 @@ def render_page(
         "<h2>Map of the embedding</h2>"
         f'<img class="map" alt="2-D map of the embedding, coloured by cluster" src="{uri}">'
     )
-    parts += [_cluster_section(e, total, row_name, units) for e in explanations]
+    shown = galleries if galleries is not None else [None] * len(explanations)
+    parts += [
+        _cluster_section(e, total, row_name, units, gallery)
+        for e, gallery in zip(explanations, shown, strict=True)
+    ]
     parts.append("</body></html>\n")
     return "\n".join(parts)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import numpy as np
 from metaunsup.errors import DataError
 from metaunsup.fileio import atomic_write_bytes
 
-__all__ = ["montage_image", "save_montage"]
+__all__ = ["image_strips_png", "montage_image", "save_montage"]
 
 _LABEL_WIDTH = 130
 _GAP = 4
@@ -50,9 +51,7 @@ def montage_image(
     labels = np.asarray(labels)
     if labels.shape != (pixels.shape[0],):
         raise DataError(f"{labels.shape[0]} labels for {pixels.shape[0]} images")
-    h, w = pixels.shape[1:3]
-    zoom = max(1, -(-min_size // max(h, w)))
-    cell_h, cell_w = h * zoom, w * zoom
+    cell_h, cell_w = _cell(pixels, min_size)
     k = int(labels.max()) + 1 if labels.size else 0
     width = _LABEL_WIDTH + per_cluster * (cell_w + _GAP) + _GAP
     height = max(1, k) * (cell_h + _GAP) + _GAP
@@ -67,9 +66,46 @@ def montage_image(
         at = np.linspace(0, members.size - 1, min(per_cluster, members.size)).round().astype(int)
         picks = members[at]
         for j, i in enumerate(picks):
-            tile = Image.fromarray(pixels[i]).resize((cell_w, cell_h), Image.Resampling.NEAREST)
-            canvas.paste(tile.convert("RGB"), (_LABEL_WIDTH + j * (cell_w + _GAP), top))
+            canvas.paste(
+                _tile(pixels[i], cell_w, cell_h), (_LABEL_WIDTH + j * (cell_w + _GAP), top)
+            )
     return canvas
+
+
+def _cell(pixels: np.ndarray, min_size: int) -> tuple[int, int]:
+    """``(height, width)`` of one shown image: enlarged by an integer factor to ``min_size``."""
+    h, w = pixels.shape[1:3]
+    zoom = max(1, -(-min_size // max(h, w)))
+    return h * zoom, w * zoom
+
+
+def _tile(image: np.ndarray, width: int, height: int):
+    """One ``uint8`` image ``[H, W]`` or ``[H, W, 3]`` as an RGB ``PIL.Image`` of that size."""
+    from PIL import Image
+
+    return Image.fromarray(image).resize((width, height), Image.Resampling.NEAREST).convert("RGB")
+
+
+def image_strips_png(
+    images: np.ndarray, groups: Sequence[Sequence[int]], min_size: int = 32
+) -> list[bytes]:
+    """PNG bytes per group: the images of ``images`` ``[n, C, H, W]`` at the group's positions,
+    side by side in one row in the group's order (a report's per-cluster gallery). Float images
+    are rescaled from the range of all ``images``, so that every strip shows the same scale."""
+    from PIL import Image
+
+    pixels = _as_uint8(np.asarray(images))
+    cell_h, cell_w = _cell(pixels, min_size)
+    strips = []
+    for group in groups:
+        width = max(1, len(group)) * (cell_w + _GAP) + _GAP
+        canvas = Image.new("RGB", (width, cell_h + 2 * _GAP), "white")
+        for j, i in enumerate(group):
+            canvas.paste(_tile(pixels[i], cell_w, cell_h), (_GAP + j * (cell_w + _GAP), _GAP))
+        buffer = io.BytesIO()
+        canvas.save(buffer, format="PNG")
+        strips.append(buffer.getvalue())
+    return strips
 
 
 def save_montage(
