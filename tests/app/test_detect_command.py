@@ -3,6 +3,7 @@ catalogue, ``tests/app/test_bad_inputs.py``)."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 
@@ -54,3 +55,30 @@ def test_detect_images_with_a_meta_calibrated_checkpoint_and_gallery(files, caps
     assert info["calibration"] == "meta" and info["reference_examples"] == 5
     assert 0 < info["flagged"] < 60
     assert (d / "g.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_detect_report_of_images_holds_the_gallery(files, capsys):
+    d = files["dir"]
+    report = d / "report"
+    args = ["detect", str(d / "digits.npy"), "--normal", str(d / "threes.npy"),
+            "--checkpoint", str(files["svdd"]), "--plot", str(d / "g2.png"), "--report",
+            str(report), "--json"]  # fmt: skip
+    assert main(args) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["files"]["report"] == str(report / "index.html")
+    page = (report / "index.html").read_text()
+    gallery = (d / "g2.png").read_bytes()  # the same gallery as --plot, inlined
+    assert base64.b64encode(gallery).decode("ascii") in page
+    assert page.count('src="data:image/png;base64,') == 3  # histogram, map, gallery
+    assert "what makes it unusual" not in page  # only tables say why
+
+
+def test_detect_report_into_a_file_is_refused_and_writes_nothing(files, capsys):
+    d = files["dir"]
+    (d / "taken.txt").write_text("keep")
+    out = d / "never.csv"
+    args = ["detect", str(d / "input.npy"), "--out", str(out), "--report", str(d / "taken.txt")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--report" in err
+    assert not out.exists() and (d / "taken.txt").read_text() == "keep"

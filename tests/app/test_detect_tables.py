@@ -67,3 +67,29 @@ def test_detect_a_table_with_missing_cells_imputed(tmp_path: Path, capsys):
         rows = list(csv.DictReader(f))
     assert sorted(int(r["index"]) for r in rows[:4]) == [196, 197, 198, 199]
     assert "site" not in "".join(r["unusual"] for r in rows)
+
+
+def test_detect_report_page_ranks_and_explains_the_anomalies(tmp_path: Path, capsys):
+    import re
+
+    normal, test = tmp_path / "normal.csv", tmp_path / "test.csv"
+    _frame(300, 0, 0).to_csv(normal, index=False)
+    _frame(100, 5, 1).to_csv(test, index=False)
+    out, report = tmp_path / "scores.csv", tmp_path / "report"
+    argv = ["detect", str(test), "--normal", str(normal), "--out", str(out)]
+    code = main([*argv, "--report", str(report), "--json"])
+    assert code == 0, capsys.readouterr().err
+    page = (report / "index.html").read_text()
+    with open(out, newline="") as f:
+        ranked = list(csv.DictReader(f))
+    shown = re.findall(r"<tr(?: class=\"(flagged)\")?><td>(\d+)</td><td>(\d+)</td>", page)
+    assert len(shown) == min(25, len(ranked))  # the most anomalous, in the CSV's order
+    assert [row for _, _, row in shown] == [r["index"] for r in ranked[: len(shown)]]
+    assert [cls == "flagged" for cls, _, _ in shown] == [
+        r["flag"] == "1" for r in ranked[: len(shown)]
+    ]
+    assert page.count("pressure +") >= 5 and "what makes it unusual" in page
+    assert page.count('src="data:image/png;base64,') == 2  # histogram and map, inlined
+    assert "http://" not in page and "https://" not in page
+    flagged = sum(r["flag"] == "1" for r in ranked)
+    assert f"{flagged} of 100" in page

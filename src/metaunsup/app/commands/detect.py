@@ -10,7 +10,8 @@ deviations each cell lies from its mean). REFERENCE holds normal examples (a han
 enough with a meta-calibrated checkpoint); without it INPUT itself is the reference (mostly
 normal, unlabeled data). :class:`metaunsup.MetaOutlierDetector` scores and flags; ``--out``
 gets a CSV ranked by score (``file`` or ``index``, ``score``, ``pvalue``, ``flag``, ``rank``),
-``--plot`` a gallery of the most anomalous images next to the most typical. Outputs are
+``--plot`` a gallery of the most anomalous images next to the most typical, ``--report DIR`` a
+self-contained HTML page (:mod:`metaunsup.app.report.anomaly_page`). Outputs are
 written atomically and only after everything succeeded, so an error never leaves a partial
 file.
 """
@@ -138,6 +139,13 @@ def _summary(model: Any, source: str, reference: str, flags: np.ndarray) -> dict
     type=click.Path(dir_okay=False),
     help="Write a PNG gallery of the most anomalous and the most typical images.",
 )
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False),
+    help="Write DIR/index.html: a self-contained page of the scores, a map and the most "
+    "anomalous examples (with why, for a table; with images, for images).",
+)
 @table_columns
 @click.option(
     "--impute",
@@ -159,6 +167,7 @@ def detect(
     contamination: float | None,
     out: str | None,
     plot: str | None,
+    report_dir: str | None,
     ignore: tuple[str, ...],
     use_columns: tuple[str, ...],
     impute: str,
@@ -174,9 +183,12 @@ def detect(
     """
     from metaunsup.data.arrays import load_arrays
     from metaunsup.evaluation.calibration import check_fpr
+    from metaunsup.fileio import check_output_folder
 
     check_fpr(fpr)
     check_outputs(out, plot, inputs=[input_path, normal_path, checkpoint])
+    if report_dir is not None:
+        check_output_folder(report_dir, "--report")
     set_threads(threads)
     table = _tables(input_path, normal_path, ignore, use_columns)
     if table is not None:
@@ -211,17 +223,46 @@ def detect(
     scores = -model.score_samples(x)
     flags = scores > model.threshold_
     why = _why(x, reference, features) if table is not None else None
-    text = scores_csv(names, scores, model.pvalues(x), flags, images, why)
+    pvalues = model.pvalues(x)
+    text = scores_csv(names, scores, pvalues, flags, images, why)
     info = _summary(model, str(input_path), str(normal_path or input_path), flags)
-    gallery = None
-    if plot is not None:
-        from metaunsup.app.report.gallery import gallery_image
-
-        buffer = io.BytesIO()
-        gallery_image(x, scores, flags).save(buffer, format="PNG")
-        gallery = buffer.getvalue()
+    gallery = _gallery(x, scores, flags) if x.ndim == 4 and (plot or report_dir) else None
+    page = None
+    if report_dir is not None:
+        shown = names if images else [str(i) for i in range(len(x))]
+        page = _page(x, info, shown, scores, pvalues, flags, why, gallery)
     _write(out, text, plot, gallery, info)
+    if page is not None and report_dir is not None:
+        from metaunsup.app.report.html_parts import write_index
+
+        info["files"]["report"] = str(write_index(report_dir, page))
     _print(info, text, out is not None, as_json)
+
+
+def _gallery(x: np.ndarray, scores: np.ndarray, flags: np.ndarray) -> bytes:
+    """PNG bytes of the most anomalous images next to the most typical."""
+    from metaunsup.app.report.gallery import gallery_image
+
+    buffer = io.BytesIO()
+    gallery_image(x, scores, flags).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _page(
+    x: np.ndarray,
+    info: dict,
+    names: list[str],
+    scores: np.ndarray,
+    pvalues: np.ndarray,
+    flags: np.ndarray,
+    why: list[str] | None,
+    gallery: bytes | None,
+) -> str:
+    """The ``--report`` page's HTML (see :mod:`metaunsup.app.report.anomaly_page`)."""
+    from metaunsup.app.report.anomaly_page import render_page, score_histogram_png, score_map_png
+
+    figures = (score_histogram_png(scores, info["threshold"]), score_map_png(x, scores, flags))
+    return render_page(info, names, scores, pvalues, flags, figures, why, gallery)
 
 
 def _write(out: str | None, text: str, plot: str | None, gallery: bytes | None, info: dict) -> None:

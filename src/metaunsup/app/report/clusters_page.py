@@ -11,7 +11,6 @@ byte is in the file. Each cluster is one ``<section class="cluster" id="cluster-
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 from collections.abc import Callable, Sequence
@@ -20,23 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from metaunsup.app.report.html_parts import STYLE, png_uri, table_html, write_index
 from metaunsup.cluster.explain import ClusterExplanation
-from metaunsup.fileio import atomic_write_text
 
 __all__ = ["cluster_map_png", "gallery_members", "render_page", "write_page"]
 
 #: Images in a cluster's gallery.
 GALLERY_SIZE = 12
-
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
-table { border-collapse: collapse; margin: .5em 0 1.5em; }
-th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
-th { background: #f4f4f4; }
-section.cluster { border-top: 2px solid #888; margin-top: 1.5em; }
-img.map { max-width: 100%; }
-img.gallery { max-width: 100%; image-rendering: pixelated; }
-"""
 
 
 def cluster_map_png(z: np.ndarray, labels: np.ndarray) -> bytes:
@@ -80,14 +69,6 @@ def gallery_members(
     return [*e.exemplars[:size], *others[at].tolist()]
 
 
-def _table(header: Sequence[str] | None, rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header or ())
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows
-    )
-    return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
-
-
 def _cluster_section(
     e: ClusterExplanation,
     total: int,
@@ -101,7 +82,7 @@ def _cluster_section(
         for f in e.features
     ]
     features = (
-        _table(("feature", "mean in cluster", "mean in the rest", "effect size (d)"), rows)
+        table_html(("feature", "mean in cluster", "mean in the rest", "effect size (d)"), rows)
         if rows
         else "<p>No feature differs from the rest.</p>"
     )
@@ -109,17 +90,13 @@ def _cluster_section(
     if gallery is not None:
         images = (
             "<h3>Its images</h3><p>The most typical first, then others from across the cluster."
-            f'</p><img class="gallery" alt="images of cluster {e.label}" src="{_png_uri(gallery)}">'
+            f'</p><img class="gallery" alt="images of cluster {e.label}" src="{png_uri(gallery)}">'
         )
     return (
         f'<section class="cluster" id="cluster-{e.label}"><h2>Cluster {e.label}</h2>'
         f"<p>{e.size} rows ({e.size / total:.1%}). Most typical: {html.escape(exemplars)}.</p>"
         f"{images}<h3>What sets it apart</h3>{features}</section>"
     )
-
-
-def _png_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def render_page(
@@ -136,7 +113,7 @@ def render_page(
     ``row_name`` names a row position, ``units`` words a feature's mean; ``galleries``: for
     images, one PNG per explanation (see :func:`gallery_members`)."""
     total = sum(e.size for e in explanations)
-    uri = _png_uri(map_png)
+    uri = png_uri(map_png)
     summary = [
         ("input", info["input"]),
         ("rows", info["examples"]),
@@ -147,9 +124,9 @@ def render_page(
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>metaunsup: clusters of {html.escape(str(info['input']))}</title>",
-        f"<style>{_STYLE}</style></head><body>",
+        f"<style>{STYLE}</style></head><body>",
         f"<h1>Clusters of {html.escape(str(info['input']))}</h1>",
-        _table(None, summary),
+        table_html(None, summary),
     ]
     if columns:
         parts.append("<h2>Columns</h2><ul>")
@@ -170,6 +147,4 @@ def render_page(
 
 def write_page(folder: str | Path, page: str) -> Path:
     """Write ``page`` as ``folder/index.html`` (atomically; the folder is created)."""
-    out = Path(folder).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(out / "index.html", page)
+    return write_index(folder, page)
