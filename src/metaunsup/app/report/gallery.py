@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metaunsup.app.report.montage import _as_uint8
+from metaunsup.app.report.montage import _as_uint8, _cell, _tile
 from metaunsup.errors import DataError
 
 __all__ = ["gallery_image"]
@@ -31,9 +31,7 @@ def gallery_image(
         raise DataError(f"{scores.shape[0]} scores for {pixels.shape[0]} images")
     order = np.argsort(-scores, kind="stable")
     rows = [("most anomalous", order[:per_row]), ("most typical", order[::-1][:per_row])]
-    h, w = pixels.shape[1:3]
-    zoom = max(1, -(-min_size // max(h, w)))
-    cell_h, cell_w = h * zoom, w * zoom
+    cell_h, cell_w = _cell(pixels, min_size)
     width = _LABEL_WIDTH + per_row * (cell_w + _GAP) + _GAP
     canvas = Image.new("RGB", (width, 2 * (cell_h + 2 * _GAP) + _GAP), "white")
     draw = ImageDraw.Draw(canvas)
@@ -42,8 +40,7 @@ def gallery_image(
         draw.text((_GAP, top + cell_h // 2 - 6), title, fill="black")
         for j, i in enumerate(picks):
             left = _LABEL_WIDTH + j * (cell_w + _GAP)
-            tile = Image.fromarray(pixels[i]).resize((cell_w, cell_h), Image.Resampling.NEAREST)
-            canvas.paste(tile.convert("RGB"), (left, top))
+            canvas.paste(_tile(pixels[i], cell_w, cell_h), (left, top))
             if flags[i]:
                 draw.rectangle((left - 2, top - 2, left + cell_w + 1, top + cell_h + 1),
                                outline="red", width=2)  # fmt: skip
