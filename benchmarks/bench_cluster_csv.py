@@ -129,7 +129,8 @@ def write_page(record: dict, path: Path) -> None:
     lines = [
         "# `metaunsup cluster` on a large CSV: time and memory against n",
         "",
-        "<!-- Written by benchmarks/bench_cluster_csv.py from benchmarks/results/cluster_csv.json. -->",
+        "<!-- Written by benchmarks/bench_cluster_csv.py from "
+        "benchmarks/results/cluster_csv.json. -->",
         "",
         f"Measured by `{record['command']}` on {record['date']}, {record['threads']} thread(s), "
         f"on {record['machine']}: wall-clock times depend on that load, so the CPU seconds and "
@@ -154,6 +155,17 @@ def write_page(record: dict, path: Path) -> None:
             f"{r['cpu_seconds']:.1f} | {r['time_ratio_to_peer']:.1f} | {r['peak_rss_gib']:.2f} "
             f"| {r['ari']:.3f} |"
         )
+    ours = [r for r in record["rows"] if r["method"] == METHODS[0] and r["n"] == 1_000_000]
+    if ours:
+        r = ours[0]
+        lines += [
+            "",
+            f"At 1,000,000 rows the command took {r['cpu_seconds']:.0f} CPU seconds "
+            f"({'under' if r['cpu_seconds'] < 300 else 'over'} the 5 minutes of one thread; "
+            f"{r['seconds']:.0f} s of wall-clock time on this machine's load) and peaked at "
+            f"{r['peak_rss_gib']:.2f} GiB ({'under' if r['peak_rss_gib'] < 4 else 'over'} "
+            "4 GiB).",
+        ]
     lines += [
         "",
         "The estimator alone, on the same kind of table already in memory, over three seeds: "
@@ -182,7 +194,9 @@ def main() -> None:
         print(json.dumps(run_method(method, Path(path), int(k), int(seed), int(threads))))
         return
     rows = []
-    print(f"{'n':>9} {'method':>28} {'seconds':>8} {'cpu s':>8} {'x peer':>7} {'GiB':>6} {'ARI':>6}")
+    print(
+        f"{'n':>9} {'method':>28} {'seconds':>8} {'cpu s':>8} {'x peer':>7} {'GiB':>6} {'ARI':>6}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-cluster-csv-") as tmp:
         for n in args.sizes:
             for r in measure(n, args, Path(tmp)):
