@@ -14,6 +14,9 @@ run that trained it (its CACTUs partitions), per support size ``K``:
 * normalisations: ``mean, m=1`` (the support's mean leave-one-out score of its first 8 examples
   shrunk towards the median with weight 1: the calibration before this change), ``mean, m=0``,
   ``max, m=0`` (the largest leave-one-out score of the first 16: the calibration now);
+* the checkpoint's stored null table (``stored table``): its false alarms on the same test
+  tasks, as ``metaunsup evaluate`` flags them (the normal queries of an easy and a hard Omniglot
+  task are alike: only the anomalies differ);
 * measured: the share of normal queries of test tasks (test split, real classes) whose score
   exceeds the null's ``1 − fpr`` quantile; and, label-free, the same share on pixel-cluster
   tasks under the train-cluster null (how far one pseudo-class family transfers to another).
@@ -37,7 +40,7 @@ import torch
 from _record import write_record
 from metaunsup.data import load
 from metaunsup.data.base import to_float
-from metaunsup.evaluation.anomaly import PIXEL_PARTITIONS
+from metaunsup.evaluation.anomaly import PIXEL_PARTITIONS, learner_null_table
 from metaunsup.evaluation.calibration import NullTable, leave_one_out_scores
 from metaunsup.learners import load_learner
 from metaunsup.tasks.anomaly import Grouping, OneClassStream
@@ -77,7 +80,30 @@ def normalised(s, loo, k: int, stat: str, prior: float) -> torch.Tensor:
     return out[~torch.isnan(out)]
 
 
+def markdown(rows: list[dict]) -> str:
+    """The rows as a markdown table (``python benchmarks/calibration_transfer.py --table
+    FILE.json`` prints it from a record)."""
+    cols = [
+        "train-clusters",
+        "pixel-clusters",
+        "pooled",
+        "train-classes (reads labels)",
+        "pixel-clusters under train-clusters null (label-free)",
+    ]
+    out = ["| K | normalisation | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for r in rows:
+        if "checkpoint" in r:
+            cells = [f"checkpoint: **{r['checkpoint']:.3f}**"] + [""] * (len(cols) - 1)
+        else:
+            cells = [f"{r[c]:.3f}" for c in cols]
+        out.append(f"| {r['k']} | {r['normalisation']} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--table"]:
+        print(markdown(json.loads(Path(sys.argv[2]).read_text())["rows"]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--run", type=Path, required=True)
@@ -112,6 +138,13 @@ def main() -> None:
     for k in args.k:
         q_test = min(100, int(torch.bincount(test.y).min()) - k)
         ts, tl = normal_scores(zs, groupings(test.y[None]), k, q_test, args.tasks, 0)
+        table = learner_null_table(learner)
+        if table is not None and table.ready:  # the checkpoint's own stored calibration
+            p = table.pvalues(k, ts.nan_to_num(0.0), tl)[~torch.isnan(ts)]
+            stored = {"k": k, "normalisation": f"stored table ({table.stat})"}
+            stored["checkpoint"] = float((p <= args.fpr).double().mean())
+            rows.append(stored)
+            print(json.dumps(stored), flush=True)
         nulls = {
             n: normal_scores(zt, g, k, 5, 2000, 1 + i) for i, (n, g) in enumerate(families.items())
         }
@@ -129,7 +162,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.json:
-        write_record("calibration_transfer", sys.argv, args.json, fpr=args.fpr, rows=rows)
+        write_record("calibration_transfer", sys.argv[1:], args.json, fpr=args.fpr, rows=rows)
 
 
 if __name__ == "__main__":

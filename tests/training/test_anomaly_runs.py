@@ -53,6 +53,14 @@ def test_supervised_oc_maml_run_is_calibrated(tmp_path):
     assert torch.equal(last["model.null_scores"], learner.null_scores)
     assert not ensure_calibrated(cfg, tmp_path)  # nothing left to do
     assert table.stat == "max"
+
+
+@pytest.mark.slow
+def test_a_run_calibrated_with_the_earlier_statistic_is_calibrated_again(tmp_path):
+    cfg = config_from_dict(_config(OC_MAML, classes=[0, 1, 2, 3, 4, 5]))
+    train_run(cfg, tmp_path, progress=False)
+    table = learner_null_table(load_learner(tmp_path / "best.safetensors"))
+    assert table is not None and table.stat == "max"
     # a run calibrated before the statistic was recorded is stale: calibrated again
     for name in ("best.safetensors", "last.safetensors"):
         tensors, meta = read_checkpoint(tmp_path / name)
