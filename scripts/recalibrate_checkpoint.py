@@ -25,6 +25,11 @@ from metaunsup.training.config import config_from_dict
 from metaunsup.training.recalibrate import recalibrate_checkpoint
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "metaunsup" / "checkpoints"
+#: What the card says of its evaluations until they are re-run and re-packaged.
+STALE = (
+    "measured with the previous calibration: their fpr and balanced_acc are stale until the "
+    "evaluate commands are re-run; auroc and auprc do not depend on the calibration"
+)
 
 
 def main() -> None:
@@ -45,6 +50,7 @@ def main() -> None:
         "date": dt.date.today().isoformat(),
         "statistic": "largest leave-one-out score of the support; pseudo-classes: the training "
         "CACTUs clusters and held-out pixel-space clusters (metaunsup.evaluation.calibration)",
+        "evaluations": STALE,
     }
     atomic_write_json(card_path, card)
     print(f"recalibrated {args.name}")
