@@ -213,13 +213,15 @@ def _folder_message(folder: Path) -> str:
 
 
 def load_model_state(model: nn.Module, tensors: dict[str, torch.Tensor], name: str) -> None:
-    """Load the ``model.*`` tensors of a checkpoint into ``model``, strictly.
+    """Load the ``model.*`` tensors of a checkpoint into ``model``, strictly (except the
+    buffers the model names in ``optional_state``, which keep their value when absent).
 
     Raises :class:`CheckpointError` listing missing, unexpected or mis-shaped weights.
     """
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+    absent = set(own) - set(state)
+    missing = sorted(absent - set(getattr(model, "optional_state", ())))
     unexpected = sorted(set(state) - set(own))
     shapes = [
         f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
@@ -237,4 +239,4 @@ def load_model_state(model: nn.Module, tensors: dict[str, torch.Tensor], name: s
         raise CheckpointError(
             f"checkpoint {name!r} does not match the model architecture: " + "; ".join(parts)
         )
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=not absent)

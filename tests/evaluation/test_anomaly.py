@@ -103,9 +103,10 @@ def test_conformal_false_alarms_are_controlled_where_k_allows():
 
 
 def test_meta_calibration_normalises_by_the_shrunk_spread_of_the_nearest_size():
+    # a table of the earlier statistic (mean leave-one-out score, prior 1), read as measured
     scores = torch.stack([torch.arange(100.0), torch.zeros(100), torch.full((100,), torch.nan)])
     spread = torch.tensor([2.0, 1.0, torch.nan])
-    table = NullTable(torch.tensor([2, 10, 20]), scores, spread, prior=1.0)
+    table = NullTable(torch.tensor([2, 10, 20]), scores, spread, prior=1.0, stat="mean")
     assert table.ready and table.measured.tolist() == [True, True, False]
     assert torch.equal(table.row(3), torch.arange(100.0))
     assert torch.equal(table.row(30), torch.zeros(100))  # nearest measured size: 10

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metaunsup.checkpoint import read_checkpoint
+from metaunsup.checkpoint import read_checkpoint, save_checkpoint
 from metaunsup.errors import ConfigError
 from metaunsup.evaluation.anomaly import learner_null_table
 from metaunsup.learners import load_learner
@@ -52,3 +52,23 @@ def test_supervised_oc_maml_run_is_calibrated(tmp_path):
     last, _ = read_checkpoint(tmp_path / "last.safetensors")
     assert torch.equal(last["model.null_scores"], learner.null_scores)
     assert not ensure_calibrated(cfg, tmp_path)  # nothing left to do
+    assert table.stat == "max"
+
+
+@pytest.mark.slow
+def test_a_run_calibrated_with_the_earlier_statistic_is_calibrated_again(tmp_path):
+    cfg = config_from_dict(_config(OC_MAML, classes=[0, 1, 2, 3, 4, 5]))
+    train_run(cfg, tmp_path, progress=False)
+    table = learner_null_table(load_learner(tmp_path / "best.safetensors"))
+    assert table is not None and table.stat == "max"
+    # a run calibrated before the statistic was recorded is stale: calibrated again
+    for name in ("best.safetensors", "last.safetensors"):
+        tensors, meta = read_checkpoint(tmp_path / name)
+        del tensors["model.null_stat"]
+        save_checkpoint(tmp_path / name, tensors, meta)
+    stale = learner_null_table(load_learner(tmp_path / "best.safetensors"))
+    assert stale is not None and stale.stat == "mean"
+    assert ensure_calibrated(cfg, tmp_path)
+    again = learner_null_table(load_learner(tmp_path / "best.safetensors"))
+    assert again is not None and again.stat == "max"
+    assert torch.equal(again.scores, table.scores)  # the same seed measures the same table

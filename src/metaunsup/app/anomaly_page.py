@@ -237,9 +237,10 @@ def _results(report: Mapping[str, Any]) -> list[str]:
         "accuracy 0.5 and no false alarms). PyOD's detectors flag with their own rule "
         "(contamination = fpr: the top 5% of the support's own in-sample scores). The "
         "meta-learned models use their meta-calibration: scores of pseudo-normal held-out "
-        "training examples, divided by each task's spread shrunk towards the typical spread "
-        "(`metaunsup.evaluation.calibration`). That carries no guarantee: the rates below are "
-        "what it gives on each test digit.",
+        "training examples (label-free models: their training clusters and held-out pixel-space "
+        "clusters, pooled), each divided by the largest leave-one-out score of its task's "
+        "support (`metaunsup.evaluation.calibration`). That carries no guarantee: the rates "
+        "below are what it gives on each test digit.",
         "",
         "False-alarm rate per test digit:",
         "",

@@ -46,7 +46,6 @@ from metaunsup.estimators.missing import MissingCells
 from metaunsup.evaluation.anomaly import learner_null_table
 from metaunsup.evaluation.calibration import (
     CALIBRATIONS,
-    SCALE_LOO,
     check_fpr,
     conformal_reaches,
     leave_one_out_scores,
@@ -304,8 +303,8 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
             if use_meta:
                 if meta is None or not meta.ready:
                     raise ConfigError("calibration='meta' needs a checkpoint with a null table")
-                some = torch.from_numpy(order[:SCALE_LOO])  # as a task's first examples
-                scale = meta.scale(n, loo[some].mean().reshape(1))[0]
+                some = torch.from_numpy(order[: meta.loo_limit])  # as a task's first examples
+                scale = meta.scale(n, loo[some].reshape(1, -1))[0]
                 return "meta", meta.row(n).to(torch.float64) * scale
             return "conformal-loo", loo
         if self.calibration == "meta":

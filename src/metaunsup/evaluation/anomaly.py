@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.stats import rankdata
 
 from metaunsup._validation import check_choice
@@ -53,7 +54,13 @@ from metaunsup.evaluation.calibration import (
 )
 from metaunsup.evaluation.protocol import TaskKind, TaskShape
 from metaunsup.learners import AnomalyScorer, MetaLearner
-from metaunsup.learners.one_class import NULL_GRID, NULL_PRIOR, NULL_SIZE, NullTableMixin
+from metaunsup.learners.one_class import (
+    NULL_GRID,
+    NULL_PRIOR,
+    NULL_SIZE,
+    NULL_STAT_CODES,
+    NullTableMixin,
+)
 from metaunsup.tasks.anomaly import AnomalyTaskSampler, OneClassStream
 from metaunsup.tasks.batch import TaskBatch
 from metaunsup.tasks.pseudo.cactus_anomaly import CactusAnomalySource
@@ -64,13 +71,21 @@ __all__ = [
     "ScorerMethod",
     "anomaly_kind",
     "anomaly_scores",
+    "calibration_sources",
+    "held_out_pixel_source",
     "learner_null_table",
     "measure_null_table",
+    "null_shape",
 ]
 
-#: ``(queries per side, tasks)`` of the tasks that measure a null table at one support size,
-#: in order of preference (fewer, larger tasks first; smaller ones where classes are small).
-NULL_SHAPES = ((20, 100), (10, 200))
+#: Fewest and most tasks that measure a null table at one support size ``k``: ``1000 // k``
+#: clamped to these (many small tasks at small ``k``, where one support's scale varies much from
+#: task to task; fewer at large ``k``, where leave-one-out scoring costs ``O(k)`` per task).
+NULL_TASKS = (100, 500)
+
+#: k-means partitions of the training images' pixels whose clusters are the held-out
+#: pseudo-classes of a label-free null table (:func:`held_out_pixel_source`).
+PIXEL_PARTITIONS = 3
 
 
 def learner_null_table(learner: Any) -> NullTable | None:
@@ -82,6 +97,7 @@ def learner_null_table(learner: Any) -> NullTable | None:
         learner.null_scores.detach().cpu(),
         learner.null_spread.detach().cpu(),
         float(learner.null_prior),
+        NULL_STAT_CODES[int(learner.null_stat)],
     )
 
 
@@ -162,28 +178,78 @@ def _describe(report: Mapping[str, Any]) -> str:
     return f"one-class, {report['k_shot']} normal support + {q} normal and {q} anomalous queries"
 
 
+def null_shape(k: int) -> tuple[int, int]:
+    """``(queries per side, tasks)`` measuring a null table at support size ``k``: the tasks of
+    :data:`NULL_TASKS` and enough queries for :data:`~metaunsup.learners.one_class.NULL_SIZE`
+    normal scores."""
+    tasks = min(max(NULL_TASKS[0], 1000 // k), NULL_TASKS[1])
+    return -(-NULL_SIZE // tasks), tasks
+
+
 def _null_stream(source: OneClassStream, k: int, seed: int) -> tuple[OneClassStream, int] | None:
     """A stream of tasks with ``k`` support examples over ``source``'s groupings and its task
-    count (the first shape of :data:`NULL_SHAPES` the data can make; ``None``: none can)."""
-    for q, tasks in NULL_SHAPES:
+    count (:func:`null_shape`, or half the queries and twice the tasks, down to one query,
+    where classes are too small; ``None``: none can)."""
+    q, tasks = null_shape(k)
+    while True:
         try:
             return source.with_shape(k, q, seed=seed), tasks
         except ConfigError:  # no class has k + q examples
-            continue
-    return None
+            if q == 1:
+                return None
+            q, tasks = -(-q // 2), tasks * 2
+
+
+def held_out_pixel_source(source: CactusAnomalySource, seed: int) -> CactusAnomalySource:
+    """One-class pseudo-tasks over the same unlabeled images as ``source`` whose classes are
+    clusters of :data:`PIXEL_PARTITIONS` k-means partitions of the *pixels* (as many clusters
+    as ``source``'s): pseudo-classes the learner was never meta-trained on, not cells of its
+    embedding, so broader and less regular there than the clusters it trained on, as unseen
+    classes are."""
+    from metaunsup.tasks.pseudo.cactus import cactus_partitions
+
+    x = source.view.float_x()
+    parts = cactus_partitions(
+        x.reshape(len(x), -1), PIXEL_PARTITIONS, source.n_clusters, seed=seed, scale=False
+    )
+    return CactusAnomalySource(source.view, parts, source.k_shot, source.n_query, seed)
+
+
+def _null_row(
+    score: Any, sources: list[OneClassStream], k: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(normal query scores [n, q] (NaN at anomalies), leave-one-out scores [n, L])`` of
+    fresh tasks with ``k`` support examples, an equal share from each source that can make
+    them; ``None`` when none can."""
+    streams = [_null_stream(src, k, seed + 1000 * j) for j, src in enumerate(sources)]
+    found = [f for f in streams if f is not None]
+    normal, loo = [], []
+    for stream, tasks in found:
+        for batch in stream.batches(-(-tasks // len(found)), 25):
+            s = score(batch.support_x, batch.query_x)
+            normal.append(s.masked_fill(batch.query_y > 0, float("nan")))
+            loo.append(leave_one_out_scores(score, batch.support_x, SCALE_LOO))
+    if not normal:
+        return None
+    width = max(n.shape[1] for n in normal)  # sources may make tasks of different query sizes
+    padded = [F.pad(n, (0, width - n.shape[1]), value=float("nan")) for n in normal]
+    return torch.cat(padded), torch.cat(loo)
 
 
 def measure_null_table(
-    scorer: AnomalyScorer, source: OneClassStream, seed: int
+    scorer: AnomalyScorer, source: OneClassStream | list[OneClassStream], seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(normalised scores [G, N], spreads [G])`` of pseudo-normal held-out examples for every
     support size of :data:`~metaunsup.learners.one_class.NULL_GRID`: the normal queries of
-    fresh tasks (:data:`NULL_SHAPES`) per size drawn from ``source``'s groupings (the training
-    data: labels or pseudo-labels pick the normal queries, never a test example), each divided
-    by its task's scale (:meth:`~metaunsup.evaluation.calibration.NullTable.scale` with ``σ0``
-    the median mean leave-one-out score of the size's tasks), subsampled to ``N`` per size.
+    fresh tasks (:func:`null_shape`) per size, drawn in equal shares from each source's
+    groupings (the training data: labels or pseudo-labels pick the normal queries, never a
+    test example), each divided by its task's scale
+    (:meth:`~metaunsup.evaluation.calibration.NullTable.scale`: the largest leave-one-out score
+    of its support; ``σ0`` the median of those), pooled and subsampled to ``N`` per size.
     Sizes whose tasks the data cannot make (classes too small) stay NaN."""
+    sources = source if isinstance(source, list) else [source]
     g = torch.Generator().manual_seed(seed)
+    probe = NullTable(torch.tensor([1]), torch.zeros(1, 1), torch.zeros(1), NULL_PRIOR)
 
     def score(support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -191,20 +257,16 @@ def measure_null_table(
 
     rows, spreads = [], []
     for i, k in enumerate(NULL_GRID):
-        found = _null_stream(source, k, seed + i)
+        found = _null_row(score, sources, k, seed + i)
         if found is None:
             rows.append(torch.full((NULL_SIZE,), float("nan"), dtype=torch.float64))
             spreads.append(float("nan"))
             continue
-        normal, loo = [], []
-        for batch in found[0].batches(found[1], 25):
-            s = score(batch.support_x, batch.query_x)
-            normal.append(s.masked_fill(batch.query_y > 0, float("nan")))
-            loo.append(leave_one_out_scores(score, batch.support_x, SCALE_LOO).mean(1))
-        loo_mean = torch.cat(loo)
-        s0 = float(loo_mean.median())
-        scale = (k * loo_mean + NULL_PRIOR * s0) / (k + NULL_PRIOR)
-        pool = (torch.cat(normal) / scale.clamp_min(1e-12)[:, None]).reshape(-1)
+        normal, loo = found
+        stat = probe.statistic(loo)
+        s0 = float(stat.median())
+        scale = (k * stat + NULL_PRIOR * s0) / (k + NULL_PRIOR)
+        pool = (normal / scale.clamp_min(1e-12)[:, None]).reshape(-1)
         pool = pool[~torch.isnan(pool)]
         if pool.numel() < NULL_SIZE:
             raise ConfigError(f"null table: {pool.numel()} normal scores, fewer than {NULL_SIZE}")
@@ -213,13 +275,23 @@ def measure_null_table(
     return torch.stack(rows).to(torch.float32), torch.tensor(spreads, dtype=torch.float32)
 
 
+def calibration_sources(source: Any, seed: int) -> list[OneClassStream]:
+    """The task sources a learner trained on ``source`` is calibrated on: the training source
+    itself and, when it holds CACTUs pseudo-classes (label-free runs), the held-out pixel-space
+    pseudo-classes of :func:`held_out_pixel_source` (a null from the clusters it trained on
+    alone is too light-tailed for unseen classes: see :mod:`metaunsup.evaluation.calibration`)."""
+    if isinstance(source, CactusAnomalySource):
+        return [source, held_out_pixel_source(source, seed)]
+    return [source]
+
+
 def _calibrate(learner: MetaLearner, source: Any, seed: int) -> None:
     """Measure and store a trained learner's null table from its training task source."""
     if not isinstance(source, OneClassStream) or not isinstance(learner, NullTableMixin):
         return
     assert isinstance(learner, AnomalyScorer)
-    scores, spread = measure_null_table(learner, source, seed)
-    learner.set_null_table(scores, spread, NULL_PRIOR)
+    scores, spread = measure_null_table(learner, calibration_sources(source, seed), seed)
+    learner.set_null_table(scores, spread, NULL_PRIOR, "max")
 
 
 def anomaly_kind(

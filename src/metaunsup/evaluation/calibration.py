@@ -22,17 +22,22 @@ something only from ``K = 19`` on. Below that it is exact and useless: it flags 
 
 **Meta-calibrated, from pseudo-normal held-out examples** (:class:`NullTable`). After
 meta-training, the learner scores the *normal* query examples of fresh pseudo-tasks of its own
-training data (CACTUs clusters without labels, or training classes) for a grid of support sizes
-and keeps those scores. Classes differ in spread, and a class the model never saw is usually
-broader than its training clusters, so a score is first divided by the task's own spread,
-shrunk towards the typical one (an empirical-Bayes scale):
+training data for a grid of support sizes and keeps those scores: pseudo-classes of two label-free
+families, the CACTUs clusters it was meta-trained on and clusters of the same images in pixel
+space, which it never trained on (classes in supervised runs). Classes differ in spread *and in
+shape*: a real class is broader and more heterogeneous than a k-means cluster of embeddings (a
+Voronoi cell, compact by construction, and made more compact by meta-training on it), so
+normalised by a typical spread, or by the support's *mean* leave-one-out score, a normal query of
+an unseen class lands in the pseudo-classes' tail far more often than ``fpr``. A score is
+therefore divided by the task's own scale, the **largest** leave-one-out score of (at most
+:data:`SCALE_LOO` examples of) its support, which grows with the class's heterogeneity as well as
+its spread:
 
-.. math:: \hat\sigma = \frac{K \bar\ell + m\,\sigma_0}{K + m},
+.. math:: \hat\sigma = \frac{K \ell_{\max} + m\,\sigma_0}{K + m},
 
-with ``\bar\ell`` the mean leave-one-out score of (at most :data:`SCALE_LOO` examples of) the
-support, ``\sigma_0`` the median of
-``\bar\ell`` over the pseudo-tasks of that size and ``m`` the prior's weight in examples
-(:data:`~metaunsup.learners.one_class.NULL_PRIOR`). A query's p-value is the rank of
+``\sigma_0`` the median of ``\ell_{\max}`` over the pseudo-tasks of that size and ``m`` the
+prior's weight in examples (:data:`~metaunsup.learners.one_class.NULL_PRIOR`, 0: a typical spread
+measured on pseudo-classes does not transfer to unseen classes). A query's p-value is the rank of
 ``s / \hat\sigma`` among the stored normalised normal scores ``n_j`` of the nearest support
 size,
 
@@ -40,9 +45,11 @@ size,
 
 which reaches any ``α ≥ 1/(N+1)``. The guarantee is gone: it holds only as far as the test
 classes' normalised scores look like the pseudo-classes' (the measured false-alarm rate says how
-far; ``m → 0`` trusts the support's spread alone, whose noise at small ``K`` makes the
-threshold conservative; ``m → ∞`` ignores it, and a broad unseen class then gets many false
-alarms).
+far; with ``K = 2`` the support's one distance cannot tell a heterogeneous class from a compact
+one, which is why the two families are pooled).
+
+Tables measured before this statistic (``stat="mean"``: the mean leave-one-out score of the
+first 8 support examples, prior 1) are still read as they were measured.
 
 ``calibration="auto"`` uses the conformal p-value when it can reach ``fpr`` (``(K+1)·fpr ≥ 1``)
 and the learner's null table otherwise.
@@ -65,6 +72,7 @@ from metaunsup.errors import ConfigError, DataError
 
 __all__ = [
     "CALIBRATIONS",
+    "NULL_STATS",
     "SCALE_LOO",
     "NullTable",
     "Scorer",
@@ -79,9 +87,14 @@ __all__ = [
 #: ``score(support [B, K, ...], query [B, q, ...]) -> [B, q]``, higher = more anomalous.
 Scorer = Callable[[Tensor, Tensor], Tensor]
 
-#: Support examples whose leave-one-out scores estimate a task's spread (the scale of the
-#: meta-calibration): enough for a stable mean, and ``O(K)`` scoring instead of ``O(K²)``.
-SCALE_LOO = 8
+#: Support examples whose leave-one-out scores give a task's scale (the largest of them; the
+#: meta-calibration): ``O(K)`` scoring instead of ``O(K²)`` for large supports.
+SCALE_LOO = 16
+
+#: Statistics of a support's leave-one-out scores that a null table is normalised by, with the
+#: number of support examples each reads: ``"max"`` (this version) and ``"mean"`` (tables
+#: measured before it).
+NULL_STATS = {"mean": 8, "max": SCALE_LOO}
 
 #: Values of ``calibration``: see the module docstring.
 CALIBRATIONS = ("auto", "conformal", "meta")
@@ -174,17 +187,27 @@ class NullTable:
         ``[G]`` the typical mean leave-one-out score ``σ0`` of a support of each size.
     prior:
         ``m``, the weight of ``σ0`` in :meth:`scale`, in support examples.
+    stat:
+        The statistic of a support's leave-one-out scores that is its scale (a key of
+        :data:`NULL_STATS`).
     """
 
     k: Tensor
     scores: Tensor
     spread: Tensor
     prior: float
+    stat: str = "max"
 
     def __post_init__(self) -> None:
         g = self.k.numel()
         if self.k.dim() != 1 or self.scores.shape[:1] != (g,) or self.spread.shape != (g,):
             raise DataError("a null table needs k [G], scores [G, N] and spread [G]")
+        check_choice("stat", self.stat, tuple(NULL_STATS))
+
+    @property
+    def loo_limit(self) -> int:
+        """How many support examples' leave-one-out scores :meth:`scale` reads."""
+        return NULL_STATS[self.stat]
 
     @property
     def measured(self) -> Tensor:
@@ -206,20 +229,28 @@ class NullTable:
         """The normalised null scores ``[N]`` for supports of ``k`` examples."""
         return self.scores[self.index(k)]
 
-    def scale(self, k: int, loo_mean: Tensor) -> Tensor:
-        """``(K·ℓ + m·σ0) / (K + m)`` for the mean leave-one-out scores ``ℓ`` ``[B]``."""
-        s0 = float(self.spread[self.index(k)])
-        return (k * loo_mean.to(torch.float64) + self.prior * s0) / (k + self.prior)
+    def statistic(self, loo: Tensor) -> Tensor:
+        """``ℓ`` ``[B]``: the :attr:`stat` of the leave-one-out scores ``[B, L]`` of the first
+        ``L = min(K, loo_limit)`` support examples of each task."""
+        values = loo[:, : self.loo_limit].to(torch.float64)
+        return values.amax(1) if self.stat == "max" else values.mean(1)
 
-    def pvalues(self, k: int, scores: Tensor, loo_mean: Tensor) -> Tensor:
-        """p-values ``[B, q]`` of ``scores`` from tasks with ``k`` support examples whose mean
-        leave-one-out scores are ``loo_mean`` ``[B]``."""
+    def scale(self, k: int, loo: Tensor) -> Tensor:
+        """``(K·ℓ + m·σ0) / (K + m)`` ``[B]``, ``ℓ`` the :meth:`statistic` of ``loo`` ``[B, L]``."""
+        s0 = float(self.spread[self.index(k)])
+        if self.prior == 0.0:
+            return self.statistic(loo)
+        return (k * self.statistic(loo) + self.prior * s0) / (k + self.prior)
+
+    def pvalues(self, k: int, scores: Tensor, loo: Tensor) -> Tensor:
+        """p-values ``[B, q]`` of ``scores`` from tasks with ``k`` support examples whose
+        leave-one-out scores are ``loo`` ``[B, L]``."""
         if not self.ready:
             raise ConfigError(
                 "this model has no meta-calibration (its null table was never measured); "
                 "use calibration='conformal' or re-train it with metaunsup train"
             )
-        normalised = scores.to(torch.float64) / self.scale(k, loo_mean).clamp_min(1e-12)[:, None]
+        normalised = scores.to(torch.float64) / self.scale(k, loo).clamp_min(1e-12)[:, None]
         return _rank_pvalues(self.row(k).to(scores.device), normalised)
 
 
@@ -245,6 +276,6 @@ def calibrated_pvalues(
     if calibration == "meta" or (calibration == "auto" and use_null):
         if null is None:
             raise ConfigError("calibration='meta' needs a model with a null table")
-        loo = leave_one_out_scores(score, support, SCALE_LOO).mean(1)
+        loo = leave_one_out_scores(score, support, null.loo_limit)
         return null.pvalues(k, scores, loo), "meta"
     return conformal_pvalues(leave_one_out_scores(score, support), scores), "conformal"

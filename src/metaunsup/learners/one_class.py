@@ -6,8 +6,9 @@
   is an anomaly), against the query's 0/1 labels (pseudo-labels in unsupervised runs).
 * :class:`NullTableMixin` — buffers holding the (spread-normalised) scores of pseudo-normal
   held-out examples for a grid of support sizes (``null_k`` ``[G]``, ``null_scores``
-  ``[G, N]``), the typical support spread at each size (``null_spread`` ``[G]``) and the
-  prior weight of that spread (``null_prior``), measured after meta-training
+  ``[G, N]``), the typical support spread at each size (``null_spread`` ``[G]``), the
+  prior weight of that spread (``null_prior``) and the statistic of a support's leave-one-out
+  scores they were normalised by (``null_stat``: 0 mean, 1 max), measured after meta-training
   (``metaunsup.training.calibrate``) and saved with the weights; the evaluation and the
   estimator turn them into p-values (``metaunsup.evaluation.calibration``). A learner that was
   never calibrated holds NaN.
@@ -25,6 +26,7 @@ __all__ = [
     "NULL_GRID",
     "NULL_PRIOR",
     "NULL_SIZE",
+    "NULL_STAT_CODES",
     "NullTableMixin",
     "check_one_class",
     "one_class_loss",
@@ -35,19 +37,28 @@ NULL_GRID = (2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 32, 40, 50, 64)
 #: Pseudo-normal scores kept per support size.
 NULL_SIZE = 2000
 #: Weight, in support examples, of the typical spread against a task's own spread (see
-#: ``metaunsup.evaluation.calibration``).
-NULL_PRIOR = 1.0
+#: ``metaunsup.evaluation.calibration``; 0: the task's own scale alone, since the typical spread
+#: of pseudo-classes does not transfer to unseen classes).
+NULL_PRIOR = 0.0
+#: ``null_stat`` codes of the statistics of ``metaunsup.evaluation.calibration.NULL_STATS``; a
+#: checkpoint saved before the buffer existed loads as ``"mean"`` (code 0), as it was measured.
+NULL_STAT_CODES = ("mean", "max")
 
 
 class NullTableMixin:
     """Buffers ``null_k`` ``int64 [G]``, ``null_scores`` ``float32 [G, N]``, ``null_spread``
-    ``[G]`` (NaN until measured) and ``null_prior`` (0-d); mix into an ``nn.Module`` and call
+    ``[G]`` (NaN until measured), ``null_prior`` (0-d) and ``null_stat`` (0-d ``int64``, a
+    code of :data:`NULL_STAT_CODES`); mix into an ``nn.Module`` and call
     :meth:`init_null_table` in ``__init__``."""
+
+    #: Buffers a checkpoint may lack (saved before they existed); they keep their initial value.
+    optional_state: tuple[str, ...] = ("null_stat",)
 
     null_k: Tensor
     null_scores: Tensor
     null_spread: Tensor
     null_prior: Tensor
+    null_stat: Tensor
 
     def init_null_table(self) -> None:
         module = self
@@ -57,10 +68,15 @@ class NullTableMixin:
         module.register_buffer("null_scores", nan)
         module.register_buffer("null_spread", torch.full((len(NULL_GRID),), float("nan")))
         module.register_buffer("null_prior", torch.tensor(NULL_PRIOR))
+        module.register_buffer("null_stat", torch.tensor(0, dtype=torch.int64))
 
-    def set_null_table(self, scores: Tensor, spread: Tensor, prior: float = NULL_PRIOR) -> None:
+    def set_null_table(
+        self, scores: Tensor, spread: Tensor, prior: float = NULL_PRIOR, stat: str = "max"
+    ) -> None:
         """Store measured normalised scores ``[G, N]`` and typical spreads ``[G]`` (one row per
-        size of :data:`NULL_GRID`) with the ``prior`` they were normalised with."""
+        size of :data:`NULL_GRID`) with the ``prior`` and ``stat`` they were normalised with."""
+        if stat not in NULL_STAT_CODES:
+            raise DataError(f"null table statistic must be one of {NULL_STAT_CODES}, got {stat!r}")
         if tuple(scores.shape) != tuple(self.null_scores.shape) or spread.shape != (
             len(NULL_GRID),
         ):
@@ -71,6 +87,7 @@ class NullTableMixin:
         self.null_scores.copy_(scores.to(self.null_scores))
         self.null_spread.copy_(spread.to(self.null_spread))
         self.null_prior.fill_(float(prior))
+        self.null_stat.fill_(NULL_STAT_CODES.index(stat))
 
 
 def check_one_class(support: Tensor, query: Tensor, example_shape: tuple[int, ...]) -> None:

@@ -19,6 +19,7 @@ import torch
 
 from metaunsup.checkpoint import load_model_state, read_checkpoint, save_checkpoint
 from metaunsup.learners import MetaLearner
+from metaunsup.learners.one_class import NULL_STAT_CODES
 from metaunsup.training.trainer import BEST, LAST
 
 __all__ = ["CALIBRATION_SEED_OFFSET", "calibrate_run"]
@@ -39,8 +40,13 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 def _calibrated(tensors: dict[str, torch.Tensor]) -> bool:
+    """Whether the checkpoint holds a null table measured with this version's statistic (one
+    saved before ``null_stat`` existed is stale: see :mod:`metaunsup.evaluation.calibration`)."""
     scores = tensors.get("model.null_scores")
-    return scores is not None and bool(torch.isfinite(scores).all(1).any())
+    stat = tensors.get("model.null_stat")
+    current = NULL_STAT_CODES.index("max")
+    measured = scores is not None and bool(torch.isfinite(scores).all(1).any())
+    return measured and stat is not None and int(stat) == current
 
 
 def calibrate_run(
@@ -50,8 +56,9 @@ def calibrate_run(
     out_dir: Path,
     seed: int,
 ) -> None:
-    """Calibrate the run's last and best weights and rewrite the checkpoints that need it (a
-    checkpoint with the weights of an already calibrated one gets its buffers)."""
+    """Calibrate the run's last and best weights and rewrite the checkpoints that need it (none
+    or a stale calibration; a checkpoint with the weights of an already calibrated one gets its
+    buffers)."""
     start = time.perf_counter()
     done: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []  # (weights, state)
     paths = [out_dir / name for name in (LAST, BEST) if (out_dir / name).is_file()]

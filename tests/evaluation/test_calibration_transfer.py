@@ -1,0 +1,106 @@
+"""The meta-calibrated threshold on classes it was not calibrated on: the measured false-alarm
+rate on fresh normal tasks of unseen, broader classes stays near the target (the old
+normalisation, by the mean leave-one-out score shrunk towards the pseudo-classes' typical
+spread, flagged several times the target there), and what the calibration stores and loads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metaunsup.checkpoint import load_model_state
+from metaunsup.errors import CheckpointError
+from metaunsup.evaluation.anomaly import (
+    calibration_sources,
+    learner_null_table,
+    measure_null_table,
+)
+from metaunsup.evaluation.calibration import NullTable, calibrated_pvalues
+from metaunsup.learners.one_class import NULL_PRIOR, NullTableMixin
+from metaunsup.tasks.anomaly import Grouping, OneClassStream
+from metaunsup.tasks.pseudo.cactus_anomaly import CactusAnomalySource
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class _Centroid(NullTableMixin, torch.nn.Module):
+    """A toy anomaly scorer with a null table: squared distance to the support mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.init_null_table()
+
+    def score(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        return (query - support.mean(1, keepdim=True)).pow(2).sum(-1)
+
+
+def _classes(n_classes: int, scales: torch.Tensor, seed: int, n: int = 90, d: int = 6):
+    """``(x [n_classes·n, d], labels)``: Gaussian classes far apart, class ``c`` with standard
+    deviation ``scales[c]``."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n_classes).repeat_interleave(n)
+    centres = torch.randn(n_classes, d, generator=g) * 50.0
+    x = centres[y] + torch.randn(len(y), d, generator=g) * scales[y, None]
+    return x, y
+
+
+def _stream(x: torch.Tensor, y: torch.Tensor, k: int, seed: int) -> OneClassStream:
+    return OneClassStream(x, [Grouping(y, torch.unique(y))], k, 20, seed=seed)
+
+
+def test_false_alarms_on_unseen_broader_classes_stay_near_the_target():
+    # calibrated on compact classes (sd 1), measured on classes the table never saw, 2-4x
+    # broader: a typical spread learnt on the former must not set the threshold of the latter
+    x, y = _classes(12, torch.ones(12), seed=0)
+    scorer = _Centroid()
+    scores, spread = measure_null_table(scorer, _stream(x, y, 5, 0), seed=1)
+    scorer.set_null_table(scores, spread, NULL_PRIOR, "max")
+    table = learner_null_table(scorer)
+    assert table is not None and table.stat == "max" and table.prior == 0.0
+    unseen_x, unseen_y = _classes(30, torch.linspace(2.0, 4.0, 30), seed=7)
+    for k in (2, 5, 10):
+        batch = _stream(unseen_x, unseen_y, k, 3).sample(400)
+        s = scorer.score(batch.support_x, batch.query_x)
+        p, how = calibrated_pvalues(scorer.score, batch.support_x, s, fpr=0.05, null=table)
+        normal = batch.query_y == 0
+        rate = float((p[normal] <= 0.05).double().mean())
+        assert how == "meta"
+        assert 0.03 <= rate <= 0.07, (k, rate)
+
+
+def test_the_scale_is_the_largest_leave_one_out_score_of_the_first_examples():
+    table = NullTable(torch.tensor([2]), torch.zeros(1, 3), torch.tensor([5.0]), 0.0)
+    loo = torch.tensor([[1.0, 4.0, 2.0] + [0.0] * 14 + [99.0]])  # the 18th is not read
+    assert table.loo_limit == 16
+    assert float(table.scale(2, loo)[0]) == 4.0
+    legacy = NullTable(torch.tensor([2]), torch.zeros(1, 3), torch.tensor([5.0]), 1.0, "mean")
+    assert legacy.loo_limit == 8
+    # mean of the first 8 (7/8), shrunk towards 5 with weight 1 against K = 2
+    assert float(legacy.scale(2, loo)[0]) == pytest.approx((2 * 7 / 8 + 5.0) / 3)
+
+
+def test_a_checkpoint_saved_before_the_statistic_existed_loads_as_the_mean():
+    old = _Centroid()
+    old.set_null_table(torch.zeros(old.null_scores.shape), torch.ones(len(old.null_k)), 1.0)
+    tensors = {f"model.{k}": v for k, v in old.state_dict().items() if k != "null_stat"}
+    fresh = _Centroid()
+    load_model_state(fresh, tensors, "old.safetensors")
+    table = learner_null_table(fresh)
+    assert table is not None and table.stat == "mean" and table.prior == 1.0
+    with pytest.raises(CheckpointError, match="missing null_prior, null_scores"):
+        load_model_state(_Centroid(), {"model.null_k": old.null_k}, "broken.safetensors")
+
+
+def test_label_free_runs_calibrate_on_held_out_pixel_clusters_too():
+    x, y = _classes(6, torch.ones(6), seed=0, n=40)
+    parts = torch.stack([y, (y + 1) % 6]).to(torch.int32)  # two "partitions" of the examples
+    source = CactusAnomalySource(x, parts, 5, 10, seed=0)
+    found = calibration_sources(source, seed=3)
+    assert len(found) == 2 and found[0] is source
+    held_out = found[1]
+    assert isinstance(held_out, CactusAnomalySource) and held_out.n_clusters == 6
+    # its clusters come from the pixels (here: the well-separated classes), not the partitions
+    batch = held_out.sample(4)
+    assert batch.support_x.shape == (4, 5, 6)
+    plain = _stream(x, y, 5, 0)
+    assert calibration_sources(plain, seed=3) == [plain]
