@@ -120,3 +120,20 @@ def test_without_training_a_per_digit_model_scores_the_digits_it_has(tiny, tmp_p
     assert base["digits"] == list(range(10))
     page = (tmp_path / "out" / "anomaly_mnist.md").read_text()
     assert "(test digits 0, 1 only)" in page and "not scored (no run)" in page
+
+
+def test_cache_key_changes_when_a_models_weights_or_thresholds_change(tmp_path):
+    from metaunsup.evaluation.kinds import task_kind
+
+    methods = task_kind("anomaly").resolve(["centroid"])
+    weights = tmp_path / "run" / "best.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"weights and a null table")
+    runs = {"model": {None: weights.parent}}
+    files = experiment._model_files(3, runs)
+    assert files == [weights]
+    before = experiment._cache_tag(methods, files)
+    assert experiment._cache_tag(methods, files) == before  # same bytes, same key
+    weights.write_bytes(b"weights and a recalibrated null table")
+    assert experiment._cache_tag(methods, files) != before
+    assert experiment._model_files(3, {"per-digit": {4: weights.parent}}) == []

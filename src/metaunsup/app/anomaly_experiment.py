@@ -18,7 +18,8 @@ Meta-SVDD and OC-MAML meta-trained with the eight digits' labels, OC-MAML on CAC
 pseudo-tasks and Meta-GMVAE's density score (both label-free, all train images); beside them
 every anomaly baseline (PyOD's detectors when installed, raw and on PCA(0.95); Mahalanobis; the
 pixel centroid). Runs are trained (or resumed) when missing and calibrated when uncalibrated;
-finished evaluations are cached in ``runs/anomaly-eval/`` (keyed by the methods scored), so an
+finished evaluations are cached in ``runs/anomaly-eval/`` (keyed by the methods scored and the
+bytes of the models' weights, thresholds included), so an
 interrupted experiment continues where it stopped.
 
 A subset can be run (``models``, ``baselines``): the models and baselines left out are listed
@@ -205,6 +206,22 @@ def _evaluate_cell(
     return {"scores": scores, "ms_per_task": ms, "sample": sample}
 
 
+def _model_files(digit: int, runs: dict[str, dict[int | None, Path]]) -> list[Path]:
+    """The weights files that score the tasks of test digit ``digit`` (as in :func:`_methods`)."""
+    found = (by_digit.get(digit) or by_digit.get(None) for by_digit in runs.values())
+    return [path / "best.safetensors" for path in found if path is not None]
+
+
+def _cache_tag(methods: Sequence[Method], model_files: Sequence[Path]) -> str:
+    """The cache key of a digit's evaluations: the methods' names and the bytes of the models'
+    weights files, so that a retrained or recalibrated model (its thresholds are buffers in
+    the file) is scored again instead of read from an earlier cache."""
+    digest = hashlib.sha1("\n".join(m.name for m in methods).encode())
+    for path in model_files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
 def _cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     if path.is_file():
         return json.loads(path.read_text())
@@ -294,7 +311,7 @@ def run_anomaly_mnist(
     for d in DIGITS:
         methods = _methods(d, runs, names)
         echo(f"digit {d}: {len(methods)} methods, {per} tasks per seed and support size")
-        tag = hashlib.sha1("\n".join(m.name for m in methods).encode()).hexdigest()[:8]
+        tag = _cache_tag(methods, _model_files(d, runs))
         for k in K_SHOTS:
             for s in range(seeds):
                 path = cache / f"{dataset}-d{d}-k{k}-s{s}-n{per}-{tag}.json"
