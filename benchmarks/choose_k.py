@@ -1,8 +1,11 @@
 """k unknown: how well ``MetaKMeans(n_clusters="auto")`` finds the number of clusters, by rule.
 
 For each rule of ``k_selection`` (``"silhouette"``: the highest mean silhouette of k-means
-partitions; ``"eigengap"``: the largest eigengap of the 10-nearest-neighbour graph) the
-estimator chooses ``k`` without labels and clusters with it:
+partitions; ``"eigengap"``: the largest eigengap of the 10-nearest-neighbour graph;
+``"auto"``: the default, which uses the eigenvalue count with the threshold on the
+checkpoint's card where there is one, else the eigengap with a checkpoint, else the
+silhouette) the estimator chooses ``k`` without labels and clusters with it; the rule "auto"
+used is recorded:
 
 * **Omniglot alphabets**: each of the 20 evaluation alphabets (20-47 characters x 20
   drawings, never seen in training) whole, with the packaged ``omniglot-protonet`` and
@@ -37,7 +40,7 @@ from metaunsup.metrics import clustering_accuracy
 from metaunsup.tasks import ClusteringTaskSampler
 
 ROOT = Path(__file__).resolve().parents[1]
-RULES = ("silhouette", "eigengap")
+RULES = ("silhouette", "eigengap", "auto")
 
 
 def alphabets(checkpoint: str, rule: str) -> dict:
@@ -58,9 +61,11 @@ def alphabets(checkpoint: str, rule: str) -> dict:
                 "chosen_k": model.n_clusters_,
                 "acc": clustering_accuracy(y, model.labels_),
                 "used": model.representation_,
+                "rule": model.k_choice_.method,
             }
         )
     return {
+        "rule": "/".join(sorted({r["rule"] for r in rows})),
         "k_error": float(np.mean([abs(r["chosen_k"] - r["characters"]) for r in rows])),
         "acc": float(np.mean([r["acc"] for r in rows])),
         "rows": rows,
@@ -69,14 +74,16 @@ def alphabets(checkpoint: str, rule: str) -> dict:
 
 def mnist_tasks(rule: str, tasks: int) -> dict:
     batch = ClusteringTaskSampler(data.load("mnist", "test"), 10, 20, seed=0).sample(tasks)
-    ks, accs = [], []
+    ks, accs, used = [], [], set()
     for x, y in zip(batch.x.numpy(), batch.y.numpy(), strict=True):
         model = MetaKMeans(
             "auto", checkpoint="mnist", k_selection=rule, max_clusters=15, random_state=0
         ).fit(x[:, 0])
         ks.append(model.n_clusters_)
+        used.add(model.k_choice_.method)
         accs.append(clustering_accuracy(y, model.labels_))
     return {
+        "rule": "/".join(sorted(used)),
         "hit_rate": float(np.mean(np.asarray(ks) == 10)),
         "k_error": float(np.mean(np.abs(np.asarray(ks) - 10))),
         "acc": float(np.mean(accs)),
@@ -94,16 +101,30 @@ def tables(rule: str) -> dict:
     ):
         X, y = loader(return_X_y=True)
         model = MetaKMeans("auto", k_selection=rule, meta_steps=0, random_state=0).fit(X)
-        out[name] = {"classes": len(np.unique(y)), "chosen_k": model.n_clusters_}
+        out[name] = {
+            "classes": len(np.unique(y)),
+            "chosen_k": model.n_clusters_,
+            "rule": model.k_choice_.method,
+        }
     centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0], [6.0, 6.0]])
-    found = 0
+    found, used = 0, set()
     for seed in range(10):  # small round blobs: 4 x 30 points in 2-D, k in 2..8
         rng = np.random.default_rng(seed)
         X = np.concatenate([c + rng.normal(size=(30, 2)) for c in centres])
         model = MetaKMeans("auto", k_selection=rule, meta_steps=0, max_clusters=8).fit(X)
         found += model.n_clusters_ == 4
-    out["4 blobs x 30 (2-D), 10 seeds: k = 4 found"] = {"classes": 4, "chosen_k": f"{found}/10"}
+        used.add(model.k_choice_.method)
+    out["4 blobs x 30 (2-D), 10 seeds: k = 4 found"] = {
+        "classes": 4,
+        "chosen_k": f"{found}/10",
+        "rule": "/".join(sorted(used)),
+    }
     return out
+
+
+def label(rule: str, result: dict) -> str:
+    """``rule``, and for ``"auto"`` the rule it used."""
+    return f"auto ({result['rule']})" if rule == "auto" else rule
 
 
 def markdown(results: dict, args: argparse.Namespace, seconds: float) -> str:
@@ -118,8 +139,11 @@ def markdown(results: dict, args: argparse.Namespace, seconds: float) -> str:
         "```",
         "",
         '`MetaKMeans("auto", k_selection=RULE, random_state=0)`; labels only score the result. '
-        'The default (`k_selection="auto"`) is the eigengap with a checkpoint and the silhouette '
-        "without one (before issue 14 it was the silhouette everywhere).",
+        'The default (`k_selection="auto"`, rows "auto (RULE USED)") counts the graph '
+        "eigenvalues above the threshold calibrated on the checkpoint's card "
+        "(`scripts/calibrate_k.py`: Omniglot background alphabets only, never these evaluation "
+        "alphabets), uses the eigengap with a checkpoint without one and the silhouette without "
+        "a checkpoint.",
         "",
         "## The 20 Omniglot evaluation alphabets (20-47 characters), k in 2..60",
         "",
@@ -127,7 +151,7 @@ def markdown(results: dict, args: argparse.Namespace, seconds: float) -> str:
         "|---|---|---:|---:|",
     ]
     for (ck, rule), r in results["alphabets"].items():
-        lines.append(f"| `{ck}` | {rule} | {r['k_error']:.1f} | {r['acc']:.3f} |")
+        lines.append(f"| `{ck}` | {label(rule, r)} | {r['k_error']:.1f} | {r['acc']:.3f} |")
     lines += [
         "",
         f"## MNIST test tasks, 10 classes x 20 images ({args.tasks} tasks), checkpoint "
@@ -138,7 +162,8 @@ def markdown(results: dict, args: argparse.Namespace, seconds: float) -> str:
     ]
     for rule, r in results["mnist"].items():
         lines.append(
-            f"| {rule} | {100 * r['hit_rate']:.0f}% | {r['k_error']:.2f} | {r['acc']:.3f} |"
+            f"| {label(rule, r)} | {100 * r['hit_rate']:.0f}% | {r['k_error']:.2f} | "
+            f"{r['acc']:.3f} |"
         )
     lines += [
         "",
@@ -148,7 +173,11 @@ def markdown(results: dict, args: argparse.Namespace, seconds: float) -> str:
         "|---|---:|" + "---:|" * len(RULES),
     ]
     for name in results["tables"][RULES[0]]:
-        cells = " | ".join(str(results["tables"][r][name]["chosen_k"]) for r in RULES)
+        cells = " | ".join(
+            str(results["tables"][r][name]["chosen_k"])
+            + (f" ({results['tables'][r][name]['rule']})" if r == "auto" else "")
+            for r in RULES
+        )
         lines.append(f"| {name} | {results['tables'][RULES[0]][name]['classes']} | {cells} |")
     lines.append("")
     lines.append("Per alphabet: `docs/results/choose_k.json`.")

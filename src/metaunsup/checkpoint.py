@@ -203,6 +203,22 @@ def checkpoint_card(name_or_path: str | os.PathLike) -> dict[str, Any]:
     return card if isinstance(card, dict) else {}
 
 
+def k_calibration(name_or_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The calibrated choice of ``k`` on a checkpoint's card (key ``"k_selection"``, written
+    by ``scripts/calibrate_k.py``): ``{"rule": "eigencount", "threshold": float,
+    "calibrated_on": str, ...}``, or ``None`` when the card has none."""
+    entry = checkpoint_card(name_or_path).get("k_selection")
+    if not isinstance(entry, dict) or entry.get("rule") != "eigencount":
+        return None
+    threshold = entry.get("threshold")
+    if not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise CheckpointError(
+            f"the card of checkpoint {str(name_or_path)!r} has a bad k_selection threshold "
+            f"{threshold!r}; it must be a number in (0, 1): re-run scripts/calibrate_k.py"
+        )
+    return entry
+
+
 def _folder_message(folder: Path) -> str:
     """What to say when a folder is given as a checkpoint: the checkpoints it holds, if any."""
     inside = sorted(p.name for p in folder.glob(f"*{SUFFIX}"))

@@ -179,6 +179,12 @@ def test_auto_k_by_eigengap(tmp_path, capsys):
     info = json.loads(stdout)
     assert info["k"] == 3 and info["k_chosen_by"] == "eigengap"
     assert set(info["eigengap"]) == {str(k) for k in range(2, 16)}
+    code, _, err = run(
+        capsys, "cluster", tmp_path / "blobs.npy", "--k", "auto", "--k-by", "eigencount",
+        "--meta-steps", "5", "--out", tmp_path / "count.csv",
+    )  # fmt: skip
+    assert code == 2 and err.startswith("metaunsup: error:") and "calibrated" in err
+    assert not (tmp_path / "count.csv").exists()
 
 
 def test_checkpoint_on_npy_images_and_on_a_table(tmp_path, capsys):

@@ -3,6 +3,7 @@ self-training on the user's data, the automatic choice of k."""
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -206,8 +207,27 @@ def test_auto_k_uses_the_eigengap_in_a_checkpoints_embedding():
 
     X, _ = load_digits(return_X_y=True)
     model = MetaKMeans("auto", checkpoint="digits", random_state=0).fit(X[:300])
-    assert model.k_choice_.method == "eigengap"
+    assert model.k_choice_.method == "eigengap"  # digits' card has no calibrated threshold
     assert model.k_choice_.reason.startswith(f"k={model.n_clusters_} has the highest graph")
+    assert model.k_choice_.reason.endswith("card has no calibrated eigenvalue threshold")
+    with pytest.raises(ConfigError, match="calibrated"):
+        MetaKMeans("auto", checkpoint="digits", k_selection="eigencount").fit(X[:100])
+
+
+def test_auto_k_counts_eigenvalues_with_a_calibrated_card(tmp_path):
+    from sklearn.datasets import load_digits
+
+    from tests.helpers.estimators import conv_checkpoint
+
+    path = conv_checkpoint(tmp_path / "conv.safetensors")
+    card = {"k_selection": {"rule": "eigencount", "threshold": 0.5, "calibrated_on": "a test"}}
+    path.with_suffix(".json").write_text(json.dumps(card))
+    X, _ = load_digits(return_X_y=True)
+    model = MetaKMeans("auto", checkpoint=str(path), random_state=0).fit(X[:200])
+    choice = model.k_choice_
+    assert choice.method == "eigencount" and choice.threshold == 0.5
+    assert choice.reason.endswith("threshold calibrated on a test")
+    assert choice.k == min(max(sum(v > 0.5 for v in choice.scores.values()) + 1, 2), 15)
 
 
 def test_auto_k_by_eigengap_finds_three_blobs():

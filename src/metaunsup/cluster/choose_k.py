@@ -26,7 +26,17 @@ neighbours more than round blobs (what spectral clustering then finds). On the 2
 evaluation alphabets (20-47 characters each) in a Prototypical Network's embedding it misses
 the number of characters by less than the silhouette does
 (``docs/results/omniglot_alphabets_protonet_spectral.md`` and
-``omniglot_alphabets_protonet_spectral_silhouette.md``).
+``omniglot_alphabets_protonet_spectral_silhouette.md``). It underestimates where some groups
+are not well separated: their eigenvalues sit well below 1, and the largest drop comes early.
+
+**Eigenvalue count** (:func:`choose_k_eigencount`): ``k`` is the number of eigenvalues of the
+same graph above a threshold ``τ``. A group of the graph that is joined to the rest by only a
+few edges still has an eigenvalue clearly above the bulk of the spectrum, even when the
+largest drop comes before it. ``τ`` has no universal value: it is calibrated per embedding by
+:func:`calibrate_eigencount` on labelled groups the model was trained on (for
+``omniglot-protonet``: the 30 Omniglot *background* alphabets) and stored on the checkpoint's
+card (``scripts/calibrate_k.py``); ``MetaKMeans(k_selection="auto")`` uses it where the card
+has it and falls back to the eigengap where not.
 """
 
 from __future__ import annotations
@@ -36,11 +46,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metaunsup._validation import check_int
+from metaunsup._validation import check_float, check_int
 from metaunsup.cluster.kmeans import kmeans
 from metaunsup.errors import ConfigError
 
-__all__ = ["KChoice", "choose_k", "choose_k_eigengap"]
+__all__ = [
+    "KChoice",
+    "calibrate_eigencount",
+    "choose_k",
+    "choose_k_eigencount",
+    "choose_k_eigengap",
+]
 
 
 @dataclass(frozen=True)
@@ -52,19 +68,43 @@ class KChoice:
     k:
         The chosen number of clusters.
     scores:
-        For each ``k`` tried (higher is better): the mean silhouette of its k-means partition
-        (``method="silhouette"``), or the eigengap ``λ_k - λ_(k+1)`` (``"eigengap"``).
+        For each ``k`` tried: the mean silhouette of its k-means partition
+        (``method="silhouette"``, higher is better), the eigengap ``λ_k - λ_(k+1)``
+        (``"eigengap"``, higher is better), or the eigenvalue ``λ_k`` (``"eigencount"``: ``k``
+        is the last one above ``threshold``).
     method:
-        ``"silhouette"`` or ``"eigengap"``.
+        ``"silhouette"``, ``"eigengap"`` or ``"eigencount"``.
+    threshold:
+        The eigenvalue threshold of ``"eigencount"``.
+    note:
+        Appended to :attr:`reason` (e.g. where the threshold came from).
     """
 
     k: int
     scores: dict[int, float]
     method: str = "silhouette"
+    threshold: float | None = None
+    note: str = ""
 
     @property
     def reason(self) -> str:
         """One line saying why ``k`` was chosen, e.g. for a command-line summary."""
+        text = self._count_reason() if self.method == "eigencount" else self._best_reason()
+        return f"{text}; {self.note}" if self.note else text
+
+    def _count_reason(self) -> str:
+        k, t = self.k, float(self.threshold or 0.0)
+        value = f"λ_{k} = {self.scores[k]:.3f}"
+        if self.scores[k] <= t:  # fewer than k_min above: clipped up
+            return f"k={k}, the smallest tried: fewer eigenvalues exceed {t:.3f} ({value})"
+        if k + 1 not in self.scores:  # k_max and still above: clipped down
+            return f"k={k}, the largest tried: at least {k} eigenvalues exceed {t:.3f} ({value})"
+        return (
+            f"k={k}: {k} graph eigenvalues exceed the threshold {t:.3f} "
+            f"({value}, λ_{k + 1} = {self.scores[k + 1]:.3f})"
+        )
+
+    def _best_reason(self) -> str:
         ks = sorted(self.scores)
         what = "mean silhouette" if self.method == "silhouette" else "graph eigengap"
         text = (
@@ -169,13 +209,88 @@ def choose_k_eigengap(
     >>> choose_k_eigengap(blobs, 2, 8, metric="euclidean").k
     4
     """
-    from metaunsup.cluster.graph import graph_eigenvalues
-
     z = torch.as_tensor(x).detach().to(torch.float32).cpu()
     n = _check_range(z, k_min, k_max, 1)
     k_max = min(k_max, n - 2)
     k_min = min(k_min, k_max)
-    values = graph_eigenvalues(z, k_max + 1, n_neighbors=min(n_neighbors, n - 1), metric=metric)
+    values = _eigenvalues(z, k_max, n_neighbors, metric)
     scores = {k: float(values[k - 1] - values[k]) for k in range(k_min, k_max + 1)}
     best = max(scores, key=lambda k: (scores[k], -k))
     return KChoice(k=best, scores=scores, method="eigengap")
+
+
+def _eigenvalues(z: torch.Tensor, k_max: int, n_neighbors: int, metric: str) -> torch.Tensor:
+    from metaunsup.cluster.graph import graph_eigenvalues
+
+    n = z.shape[0]
+    return graph_eigenvalues(z, k_max + 1, n_neighbors=min(n_neighbors, n - 1), metric=metric)
+
+
+def choose_k_eigencount(
+    x: torch.Tensor | np.ndarray,
+    k_min: int = 2,
+    k_max: int = 15,
+    *,
+    threshold: float,
+    n_neighbors: int = 10,
+    metric: str = "cosine",
+    note: str = "",
+) -> KChoice:
+    """The number of eigenvalues of the kNN graph of ``x`` (the graph of
+    :func:`choose_k_eigengap`) above ``threshold``, clipped to ``k_min..k_max``.
+
+    ``x`` is ``[n, d]``, ``n >= 3``; ``k_max`` is lowered to ``n - 2``. ``threshold`` in
+    ``(0, 1)`` comes from :func:`calibrate_eigencount` on labelled groups of the same kind
+    (the eigenvalues of the normalised adjacency are at most 1). ``note`` is appended to the
+    reason. Deterministic.
+
+    Example
+    -------
+    Four blobs of 30 points in 16 dimensions (``λ_1..λ_4`` are near 1, ``λ_5`` below 0.5):
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> blobs = torch.randn(120, 16, generator=g) + 6 * torch.eye(16)[:4].repeat(30, 1)
+    >>> choose_k_eigencount(blobs, 2, 8, threshold=0.5).k
+    4
+    """
+    threshold = check_float("threshold", threshold, 0.0, 1.0)
+    z = torch.as_tensor(x).detach().to(torch.float32).cpu()
+    n = _check_range(z, k_min, k_max, 1)
+    k_max = min(k_max, n - 2)
+    k_min = min(k_min, k_max)
+    values = _eigenvalues(z, k_max, n_neighbors, metric)
+    count = int((values[:k_max] > threshold).sum())
+    scores = {k: float(values[k - 1]) for k in range(k_min, k_max + 1)}
+    best = min(max(count, k_min), k_max)
+    return KChoice(k=best, scores=scores, method="eigencount", threshold=threshold, note=note)
+
+
+def calibrate_eigencount(
+    groups: list[tuple[torch.Tensor | np.ndarray, int]],
+    k_max: int = 100,
+    *,
+    n_neighbors: int = 10,
+    metric: str = "cosine",
+    grid: np.ndarray | None = None,
+) -> tuple[float, dict[float, float]]:
+    """The threshold of :func:`choose_k_eigencount` that misses the known number of classes
+    of labelled sets by the least on average.
+
+    ``groups``: ``(x [n, d], classes)`` pairs, e.g. the embeddings of whole alphabets the
+    model was trained on and their numbers of characters. ``grid``: the thresholds tried
+    (default ``0.30, 0.31, ..., 0.95``). Returns the best threshold (the smallest on a tie)
+    and the mean absolute error of ``k`` at each threshold of the grid.
+    """
+    if not groups:
+        raise ConfigError("calibrating the eigenvalue threshold needs at least one labelled set")
+    grid = np.round(np.arange(0.30, 0.955, 0.01), 2) if grid is None else np.asarray(grid)
+    counts, truth = [], []
+    for x, classes in groups:
+        z = torch.as_tensor(x).detach().to(torch.float32).cpu()
+        top = min(k_max, _check_range(z, 1, k_max, 1) - 2)
+        values = _eigenvalues(z, top, n_neighbors, metric)[:top].numpy()
+        counts.append([min(max(int((values > t).sum()), 1), top) for t in grid])
+        truth.append(classes)
+    errors = np.abs(np.asarray(counts) - np.asarray(truth)[:, None]).mean(axis=0)
+    table = {float(t): float(e) for t, e in zip(grid, errors, strict=True)}
+    return float(grid[int(errors.argmin())]), table

@@ -20,6 +20,7 @@ Shapes: ``X`` is ``[n, d]`` (a table or flattened images), ``[n, H, W]`` (grey i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import Any
@@ -50,9 +51,14 @@ from metaunsup._validation import (
     check_int,
     check_positive,
 )
-from metaunsup.checkpoint import checkpoint_card
+from metaunsup.checkpoint import checkpoint_card, k_calibration
 from metaunsup.cluster import kmeans
-from metaunsup.cluster.choose_k import KChoice, choose_k, choose_k_eigengap
+from metaunsup.cluster.choose_k import (
+    KChoice,
+    choose_k,
+    choose_k_eigencount,
+    choose_k_eigengap,
+)
 from metaunsup.data.arrays import check_value_range
 from metaunsup.data.normalize import InputConvention, Normalization, plan_normalization
 from metaunsup.errors import CheckpointError, ConfigError, DataError, DataWarning
@@ -82,7 +88,7 @@ _FLOATS = (np.float64, np.float32)
 #: sample of this many and every example then goes to its nearest centre, in chunks
 #: (:func:`nearest_centers`), so memory stays bounded on millions of rows.
 KMEANS_FIT_ROWS = 100_000
-#: Most examples ``n_clusters="auto"`` looks at: the eigengap rule's neighbourhood graph (as
+#: Most examples ``n_clusters="auto"`` looks at: the graph rules' neighbourhood graph (as
 #: self-training's graphs) and the silhouette rule's k-means runs.
 EIGENGAP_ROWS = 4000
 SILHOUETTE_ROWS = 20_000
@@ -241,7 +247,7 @@ NORMALIZE = ("off", "auto")
 
 
 #: Rules ``n_clusters="auto"`` can choose ``k`` by.
-K_SELECTIONS = ("auto", "eigengap", "silhouette")
+K_SELECTIONS = ("auto", "eigencount", "eigengap", "silhouette")
 
 
 class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
@@ -274,15 +280,20 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         ``0`` clusters in a random (untrained) embedding.
     max_clusters : int, default=15
         Largest ``k`` tried by ``n_clusters="auto"``.
-    k_selection : {"auto", "eigengap", "silhouette"}, default="auto"
-        How ``n_clusters="auto"`` chooses: the largest eigengap of the 10-nearest-neighbour
-        graph (:func:`~metaunsup.cluster.choose_k.choose_k_eigengap`; by cosine similarity in
-        an embedding, Euclidean distance on a table), or the highest mean silhouette of
-        k-means partitions (:func:`~metaunsup.cluster.choose_k.choose_k`). ``"auto"``: the
-        eigengap in a checkpoint's embedding, the silhouette on a table without one - the
-        rule that erred less in each setting in ``docs/results/choose_k.md`` (the eigengap
-        splits small round blobs of a few dozen points in two). On large data on a seeded
-        sample: 4000 examples for the eigengap's graph, 20,000 for the silhouette's k-means.
+    k_selection : {"auto", "eigencount", "eigengap", "silhouette"}, default="auto"
+        How ``n_clusters="auto"`` chooses: the number of eigenvalues of the
+        10-nearest-neighbour graph above the threshold calibrated for the checkpoint
+        (``"eigencount"``, :func:`~metaunsup.cluster.choose_k.choose_k_eigencount`; the
+        threshold is on the checkpoint's card), the largest eigengap of that graph
+        (:func:`~metaunsup.cluster.choose_k.choose_k_eigengap`; by cosine similarity in an
+        embedding, Euclidean distance on a table), or the highest mean silhouette of k-means
+        partitions (:func:`~metaunsup.cluster.choose_k.choose_k`). ``"auto"``: the eigenvalue
+        count where the checkpoint's card has a threshold (``omniglot-protonet``,
+        ``omniglot-unsup``), else the eigengap in a checkpoint's embedding, and the silhouette
+        on a table without one - the rules that erred least in each setting in
+        ``docs/results/choose_k.md`` (the eigengap splits small round blobs of a few dozen
+        points in two). ``k_choice_.reason`` names the rule. On large data on a seeded
+        sample: 4000 examples for the graph, 20,000 for the silhouette's k-means.
     input_scale : float, "auto", "standard" or "global", default="auto"
         With a checkpoint, ``X`` is divided by this number before embedding. ``"auto"``: 255
         for ``uint8`` arrays, else the largest value of the training ``X`` when it exceeds 1
@@ -671,10 +682,13 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         return {name: value.detach().cpu() for name, value in params.items()}
 
     def _k_rule(self) -> str:
-        """The rule ``k_selection`` stands for: ``"auto"`` is the eigengap in a checkpoint's
-        embedding and the silhouette on a table."""
+        """The rule ``k_selection`` stands for: ``"auto"`` is the eigenvalue count where the
+        checkpoint's card has a calibrated threshold, else the eigengap in a checkpoint's
+        embedding, and the silhouette on a table."""
         if self.k_selection == "auto":
-            return "eigengap" if self.checkpoint is not None else "silhouette"
+            if self.checkpoint is None:
+                return "silhouette"
+            return "eigencount" if k_calibration(self.checkpoint) else "eigengap"
         return str(self.k_selection)
 
     def _choose_k(self, z: torch.Tensor, seed: int, metric: str = "cosine") -> KChoice:
@@ -683,13 +697,35 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         seeded sample: at most :data:`EIGENGAP_ROWS` rows for the graph, at most
         :data:`SILHOUETTE_ROWS` for the k-means runs of the silhouette rule."""
         rule = self._k_rule()
-        most = EIGENGAP_ROWS if rule == "eigengap" else SILHOUETTE_ROWS
+        most = SILHOUETTE_ROWS if rule == "silhouette" else EIGENGAP_ROWS
         if len(z) > most:
             g = torch.Generator().manual_seed(seed)
             z = z[torch.randperm(len(z), generator=g)[:most]]
+        k_max = int(self.max_clusters)
+        if rule == "eigencount":
+            card = k_calibration(self.checkpoint) if self.checkpoint is not None else None
+            if card is None:
+                raise ConfigError(
+                    "k_selection='eigencount' needs a checkpoint whose card holds a calibrated "
+                    "eigenvalue threshold (scripts/calibrate_k.py); use k_selection='eigengap'"
+                )
+            note = f"threshold calibrated on {card['calibrated_on']}"
+            return choose_k_eigencount(
+                z,
+                2,
+                k_max,
+                threshold=card["threshold"],
+                n_neighbors=int(card.get("n_neighbors", 10)),
+                metric=metric,
+                note=note,
+            )
         if rule == "eigengap":
-            return choose_k_eigengap(z, 2, int(self.max_clusters), metric=metric)
-        return choose_k(z, 2, int(self.max_clusters), seed=seed)
+            choice = choose_k_eigengap(z, 2, k_max, metric=metric)
+            if self.k_selection == "auto":
+                note = "the checkpoint's card has no calibrated eigenvalue threshold"
+                choice = dataclasses.replace(choice, note=note)
+            return choice
+        return choose_k(z, 2, k_max, seed=seed)
 
     # ------------------------------------------------------------------ embedding
     def _check_input(self, X: Any, reset: bool) -> np.ndarray:

@@ -155,11 +155,13 @@ def summary_lines(info: dict) -> list[str]:
 )
 @click.option(
     "--k-by",
-    type=click.Choice(["auto", "eigengap", "silhouette"]),
+    type=click.Choice(["auto", "eigencount", "eigengap", "silhouette"]),
     default="auto",
     show_default=True,
-    help="How --k auto chooses: largest kNN-graph eigengap, or best silhouette of k-means; "
-    "auto: the eigengap with --checkpoint, the silhouette without.",
+    help="How --k auto chooses: kNN-graph eigenvalues above the threshold calibrated on the "
+    "checkpoint's card, largest kNN-graph eigengap, or best silhouette of k-means; auto: the "
+    "count where the card has a threshold, else the eigengap with --checkpoint, the "
+    "silhouette without.",
 )
 @click.option(
     "--checkpoint",
