@@ -283,3 +283,25 @@ def test_values_beyond_float32_are_refused_not_overflowed():
     x[4, 1] = 1e300
     with pytest.raises(DataError, match=r"too large for float32 .* the first at index \(4, 1\)"):
         MetaKMeans(2, meta_steps=2, random_state=0).fit(x)
+
+
+def test_spectral_assignment_is_spectral_clustering_of_the_embedding(checkpoints, monkeypatch):
+    from metaunsup.cluster import spectral_clustering
+    from metaunsup.estimators import kmeans as kmeans_module
+
+    X, y = digits_xy(300)
+    model = MetaKMeans(10, checkpoint=str(checkpoints["mlp"]), assign="spectral", random_state=0)
+    model.fit(X)
+    z = torch.from_numpy(model.transform(X))
+    seed = int(np.random.RandomState(0).randint(np.iinfo(np.int32).max))
+    expected = spectral_clustering(z, 10, n_neighbors=10, metric="cosine", seed=seed)
+    assert np.array_equal(model.labels_, expected.numpy())
+    for c in range(10):  # the centres are the clusters' means in the embedding
+        assert np.allclose(model.cluster_centers_[c], z[model.labels_ == c].mean(0), atol=1e-5)
+    assert model.get_params()["assign"] == "spectral"
+    assert clustering_accuracy(y, model.labels_) > 0.5
+    with pytest.raises(ConfigError, match="assign must be one of"):
+        MetaKMeans(3, checkpoint=str(checkpoints["mlp"]), assign="dbscan").fit(X)
+    monkeypatch.setattr(kmeans_module, "SPECTRAL_ROWS", 100)
+    with pytest.raises(ConfigError, match=r"graph of all 300 examples.*--assign kmeans"):
+        MetaKMeans(3, checkpoint=str(checkpoints["mlp"]), assign="spectral").fit(X)

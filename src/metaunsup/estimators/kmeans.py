@@ -52,7 +52,7 @@ from metaunsup._validation import (
     check_positive,
 )
 from metaunsup.checkpoint import checkpoint_card, k_calibration
-from metaunsup.cluster import kmeans
+from metaunsup.cluster import kmeans, spectral_clustering
 from metaunsup.cluster.choose_k import (
     KChoice,
     choose_k,
@@ -88,6 +88,8 @@ _FLOATS = (np.float64, np.float32)
 #: sample of this many and every example then goes to its nearest centre, in chunks
 #: (:func:`nearest_centers`), so memory stays bounded on millions of rows.
 KMEANS_FIT_ROWS = 100_000
+#: Most examples ``assign="spectral"`` takes: its graph and eigenvectors are of all of them.
+SPECTRAL_ROWS = 20_000
 #: Most examples ``n_clusters="auto"`` looks at: the graph rules' neighbourhood graph (as
 #: self-training's graphs) and the silhouette rule's k-means runs.
 EIGENGAP_ROWS = 4000
@@ -248,6 +250,8 @@ NORMALIZE = ("off", "auto")
 
 #: Rules ``n_clusters="auto"`` can choose ``k`` by.
 K_SELECTIONS = ("auto", "eigencount", "eigengap", "silhouette")
+#: Values of ``assign``: how the embedding is partitioned.
+ASSIGN = ("kmeans", "spectral")
 
 
 class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
@@ -271,6 +275,14 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         Ignored by learners that do not adapt their embedding (Meta-K-means).
     n_init : int, default=10
         k-means restarts in the embedding; the lowest inertia is kept.
+    assign : {"kmeans", "spectral"}, default="kmeans"
+        How the embedding is partitioned into ``k`` clusters: k-means, or spectral clustering
+        of its 10-nearest-neighbour graph (cosine; von Luxburg 2007,
+        :func:`~metaunsup.cluster.spectral_clustering`), which follows clusters that are
+        chains of near neighbours rather than round blobs (the Omniglot alphabets in
+        ``docs/results/choose_k_spectral.md``). With ``"spectral"``, ``cluster_centers_`` are
+        the clusters' means in the embedding (``predict`` assigns to the nearest), and at
+        most :data:`SPECTRAL_ROWS` examples are taken (its graph is of all of them).
     max_iter : int, default=300
         Most Lloyd iterations per restart.
     tol : float, default=1e-4
@@ -394,6 +406,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         checkpoint: str | None = None,
         adapt_steps: int | None = None,
         n_init: int = 10,
+        assign: str = "kmeans",
         max_iter: int = 300,
         tol: float = 1e-4,
         meta_steps: int = 300,
@@ -412,6 +425,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.checkpoint = checkpoint
         self.adapt_steps = adapt_steps
         self.n_init = n_init
+        self.assign = assign
         self.max_iter = max_iter
         self.tol = tol
         self.meta_steps = meta_steps
@@ -468,7 +482,10 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     def _cluster(self, z: torch.Tensor, k: int, seed: int) -> None:
         """k-means of the embedding ``z`` ``[n, D]``: on all of it, or on more than
         :data:`KMEANS_FIT_ROWS` examples on a seeded sample of that many, every example then
-        assigned to its nearest centre in chunks."""
+        assigned to its nearest centre in chunks (or spectral clustering, ``assign``)."""
+        if self.assign == "spectral":
+            self._cluster_spectral(z, k, seed)
+            return
         n = len(z)
         fit = z
         if n > KMEANS_FIT_ROWS:
@@ -484,6 +501,24 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         else:
             labels, self.inertia_ = nearest_centers(z, result.centers, bool(self.verbose))
             self.labels_ = labels.numpy()
+
+    def _cluster_spectral(self, z: torch.Tensor, k: int, seed: int) -> None:
+        """Spectral clustering of ``z`` ``[n, D]`` (10-nearest-neighbour cosine graph); the
+        centres are the clusters' means, the inertia the squared distances to them."""
+        if len(z) > SPECTRAL_ROWS:
+            raise ConfigError(
+                f"assign='spectral' builds a graph of all {len(z)} examples, more than "
+                f"{SPECTRAL_ROWS}; use assign='kmeans' (on the command line --assign kmeans)"
+            )
+        labels = spectral_clustering(z, k, n_neighbors=10, metric="cosine", n_init=self.n_init,
+                                     seed=seed)  # fmt: skip
+        onehot = torch.nn.functional.one_hot(labels, k).to(z.dtype)
+        centers = (onehot.T @ z) / onehot.sum(0).clamp_min(1.0)[:, None]
+        self.n_clusters_ = k
+        self.cluster_centers_ = centers.numpy()
+        self.n_iter_ = 0
+        self.labels_ = labels.numpy().astype(np.int64)
+        self.inertia_ = float(((z - centers[labels]) ** 2).sum())
 
     def predict(self, X: Any) -> np.ndarray:
         """Nearest centre of each example of ``X``: ``int64 [n]``."""
@@ -523,6 +558,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         for name, low in (("n_init", 1), ("max_iter", 1), ("max_clusters", 2), ("batch_size", 1)):
             check_int(name, getattr(self, name), low)
         check_choice("k_selection", self.k_selection, K_SELECTIONS)
+        check_choice("assign", self.assign, ASSIGN)
         check_int("meta_steps", self.meta_steps, 0)
         if self.adapt_steps is not None:
             check_int("adapt_steps", self.adapt_steps, 0)

@@ -164,6 +164,15 @@ def summary_lines(info: dict) -> list[str]:
     "silhouette without.",
 )
 @click.option(
+    "--assign",
+    type=click.Choice(["kmeans", "spectral"]),
+    default="kmeans",
+    show_default=True,
+    help="How the embedding is split into k clusters: k-means, or spectral clustering of its "
+    "10-nearest-neighbour graph (for clusters that are chains of near neighbours; at most "
+    "20,000 examples).",
+)
+@click.option(
     "--checkpoint",
     help="Trained model: packaged name (digits, mnist) or .safetensors path. Default: "
     "meta-train on pseudo-tasks from INPUT itself.",
@@ -217,6 +226,7 @@ def cluster(
     input_path: str,
     k: int | str,
     k_by: str,
+    assign: str,
     checkpoint: str | None,
     normalize: bool,
     out: str | None,
@@ -267,6 +277,7 @@ def cluster(
         checkpoint=checkpoint,
         meta_steps=meta_steps,
         k_selection=k_by,
+        assign=assign,
         input_normalize="auto" if normalize else "off",
         random_state=seed,
         impute=None if impute == "native" else impute,
