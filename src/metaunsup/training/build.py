@@ -26,6 +26,7 @@ from metaunsup.fileio import check_output_folder
 from metaunsup.learners import LEARNERS, MetaLearner, build_learner, learner_class
 from metaunsup.nets import BACKBONES
 from metaunsup.tasks import TaskBatch, split_classes
+from metaunsup.tasks.synthetic_tables import SYNTHETIC_TABLES, SyntheticTables
 from metaunsup.training.config import RunConfig
 from metaunsup.training.distributed import (
     DEFAULT_TIMEOUT,
@@ -456,6 +457,9 @@ def train_run(
         # No labels: the whole split, read through a view that refuses labels; no validation.
         view = UnlabeledView(load_training_split(cfg))
         learner = fresh_learner(cfg, view.example_shape)
+    elif cfg.data.dataset == SYNTHETIC_TABLES:  # the synthetic prior: no data, no validation
+        prior = prior_source(cfg)
+        learner, val = fresh_learner(cfg, (prior.max_features,)), None
     else:
         train_ds, val = split_for_training(cfg)
         learner = fresh_learner(cfg, train_ds.example_shape)
@@ -466,6 +470,8 @@ def train_run(
         )
         run_config["unsupervised_record"] = record
         val = None
+    elif cfg.data.dataset == SYNTHETIC_TABLES:
+        source = prior
     else:
         kind = task_kind(t.kind)
         shape = TaskShape(t.n_way, t.k_shot, t.n_query if kind.has_query else 0)
@@ -540,6 +546,19 @@ def unsupervised_training_source(
         return built
     dist.wait_for_writer("pre-training and partitioning the data")
     return build()
+
+
+def prior_source(cfg: RunConfig) -> SyntheticTables:
+    """The synthetic-table prior of a run with ``data.dataset = "synthetic-tables"``: tables
+    of ``learner.net.in_features`` columns, ``2..task.n_way`` clusters, ``n_way * k_shot``
+    rows, seeded with ``train.seed`` (:mod:`metaunsup.tasks.synthetic_tables`)."""
+    width = cfg.learner.get("net", {}).get("in_features")
+    if not isinstance(width, int):
+        raise ConfigError(
+            "a synthetic-tables run needs [learner.net] in_features (the widest table, e.g. 100)"
+        )
+    t = cfg.task
+    return SyntheticTables(width, t.n_way, t.n_way * t.k_shot, seed=cfg.train.seed)
 
 
 def fresh_learner(cfg: RunConfig, example_shape: tuple[int, ...]) -> MetaLearner:
