@@ -45,7 +45,7 @@ def training_seconds(run_dir: Path, pre: dict, last: dict, unsup: dict) -> dict[
 def table_convention(net: dict) -> dict | None:
     """The input convention of a table network (a masked MLP, :mod:`metaunsup.estimators.
     table_input`), or ``None`` for an image network."""
-    if net.get("name") != "masked-mlp":
+    if net.get("name") not in ("masked-mlp", "gated-masked-mlp"):
         return None
     return {
         "kind": "table",

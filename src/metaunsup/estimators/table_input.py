@@ -1,8 +1,9 @@
 """How a user's table reaches a checkpoint trained on tables (the zero-shot ``tabular`` one).
 
-A checkpoint whose network is a :class:`~metaunsup.nets.MaskedMLP` takes **tables**, not images:
-its ``in_features`` is the widest table it takes, and its input convention (the one it was
-meta-trained with, :mod:`metaunsup.tasks.synthetic_tables`) is
+A checkpoint whose network is a :class:`~metaunsup.nets.MaskedMLP` (or its gated variant,
+:class:`~metaunsup.nets.GatedMaskedMLP`) takes **tables**, not images: its ``in_features`` is
+the widest table it takes, and its input convention (the one it was meta-trained with,
+:mod:`metaunsup.tasks.synthetic_tables`) is
 
 * each column **standardised** (centred, divided by its standard deviation over its observed
   cells: :func:`~metaunsup.estimators.scaling.table_scaling` ``"standard"``), with the
@@ -31,8 +32,8 @@ from metaunsup.estimators.scaling import TableScaling, table_scaling
 
 __all__ = ["TableInput", "table_width"]
 
-#: The backbone name of networks that take tables.
-TABLE_NET = "masked-mlp"
+#: The backbone names of networks that take tables.
+TABLE_NETS = ("masked-mlp", "gated-masked-mlp")
 
 
 def table_width(checkpoint: str | Path) -> int | None:
@@ -41,7 +42,7 @@ def table_width(checkpoint: str | Path) -> int | None:
     meta = read_checkpoint_meta(resolve_checkpoint(checkpoint))
     learner = meta.get("learner")
     net = learner.get("net") if isinstance(learner, dict) else None
-    if not isinstance(net, dict) or net.get("name") != TABLE_NET:
+    if not isinstance(net, dict) or net.get("name") not in TABLE_NETS:
         return None
     return int(net["in_features"])
 

@@ -9,7 +9,9 @@ with no further training: a query's score is the mean Euclidean distance to its
 Shim, SIGMOD 2000, and Angiulli & Pizzuti, PKDD 2002 — PyOD's ``KNN(method="mean")``), in an
 embedding where clusters are compact. A support example at distance 0 from the query is taken
 to be the query itself and left out, so that a table scored against itself follows PyOD's
-in-sample convention (a point is not its own neighbour).
+in-sample convention (a point is not its own neighbour). Support and query are embedded
+together, so that a network whose embedding reads the task's rows
+(:class:`~metaunsup.nets.GatedMaskedMLP`) sees one table.
 
 Shapes: ``score(support [B, K, d], query [B, q, d]) -> [B, q]`` (higher = more anomalous).
 """
@@ -59,7 +61,8 @@ class TabularKMeans(MetaKMeansLearner):
         """Mean distance ``[B, q]`` of each query to its nearest support examples in the
         embedding, a zero-distance support example (the query itself) left out."""
         with torch.no_grad():
-            zs, zq = self.embed(support), self.embed(query)
+            z = self.embed(torch.cat([support, query.to(support.dtype)], 1))  # embedded together
+            zs, zq = z[:, : support.shape[1]], z[:, support.shape[1] :]
             dist = torch.cdist(zq, zs, compute_mode="donot_use_mm_for_euclid_dist")
             dist = dist.masked_fill(dist <= 1e-9, float("inf"))
             m = max(1, min(self.score_neighbors, dist.shape[-1] - 1))
