@@ -39,6 +39,7 @@ def test_config_round_trip_and_ability():
     assert isinstance(again, AnomalyScorer)
 
 
+@pytest.mark.slow
 def test_the_tabular_config_trains_on_the_prior(tmp_path):
     cfg = load_config("tabular", {"train.steps": 3, "train.checkpoint_every": 3})
     assert cfg.data.dataset == "synthetic-tables"

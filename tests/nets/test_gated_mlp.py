@@ -31,7 +31,8 @@ def test_weights_start_at_one_and_the_gate_gets_gradients():
     w = net.column_weights(dict(net.named_parameters()), x)
     assert torch.allclose(w[:, :4], torch.ones(2, 4), atol=1e-4) and (w[:, 4] == 0).all()
     z = net.functional_features(dict(net.named_parameters()), x)
-    assert z.shape == (2, 30, 8) and torch.isfinite(z).all()
+    assert z.shape == (2, 30, 5 + 8) and net.feature_dim == 13 and torch.isfinite(z).all()
+    assert torch.equal(z[..., :5].isnan(), torch.zeros_like(z[..., :5], dtype=torch.bool))
     z.pow(2).sum().backward()
     assert net.gate[2].weight.grad is not None and net.gate[2].weight.grad.abs().sum() > 0
     assert torch.allclose(net(x[0]), z[0].detach(), atol=1e-6)

@@ -12,6 +12,11 @@ absolute correlation with the other columns — and a small shared network maps 
 Huang et al., TPAMI 2005, but meta-learned), the column-wise counterpart of the table-level
 context that in-context tabular models (TabPFN, Hollmann et al., ICLR 2023) read with attention.
 
+The embedding is the weighted columns themselves beside the MLP's features,
+``[w · x · m, a · MLP(...)]`` with a learned scale ``a`` (starting at ``0.1``): at
+initialisation the weights are one, so the embedding starts close to the standardised table
+(k-means on it is k-means on the columns) and meta-training moves it from there.
+
 The weights come from the rows embedded together, so an example's embedding depends slightly on
 the others it is embedded with (as with per-task batch normalisation).
 
@@ -65,7 +70,7 @@ class GatedMaskedMLP(MaskedMLP):
     """A masked MLP over columns weighed by their task-level descriptors (module docstring).
 
     Parameters are :class:`~metaunsup.nets.MaskedMLP`'s plus ``gate_hidden``, the width of the
-    shared descriptor-to-weight network.
+    shared descriptor-to-weight network. ``feature_dim`` is ``in_features + hidden[-1]``.
     """
 
     def __init__(
@@ -84,6 +89,10 @@ class GatedMaskedMLP(MaskedMLP):
         )
         nn.init.zeros_(self.gate[2].weight)  # start at one weight for every present column
         nn.init.constant_(self.gate[2].bias, 0.5413)  # softplus(0.5413) = 1
+        self.mix = nn.Parameter(torch.tensor(0.1))
+        self.feature_dim = self.cells + self.feature_dim
+        if n_way is not None:  # the head reads the whole embedding
+            self.head = nn.Linear(self.feature_dim, n_way)
 
     def column_weights(self, params: ParamDict, x: Tensor) -> Tensor:
         """Weights ``[B, d]`` of the columns of ``x`` ``[B, n, d]`` (0 for absent ones)."""
@@ -101,7 +110,8 @@ class GatedMaskedMLP(MaskedMLP):
         values = torch.where(observed, x, torch.zeros_like(x))  # NaN-free, so gradients are
         weighted = values * self.column_weights(params, x).unsqueeze(1)
         inputs = torch.cat([weighted, observed.to(x.dtype)], -1)  # as split_missing lays out
-        return super(MaskedMLP, self).functional_features(params, inputs)
+        h = super(MaskedMLP, self).functional_features(params, inputs)
+        return torch.cat([weighted, params["mix"] * h], -1)
 
     def forward(self, x: Tensor) -> Tensor:
         """``[n, d]`` (NaN = missing) → ``[n, n_way]`` or ``[n, feature_dim]``."""
