@@ -15,8 +15,9 @@ is mixed in as the anomalies, as ODDS built its tables:
   largest variance over the task's rows are kept (chosen without labels).
 
 Each seed draws its own anomalies. Every method sees the same table, its constant columns
-dropped (PyOD's PCA divides by their zero variance) and each column standardised (ODDS practice; ``tabular`` standardises by itself anyway) and scores every row,
-unsupervised (the table is contaminated by its anomalies, as in ODDS):
+dropped (PyOD's PCA divides by their zero variance) and each column standardised (ODDS
+practice; ``tabular`` standardises by itself anyway), and scores every row, unsupervised (the
+table is contaminated by its anomalies, as in ODDS):
 
 - ``tabular``: :class:`metaunsup.MetaOutlierDetector` with ``checkpoint="tabular"`` (zero-shot:
   meta-trained only on synthetic tables), fitted on the table, ``decision_scores_``;

@@ -44,7 +44,10 @@ def test_packaged_tabular_is_a_table_embedder_and_scorer_with_a_card():
     ran = load_config(Path(__file__).resolve().parents[2] / words[2])
     packaged = load_config("tabular")  # the packaged config is that run's, but for its name
     assert (ran.learner, ran.task, ran.train, ran.data) == (
-        packaged.learner, packaged.task, packaged.train, packaged.data
+        packaged.learner,
+        packaged.task,
+        packaged.train,
+        packaged.data,
     )
     assert card["data"]["dataset"] == "synthetic-tables"
     assert (packaged_dir() / "tabular.safetensors").stat().st_size < 2_000_000

@@ -84,11 +84,11 @@ class GatedMaskedMLP(MaskedMLP):
     ) -> None:
         super().__init__(in_features, n_way, hidden, norm, groups)
         self.gate_hidden = int(gate_hidden)
-        self.gate = nn.Sequential(
-            nn.Linear(N_DESCRIPTORS, self.gate_hidden), nn.ReLU(), nn.Linear(self.gate_hidden, 1)
-        )
-        nn.init.zeros_(self.gate[2].weight)  # start at one weight for every present column
-        nn.init.constant_(self.gate[2].bias, 0.5413)  # softplus(0.5413) = 1
+        first = nn.Linear(N_DESCRIPTORS, self.gate_hidden)  # created first: the seeded draws
+        out = nn.Linear(self.gate_hidden, 1)
+        nn.init.zeros_(out.weight)  # start at one weight for every present column
+        nn.init.constant_(out.bias, 0.5413)  # softplus(0.5413) = 1
+        self.gate = nn.Sequential(first, nn.ReLU(), out)
         self.mix = nn.Parameter(torch.tensor(0.1))
         self.feature_dim = self.cells + self.feature_dim
         if n_way is not None:  # the head reads the whole embedding
@@ -115,7 +115,7 @@ class GatedMaskedMLP(MaskedMLP):
 
     def forward(self, x: Tensor) -> Tensor:
         """``[n, d]`` (NaN = missing) → ``[n, n_way]`` or ``[n, feature_dim]``."""
-        params = dict(self.named_parameters())
+        params: ParamDict = dict(self.named_parameters())
         z = self.functional_features(params, x.flatten(1).unsqueeze(0))[0]
         return self.head(z) if self.head is not None else z
 
