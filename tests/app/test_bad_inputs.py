@@ -702,7 +702,7 @@ TRAIN = [
         "missing-config",
         None,
         RUN,
-        "config file 'IN/run.toml' not found (packaged configs: digits-unsup)",
+        "config file 'IN/run.toml' not found (packaged configs: digits-unsup, tabular)",
     ),
     train("invalid-toml", text("name = \n", "run.toml"), RUN, "is not valid TOML"),
     train(

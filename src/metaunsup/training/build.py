@@ -442,7 +442,7 @@ def train_run(
     alone pre-trains and partitions the data of an unsupervised run (the others then read the
     results from the run folder's cache, see :func:`unsupervised_training_source`).
     """
-    t, tr = cfg.task, cfg.train
+    tr = cfg.train
     _check_learner_kind(cfg)
     if resume and overwrite:
         raise ConfigError("--resume continues the run in the folder, --overwrite replaces it: "
@@ -457,12 +457,8 @@ def train_run(
         # No labels: the whole split, read through a view that refuses labels; no validation.
         view = UnlabeledView(load_training_split(cfg))
         learner = fresh_learner(cfg, view.example_shape)
-    elif cfg.data.dataset == SYNTHETIC_TABLES:  # the synthetic prior: no data, no validation
-        prior = prior_source(cfg)
-        learner, val = fresh_learner(cfg, (prior.max_features,)), None
     else:
-        train_ds, val = split_for_training(cfg)
-        learner = fresh_learner(cfg, train_ds.example_shape)
+        learner, source, val = _task_source(cfg)
     _prepare_folder(cfg, learner, out, resume, overwrite, dist)
     if cfg.unsupervised is not None:
         source, record = unsupervised_training_source(
@@ -470,12 +466,6 @@ def train_run(
         )
         run_config["unsupervised_record"] = record
         val = None
-    elif cfg.data.dataset == SYNTHETIC_TABLES:
-        source = prior
-    else:
-        kind = task_kind(t.kind)
-        shape = TaskShape(t.n_way, t.k_shot, t.n_query if kind.has_query else 0)
-        source = kind.make_sampler(train_ds, shape, tr.seed)
     if dist is not None:
         source = dist.shard(source, tr.meta_batch)
     objective = precision_objective(learner, tr.precision, device)
@@ -502,6 +492,20 @@ def train_run(
     if dist is None or dist.writer:
         _calibrate(cfg, learner, source, out)
     return result
+
+
+def _task_source(cfg: RunConfig) -> tuple[MetaLearner, Any, Dataset | None]:
+    """``(learner, task source, validation split)`` of a run with labels: tasks of the
+    training split (its held-out part validates), or of the synthetic prior (no validation)."""
+    if cfg.data.dataset == SYNTHETIC_TABLES:
+        prior = prior_source(cfg)
+        return fresh_learner(cfg, (prior.max_features,)), prior, None
+    t = cfg.task
+    train_ds, val = split_for_training(cfg)
+    kind = task_kind(t.kind)
+    shape = TaskShape(t.n_way, t.k_shot, t.n_query if kind.has_query else 0)
+    learner = fresh_learner(cfg, train_ds.example_shape)
+    return learner, kind.make_sampler(train_ds, shape, cfg.train.seed), val
 
 
 def _calibrate(cfg: RunConfig, learner: MetaLearner, source: Any, out: Path) -> None:
