@@ -42,6 +42,21 @@ def training_seconds(run_dir: Path, pre: dict, last: dict, unsup: dict) -> dict[
     return seconds
 
 
+def table_convention(net: dict) -> dict | None:
+    """The input convention of a table network (a masked MLP, :mod:`metaunsup.estimators.
+    table_input`), or ``None`` for an image network."""
+    if net.get("name") not in ("masked-mlp", "gated-masked-mlp"):
+        return None
+    return {
+        "kind": "table",
+        "max_features": net["in_features"],
+        "columns": "standardised by the estimator: centred and divided by their standard "
+        "deviation over the observed cells of the data given to fit",
+        "width": f"any d <= {net['in_features']}: the first d inputs, the others absent",
+        "missing": "NaN cells allowed (the network reads the observed-cell mask)",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
@@ -65,6 +80,9 @@ def main() -> None:
     run = meta.get("run", {})
     unsup = run.get("unsupervised_record") or {}
     pre = unsup.get("pretrain") or {}
+    net = meta["learner"]["net"]
+    table = table_convention(net)
+    synthetic = run.get("data", {}).get("dataset") == "synthetic-tables"
     evaluations = []
     for i, path in enumerate(args.evaluation):
         report = json.loads(path.read_text())
@@ -75,13 +93,16 @@ def main() -> None:
         "learner": meta["learner"]["name"],
         "input_shape": meta["learner"]["net"].get("image_size")
         or meta["learner"]["net"].get("in_features"),
-        "input": InputConvention.from_card(
-            {"input": args.input}, meta["learner"]["net"].get("image_size")
-        ).to_json(),
+        "input": table
+        or InputConvention.from_card({"input": args.input}, net.get("image_size")).to_json(),
         "data": {
             "dataset": run.get("data", {}).get("dataset"),
             "split": run.get("data", {}).get("split"),
-            "labels_used": "none" if run.get("unsupervised") else "training labels",
+            "labels_used": "none"
+            if run.get("unsupervised")
+            else "synthetic labels only (no real data)"
+            if synthetic
+            else "training labels",
         },
         "config": run,
         "command": args.command,

@@ -499,6 +499,12 @@ CLUSTER = [
         "unknown checkpoint 'no-such-model'",
     ),
     cluster(
+        "table-too-wide-for-tabular",
+        npy(table(30, 101)),
+        ["--k", "2", "--checkpoint", "tabular", *OUT],
+        "takes tables of at most 100 features; cluster it without a checkpoint",
+    ),
+    cluster(
         "non-clustering-checkpoint",
         npy(table(20, 64)),
         ["--k", "2", "--checkpoint", "{maml}", *OUT],
@@ -696,7 +702,7 @@ TRAIN = [
         "missing-config",
         None,
         RUN,
-        "config file 'IN/run.toml' not found (packaged configs: digits-unsup)",
+        "config file 'IN/run.toml' not found (packaged configs: digits-unsup, tabular)",
     ),
     train("invalid-toml", text("name = \n", "run.toml"), RUN, "is not valid TOML"),
     train(

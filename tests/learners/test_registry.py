@@ -42,6 +42,7 @@ DECLARED = {
     "protonet": {FewShotLearner, Embedder},
     "meta_gmvae": {FewShotLearner, ClusteringLearner, Embedder, AnomalyScorer},
     "meta_kmeans": {ClusteringLearner, Embedder, AdaptiveEmbedder},
+    "tabular_kmeans": {ClusteringLearner, Embedder, AdaptiveEmbedder, AnomalyScorer},
     "cluster_maml": {ClusteringLearner, Embedder, AdaptiveEmbedder},
     "imaml": {FewShotLearner},
     "meta_svdd": {AnomalyScorer, Embedder},

@@ -92,6 +92,7 @@ def test_every_shipped_config_is_valid():
     from metaunsup.training.build import learner_config
 
     shapes = {"omniglot": (1, 28, 28), "mnist": (1, 28, 28), "digits": (1, 8, 8)}
+    shapes["synthetic-tables"] = (100,)  # the prior's tables (metaunsup.tasks.synthetic_tables)
     from metaunsup.training.config import packaged_configs
 
     configs = sorted((Path(__file__).parents[2] / "configs").glob("*.toml"))

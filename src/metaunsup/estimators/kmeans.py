@@ -72,6 +72,7 @@ from metaunsup.estimators.guard import (
 )
 from metaunsup.estimators.missing import ALLOW_NAN, MissingCells
 from metaunsup.estimators.scaling import SCALINGS, TableScaling, table_scaling
+from metaunsup.estimators.table_input import TableInput, table_width
 from metaunsup.learners.base import AdaptiveEmbedder, Embedder, MetaLearner
 from metaunsup.learners.fit import fitted_shape
 
@@ -453,7 +454,8 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         self.missing_ = MissingCells(self.impute, seed)
-        x = self.missing_.fit(x, native_ok=self.checkpoint is None)
+        tables = self.checkpoint is not None and table_width(self.checkpoint) is not None
+        x = self.missing_.fit(x, native_ok=self.checkpoint is None or tables)
         if len(x) < 2:
             raise DataError(f"got 1 sample (shape {x.shape}); clustering needs at least 2 examples")
         k = self.n_clusters
@@ -466,6 +468,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.representation_ = EMBEDDING
         self.scaling_: TableScaling | None = None
         self.input_normalization_: Normalization | None = None
+        self.table_input_: TableInput | None = None
         if self.checkpoint is not None:
             self._fit_checkpoint(x, uint8, seed)
         else:
@@ -610,13 +613,19 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 "cluster_maml, protonet, meta_gmvae)"
             )
         self.input_shape_ = tuple(learner.net.example_shape)
-        if self.input_normalize == "auto":
+        width = table_width(self.checkpoint)
+        if width is not None:  # a table model: standardised columns, absent ones missing
+            self._fit_table_input(x, width)
+        elif self.input_normalize == "auto":
             convention = InputConvention.from_card(
                 checkpoint_card(self.checkpoint), self.input_shape_
             )
             self.input_normalization_ = plan_normalization(_grey(x), convention, uint8)
-        fit_shape(self._normalized(x), self.input_shape_, f"checkpoint {str(self.checkpoint)!r}")
-        if self.input_normalization_ is not None:
+        if self.table_input_ is None:
+            fit_shape(
+                self._normalized(x), self.input_shape_, f"checkpoint {str(self.checkpoint)!r}"
+            )
+        if self.input_normalization_ is not None or self.table_input_ is not None:
             scale = 1.0
         elif self.input_scale != "auto":
             scale = float(self.input_scale)
@@ -639,12 +648,30 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         if self.guard:
             self._guard_checkpoint(x, int(k), seed)
 
+    def _fit_table_input(self, x: np.ndarray, width: int) -> None:
+        """A table model's input (:mod:`metaunsup.estimators.table_input`), fitted on ``x``."""
+        if self.input_normalize == "auto" or self.input_scale != "auto":
+            raise ConfigError(
+                f"checkpoint {str(self.checkpoint)!r} takes tables with standardised columns, "
+                "which it does itself; leave input_scale='auto' and input_normalize='off'"
+            )
+        fallback = "cluster it without a checkpoint (self-training on the table itself)"
+        flat = x.reshape(len(x), -1)
+        self.table_input_ = TableInput.fit(flat, width, str(self.checkpoint), fallback)
+
     def _guard_checkpoint(self, x: np.ndarray, k: int, seed: int) -> None:
         """Compare the agreement of k-means partitions of the embedding with that of the
-        standardised pixels' (:mod:`metaunsup.estimators.guard`); fall back to the pixels when
-        theirs agree more."""
-        flat = self._net_input(x).reshape(len(x), -1).double().numpy()
-        self.scaling_ = table_scaling(flat, "standard")
+        standardised pixels' or columns' (:mod:`metaunsup.estimators.guard`); fall back to
+        them when theirs agree more. Skipped for a table with missing cells (no features to
+        fall back on, as in self-training)."""
+        if self.table_input_ is not None:
+            flat = x.reshape(len(x), -1).astype(np.float64)
+            if np.isnan(flat).any():
+                return
+            self.scaling_ = self.table_input_.scaling
+        else:
+            flat = self._net_input(x).reshape(len(x), -1).double().numpy()
+            self.scaling_ = table_scaling(flat, "standard")
         features = torch.from_numpy(self.scaling_.apply(flat))
         z = self._embed(x)
         self.guard_ = decide(
@@ -775,8 +802,10 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         source = (
             f"checkpoint {str(self.checkpoint)!r}" if self.checkpoint is not None else "the model"
         )
-        shaped = fit_shape(self._normalized(x), self.input_shape_, source)
         dtype = next(self.learner_.parameters()).dtype
+        if self.table_input_ is not None:
+            return torch.from_numpy(self.table_input_.apply(x.reshape(len(x), -1))).to(dtype)
+        shaped = fit_shape(self._normalized(x), self.input_shape_, source)
         scaled = (shaped.reshape(len(x), -1) - self.offset_) / self.scale_
         t = torch.from_numpy(np.ascontiguousarray(scaled)).reshape(shaped.shape)
         return t.to(dtype)
@@ -798,7 +827,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         scaled copy of all of ``x``)."""
         if self.representation_ == FEATURES:
             assert self.scaling_ is not None
-            if self.checkpoint is None:
+            if self.checkpoint is None or self.table_input_ is not None:
                 flat = x.reshape(len(x), -1).astype(np.float64)
             else:
                 flat = self._net_input(x).reshape(len(x), -1).double().numpy()

@@ -43,6 +43,7 @@ from metaunsup._validation import check_choice, check_float, check_int
 from metaunsup.errors import CheckpointError, ConfigError, DataError
 from metaunsup.estimators.kmeans import check_input, fit_shape
 from metaunsup.estimators.missing import MissingCells
+from metaunsup.estimators.table_input import TableInput, table_width
 from metaunsup.evaluation.anomaly import learner_null_table
 from metaunsup.evaluation.calibration import (
     CALIBRATIONS,
@@ -164,7 +165,8 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
         uint8 = str(getattr(X, "dtype", "")) in ("uint8", "torch.uint8")
         x = self._check_input(X, reset=True)
         self.missing_ = MissingCells(self.impute, 0)
-        x = self.missing_.fit(x, native_ok=self.checkpoint is None)
+        tables = self.checkpoint is not None and table_width(self.checkpoint) is not None
+        x = self.missing_.fit(x, native_ok=self.checkpoint is None or tables)
         if len(x) < 2:
             raise DataError(
                 f"got 1 sample (shape {x.shape}); a normal class needs at least 2 examples "
@@ -239,6 +241,7 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
             check_float("input_scale", self.input_scale, 0.0, strict_low=True)
 
     def _set_scorer(self, x: np.ndarray, uint8: bool) -> None:
+        self.table_input_: TableInput | None = None
         if self.checkpoint is None:
             self.learner_ = None
             self.input_shape_: tuple[int, ...] = (int(np.prod(x.shape[1:])),)
@@ -258,6 +261,17 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
             )
         self.learner_ = learner
         self.input_shape_ = tuple(learner.net.example_shape)
+        width = table_width(self.checkpoint)
+        if width is not None:  # a table model: standardised columns, absent ones missing
+            if self.input_scale != "auto":
+                raise ConfigError(
+                    f"checkpoint {str(self.checkpoint)!r} takes tables with standardised "
+                    "columns, which it does itself; leave input_scale='auto'"
+                )
+            fallback = "score it without a checkpoint (the standardised distance)"
+            flat = x.reshape(len(x), -1)
+            self.table_input_ = TableInput.fit(flat, width, str(self.checkpoint), fallback)
+            return
         fit_shape(x, self.input_shape_, f"checkpoint {str(self.checkpoint)!r}")
         if self.input_scale != "auto":
             scale = float(self.input_scale)
@@ -267,6 +281,9 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
 
     def _net_input(self, x: np.ndarray) -> torch.Tensor:
         """Scaled examples ``[n, *input_shape_]`` (``float32``)."""
+        if self.table_input_ is not None:
+            flat = self.table_input_.apply(x.reshape(len(x), -1))
+            return torch.from_numpy(flat.astype(np.float32))
         source = f"checkpoint {str(self.checkpoint)!r}" if self.checkpoint else "the model"
         shaped = fit_shape(x, self.input_shape_, source)
         scaled = (shaped.reshape(len(x), -1) - self.offset_x_) / self.scale_x_

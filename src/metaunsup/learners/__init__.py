@@ -37,6 +37,7 @@ from metaunsup.learners.registry import (
     register_learner,
 )
 from metaunsup.learners.reptile import Reptile
+from metaunsup.learners.tabular import TabularKMeans
 
 __all__ = [
     "ANIL",
@@ -58,6 +59,7 @@ __all__ = [
     "MetaSVDD",
     "ProtoNet",
     "Reptile",
+    "TabularKMeans",
     "build_learner",
     "check_fits",
     "learner_class",

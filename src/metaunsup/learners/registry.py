@@ -34,6 +34,7 @@ from metaunsup.learners.metasgd import MetaSGD
 from metaunsup.learners.oc_maml import OCMAML
 from metaunsup.learners.protonet import ProtoNet
 from metaunsup.learners.reptile import Reptile
+from metaunsup.learners.tabular import TabularKMeans
 
 __all__ = ["LEARNERS", "build_learner", "learner_class", "load_learner", "register_learner"]
 
@@ -69,6 +70,7 @@ for _builtin in (
     IMAML,
     MetaSVDD,
     OCMAML,
+    TabularKMeans,
 ):
     register_learner(_builtin)
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from metaunsup.errors import ConfigError
 from metaunsup.nets.base import FunctionalNet
 from metaunsup.nets.conv4 import Conv4
+from metaunsup.nets.gated_mlp import GatedMaskedMLP
 from metaunsup.nets.masked_mlp import MaskedMLP
 from metaunsup.nets.mlp import MLP
 
@@ -85,3 +86,4 @@ def build_net(config: Mapping[str, Any]) -> FunctionalNet:
 register_backbone("conv4")(Conv4)
 register_backbone("mlp")(MLP)
 register_backbone("masked-mlp")(MaskedMLP)
+register_backbone("gated-masked-mlp")(GatedMaskedMLP)

@@ -26,6 +26,7 @@ from metaunsup.fileio import check_output_folder
 from metaunsup.learners import LEARNERS, MetaLearner, build_learner, learner_class
 from metaunsup.nets import BACKBONES
 from metaunsup.tasks import TaskBatch, split_classes
+from metaunsup.tasks.synthetic_tables import SYNTHETIC_TABLES, SyntheticTables
 from metaunsup.training.config import RunConfig
 from metaunsup.training.distributed import (
     DEFAULT_TIMEOUT,
@@ -441,7 +442,7 @@ def train_run(
     alone pre-trains and partitions the data of an unsupervised run (the others then read the
     results from the run folder's cache, see :func:`unsupervised_training_source`).
     """
-    t, tr = cfg.task, cfg.train
+    tr = cfg.train
     _check_learner_kind(cfg)
     if resume and overwrite:
         raise ConfigError("--resume continues the run in the folder, --overwrite replaces it: "
@@ -457,8 +458,7 @@ def train_run(
         view = UnlabeledView(load_training_split(cfg))
         learner = fresh_learner(cfg, view.example_shape)
     else:
-        train_ds, val = split_for_training(cfg)
-        learner = fresh_learner(cfg, train_ds.example_shape)
+        learner, source, val = _task_source(cfg)
     _prepare_folder(cfg, learner, out, resume, overwrite, dist)
     if cfg.unsupervised is not None:
         source, record = unsupervised_training_source(
@@ -466,10 +466,6 @@ def train_run(
         )
         run_config["unsupervised_record"] = record
         val = None
-    else:
-        kind = task_kind(t.kind)
-        shape = TaskShape(t.n_way, t.k_shot, t.n_query if kind.has_query else 0)
-        source = kind.make_sampler(train_ds, shape, tr.seed)
     if dist is not None:
         source = dist.shard(source, tr.meta_batch)
     objective = precision_objective(learner, tr.precision, device)
@@ -496,6 +492,20 @@ def train_run(
     if dist is None or dist.writer:
         _calibrate(cfg, learner, source, out)
     return result
+
+
+def _task_source(cfg: RunConfig) -> tuple[MetaLearner, Any, Dataset | None]:
+    """``(learner, task source, validation split)`` of a run with labels: tasks of the
+    training split (its held-out part validates), or of the synthetic prior (no validation)."""
+    if cfg.data.dataset == SYNTHETIC_TABLES:
+        prior = prior_source(cfg)
+        return fresh_learner(cfg, (prior.max_features,)), prior, None
+    t = cfg.task
+    train_ds, val = split_for_training(cfg)
+    kind = task_kind(t.kind)
+    shape = TaskShape(t.n_way, t.k_shot, t.n_query if kind.has_query else 0)
+    learner = fresh_learner(cfg, train_ds.example_shape)
+    return learner, kind.make_sampler(train_ds, shape, cfg.train.seed), val
 
 
 def _calibrate(cfg: RunConfig, learner: MetaLearner, source: Any, out: Path) -> None:
@@ -540,6 +550,19 @@ def unsupervised_training_source(
         return built
     dist.wait_for_writer("pre-training and partitioning the data")
     return build()
+
+
+def prior_source(cfg: RunConfig) -> SyntheticTables:
+    """The synthetic-table prior of a run with ``data.dataset = "synthetic-tables"``: tables
+    of ``learner.net.in_features`` columns, ``2..task.n_way`` clusters, ``n_way * k_shot``
+    rows, seeded with ``train.seed`` (:mod:`metaunsup.tasks.synthetic_tables`)."""
+    width = cfg.learner.get("net", {}).get("in_features")
+    if not isinstance(width, int):
+        raise ConfigError(
+            "a synthetic-tables run needs [learner.net] in_features (the widest table, e.g. 100)"
+        )
+    t = cfg.task
+    return SyntheticTables(width, t.n_way, t.n_way * t.k_shot, seed=cfg.train.seed)
 
 
 def fresh_learner(cfg: RunConfig, example_shape: tuple[int, ...]) -> MetaLearner:

@@ -1,0 +1,48 @@
+"""``TabularKMeans``: Meta-K-means plus a k-NN anomaly score in its embedding; and the
+``tabular`` run config meta-trains it on the synthetic prior through ``metaunsup train``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metaunsup.learners import AnomalyScorer, build_learner, load_learner
+from metaunsup.learners.tabular import TabularKMeans
+from metaunsup.nets import MaskedMLP
+from metaunsup.training.build import train_run
+from metaunsup.training.config import load_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _learner(neighbors: int = 3) -> TabularKMeans:
+    torch.manual_seed(0)
+    return TabularKMeans(MaskedMLP(6, None, hidden=(16, 8)), score_neighbors=neighbors)
+
+
+def test_score_is_the_mean_distance_to_the_nearest_others_leaving_the_query_out():
+    learner = _learner(2)
+    support = torch.randn(1, 20, 6)
+    far = support[:, :1] + 50.0
+    scores = learner.score(support, torch.cat([support[:, :3], far], 1))
+    assert scores.shape == (1, 4) and (scores[0, :3] > 0).all()  # not its own neighbour
+    assert scores[0, 3] > scores[0, :3].max()
+    z_s, z_q = learner.embed(support), learner.embed(support[:, :1])
+    d = torch.cdist(z_q, z_s)[0, 0]
+    assert torch.isclose(scores[0, 0], d[1:].sort().values[:2].mean(), atol=1e-5)
+
+
+def test_config_round_trip_and_ability():
+    learner = _learner(7)
+    again = build_learner(learner.config())
+    assert isinstance(again, TabularKMeans) and again.score_neighbors == 7
+    assert isinstance(again, AnomalyScorer)
+
+
+@pytest.mark.slow
+def test_the_tabular_config_trains_on_the_prior(tmp_path):
+    cfg = load_config("tabular", {"train.steps": 3, "train.checkpoint_every": 3})
+    assert cfg.data.dataset == "synthetic-tables"
+    train_run(cfg, tmp_path / "run", progress=False)
+    learner = load_learner(tmp_path / "run" / "best.safetensors")
+    assert isinstance(learner, TabularKMeans) and learner.net.example_shape == (100,)
