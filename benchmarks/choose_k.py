@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RULES = ("silhouette", "eigengap", "auto")
 
 
-def alphabets(checkpoint: str, rule: str) -> dict:
+def alphabets(checkpoint: str, rule: str, assign: str = "kmeans") -> dict:
     ev = data.load("omniglot", "evaluation")
     groups, y_all = np.asarray(ev.groups), ev.y.numpy()
     rows = []
@@ -52,7 +52,12 @@ def alphabets(checkpoint: str, rule: str) -> dict:
         keep = np.isin(y_all, classes)
         x, y = ev.x.numpy()[keep, 0], y_all[keep]
         model = MetaKMeans(
-            "auto", checkpoint=checkpoint, k_selection=rule, max_clusters=60, random_state=0
+            "auto",
+            checkpoint=checkpoint,
+            k_selection=rule,
+            assign=assign,
+            max_clusters=60,
+            random_state=0,
         ).fit(x)
         rows.append(
             {
@@ -138,7 +143,9 @@ def markdown(results: dict, args: argparse.Namespace, seconds: float) -> str:
         "python benchmarks/choose_k.py " + " ".join(sys.argv[1:]),
         "```",
         "",
-        '`MetaKMeans("auto", k_selection=RULE, random_state=0)`; labels only score the result. '
+        f'`MetaKMeans("auto", k_selection=RULE, assign="{args.assign}", random_state=0)` '
+        "(the alphabets; the MNIST tasks and tables with the default k-means assignment); "
+        "labels only score the result. "
         'The default (`k_selection="auto"`, rows "auto (RULE USED)") counts the graph '
         "eigenvalues above the threshold calibrated on the checkpoint's card "
         "(`scripts/calibrate_k.py`: Omniglot background alphabets only, never these evaluation "
@@ -152,6 +159,9 @@ def markdown(results: dict, args: argparse.Namespace, seconds: float) -> str:
     ]
     for (ck, rule), r in results["alphabets"].items():
         lines.append(f"| `{ck}` | {label(rule, r)} | {r['k_error']:.1f} | {r['acc']:.3f} |")
+    if args.alphabets_only:
+        lines += ["", f"Per alphabet: `docs/results/{args.name}.json`."]
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         f"## MNIST test tasks, 10 classes x 20 images ({args.tasks} tasks), checkpoint "
@@ -189,15 +199,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    parser.add_argument("--assign", choices=("kmeans", "spectral"), default="kmeans",
+                        help="MetaKMeans' assign= on the alphabets")  # fmt: skip
+    parser.add_argument("--alphabets-only", action="store_true")
+    parser.add_argument("--name", default="choose_k", help="the page and JSON's file name")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     results: dict = {"alphabets": {}, "mnist": {}, "tables": {}}
     for rule in RULES:
         for ck in ("omniglot-protonet", "omniglot-unsup"):
-            r = alphabets(ck, rule)
+            r = alphabets(ck, rule, args.assign)
             results["alphabets"][(ck, rule)] = r
             print(f"alphabets {ck} {rule}: k error {r['k_error']:.1f}, acc {r['acc']:.3f}")
+        if args.alphabets_only:
+            continue
         results["mnist"][rule] = r = mnist_tasks(rule, args.tasks)
         print(f"mnist {rule}: k=10 in {100 * r['hit_rate']:.0f}%, acc {r['acc']:.3f}", flush=True)
         results["tables"][rule] = tables(rule)
@@ -205,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(results, args, seconds)
     print(text)
     record = {
-        "benchmark": "choose_k",
+        "benchmark": args.name,
         "command": "python benchmarks/choose_k.py " + " ".join(sys.argv[1:]),
         "date": dt.date.today().isoformat(),
         "seconds": round(seconds, 1),
@@ -213,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         "mnist": results["mnist"],
         "tables": results["tables"],
     }
-    atomic_write_json(args.out / "choose_k.json", record)
-    atomic_write_text(args.out / "choose_k.md", text)
-    print(f"wrote {args.out / 'choose_k.md'} and .json")
+    atomic_write_json(args.out / f"{args.name}.json", record)
+    atomic_write_text(args.out / f"{args.name}.md", text)
+    print(f"wrote {args.out / args.name}.md and .json")
     return 0
 
 
