@@ -8,7 +8,9 @@ pseudo-classes were made from (the run never did): the Hungarian accuracy of eac
 partitions against the digits, and how many digits each partition merges with another (a digit
 whose images mostly fall in a cluster that another digit dominates).
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/demo_seeds.py --seeds 0 1 2 3 4 5 6 7 8 9
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/demo_seeds.py --seeds 0 1 2 3 4 5 6 7 8 9 --jobs 2
+
+``--jobs`` runs that many seeds at once (each still on one thread).
 
 Prints a table and writes ``docs/results/demo_seeds.md`` and ``.json``.
 """
@@ -17,17 +19,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from metaunsup.data import load
 from metaunsup.fileio import atomic_write_json, atomic_write_text
-from metaunsup.metrics import clustering_accuracy
+from metaunsup.metrics import ari, clustering_accuracy
 from metaunsup.tasks.pseudo.cactus import load_partitions
 from metaunsup.training.unsupervised import PARTITIONS_FILE
 
@@ -53,7 +57,10 @@ def pseudo_class_quality(run: Path, y: np.ndarray) -> dict:
     parts = load_partitions(run / PARTITIONS_FILE)[0].numpy()
     accs = [clustering_accuracy(y[p >= 0], p[p >= 0]) for p in parts]
     merges = [merged_digits(p, y) for p in parts]
+    pairs = [ari(a, b) for a, b in itertools.combinations(parts, 2)]
     return {
+        # how alike the partitions are (1.0: one partition up to relabelling); reads no labels
+        "partition_ari_mean": float(np.mean(pairs)) if pairs else 1.0,
         "partition_acc_mean": float(np.mean(accs)),
         "partition_acc_min": float(np.min(accs)),
         "partitions_merging_digits": int(sum(m > 0 for m in merges)),
@@ -70,13 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--tasks", type=int, default=300)
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at once")
     parser.add_argument("--work", type=Path, default=Path("runs/demo-seeds"))
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args(argv)
     y = load("digits", "train").y.numpy()
-    rows = []
     t0 = time.perf_counter()
-    for seed in args.seeds:
+
+    def run(seed: int) -> dict:
         out = args.work / f"seed{seed}"
         cmd = [sys.executable, "-m", "metaunsup", "demo", "--seed", str(seed), "--tasks",
                str(args.tasks), "--threads", "1", "--out", str(out), "--quiet"]  # fmt: skip
@@ -91,15 +99,18 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(time.perf_counter() - start, 1),
             **pseudo_class_quality(out / "run", y),
         }
-        rows.append(row)
         print(json.dumps(row), flush=True)
+        return row
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(run, args.seeds))
     meta = np.array([r["meta_trained"] for r in rows])
     pre = np.array([r["pretrained_only"] for r in rows])
     lines = [
         "# The demo over seeds",
         "",
         f"Measured {dt.date.today().isoformat()} ({(time.perf_counter() - t0) / 60:.0f} min, "
-        "1 thread each, on a 2-core CPU shared with other jobs) with",
+        f"1 thread each, {args.jobs} at once, on a 2-core CPU shared with other jobs) with",
         "",
         "```bash",
         "python benchmarks/demo_seeds.py " + " ".join(sys.argv[1:]),
@@ -109,23 +120,26 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy on its test tasks (10 digits x 20, digits/test). The last columns read the "
         "digits' labels after the run to judge its CACTUs pseudo-classes (made from "
         "digits/train): the mean and worst Hungarian accuracy of its partitions, and how many "
-        "of them merge two digits.",
+        "of them merge two digits; the ARI between its partitions (mean over pairs; 1.00: "
+        "one partition up to relabelling) reads no labels.",
         "",
         "| seed | meta-trained | pre-training only | K-means | gain over pre-training | "
-        "partition acc. mean / worst | partitions merging digits |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "partition acc. mean / worst | partitions merging digits | ARI between partitions |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['seed']} | {r['meta_trained']:.3f} | {r['pretrained_only']:.3f} | "
             f"{r['kmeans']:.3f} | {r['meta_trained'] - r['pretrained_only']:+.3f} | "
             f"{r['partition_acc_mean']:.3f} / {r['partition_acc_min']:.3f} | "
-            f"{r['partitions_merging_digits']}/{r['partitions']} |"
+            f"{r['partitions_merging_digits']}/{r['partitions']} | "
+            f"{r['partition_ari_mean']:.2f} |"
         )
     corr = float(np.corrcoef(meta, [r["partition_acc_mean"] for r in rows])[0, 1])
     lines += [
         "",
-        f"Meta-trained: mean {meta.mean():.3f}, worst {meta.min():.3f}, best {meta.max():.3f}; "
+        f"Meta-trained: mean {meta.mean():.3f}, worst {meta.min():.3f}, best {meta.max():.3f} "
+        f"(pre-training only: mean {pre.mean():.3f}, worst {pre.min():.3f}); "
         f"beats the pre-training alone on {int((meta > pre).sum())} of {len(rows)} seeds. "
         f"Correlation over seeds between the meta-trained accuracy and its partitions' mean "
         f"accuracy: {corr:.2f}.",

@@ -19,11 +19,17 @@ from metaunsup.data.base import Dataset
 from metaunsup.embed import net_embeddings
 from metaunsup.errors import CheckpointError, ConfigError
 from metaunsup.learners import load_learner
+from metaunsup.metrics import ari
 from metaunsup.nets import Conv4
 from metaunsup.training.build import train_run
 from metaunsup.training.config import config_from_dict, load_config
 from metaunsup.training.pretraining import pretrain_contrastive
-from metaunsup.training.unsupervised import PARTITIONS_FILE, PRETRAIN_FILE
+from metaunsup.training.unsupervised import (
+    CONSENSUS_CANDIDATES,
+    PARTITIONS_FILE,
+    PRETRAIN_FILE,
+    consensus_partitions,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,6 +42,18 @@ RUNS = {
     "cactus-meta_kmeans": {
         "task": {"kind": "clustering", "n_way": 5, "k_shot": 4},
         "unsupervised": UNSUP,
+        "learner": {"name": "meta_kmeans", "n_iter": 2, "net": NET},
+    },
+    "cactus-consensus-meta_kmeans": {
+        "task": {"kind": "clustering", "n_way": 5, "k_shot": 4},
+        "unsupervised": {
+            **UNSUP,
+            "pretrain_steps": 0,
+            "spectral_dims": 6,
+            "consensus": 2,
+            "consensus_dims": [5, 6],
+            "consensus_neighbors": [8, 12],
+        },
         "learner": {"name": "meta_kmeans", "n_iter": 2, "net": NET},
     },
     "cactus-protonet": {
@@ -226,6 +244,9 @@ def test_pretraining_makes_augmented_copies_agree():
         ({"colour": 1}, "unknown key"),
         ({"features_from": "../elsewhere"}, "plain folder name"),
         ({"features_from": ".."}, "plain folder name"),
+        ({"consensus": -1}, "consensus must be >= 0"),
+        ({"consensus": 2, "spectral_dims": 0}, "needs spectral_dims"),
+        ({"consensus": 2, "spectral_dims": 4, "consensus_dims": [0]}, "must be >= 1"),
     ],
 )
 def test_bad_unsupervised_tables_are_config_errors(change, message):
@@ -233,6 +254,35 @@ def test_bad_unsupervised_tables_are_config_errors(change, message):
     raw["unsupervised"].update(change)
     with pytest.raises(ConfigError, match=message):
         config_from_dict(raw)
+
+
+def test_consensus_partitions_differ_are_seeded_and_the_least_cut_are_kept(monkeypatch):
+    """Within a run the kept partitions are not one partition relabelled (ARI < 1); the same
+    seed gives the same partitions, another seed others; and what is kept are the candidates
+    with the lowest normalised cut of the pool's co-association (the label-free selection)."""
+    import metaunsup.cluster.consensus as consensus
+
+    cfg = load_config("digits-unsup").unsupervised
+    z = load("digits", "train").x.reshape(901, -1).float()  # the pixels: a quick stand-in
+    seen = []
+    real_cut = consensus.consensus_cut
+
+    def spy(pool: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        seen.append((pool, candidates))
+        return real_cut(pool, candidates)
+
+    monkeypatch.setattr(consensus, "consensus_cut", spy)
+    parts = consensus_partitions(z, cfg, seed=0)
+    assert parts.shape == (cfg.partitions, 901) and parts.dtype == torch.int32
+    pairs = [ari(a, b) for i, a in enumerate(parts) for b in parts[i + 1 :]]
+    assert min(pairs) < 1.0, pairs
+    ((pool, candidates),) = seen
+    assert candidates.shape[0] == CONSENSUS_CANDIDATES * cfg.partitions
+    assert pool.shape[0] == cfg.consensus * len(cfg.consensus_dims) * len(cfg.consensus_neighbors)
+    all_cuts = real_cut(pool, candidates).sort().values
+    assert torch.allclose(real_cut(pool, parts).sort().values, all_cuts[: cfg.partitions])
+    assert torch.equal(consensus_partitions(z, cfg, seed=0), parts)
+    assert not torch.equal(consensus_partitions(z, cfg, seed=1), parts)
 
 
 def test_umtra_needs_one_shot_fewshot_tasks():

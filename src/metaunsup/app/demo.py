@@ -2,8 +2,10 @@
 
 1. Meta-train the packaged config ``digits-unsup`` (:data:`DEMO_CONFIG`) on the
    unlabeled ``train`` half: SimCLR pre-training of a small Conv4, CACTUs pseudo-classes from
-   k-means partitions of the spectral embedding of its features' 10-nearest-neighbour graph,
-   Meta-K-means on 10 × 20 pseudo clustering tasks.
+   the consensus of k-means partitions of the spectral embeddings of several nearest-neighbour
+   graphs of its features (chosen without labels, see
+   :func:`~metaunsup.training.unsupervised.consensus_partitions`), Meta-K-means on 10 × 20
+   pseudo clustering tasks.
 2. Cluster 10 × 20 tasks of the ``test`` half (labels hidden, used only to score) with the
    meta-trained model, the same network before meta-training (random weights; pre-trained
    only) and the classical baselines on the pixels.

@@ -139,6 +139,14 @@ class UnsupervisedConfig:
         run's own: the name of a run folder beside this one (same parent folder), whose
         ``pretrain.safetensors`` must exist. A cheaper network then learns from the
         pseudo-classes a stronger one finds (still without labels); ``""``: this run's own.
+    ``consensus``, ``consensus_dims``, ``consensus_neighbors``:
+        When ``consensus > 0`` (needs ``spectral_dims > 0``), the ``partitions`` are not drawn
+        from one spectral embedding but from the consensus of many: ``consensus`` scaled
+        k-means partitions of the spectral embedding of each graph (every ``consensus_dims`` ×
+        ``consensus_neighbors``; empty: ``spectral_dims`` / ``neighbors``), then four times
+        ``partitions`` candidates from their co-association, of which the ``partitions`` that
+        cut it least are kept (label-free;
+        :func:`~metaunsup.training.unsupervised.consensus_partitions`).
     """
 
     tasks: str = "cactus"
@@ -155,6 +163,9 @@ class UnsupervisedConfig:
     spectral_dims: int = 0
     neighbors: int = 10
     features_from: str = ""
+    consensus: int = 0
+    consensus_dims: list[int] = field(default_factory=list)
+    consensus_neighbors: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -269,6 +280,14 @@ def _validate(cfg: RunConfig) -> RunConfig:
         for name in ("pretrain_batch", "partitions", "clusters", "n_init", "fit_size", "neighbors"):
             if getattr(u, name) < 1:
                 raise ConfigError(f"unsupervised.{name} must be at least 1, got {getattr(u, name)}")
+        if u.consensus < 0:
+            raise ConfigError(f"unsupervised.consensus must be >= 0, got {u.consensus}")
+        if u.consensus and u.spectral_dims < 1:
+            raise ConfigError(
+                "unsupervised.consensus needs spectral_dims >= 1 (it combines graphs)"
+            )
+        if 0 in u.consensus_dims or 0 in u.consensus_neighbors:
+            raise ConfigError("unsupervised.consensus_dims and consensus_neighbors must be >= 1")
         if u.spectral_dims < 0:
             raise ConfigError(f"unsupervised.spectral_dims must be >= 0, got {u.spectral_dims}")
         if u.pretrain_steps < 0:

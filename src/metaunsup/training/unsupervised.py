@@ -34,7 +34,7 @@ from metaunsup.evaluation.kinds import task_kind
 from metaunsup.evaluation.protocol import TaskShape
 from metaunsup.learners import MetaLearner
 from metaunsup.nets import FunctionalNet, build_net
-from metaunsup.training.config import RunConfig
+from metaunsup.training.config import RunConfig, UnsupervisedConfig
 from metaunsup.training.pretraining import final_loss, pretrain_contrastive
 from metaunsup.training.trainer import BEST, LAST, read_training_state
 
@@ -43,6 +43,7 @@ __all__ = [
     "PRETRAIN_DIR",
     "PRETRAIN_FILE",
     "check_unsupervised_folder",
+    "consensus_partitions",
     "pretrain_settings",
     "pretrained_only_learner",
     "unsupervised_source",
@@ -55,6 +56,8 @@ PRETRAIN_FILE = "pretrain.safetensors"
 PRETRAIN_DIR = "pretrain"
 PARTITIONS_FILE = "partitions.safetensors"
 _PRETRAIN_KIND = "metaunsup-pretrain"
+#: Candidates drawn per partition kept by :func:`consensus_partitions`.
+CONSENSUS_CANDIDATES = 4
 
 
 def _augment(name: str, view: UnlabeledView) -> Augment:
@@ -224,6 +227,71 @@ def pretrained_only_learner(learner: MetaLearner, run_dir: str | Path) -> MetaLe
     return learner.eval()
 
 
+def consensus_partitions(
+    z: torch.Tensor, u: UnsupervisedConfig, seed: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """``int32 [partitions, n]`` CACTUs partitions of the features ``z`` ``[n, d]`` from the
+    consensus of many views, with no labels (``unsupervised.consensus > 0``).
+
+    One spectral embedding partitioned again and again gives one partition up to relabelling,
+    so a merge of two classes in that embedding reaches every pseudo-task. Here:
+
+    1. a pool of ``consensus`` k-means partitions (``clusters`` each, every dimension randomly
+       scaled as CACTUs does) of the spectral embedding of each graph of ``consensus_dims`` ×
+       ``consensus_neighbors``;
+    2. the spectral embedding of the pool's co-association (evidence accumulation, Fred & Jain
+       2005; :func:`~metaunsup.cluster.consensus.consensus_embedding`), ``clusters`` dimensions;
+    3. ``CONSENSUS_CANDIDATES × partitions`` scaled k-means candidates of that embedding, of
+       which the ``partitions`` with the lowest normalised cut of the co-association are kept
+       (:func:`~metaunsup.cluster.consensus.consensus_cut`): a label-free selection that drops
+       the candidates whose scaling merged two groups the pool keeps apart.
+
+    Every draw comes from ``seed``: same seed, same partitions.
+    """
+    from metaunsup.cluster.consensus import consensus_cut, consensus_embedding
+    from metaunsup.cluster.graph import spectral_embedding
+    from metaunsup.tasks.pseudo.cactus import cactus_partitions
+
+    graphs = [
+        (dims, nb)
+        for dims in (u.consensus_dims or [u.spectral_dims])
+        for nb in (u.consensus_neighbors or [u.neighbors])
+    ]
+    seeds = torch.randint(
+        0, 2**62, (len(graphs) + 1,), generator=torch.Generator().manual_seed(seed)
+    )
+    kw: dict[str, Any] = {"n_init": u.n_init, "fit_size": u.fit_size, "device": device}
+    pool = torch.cat(
+        [
+            cactus_partitions(
+                spectral_embedding(z, dims, nb),
+                u.consensus,
+                u.clusters,
+                seed=int(s),
+                scale=True,
+                **kw,
+            )
+            for (dims, nb), s in zip(graphs, seeds.tolist(), strict=False)
+        ]
+    )
+    emb = consensus_embedding(pool, u.clusters)
+    candidates = cactus_partitions(
+        emb, CONSENSUS_CANDIDATES * u.partitions, u.clusters, seed=int(seeds[-1]), scale=True, **kw
+    )
+    cut = consensus_cut(pool, candidates)
+    keep = torch.sort(torch.argsort(cut, stable=True)[: u.partitions]).values
+    log.info(
+        "CACTUs consensus of %d partitions over %d graphs; kept the %d of %d candidates that "
+        "cut it least (normalised cuts %s)",
+        pool.shape[0],
+        len(graphs),
+        u.partitions,
+        candidates.shape[0],
+        [round(c, 3) for c in cut.tolist()],
+    )
+    return candidates[keep]
+
+
 def unsupervised_source(
     cfg: RunConfig,
     learner: MetaLearner,
@@ -239,7 +307,11 @@ def unsupervised_source(
     (continuing an interrupted pre-training with ``resume``).
     ``record`` says what was done (pre-training time and loss, partition count).
     """
-    from metaunsup.tasks.pseudo.cactus import CactusTaskSource, cactus_partitions
+    from metaunsup.tasks.pseudo.cactus import (
+        CactusTaskSource,
+        cactus_partitions,
+        save_partitions,
+    )
     from metaunsup.tasks.pseudo.umtra import UmtraTaskSource
 
     u, t = cfg.unsupervised, cfg.task
@@ -264,22 +336,26 @@ def unsupervised_source(
         z = net_embeddings(learner.net, view.float_x(), device=device)
     else:
         z = view.float_x().reshape(len(view), -1)
-    if u.spectral_dims > 0:
-        from metaunsup.cluster.graph import spectral_embedding
+    if u.consensus > 0:
+        parts = consensus_partitions(z, u, cfg.train.seed, device)
+        save_partitions(out / PARTITIONS_FILE, parts, {"consensus": True, "seed": cfg.train.seed})
+    else:
+        if u.spectral_dims > 0:
+            from metaunsup.cluster.graph import spectral_embedding
 
-        z = spectral_embedding(z, u.spectral_dims, u.neighbors)
-    parts = cactus_partitions(
-        z,
-        u.partitions,
-        u.clusters,
-        seed=cfg.train.seed,
-        scale=u.scale,
-        fit_size=u.fit_size,
-        n_init=u.n_init,
-        device=device,
-        cache=out / PARTITIONS_FILE,
-        progress=progress,
-    )
+            z = spectral_embedding(z, u.spectral_dims, u.neighbors)
+        parts = cactus_partitions(
+            z,
+            u.partitions,
+            u.clusters,
+            seed=cfg.train.seed,
+            scale=u.scale,
+            fit_size=u.fit_size,
+            n_init=u.n_init,
+            device=device,
+            cache=out / PARTITIONS_FILE,
+            progress=progress,
+        )
     log.info("CACTUs partitions ready in %.1f s", time.perf_counter() - start)
     record["partitions"] = int(parts.shape[0])
     kind = task_kind(t.kind)
