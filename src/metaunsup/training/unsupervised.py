@@ -292,6 +292,38 @@ def consensus_partitions(
     return candidates[keep]
 
 
+def _pseudo_partitions(
+    z: torch.Tensor, cfg: RunConfig, out: Path, device: torch.device, progress: bool
+) -> torch.Tensor:
+    """``int64 [P, n]`` pseudo-partitions of the embedded training set ``z`` ``[n, D]``:
+    consensus partitions (``unsupervised.consensus > 0``) or CACTUs k-means partitions (of the
+    spectral embedding when ``unsupervised.spectral_dims > 0``), kept in ``out``."""
+    from metaunsup.tasks.pseudo.cactus import cactus_partitions, save_partitions
+
+    u = cfg.unsupervised
+    assert u is not None
+    if u.consensus > 0:
+        parts = consensus_partitions(z, u, cfg.train.seed, device)
+        save_partitions(out / PARTITIONS_FILE, parts, {"consensus": True, "seed": cfg.train.seed})
+        return parts
+    if u.spectral_dims > 0:
+        from metaunsup.cluster.graph import spectral_embedding
+
+        z = spectral_embedding(z, u.spectral_dims, u.neighbors)
+    return cactus_partitions(
+        z,
+        u.partitions,
+        u.clusters,
+        seed=cfg.train.seed,
+        scale=u.scale,
+        fit_size=u.fit_size,
+        n_init=u.n_init,
+        device=device,
+        cache=out / PARTITIONS_FILE,
+        progress=progress,
+    )
+
+
 def unsupervised_source(
     cfg: RunConfig,
     learner: MetaLearner,
@@ -307,11 +339,7 @@ def unsupervised_source(
     (continuing an interrupted pre-training with ``resume``).
     ``record`` says what was done (pre-training time and loss, partition count).
     """
-    from metaunsup.tasks.pseudo.cactus import (
-        CactusTaskSource,
-        cactus_partitions,
-        save_partitions,
-    )
+    from metaunsup.tasks.pseudo.cactus import CactusTaskSource
     from metaunsup.tasks.pseudo.umtra import UmtraTaskSource
 
     u, t = cfg.unsupervised, cfg.task
@@ -336,26 +364,7 @@ def unsupervised_source(
         z = net_embeddings(learner.net, view.float_x(), device=device)
     else:
         z = view.float_x().reshape(len(view), -1)
-    if u.consensus > 0:
-        parts = consensus_partitions(z, u, cfg.train.seed, device)
-        save_partitions(out / PARTITIONS_FILE, parts, {"consensus": True, "seed": cfg.train.seed})
-    else:
-        if u.spectral_dims > 0:
-            from metaunsup.cluster.graph import spectral_embedding
-
-            z = spectral_embedding(z, u.spectral_dims, u.neighbors)
-        parts = cactus_partitions(
-            z,
-            u.partitions,
-            u.clusters,
-            seed=cfg.train.seed,
-            scale=u.scale,
-            fit_size=u.fit_size,
-            n_init=u.n_init,
-            device=device,
-            cache=out / PARTITIONS_FILE,
-            progress=progress,
-        )
+    parts = _pseudo_partitions(z, cfg, out, device, progress)
     log.info("CACTUs partitions ready in %.1f s", time.perf_counter() - start)
     record["partitions"] = int(parts.shape[0])
     kind = task_kind(t.kind)
