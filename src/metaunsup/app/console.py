@@ -152,6 +152,29 @@ def check_outputs(out: str | None, plot: str | None, inputs: Sequence[str | None
         raise ConfigError("--out and --plot name the same file; give two different paths")
 
 
+def report_option(page: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The option ``--report DIR`` (as ``report_dir``): write ``DIR/index.html``, a
+    self-contained page; ``page`` says what it shows."""
+    return click.option(
+        "--report",
+        "report_dir",
+        type=click.Path(file_okay=False),
+        help=f"Write DIR/index.html: a self-contained page {page}.",
+    )
+
+
+def impute_option(native: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The option ``--impute``: missing cells taken natively (``native`` says when) or filled
+    first by scikit-learn's ``SimpleImputer``/``KNNImputer``/``IterativeImputer``."""
+    return click.option(
+        "--impute",
+        type=click.Choice(["native", "simple", "knn", "iterative"]),
+        default="native",
+        show_default=True,
+        help=f"Missing cells: taken natively{native}, or filled by scikit-learn's imputer first.",
+    )
+
+
 def table_columns(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options ``--ignore COL`` and ``--columns COL`` (repeatable) of a command that reads
     a table: which of its columns are left out, or the only ones used."""

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from metaunsup.app.console import check_outputs, set_threads, table_columns
+from metaunsup.app.console import (
+    check_outputs,
+    impute_option,
+    report_option,
+    set_threads,
+    table_columns,
+)
 from metaunsup.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -191,21 +197,9 @@ def summary_lines(info: dict) -> list[str]:
     type=click.Path(dir_okay=False),
     help="Write a PNG montage of each cluster's images (image inputs only).",
 )
-@click.option(
-    "--report",
-    "report_dir",
-    type=click.Path(file_okay=False),
-    help="Write DIR/index.html: a self-contained page explaining each cluster (with its "
-    "images, for image inputs).",
-)
+@report_option("explaining each cluster (with its images, for image inputs)")
 @table_columns
-@click.option(
-    "--impute",
-    type=click.Choice(["native", "simple", "knn", "iterative"]),
-    default="native",
-    show_default=True,
-    help="Missing cells: taken natively, or filled by scikit-learn's imputer first.",
-)
+@impute_option()
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--meta-steps",

@@ -27,7 +27,13 @@ from typing import Any
 import click
 import numpy as np
 
-from metaunsup.app.console import check_outputs, set_threads, table_columns
+from metaunsup.app.console import (
+    check_outputs,
+    impute_option,
+    report_option,
+    set_threads,
+    table_columns,
+)
 from metaunsup.errors import ConfigError
 
 __all__ = ["detect", "scores_csv"]
@@ -139,21 +145,12 @@ def _summary(model: Any, source: str, reference: str, flags: np.ndarray) -> dict
     type=click.Path(dir_okay=False),
     help="Write a PNG gallery of the most anomalous and the most typical images.",
 )
-@click.option(
-    "--report",
-    "report_dir",
-    type=click.Path(file_okay=False),
-    help="Write DIR/index.html: a self-contained page of the scores, a map and the most "
-    "anomalous examples (with why, for a table; with images, for images).",
+@report_option(
+    "of the scores, a map and the most anomalous examples (with why, for a table; with "
+    "images, for images)"
 )
 @table_columns
-@click.option(
-    "--impute",
-    type=click.Choice(["native", "simple", "knn", "iterative"]),
-    default="native",
-    show_default=True,
-    help="Missing cells: taken natively (without --checkpoint), or filled by scikit-learn first.",
-)
+@impute_option(" (without --checkpoint)")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--threads", type=click.IntRange(min=1), help="torch threads (default: the idle CPUs)."
