@@ -142,8 +142,8 @@ def page(record: dict) -> str:
         " -->",
         "",
         f"Measured by `{record['command']}` on {record['date']} (UTC), {record['threads']} torch "
-        f"thread(s), on a 2-core CPU shared with other jobs; {record['total_seconds'] / 60:.0f} "
-        "minutes in all. How the tables are built and what each method is: the docstring of "
+        f"thread(s), on a 2-core CPU shared with other jobs; {record['total_seconds'] / 60:.1f} "
+        "min in all. How the tables are built and what each method is: the docstring of "
         "`benchmarks/tables_anomaly.py`. `tabular` is the packaged zero-shot checkpoint "
         "(meta-trained only on synthetic tables; nothing fitted to these tables beyond the "
         "column standardisation and the reference rows it scores against); PyOD's detectors run "
