@@ -650,14 +650,14 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     def _fit_table_input(self, x: np.ndarray, width: int) -> None:
         """A table model's input (:mod:`metaunsup.estimators.table_input`), fitted on ``x``."""
-        if self.input_normalize == "auto" or self.input_scale != "auto":
-            raise ConfigError(
-                f"checkpoint {str(self.checkpoint)!r} takes tables with standardised columns, "
-                "which it does itself; leave input_scale='auto' and input_normalize='off'"
-            )
-        fallback = "cluster it without a checkpoint (self-training on the table itself)"
-        flat = x.reshape(len(x), -1)
-        self.table_input_ = TableInput.fit(flat, width, str(self.checkpoint), fallback)
+        rescaled = self.input_normalize == "auto" or self.input_scale != "auto"
+        self.table_input_ = TableInput.for_checkpoint(
+            x,
+            width,
+            str(self.checkpoint),
+            "cluster it without a checkpoint (self-training on the table itself)",
+            ["input_scale='auto'", "input_normalize='off'"] if rescaled else [],
+        )
 
     def _guard_checkpoint(self, x: np.ndarray, k: int, seed: int) -> None:
         """Compare the agreement of k-means partitions of the embedding with that of the

@@ -263,14 +263,13 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
         self.input_shape_ = tuple(learner.net.example_shape)
         width = table_width(self.checkpoint)
         if width is not None:  # a table model: standardised columns, absent ones missing
-            if self.input_scale != "auto":
-                raise ConfigError(
-                    f"checkpoint {str(self.checkpoint)!r} takes tables with standardised "
-                    "columns, which it does itself; leave input_scale='auto'"
-                )
-            fallback = "score it without a checkpoint (the standardised distance)"
-            flat = x.reshape(len(x), -1)
-            self.table_input_ = TableInput.fit(flat, width, str(self.checkpoint), fallback)
+            self.table_input_ = TableInput.for_checkpoint(
+                x,
+                width,
+                str(self.checkpoint),
+                "score it without a checkpoint (the standardised distance)",
+                ["input_scale='auto'"] if self.input_scale != "auto" else [],
+            )
             return
         fit_shape(x, self.input_shape_, f"checkpoint {str(self.checkpoint)!r}")
         if self.input_scale != "auto":

@@ -21,13 +21,14 @@ absent).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from metaunsup.checkpoint import read_checkpoint_meta, resolve_checkpoint
-from metaunsup.errors import DataError
+from metaunsup.errors import ConfigError, DataError
 from metaunsup.estimators.scaling import TableScaling, table_scaling
 
 __all__ = ["TableInput", "table_width"]
@@ -54,6 +55,21 @@ class TableInput:
 
     width: int
     scaling: TableScaling
+
+    @classmethod
+    def for_checkpoint(
+        cls, x: np.ndarray, width: int, checkpoint: str, fallback: str, leave: Sequence[str] = ()
+    ) -> TableInput:
+        """:meth:`fit` on the examples ``x`` ``[n, ...]`` (flattened) for an estimator given
+        a table ``checkpoint``; ``leave``: the estimator's settings that would rescale the
+        input the checkpoint standardises itself, worded as what to leave them at
+        (``"input_scale='auto'"``): any refuses the fit with a :class:`ConfigError`."""
+        if leave:
+            raise ConfigError(
+                f"checkpoint {checkpoint!r} takes tables with standardised columns, which it "
+                f"does itself; leave {' and '.join(leave)}"
+            )
+        return cls.fit(x.reshape(len(x), -1), width, checkpoint, fallback)
 
     @classmethod
     def fit(cls, flat: np.ndarray, width: int, checkpoint: str, fallback: str) -> TableInput:
