@@ -20,7 +20,7 @@ import torch
 from metaunsup.checkpoint import read_checkpoint
 from metaunsup.errors import CheckpointError, ConfigError
 from metaunsup.tasks import FewShotTaskSampler
-from metaunsup.training.distributed import Distributed, ShardedSource, shard_rows
+from metaunsup.training.distributed import Distributed, ShardedSource, _wait, shard_rows
 from tests.helpers.learners import random_batch
 
 #: Digits, 8×8: Conv4 of depth 3 (at depth 4 the last block sees 1×1 maps, after which one
@@ -156,6 +156,36 @@ def test_two_processes_end_with_the_one_process_weights(tmp_path):
 def _child_pids(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _ends(how: str) -> subprocess.Popen:
+    """A process that ends as ``how`` says: ``kill`` (SIGKILL), ``abort`` (SIGABRT, as gloo
+    aborts a rank whose peer vanished) or ``exit2`` (a rank that reported its failed
+    collective)."""
+    code = {
+        "kill": "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+        "abort": "import os; os.abort()",
+        "exit2": "raise SystemExit(2)",
+    }[how]
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    proc.wait(timeout=WAIT)
+    return proc
+
+
+@pytest.mark.parametrize(
+    ("ends", "cause"),
+    [
+        (["abort", "kill"], (1, -signal.SIGKILL)),
+        (["exit2", "kill"], (1, -signal.SIGKILL)),
+        (["exit2", "abort"], (1, -signal.SIGABRT)),
+        (["exit2", "exit2"], (0, 2)),
+        (["kill", "abort"], (0, -signal.SIGKILL)),
+    ],
+)
+def test_the_launcher_names_the_likeliest_cause_of_a_failed_run(ends, cause):
+    """Ranks that all ended before the launcher looked: the one killed from outside is named,
+    not a peer that aborted or exited because of it."""
+    assert _wait([_ends(how) for how in ends], poll=0.0) == cause
 
 
 @pytest.mark.slow

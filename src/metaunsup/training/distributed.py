@@ -115,6 +115,8 @@ class Distributed:
     device: torch.device
     timeout: float = DEFAULT_TIMEOUT
     _slow_group: Any = None
+    #: Set when a collective failed: the group is then left as it is (see :meth:`close`).
+    broken: bool = False
 
     @property
     def writer(self) -> bool:
@@ -196,8 +198,9 @@ class Distributed:
         return _CollectiveGuard(self, what)
 
     def close(self) -> None:
-        """Leave the process group."""
-        if torch.distributed.is_initialized():
+        """Leave the process group; after a failed collective it is not torn down (gloo can
+        abort a process that closes connections a vanished peer left half-open)."""
+        if torch.distributed.is_initialized() and not self.broken:
             torch.distributed.destroy_process_group()
 
 
@@ -214,6 +217,7 @@ class _CollectiveGuard:
         if err is None or not isinstance(err, RuntimeError | OSError):
             return
         d = self.dist
+        d.broken = True
         raise DistributedError(
             f"rank {d.rank} of {d.world_size}: {self.what} failed, another process stopped or "
             f"did not answer within {d.timeout:g} s ({_first_line(err)}); the last checkpoint "
@@ -314,19 +318,36 @@ def launch(nproc: int, args: Sequence[str], poll: float = 0.2) -> None:
 
 
 def _wait(procs: list[subprocess.Popen], poll: float) -> tuple[int, int] | None:
-    """Wait until all processes end (``None``) or one fails: its rank and exit code (one killed
-    by a signal first: the others then fail because of it)."""
+    """Wait until all processes end (``None``) or one fails: its rank and exit code.
+
+    A peer's failure shows a moment after its cause, often within the same poll, so the
+    failure reported is the likeliest cause (:func:`_likely_cause`), not the lowest rank.
+    """
     while True:
         codes = [p.poll() for p in procs]
         failed = [(rank, c) for rank, c in enumerate(codes) if c is not None and c != 0]
         if failed:
-            time.sleep(poll)  # a peer's failure shows a moment later than its cause
+            time.sleep(poll)
             codes = [p.poll() for p in procs]
             failed = [(rank, c) for rank, c in enumerate(codes) if c is not None and c != 0]
-            return min(failed, key=lambda rc: (rc[1] > 0, rc[0]))
+            return min(failed, key=_likely_cause)
         if all(code == 0 for code in codes):
             return None
         time.sleep(poll)
+
+
+def _likely_cause(failure: tuple[int, int]) -> tuple[int, int]:
+    """Sort key of a failed ``(rank, exit code)``: smallest for the likeliest cause.
+
+    A process killed from outside (any signal but ``SIGABRT``) comes first; then one that
+    aborted (gloo aborts a process whose peer vanished while it tears its connections down);
+    then one that exited with a status (a rank whose collective failed because a peer stopped
+    exits 2 after saying so). Ties go to the lowest rank.
+    """
+    rank, code = failure
+    if code < 0:
+        return (0 if -code != signal.SIGABRT else 1), rank
+    return 2, rank
 
 
 def _stop(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
