@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import make_blobs
+from sklearn.datasets import make_blobs, make_moons
+from sklearn.metrics import adjusted_rand_score
 
 from metaunsup import MetaKMeans
 from metaunsup.cluster import kmeans
@@ -13,9 +14,12 @@ from metaunsup.errors import DataError
 from metaunsup.estimators.guard import (
     EMBEDDING,
     FEATURES,
+    _ari,
     decide,
     kmeans_agreement,
+    kmeans_structure,
     partition_agreement,
+    separated,
 )
 
 
@@ -36,6 +40,51 @@ def test_agreement_of_equal_and_of_unrelated_partitions() -> None:
     assert abs(partition_agreement(unrelated)) < 0.02
     with pytest.raises(DataError):
         partition_agreement(torch.zeros(5, dtype=torch.int64))
+
+
+def test_ari_is_scikit_learns_to_the_last_bit() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(1, 200))
+        a = rng.integers(0, int(rng.integers(1, 7)), n) * int(rng.integers(1, 4))
+        b = a.copy() if trial % 4 == 0 else rng.integers(0, int(rng.integers(1, 7)), n)
+        assert _ari(a, b) == adjusted_rand_score(a, b)
+
+
+def test_separated_clusters_skip_self_training() -> None:
+    # 10 blobs far apart in 50 dimensions: every k-means partition is the same and no row lies
+    # near a boundary, so the pseudo-partitions could only repeat k-means' partition
+    X, y = make_blobs(1000, n_features=50, centers=10, random_state=0)
+    model = MetaKMeans(10, random_state=0).fit(X)
+    decision = model.guard_
+    assert decision is not None and decision.use == FEATURES and decision.embedding_score is None
+    assert decision.features_score == 1.0 and decision.worst_ratio < 0.5
+    assert "self-training was skipped" in decision.reason
+    assert decision.to_json()["embedding_score"] is None
+    assert model.training_["steps"] == 0 and model.representation_ == FEATURES
+    assert adjusted_rand_score(y, model.labels_) == 1.0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        make_moons(600, noise=0.05, random_state=0)[0],  # stable k-means, boundary rows
+        make_blobs(600, n_features=5, centers=4, cluster_std=3, random_state=0)[0],  # overlap
+    ],
+    ids=["moons", "overlapping-blobs"],
+)
+def test_clusters_that_touch_are_not_called_separated(data) -> None:
+    k = 2 if data.shape[1] == 2 else 4
+    assert kmeans_structure(data, k, seed=0).worst_ratio > 0.9
+    assert separated(data, k, seed=0) is None
+
+
+def test_kmeans_structure_ratio_of_rows_on_their_centres() -> None:
+    points = np.repeat(np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]]), 20, axis=0)
+    structure = kmeans_structure(points, 3, seed=0)
+    assert structure.agreement == 1.0 and structure.worst_ratio < 1e-6  # cdist rounding
+    assert separated(points, 3, seed=0) is not None
+    assert kmeans_agreement(points, 3, seed=0) == structure.agreement
 
 
 def test_decide_keeps_the_embedding_unless_the_features_are_more_stable() -> None:

@@ -20,9 +20,10 @@ def blobs():
 
 
 def test_chunked_embedding_gives_the_unchunked_labels(blobs):
-    X, _ = blobs
-    whole = MetaKMeans(4, meta_steps=3, batch_size=4096, random_state=0).fit(X)
-    chunked = MetaKMeans(4, meta_steps=3, batch_size=37, random_state=0).fit(X)
+    X, _ = blobs  # separated blobs: without guard=False the features would be clustered
+    whole = MetaKMeans(4, meta_steps=3, batch_size=4096, guard=False, random_state=0).fit(X)
+    chunked = MetaKMeans(4, meta_steps=3, batch_size=37, guard=False, random_state=0).fit(X)
+    assert whole.representation_ == "embedding"
     assert np.array_equal(whole.labels_, chunked.labels_)
     np.testing.assert_allclose(whole.transform(X), chunked.transform(X), rtol=1e-12, atol=1e-14)
 
@@ -38,10 +39,10 @@ def test_chunked_assignment_gives_kmeans_labels_and_inertia(monkeypatch):
 
 def test_kmeans_on_a_sample_still_labels_every_row(blobs, monkeypatch):
     X, y = blobs
-    full = MetaKMeans(4, meta_steps=3, random_state=0).fit(X)
+    full = MetaKMeans(4, meta_steps=3, guard=False, random_state=0).fit(X)
     monkeypatch.setattr(estimator, "KMEANS_FIT_ROWS", 150)
     monkeypatch.setattr(estimator, "ASSIGN_CHUNK", 100)
-    sampled = MetaKMeans(4, meta_steps=3, random_state=0).fit(X)
+    sampled = MetaKMeans(4, meta_steps=3, guard=False, random_state=0).fit(X)
     assert np.array_equal(sampled.labels_, sampled.predict(X))
     assert adjusted_rand_score(full.labels_, sampled.labels_) == pytest.approx(1.0)
     assert adjusted_rand_score(y, sampled.labels_) == pytest.approx(1.0)

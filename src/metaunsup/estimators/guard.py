@@ -22,6 +22,14 @@ the mean adjusted Rand index between partitions made again and again:
   which is then skipped.
 * **Checkpoint embedding**: :func:`kmeans_agreement` in the embedding.
 
+Before any of that, self-training asks :func:`separated`: when a few k-means partitions of the
+features are the same partition and every row lies clearly nearer its own centre than any
+other (:class:`KMeansStructure`), the clusters are separated by empty margins, which the
+neighbourhood graphs see too - their partitions would be that same partition, and an embedding
+meta-trained on them would give it back. Self-training then costs its time for nothing and is
+skipped. The check is cheap (a few k-means fits) next to self-training, and when it fails
+nothing of it is reused: the guard's scores above are computed as they always are.
+
 :func:`decide` turns the two scores into a :class:`GuardDecision`: the embedding is kept when
 its score is at least the features' less ``margin``; otherwise the estimator falls back to
 k-means on the features, and says so. ``benchmarks/robustness.py`` measures the guard on every
@@ -45,10 +53,16 @@ from metaunsup.errors import DataError
 __all__ = [
     "EMBEDDING",
     "FEATURES",
+    "SEPARATED_AGREEMENT",
+    "SEPARATED_PARTITIONS",
+    "SEPARATED_RATIO",
     "GuardDecision",
+    "KMeansStructure",
     "decide",
     "kmeans_agreement",
+    "kmeans_structure",
     "partition_agreement",
+    "separated",
 ]
 
 #: What :class:`GuardDecision.use` can say.
@@ -56,6 +70,13 @@ EMBEDDING = "embedding"
 FEATURES = "features"
 #: Most rows each k-means partition is fitted on (as for the self-training's partitions).
 _FIT_POINTS = 4000
+#: :func:`separated`: k-means partitions made ...
+SEPARATED_PARTITIONS = 4
+#: ... agree at least this much (the same partition every time) ...
+SEPARATED_AGREEMENT = 0.99
+#: ... and no row's distance to its centre more than this fraction of its distance to the
+#: next centre (an empty margin around every cluster).
+SEPARATED_RATIO = 0.5
 
 
 @dataclass(frozen=True)
@@ -76,14 +97,23 @@ class GuardDecision:
     """
 
     use: str
-    embedding_score: float
+    embedding_score: float | None
     features_score: float
     criterion: str
     margin: float = 0.0
+    #: Set by :func:`separated`: the largest distance ratio of a row (no embedding scored).
+    worst_ratio: float | None = None
 
     @property
     def reason(self) -> str:
         """One line for a summary, e.g. for ``metaunsup cluster``."""
+        if self.embedding_score is None:
+            return (
+                f"clustered the features (k-means): {self.criterion} (their k-means partitions "
+                f"agree {self.features_score:.3f} and no row is more than "
+                f"{self.worst_ratio:.2f} of the way to another centre), so self-training was "
+                "skipped"
+            )
         what = "the learned embedding" if self.use == EMBEDDING else "the features (k-means)"
         cmp = ">=" if self.use == EMBEDDING else "<"
         return (
@@ -93,19 +123,37 @@ class GuardDecision:
         )
 
     def to_json(self) -> dict[str, object]:
-        return {
+        score = self.embedding_score
+        record: dict[str, object] = {
             "use": self.use,
-            "embedding_score": round(self.embedding_score, 4),
+            "embedding_score": None if score is None else round(score, 4),
             "features_score": round(self.features_score, 4),
             "criterion": self.criterion,
             "reason": self.reason,
         }
+        if self.worst_ratio is not None:
+            record["worst_ratio"] = round(self.worst_ratio, 4)
+        return record
 
 
 def _ari(a: np.ndarray, b: np.ndarray) -> float:
-    from sklearn.metrics import adjusted_rand_score
-
-    return float(adjusted_rand_score(a, b))
+    """Adjusted Rand index of two labelings ``[n]``: scikit-learn's ``adjusted_rand_score``
+    (the same pair counts, in exact integers, and the same formula, so the same float)
+    without its input checks, which cost more than the index on the guard's many pairs."""
+    _, a = np.unique(a, return_inverse=True)
+    _, b = np.unique(b, return_inverse=True)
+    n = int(a.shape[0])
+    width = int(b.max()) + 1 if n else 1
+    table = np.bincount(a * width + b, minlength=(int(a.max()) + 1 if n else 1) * width)
+    table = table.reshape(-1, width).astype(np.int64)
+    sum_squares = int((table**2).sum())
+    tp = sum_squares - n
+    fp = int((table @ table.sum(0)).sum()) - sum_squares
+    fn = int((table.T @ table.sum(1)).sum()) - sum_squares
+    tn = n * n - fp - fn - sum_squares
+    if fn == 0 and fp == 0:
+        return 1.0
+    return 2.0 * (tp * tn - fn * fp) / ((tp + fn) * (fn + tn) + (tp + fp) * (fp + tn))
 
 
 def partition_agreement(partitions: torch.Tensor) -> float:
@@ -120,15 +168,35 @@ def partition_agreement(partitions: torch.Tensor) -> float:
     return float(np.mean([_ari(parts[i], parts[j]) for i, j in pairs]))
 
 
-def kmeans_agreement(
+@dataclass(frozen=True)
+class KMeansStructure:
+    """What repeated k-means partitions of a table show (:func:`kmeans_structure`).
+
+    Attributes
+    ----------
+    agreement:
+        Mean adjusted Rand index between the partitions (1 = always the same partition).
+    worst_ratio:
+        The largest, over rows and partitions, of a row's distance to its nearest centre
+        divided by its distance to the next nearest (0 = every row on its centre, 1 = a row
+        on a boundary).
+    """
+
+    agreement: float
+    worst_ratio: float
+
+
+def kmeans_structure(
     x: torch.Tensor | np.ndarray, k: int, *, partitions: int = 12, seed: int = 0
-) -> float:
-    """Mean adjusted Rand index between ``partitions`` k-means partitions of ``x`` ``[n, d]``.
+) -> KMeansStructure:
+    """Make ``partitions`` k-means partitions of ``x`` ``[n, d]`` and say how they agree and how
+    clearly every row belongs to its cluster.
 
     Each partition is k-means (k-means++ seeding, one restart, at most 100 iterations) fitted
     on at most 4 000 random rows and extended to every row by its nearest centre - made the
-    way the self-training's pseudo-partitions are, so that the two agreements compare. Seeded
-    by ``seed``: the same data and seed give the same score. 1.0 for ``k < 2``.
+    way the self-training's pseudo-partitions are, so that their agreements compare. Seeded
+    by ``seed``: the same data and seed give the same result. Agreement 1.0 and ratio 0.0 for
+    ``k < 2``.
     """
     z = torch.as_tensor(x).detach().cpu()
     z = z.to(torch.float64) if not z.is_floating_point() else z
@@ -138,7 +206,7 @@ def kmeans_agreement(
     k = check_int("k", k, 1)
     partitions = check_int("partitions", partitions, 2)
     if k < 2 or n < k:
-        return 1.0
+        return KMeansStructure(1.0, 0.0)
     g = torch.Generator().manual_seed(seed)
     n_fit = min(n, _FIT_POINTS)
     rows = torch.stack([torch.randperm(n, generator=g)[:n_fit] for _ in range(partitions)])
@@ -146,11 +214,39 @@ def kmeans_agreement(
     fit = kmeans(z[rows], k, n_init=1, max_iter=100, seed=seeds)
     centers = fit.centers.to(z.dtype)
     step = max(1, (1 << 22) // (k * partitions))  # [P, step, k] distances at once
-    labels = torch.cat(
-        [torch.cdist(z[s : s + step].unsqueeze(0), centers).argmin(2) for s in range(0, n, step)],
-        dim=1,
+    labels, worst = [], 0.0
+    for s in range(0, n, step):
+        dist = torch.cdist(z[s : s + step].unsqueeze(0), centers)
+        labels.append(dist.argmin(2))
+        two = dist.topk(2, dim=2, largest=False).values
+        ratio = torch.where(two[..., 1] > 0, two[..., 0] / two[..., 1], 1.0)
+        worst = max(worst, float(ratio.max()))
+    return KMeansStructure(partition_agreement(torch.cat(labels, dim=1)), worst)
+
+
+def kmeans_agreement(
+    x: torch.Tensor | np.ndarray, k: int, *, partitions: int = 12, seed: int = 0
+) -> float:
+    """Mean adjusted Rand index between ``partitions`` k-means partitions of ``x`` ``[n, d]``
+    (:func:`kmeans_structure`'s ``agreement``)."""
+    return kmeans_structure(x, k, partitions=partitions, seed=seed).agreement
+
+
+def separated(x: torch.Tensor | np.ndarray, k: int, *, seed: int = 0) -> GuardDecision | None:
+    """The decision to cluster the features ``x`` ``[n, d]`` without self-training when their
+    k-means clusters are separated: :data:`SEPARATED_PARTITIONS` partitions
+    (:func:`kmeans_structure`) agree at least :data:`SEPARATED_AGREEMENT` and no row is beyond
+    :data:`SEPARATED_RATIO` of the way to another centre; ``None`` otherwise."""
+    structure = kmeans_structure(x, k, partitions=SEPARATED_PARTITIONS, seed=seed)
+    if structure.agreement < SEPARATED_AGREEMENT or structure.worst_ratio > SEPARATED_RATIO:
+        return None
+    return GuardDecision(
+        FEATURES,
+        None,
+        structure.agreement,
+        "the k-means clusters are separated",
+        worst_ratio=structure.worst_ratio,
     )
-    return partition_agreement(labels)
 
 
 def decide(

@@ -69,6 +69,7 @@ from metaunsup.estimators.guard import (
     decide,
     kmeans_agreement,
     partition_agreement,
+    separated,
 )
 from metaunsup.estimators.missing import ALLOW_NAN, MissingCells
 from metaunsup.estimators.scaling import SCALINGS, TableScaling, table_scaling
@@ -327,7 +328,9 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         Check, without labels, that the learned embedding explains ``X`` at least as well as
         the features (the scaled table, or the standardised pixels with a checkpoint), and
         cluster the features instead when it does not
-        (:mod:`metaunsup.estimators.guard`); ``guard_`` says what was used and why.
+        (:mod:`metaunsup.estimators.guard`); ``guard_`` says what was used and why. Without a
+        checkpoint, features whose k-means clusters are separated are clustered without
+        self-training (:func:`~metaunsup.estimators.guard.separated`).
     batch_size : int, default=2048
         Examples embedded at once. Networks with batch normalisation normalise each such batch
         with its own statistics (as in meta-training, where a task is a batch), so their
@@ -696,7 +699,10 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             filled = np.nan_to_num(scaled) if self._k_rule() == "silhouette" else scaled
             self.k_choice_ = self._choose_k(torch.from_numpy(filled), seed, metric="euclidean")
             k = self.k_choice_.k
-        settings = SelfTrainSettings(steps=int(self.meta_steps))
+        # The guard needs features to fall back on (none with missing cells: the masked net).
+        guarded = self.guard and not missing and int(self.meta_steps) > 0
+        shortcut = separated(scaled, int(k), seed=seed) if guarded else None
+        settings = SelfTrainSettings(steps=0 if shortcut is not None else int(self.meta_steps))
 
         def guard(partitions: torch.Tensor) -> GuardDecision:
             return decide(
@@ -711,10 +717,10 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             settings,
             seed,
             progress=bool(self.verbose),
-            guard=guard if self.guard and not missing else None,  # masked net: no fallback
+            guard=guard if guarded else None,
             device=self._device(),
         )
-        self.guard_ = result.decision
+        self.guard_ = shortcut or result.decision
         if self.guard_ is not None:
             self.representation_ = self.guard_.use
         self.training_ = result.summary()
