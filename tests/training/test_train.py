@@ -160,3 +160,35 @@ def test_resume_with_other_learner_is_refused(tmp_path):
     raw["train"]["steps"] = 6
     with pytest.raises(CheckpointError, match="another learner configuration"):
         train_run(config_from_dict(raw), tmp_path, resume=True, progress=False)
+
+
+def test_train_init_starts_from_a_checkpoints_weights(tmp_path):
+    """``train.init``: the run starts from the given checkpoint's weights (at a learning rate
+    so small that one Adam step moves no weight by more than about 1e-12, they end there),
+    and its card records where it started."""
+    first = tmp_path / "first"
+    train_run(_cfg(steps=4), first, progress=False)
+    start = str(first / "last.safetensors")
+    warm = tmp_path / "warm"
+    train_run(_cfg(steps=1, lr=1e-12, seed=5, init=start), warm, progress=False)
+    cold = tmp_path / "cold"
+    train_run(_cfg(steps=1, lr=1e-12, seed=5), cold, progress=False)
+    begun, ended, fresh = (_weights(p) for p in (first / "last.safetensors",
+                                                 warm / "last.safetensors",
+                                                 cold / "last.safetensors"))  # fmt: skip
+    floats = [k for k in begun if begun[k].is_floating_point() and "running" not in k]
+    assert max(float((begun[k] - ended[k]).abs().max()) for k in floats) < 1e-9
+    assert max(float((begun[k] - fresh[k]).abs().max()) for k in floats) > 1e-3
+    _, meta = read_checkpoint(warm / "last.safetensors")
+    assert meta["run"]["train"]["init"] == start
+
+
+def test_train_init_of_another_learner_is_refused_before_any_work(tmp_path, capsys):
+    other = tmp_path / "other"
+    raw = json.loads(json.dumps(CONFIG))
+    raw["learner"]["net"]["hidden"] = 4
+    raw["train"]["steps"] = 1
+    train_run(config_from_dict(raw), other, progress=False)
+    with pytest.raises(CheckpointError, match=r"holds another learner .*differs in net"):
+        train_run(_cfg(init=str(other / "last.safetensors")), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "last.safetensors").exists()

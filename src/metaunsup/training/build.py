@@ -7,6 +7,7 @@ validation — and hands them to the algorithm-agnostic :class:`~metaunsup.train
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from metaunsup import data
-from metaunsup.checkpoint import read_checkpoint_meta
+from metaunsup.checkpoint import (
+    load_model_state,
+    read_checkpoint,
+    read_checkpoint_meta,
+    resolve_checkpoint,
+)
 from metaunsup.data.base import Dataset
 from metaunsup.data.transforms import with_rotations
 from metaunsup.errors import CheckpointError, ConfigError
@@ -459,6 +465,8 @@ def train_run(
         learner = fresh_learner(cfg, view.example_shape)
     else:
         learner, source, val = _task_source(cfg)
+    if tr.init and not resume:
+        warm_start(learner, tr.init)
     _prepare_folder(cfg, learner, out, resume, overwrite, dist)
     if cfg.unsupervised is not None:
         source, record = unsupervised_training_source(
@@ -563,6 +571,26 @@ def prior_source(cfg: RunConfig) -> SyntheticTables:
         )
     t = cfg.task
     return SyntheticTables(width, t.n_way, t.n_way * t.k_shot, seed=cfg.train.seed)
+
+
+def warm_start(learner: MetaLearner, init: str) -> None:
+    """Load the weights of checkpoint ``init`` (``train.init``) into the run's fresh
+    ``learner``; :class:`CheckpointError` when it holds another learner or network."""
+    path = resolve_checkpoint(init)
+    tensors, meta = read_checkpoint(path)
+    stored = json.loads(json.dumps(meta.get("learner")))
+    wanted = json.loads(json.dumps(learner.config()))
+    if stored != wanted:
+        changed = sorted(
+            k for k in set(stored or {}) | set(wanted) if (stored or {}).get(k) != wanted.get(k)
+        )
+        raise CheckpointError(
+            f"train.init {init!r} holds another learner than the config's (differs in "
+            f"{', '.join(changed) or 'everything'}); start from a checkpoint of the same learner "
+            "and network"
+        )
+    load_model_state(learner, tensors, str(path))
+    log.info("starting from the weights of %s", path)
 
 
 def fresh_learner(cfg: RunConfig, example_shape: tuple[int, ...]) -> MetaLearner:

@@ -84,6 +84,10 @@ class TrainConfig:
     exactness checks); or ``"bf16"``, bfloat16 autocast of the meta-loss on CUDA (weights and
     optimiser stay float32), refused where it is not safe (see
     :func:`metaunsup.training.build.precision_objective`).
+
+    ``init``: a checkpoint (path or packaged name) of the same learner and network whose
+    weights the run starts from instead of ``seed``'s random ones - a warm start, e.g. a second
+    stage of a run at a lower learning rate (the optimiser starts afresh). Empty: none.
     """
 
     steps: int = 1000
@@ -102,6 +106,7 @@ class TrainConfig:
     device: str = "cpu"
     threads: int = 0
     precision: str = "float32"
+    init: str = ""
 
 
 #: Values of ``unsupervised.tasks``.
