@@ -248,3 +248,18 @@ def test_normalize_says_what_it_did_and_needs_a_checkpoint(tmp_path, capsys):
     assert steps[0] == "values rescaled from [0, 16] to [0, 1]" and "inverted" in steps[1]
     code, _, err = run(capsys, "cluster", tmp_path / "dark.npy", "--k", "3", "--normalize")
     assert code == 2 and "metaunsup: error: --normalize" in err
+
+
+def test_separated_clusters_are_clustered_without_self_training(tmp_path, capsys):
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import adjusted_rand_score
+
+    x, y = make_blobs(400, 8, centers=4, random_state=0)
+    np.save(tmp_path / "blobs.npy", x)
+    code, out, err = run(capsys, "cluster", tmp_path / "blobs.npy", "--k", 4,
+                         "--out", tmp_path / "labels.csv")  # fmt: skip
+    assert code == 0, err
+    assert "k-means on the scaled features (the guard: separated clusters)" in out
+    assert "so self-training was skipped" in out
+    rows = read_labels(tmp_path / "labels.csv")[1:]
+    assert adjusted_rand_score(y, [int(row[-1]) for row in rows]) == 1.0

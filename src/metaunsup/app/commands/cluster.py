@@ -125,7 +125,8 @@ def summary_lines(info: dict) -> list[str]:
     ]
     model = info["model"]
     if info["clustered"]["use"] == "features":
-        lines.append("model: none used - k-means on the scaled features (the guard fell back)")
+        why = "separated clusters" if info["clustered"]["embedding_score"] is None else "fell back"
+        lines.append(f"model: none used - k-means on the scaled features (the guard: {why})")
     elif "checkpoint" in model:
         lines.append(f"model: checkpoint {model['checkpoint']}")
     else:
