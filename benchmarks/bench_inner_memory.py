@@ -6,6 +6,8 @@ single-channel images, 5-way 1-shot with 15 queries per class, meta-batch 4, inn
 One meta-step = meta-loss + backward (no optimiser step). Implementations:
 
 * ``maml``: metaunsup second-order MAML (graph of every inner step stored);
+* ``maml-tasks``: the same with ``task_by_task = true`` (the meta-batch's tasks differentiated
+  one after the other: one task's graph alive at a time, as in the peers' loops);
 * ``maml-ckpt``: the same with ``inner_checkpoint = true`` (recomputed in backward);
 * ``fomaml``: first-order MAML;
 * ``imaml``: implicit MAML (``lam = 1``, 5 conjugate-gradient steps);
@@ -58,7 +60,7 @@ from metaunsup.nets import Conv4
 from peak_memory import measure
 
 RESULTS = Path(__file__).resolve().parent / "results"
-IMPLS = ("maml", "maml-ckpt", "fomaml", "imaml", "learn2learn", "higher")
+IMPLS = ("maml", "maml-tasks", "maml-ckpt", "fomaml", "imaml", "learn2learn", "higher")
 INNER_LR = 0.1
 
 
@@ -93,13 +95,14 @@ def learn2learn_version() -> str | None:
 
 def make_step(impl: str, steps: int, net: Conv4, device: str):
     """A zero-argument meta-step for ``impl`` (its set-up done here, before measuring)."""
-    if impl in ("maml", "maml-ckpt", "fomaml"):
+    if impl in ("maml", "maml-tasks", "maml-ckpt", "fomaml"):
         learner = MAML(
             net,
             inner_lr=INNER_LR,
             inner_steps=steps,
             first_order=impl == "fomaml",
             inner_checkpoint=impl == "maml-ckpt",
+            task_by_task=impl == "maml-tasks",
         ).to(device)
         return lambda batch: learner.meta_loss(batch)[0].backward()
     if impl == "imaml":

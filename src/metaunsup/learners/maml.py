@@ -17,6 +17,13 @@ On the CPU the query loss is differentiated task by task as it is computed
 halves the peak memory of a meta-step at no cost in time (the CPU kernels run query sets one
 task at a time anyway); the meta-gradient is the same.
 
+With ``task_by_task`` a CPU meta-step goes further (:func:`meta_loss_task_by_task`): each
+task's inner loop and query loss are differentiated right away and only the parameter-sized
+gradient is kept, so one task's inner-loop graph is alive at a time instead of ``B`` (the
+memory of the peers that loop over tasks, which grows with the inner steps ``B`` times more
+slowly), for some time (the support's convolutions no longer run for all tasks at once);
+the meta-loss and meta-gradient are the same.
+
 With ``inner_checkpoint`` the second-order inner loop is recomputed in the backward pass
 instead of stored (:func:`~metaunsup.learners.inner.checkpointed_steps`): the same
 meta-gradient with memory that grows with ``√K`` parameter copies instead of ``K`` graphs.
@@ -64,6 +71,9 @@ class MAML(InnerLoopSettings, MetaLearner, FewShotLearner):
         Second order only: recompute the inner loop in the backward pass instead of storing
         it (same meta-gradient; memory nearly flat in ``inner_steps``, for about one more pass
         of the inner loop).
+    task_by_task:
+        On the CPU, differentiate the meta-batch's tasks one after the other
+        (:func:`meta_loss_task_by_task`; same meta-gradient, one task's graph in memory).
     """
 
     name: ClassVar[str] = "maml"
@@ -79,23 +89,27 @@ class MAML(InnerLoopSettings, MetaLearner, FewShotLearner):
         test_steps: int | None = None,
         first_order: bool = False,
         inner_checkpoint: bool = False,
+        task_by_task: bool = False,
     ) -> None:
         super().__init__(net)
         if net.n_way is None:
             raise ConfigError(f"{self.name} needs a network with a head (n_way set)")
         self.set_inner_loop(inner_lr, inner_steps, test_steps, first_order)
         self.inner_checkpoint = check_bool("inner_checkpoint", inner_checkpoint)
+        self.task_by_task = check_bool("task_by_task", task_by_task)
         if self.inner_checkpoint:
             check_recomputable(net)
             if not self.checkpointable:
                 raise ConfigError(f"{self.name} does not support inner_checkpoint")
 
     def hparams(self) -> dict[str, Any]:
-        """The inner-loop settings (``inner_checkpoint`` only when on, so configs written
-        before it existed still match)."""
+        """The inner-loop settings (``inner_checkpoint`` and ``task_by_task`` only when on, so
+        configs written before they existed still match)."""
         out: dict[str, Any] = dict(self.inner_loop_hparams())
         if self.inner_checkpoint:
             out["inner_checkpoint"] = True
+        if self.task_by_task:
+            out["task_by_task"] = True
         return out
 
     def inner_names(self) -> list[str]:
@@ -144,6 +158,8 @@ class MAML(InnerLoopSettings, MetaLearner, FewShotLearner):
         if batch.x.device.type != "cpu":
             return super().meta_loss(batch)
         self.check_batch(batch)
+        if self.task_by_task and batch.n_tasks > 1 and torch.is_grad_enabled():
+            return meta_loss_task_by_task(self, batch)
         state = self.adapt(
             batch.support_x,
             batch.support_y,
@@ -221,6 +237,40 @@ class _QueryLossPerTask(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g_loss: Tensor, _g_pred: Tensor | None) -> tuple[Tensor | None, ...]:
         return (None, None, None, None, *(g_loss * g for g in ctx.saved_tensors))
+
+
+def meta_loss_task_by_task(
+    learner: MetaLearner, batch: TaskBatch
+) -> tuple[Tensor, dict[str, float]]:
+    """``learner.meta_loss`` of ``batch`` computed one task at a time: each task's meta-loss
+    (over a one-task sub-batch) is differentiated at once and its graph freed, the gradients
+    ``g`` are summed (weighted by the task's share of the query examples), and the returned
+    loss is their sum ``L`` plus ``Σ θ·g − stop_gradient(Σ θ·g)``: its value is ``L`` exactly
+    and its gradient w.r.t. the learner's parameters ``θ`` is ``g``. Peak memory is one task's
+    graph; it cannot be differentiated twice (nothing differentiates a meta-loss twice)."""
+    params = [p for p in learner.parameters() if p.requires_grad]
+    total = batch.query_y.numel()
+    grads: list[Tensor | None] = [None] * len(params)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    correct = 0.0
+    for b in range(batch.n_tasks):
+        task = batch[b : b + 1]
+        weight = task.query_y.numel() / total
+        loss, metrics = learner.meta_loss(task)
+        found = torch.autograd.grad(loss * weight, params, allow_unused=True)
+        for i, g in enumerate(found):
+            before = grads[i]
+            if g is not None:
+                grads[i] = g if before is None else before + g
+        loss_sum = loss_sum + loss.detach() * weight
+        correct += metrics["acc"] * task.query_y.numel()
+    pairs = [(p, g) for p, g in zip(params, grads, strict=True) if g is not None]
+    loss_sum = loss_sum.to(params[0].dtype if params else loss_sum.dtype)
+    if not pairs:
+        return loss_sum, {"loss": float(loss_sum), "acc": correct / total}
+    surrogate = torch.stack([(p * g).sum() for p, g in pairs]).sum()
+    value = loss_sum + (surrogate - surrogate.detach())
+    return value, {"loss": float(loss_sum), "acc": correct / total}
 
 
 def query_loss_per_task(

@@ -44,8 +44,11 @@ class MetaSGD(MAML):
         test_steps: int | None = None,
         first_order: bool = False,
         inner_checkpoint: bool = False,
+        task_by_task: bool = False,
     ) -> None:
-        super().__init__(net, inner_lr, inner_steps, test_steps, first_order, inner_checkpoint)
+        super().__init__(
+            net, inner_lr, inner_steps, test_steps, first_order, inner_checkpoint, task_by_task
+        )
         self.lrs = nn.ParameterDict(
             {
                 lr_key(k): nn.Parameter(torch.full_like(v.detach(), self.inner_lr))
