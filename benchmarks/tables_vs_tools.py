@@ -59,6 +59,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import tempfile
 import time
 from collections.abc import Callable
@@ -483,19 +484,8 @@ def add_rows(args: argparse.Namespace, name: str) -> None:
                 )["runs"]
             record["missing"][f"{table}, {kind}"] = {f"{name} (native)": cell, **row}
             print(f"{table}, {kind}: {summarise(cell)['accuracy']['mean']:.3f}", flush=True)
-    record.setdefault("added", []).append(
-        {
-            "method": name,
-            "command": f"python benchmarks/tables_vs_tools.py --threads {args.threads} "
-            f"--add {name}",
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes"),
-            "seconds": time.perf_counter() - t_start,
-            "guard_kept": f"{kept} of {total} zero-shot runs of the complete tables",
-        }
-    )
-    args.json.write_text(json.dumps(record, indent=2) + "\n")
-    write_page(record, args.json.with_suffix(".md"))
-    print(f"wrote {args.json} and {args.json.with_suffix('.md')}")
+    guard_kept = f"{kept} of {total} zero-shot runs of the complete tables"
+    save_added(args, record, name, t_start, guard_kept=guard_kept)
 
 
 def add_missing_column(args: argparse.Namespace, name: str) -> None:
@@ -524,14 +514,22 @@ def add_missing_column(args: argparse.Namespace, name: str) -> None:
             order = [*MISSING_METHODS, *(c for c in row if c not in MISSING_METHODS)]
             record["missing"][f"{table}, {kind}"] = {c: row[c] for c in order if c in row}
             print(f"{table}, {kind}: {summarise(row[name])['accuracy']['mean']:.3f}", flush=True)
+    save_added(args, record, name, t_start, missing_only=True)
+
+
+def save_added(
+    args: argparse.Namespace, record: dict, name: str, t_start: float, **facts: object
+) -> None:
+    """Note in ``record`` that ``name`` was added (its command, date, seconds and ``facts``),
+    then write the JSON at ``args.json`` and the page beside it."""
+    command = f"python benchmarks/tables_vs_tools.py --threads {args.threads} --add "
     record.setdefault("added", []).append(
         {
             "method": name,
-            "command": f"python benchmarks/tables_vs_tools.py --threads {args.threads} "
-            f"--add '{name}'",
+            "command": command + shlex.quote(name),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes"),
             "seconds": time.perf_counter() - t_start,
-            "missing_only": True,
+            **facts,
         }
     )
     args.json.write_text(json.dumps(record, indent=2) + "\n")
