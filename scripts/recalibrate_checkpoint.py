@@ -49,7 +49,8 @@ def main() -> None:
         + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "date": dt.date.today().isoformat(),
         "statistic": "largest leave-one-out score of the support; pseudo-classes: the training "
-        "CACTUs clusters and held-out pixel-space clusters (metaunsup.evaluation.calibration)",
+        "CACTUs clusters and held-out pixel-space clusters, the heavier tail of the two at every "
+        "level (metaunsup.evaluation.anomaly.worst_family)",
         "evaluations": STALE,
     }
     atomic_write_json(card_path, card)

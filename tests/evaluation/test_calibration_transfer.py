@@ -14,8 +14,9 @@ from metaunsup.evaluation.anomaly import (
     calibration_sources,
     learner_null_table,
     measure_null_table,
+    worst_family,
 )
-from metaunsup.evaluation.calibration import NullTable, calibrated_pvalues
+from metaunsup.evaluation.calibration import NullTable, calibrated_pvalues, threshold_at
 from metaunsup.learners.one_class import NULL_PRIOR, NullTableMixin
 from metaunsup.tasks.anomaly import Grouping, OneClassStream
 from metaunsup.tasks.pseudo.cactus_anomaly import CactusAnomalySource
@@ -104,3 +105,36 @@ def test_label_free_runs_calibrate_on_held_out_pixel_clusters_too():
     assert batch.support_x.shape == (4, 5, 6)
     plain = _stream(x, y, 5, 0)
     assert calibration_sources(plain, seed=3) == [plain]
+
+
+def test_the_worst_family_table_holds_on_each_family_where_pooling_over_fires_on_one():
+    g = torch.Generator().manual_seed(0)
+    compact = torch.randn(4000, generator=g).abs()
+    heavy = torch.randn(4000, generator=g).abs() * 3.0
+    table = worst_family([compact, heavy], 2000)
+    assert table.shape == (2000,) and bool((table[1:] >= table[:-1]).all())
+    pooled = torch.cat([compact, heavy])
+    for family in (compact, heavy):
+        # a threshold at p <= 0.05 from the table holds on each family (up to sampling)
+        cut = threshold_at(table, 0.05)
+        assert float((family > cut).double().mean()) <= 0.055
+    # pooling puts the threshold between the families: the heavy one is flagged ~2x too often
+    assert float((heavy > threshold_at(pooled, 0.05)).double().mean()) > 0.08
+
+
+def test_a_two_family_table_thresholds_at_least_as_high_as_each_family_alone():
+    x, y = _classes(6, torch.ones(6), seed=0, n=60)
+    broad_x, broad_y = _classes(6, torch.full((6,), 3.0), seed=1, n=60)
+    scorer = _Centroid()
+    sources = [_stream(x, y, 5, 0), _stream(broad_x, broad_y, 5, 0)]
+    two, _ = measure_null_table(scorer, sources, seed=1)
+    # each alone, on the very tasks the two-family measurement drew from it (source j's
+    # streams are seeded seed + 1000 j)
+    first, _ = measure_null_table(scorer, sources[0], seed=1)
+    second, _ = measure_null_table(scorer, sources[1], seed=1001)
+    for row in (0, 3, 6):  # K = 2, 5, 10
+        both = threshold_at(two[row], 0.05)
+        for single in (first, second):
+            assert both >= 0.99 * threshold_at(single[row], 0.05), row
+        # and not above the larger of them (it is their larger quantile, not a new tail)
+        assert both <= 1.01 * max(threshold_at(t[row], 0.05) for t in (first, second))

@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.stats import rankdata
 
 from metaunsup._validation import check_choice
@@ -76,6 +75,7 @@ __all__ = [
     "learner_null_table",
     "measure_null_table",
     "null_shape",
+    "worst_family",
 ]
 
 #: Fewest and most tasks that measure a null table at one support size ``k``: ``1000 // k``
@@ -215,25 +215,37 @@ def held_out_pixel_source(source: CactusAnomalySource, seed: int) -> CactusAnoma
     return CactusAnomalySource(source.view, parts, source.k_shot, source.n_query, seed)
 
 
-def _null_row(
+def _null_rows(
     score: Any, sources: list[OneClassStream], k: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(normal query scores [n, q] (NaN at anomalies), leave-one-out scores [n, L])`` of
-    fresh tasks with ``k`` support examples, an equal share from each source that can make
-    them; ``None`` when none can."""
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per source that can make tasks with ``k`` support examples: ``(normal query scores
+    [n, q] (NaN at anomalies), leave-one-out scores [n, L])`` of fresh tasks
+    (:func:`null_shape`, the full count from each source); empty when none can."""
     streams = [_null_stream(src, k, seed + 1000 * j) for j, src in enumerate(sources)]
-    found = [f for f in streams if f is not None]
-    normal, loo = [], []
-    for stream, tasks in found:
-        for batch in stream.batches(-(-tasks // len(found)), 25):
+    rows = []
+    for stream, tasks in (f for f in streams if f is not None):
+        normal, loo = [], []
+        for batch in stream.batches(tasks, 25):
             s = score(batch.support_x, batch.query_x)
             normal.append(s.masked_fill(batch.query_y > 0, float("nan")))
             loo.append(leave_one_out_scores(score, batch.support_x, SCALE_LOO))
-    if not normal:
-        return None
-    width = max(n.shape[1] for n in normal)  # sources may make tasks of different query sizes
-    padded = [F.pad(n, (0, width - n.shape[1]), value=float("nan")) for n in normal]
-    return torch.cat(padded), torch.cat(loo)
+        rows.append((torch.cat(normal), torch.cat(loo)))
+    return rows
+
+
+def worst_family(pools: list[torch.Tensor], size: int) -> torch.Tensor:
+    """``[size]`` null scores whose upper tail is, at every level, the heaviest of the
+    families' ``pools`` (each ``[n_f]``, normalised normal scores of one pseudo-class family):
+    the elementwise largest of their quantiles at levels ``(i + ½) / size``.
+
+    A threshold read from it at any ``fpr`` is the largest of the families' own thresholds, so
+    it holds on every family: an unseen class may look like either (compact like the clusters
+    the model trained on, or broad and irregular like pixel-space clusters), and no label says
+    which. Pooling the families instead holds only on their mixture and over-fires on a class
+    that resembles the heavier-tailed one (see :mod:`metaunsup.evaluation.calibration`)."""
+    levels = (torch.arange(size, dtype=torch.float64) + 0.5) / size
+    quantiles = [torch.quantile(p.to(torch.float64), levels) for p in pools]
+    return torch.stack(quantiles).amax(0)
 
 
 def measure_null_table(
@@ -241,12 +253,13 @@ def measure_null_table(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(normalised scores [G, N], spreads [G])`` of pseudo-normal held-out examples for every
     support size of :data:`~metaunsup.learners.one_class.NULL_GRID`: the normal queries of
-    fresh tasks (:func:`null_shape`) per size, drawn in equal shares from each source's
-    groupings (the training data: labels or pseudo-labels pick the normal queries, never a
-    test example), each divided by its task's scale
-    (:meth:`~metaunsup.evaluation.calibration.NullTable.scale`: the largest leave-one-out score
-    of its support; ``σ0`` the median of those), pooled and subsampled to ``N`` per size.
-    Sizes whose tasks the data cannot make (classes too small) stay NaN."""
+    fresh tasks (:func:`null_shape`) per size from each source's groupings (the training
+    data: labels or pseudo-labels pick the normal queries, never a test example), each divided
+    by its task's scale (:meth:`~metaunsup.evaluation.calibration.NullTable.scale`: the largest
+    leave-one-out score of its support; ``σ0`` the median of those). One source: ``N`` of its
+    scores drawn at random; several (label-free runs: pseudo-class families): the
+    :func:`worst_family` of their scores. Sizes whose tasks the data cannot make (classes too
+    small) stay NaN."""
     sources = source if isinstance(source, list) else [source]
     g = torch.Generator().manual_seed(seed)
     probe = NullTable(torch.tensor([1]), torch.zeros(1, 1), torch.zeros(1), NULL_PRIOR)
@@ -257,20 +270,27 @@ def measure_null_table(
 
     rows, spreads = [], []
     for i, k in enumerate(NULL_GRID):
-        found = _null_row(score, sources, k, seed + i)
-        if found is None:
+        found = _null_rows(score, sources, k, seed + i)
+        if not found:
             rows.append(torch.full((NULL_SIZE,), float("nan"), dtype=torch.float64))
             spreads.append(float("nan"))
             continue
-        normal, loo = found
-        stat = probe.statistic(loo)
-        s0 = float(stat.median())
-        scale = (k * stat + NULL_PRIOR * s0) / (k + NULL_PRIOR)
-        pool = (normal / scale.clamp_min(1e-12)[:, None]).reshape(-1)
-        pool = pool[~torch.isnan(pool)]
-        if pool.numel() < NULL_SIZE:
-            raise ConfigError(f"null table: {pool.numel()} normal scores, fewer than {NULL_SIZE}")
-        rows.append(pool[torch.randperm(pool.numel(), generator=g)[:NULL_SIZE]])
+        stats = [probe.statistic(loo) for _, loo in found]
+        s0 = float(torch.cat(stats).median())
+        pools = []
+        for (normal, _), stat in zip(found, stats, strict=True):
+            scale = (k * stat + NULL_PRIOR * s0) / (k + NULL_PRIOR)
+            pool = (normal / scale.clamp_min(1e-12)[:, None]).reshape(-1)
+            pool = pool[~torch.isnan(pool)]
+            if pool.numel() < NULL_SIZE:
+                raise ConfigError(
+                    f"null table: {pool.numel()} normal scores, fewer than {NULL_SIZE}"
+                )
+            pools.append(pool)
+        if len(pools) == 1:
+            rows.append(pools[0][torch.randperm(pools[0].numel(), generator=g)[:NULL_SIZE]])
+        else:
+            rows.append(worst_family(pools, NULL_SIZE))
         spreads.append(s0)
     return torch.stack(rows).to(torch.float32), torch.tensor(spreads, dtype=torch.float32)
 

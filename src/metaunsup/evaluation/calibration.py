@@ -46,7 +46,10 @@ size,
 which reaches any ``α ≥ 1/(N+1)``. The guarantee is gone: it holds only as far as the test
 classes' normalised scores look like the pseudo-classes' (the measured false-alarm rate says how
 far; with ``K = 2`` the support's one distance cannot tell a heterogeneous class from a compact
-one, which is why the two families are pooled).
+one). So the table holds on *each* family, not only on their mixture: at every level its tail is
+the heavier of the two families' (:func:`metaunsup.evaluation.anomaly.worst_family`), and a
+threshold read from it is the larger of their thresholds. Tables measured before that pooled the
+two families' scores, and are read as they were measured.
 
 Tables measured before this statistic (``stat="mean"``: the mean leave-one-out score of the
 first 8 support examples, prior 1) are still read as they were measured.
