@@ -267,10 +267,6 @@ def _step(path: Path) -> int:
         return 0
 
 
-#: Meta-steps of the Ctrl-C test's runs.
-CTRL_C_STEPS = "600"
-
-
 @pytest.mark.slow
 def test_ctrl_c_at_every_stage_of_the_demo_config(tmp_path):
     """SIGINT to a real ``metaunsup train`` of the demo's config during pre-training, then
@@ -279,11 +275,9 @@ def test_ctrl_c_at_every_stage_of_the_demo_config(tmp_path):
     config = tmp_path / "digits-unsup-small.toml"
     config.write_text(_toml(_demo_config_small()))
     run, base = tmp_path / "run", [sys.executable, "-m", "metaunsup"]
-    # 600 meta-steps (about 10 s here), the signal after 10: a loaded machine that leaves this
-    # test unscheduled for a while must not let the run finish before the signal arrives (with
-    # 200 steps, about 3 s, it did once, under make test beside a training job)
-    steps = ["--steps", CTRL_C_STEPS, "--threads", "1"]
-    command = [*base, "train", str(config), "--out", str(run), *steps]
+    # 200 meta-steps, the signal after 10: a loaded machine that leaves this test unscheduled
+    # for a while must not let the run finish before the signal arrives
+    command = [*base, "train", str(config), "--out", str(run), "--steps", "200", "--threads", "1"]
     stages = {
         "pre-training": lambda: _step(run / PRETRAIN_DIR / "last.safetensors") >= 20,
         "partitioning": lambda: (run / PRETRAIN_FILE).is_file(),
@@ -306,7 +300,8 @@ def test_ctrl_c_at_every_stage_of_the_demo_config(tmp_path):
     done = subprocess.run([*command, "--quiet"], capture_output=True, timeout=600)
     assert done.returncode == 0, done.stderr.decode()
     unbroken = tmp_path / "unbroken"
-    whole = [*base, "train", str(config), "--out", str(unbroken), *steps, "--quiet"]
+    whole = [*base, "train", str(config), "--out", str(unbroken), "--steps", "200", "--threads",
+             "1", "--quiet"]  # fmt: skip
     assert subprocess.run(whole, capture_output=True, timeout=600).returncode == 0
     _same_weights(unbroken, run)
     for name in (PRETRAIN_FILE, PARTITIONS_FILE):
