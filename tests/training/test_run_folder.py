@@ -260,6 +260,14 @@ def _wait(proc: subprocess.Popen, ready, what: str, limit: float = 180.0) -> Non
     pytest.fail(f"waited {limit} s for {what}")
 
 
+def _hear_ctrl_c() -> None:
+    """In the child before it starts: SIGINT back to its default disposition. A test process
+    started in the background by a non-interactive shell (``make test &``) inherits SIGINT
+    *ignored*, and a Python started with it ignored never raises ``KeyboardInterrupt``: the
+    run would finish as if no signal came."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _step(path: Path) -> int:
     try:
         return int(read_checkpoint(path)[1]["step"]) if path.is_file() else 0
@@ -284,7 +292,8 @@ def test_ctrl_c_at_every_stage_of_the_demo_config(tmp_path):
         "meta-training": lambda: _step(run / "last.safetensors") >= 10,
     }
     for stage, ready in stages.items():
-        proc = subprocess.Popen([*command, "--quiet"], stderr=subprocess.PIPE)
+        proc = subprocess.Popen([*command, "--quiet"], stderr=subprocess.PIPE,
+                                preexec_fn=_hear_ctrl_c)  # fmt: skip
         _wait(proc, ready, stage)
         if stage == "partitioning":
             assert not (run / PARTITIONS_FILE).exists(), "partitioning ended before the signal"
