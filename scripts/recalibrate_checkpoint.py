@@ -57,8 +57,8 @@ def refresh_evaluations(card: dict) -> None:
         fresh.append(report)
     for evaluation, report in zip(card["evaluations"], fresh, strict=True):
         evaluation["report"] = report
-    dates = sorted(r["environment"]["date"] for r in fresh)
-    card["calibration"]["evaluations"] = f"re-measured with this calibration on {dates[-1]}"
+    latest = max(r["environment"]["date"] for r in fresh)
+    card["calibration"]["evaluations"] = f"re-measured with this calibration on {latest}"
 
 
 def main() -> None:
