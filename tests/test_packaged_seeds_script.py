@@ -1,0 +1,69 @@
+"""``benchmarks/packaged_seeds.py`` repeats exactly the runs and the evaluation a packaged
+checkpoint's card names, changing only the seed, the threads and where things are written."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "packaged_seeds.py"
+CARDS = ROOT / "src" / "metaunsup" / "checkpoints"
+
+
+@pytest.fixture(scope="module")
+def script():
+    sys.path.insert(0, str(SCRIPT.parent))  # the script imports benchmarks/_record.py
+    try:
+        spec = importlib.util.spec_from_file_location("packaged_seeds", SCRIPT)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+
+
+def _card(name: str) -> dict:
+    return json.loads((CARDS / f"{name}.json").read_text())
+
+
+def test_every_train_command_of_a_card_is_repeated_in_order(script):
+    assert script.train_commands(_card("digits")) == [
+        ("configs/digits-unsup-packaged.toml", "digits-unsup")
+    ]
+    # mnist's run takes its pseudo-classes from mnist-unsup's features: that run comes first
+    assert script.train_commands(_card("mnist")) == [
+        ("configs/mnist-unsup.toml", "mnist-unsup"),
+        ("configs/mnist-unsup-fast.toml", "mnist-unsup-fast"),
+    ]
+    for config, _ in script.train_commands(_card("mnist")):
+        assert (ROOT / config).is_file()
+
+
+def test_a_card_whose_command_is_not_a_training_is_refused(script):
+    with pytest.raises(SystemExit, match="not a metaunsup train"):
+        script.train_commands({"command": "python make_weights.py --out runs/x"})
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist"])
+def test_the_evaluation_is_the_cards_own_on_the_retrained_weights(script, name, tmp_path):
+    card = _card(name)
+    weights, report = tmp_path / "best.safetensors", tmp_path / "evaluation.json"
+    words = script.eval_words(card, weights, report)
+    original = shlex.split(card["evaluations"][0]["command"])
+    assert words[0] == "evaluate" and original[:2] == ["metaunsup", "evaluate"]
+    # every option of the card's command but the checkpoint, the JSON path and the threads
+    kept = original[2:]
+    for option in ("--checkpoint", "--json", "--threads"):
+        i = kept.index(option)
+        kept = kept[:i] + kept[i + 2 :]
+    assert words[1 : 1 + len(kept)] == kept
+    assert words[1 + len(kept) :] == [
+        "--checkpoint", str(weights), "--json", str(report), "--threads", "1",
+    ]  # fmt: skip
