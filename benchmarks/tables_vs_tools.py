@@ -47,7 +47,9 @@ untouched otherwise. ``self-training (native)`` (missing cells as they are) agai
 ``--add tabular`` runs only that method (and K-means again, as the time reference of the same
 run) and adds its rows to the JSON of an earlier run, recording its own command and date; on
 tables of more than 100 columns, where ``tabular``'s path is self-training, it copies the
-earlier run's self-training cell instead of repeating those runs.
+earlier run's self-training cell instead of repeating those runs. ``--add NAME`` with a
+missing-cells column runs it alone on the missing-cell rows (the same masks and seeds) and adds
+it, or re-runs it in place when it is there already, with ``--note`` saying why.
 
 Prints tables and writes ``docs/results/tables_vs_tools.json``. Times are per method relative
 to K-means on the same table in the same run (the machine may be shared).
@@ -378,14 +380,16 @@ PAGE_MISSING = """
 
 The same tables but MNIST, with cells removed (one mask per seed): `mcar10`/`mcar30` at random,
 `mnar` from the top 40% of each column with probability 1/2 (about 20% of the cells).
-`self-training (native)` takes the table with its missing cells; `kNN-impute + self-training`
-(`MetaKMeans(impute="knn")`) fills them with the mean of the 5 nearest rows over observed
-features and self-trains on the filled table; the two K-means columns fill them (column means,
-or the same 5 nearest rows) and run K-means. The
-last two columns repeat the complete table's scores for reference and are not ranked. The
-native path meta-trains with a further share of cells hidden in its pseudo-tasks (see
-`metaunsup.estimators.missing`) while the complete table's self-training does not, so on
-some tables the native path scores above the complete table's self-training.
+`self-training (native)` takes the table with its missing cells: its network reads the
+observed cells and the mask, and its pseudo-labels come from graphs of the rows with the
+missing cells filled from their 5 nearest rows (see `metaunsup.estimators.missing`);
+`kNN-impute + self-training` (`MetaKMeans(impute="knn")`) fills every input that way (the mean
+of the 5 nearest rows over observed features) and self-trains a plain network on the filled
+table; the two K-means columns fill the cells (column means, or the same 5 nearest rows) and
+run K-means. The last two columns repeat the complete table's scores for reference and are not
+ranked. With missing cells there is no label-free guard, while the complete table's
+self-training falls back to k-means where its guard prefers the features, so on some tables
+(anes96) the native path scores above the complete table's self-training.
 
 {missing}
 
@@ -436,9 +440,14 @@ def write_page(record: dict, path: Path) -> None:
         columns = list(next(iter(record["missing"].values())))
         ranked = [c for c in columns if not c.startswith("complete")]
         notes = "".join(
-            f"The `{a['method']}` column was added by `{a['command']}` on {a['date']} (UTC) to "
-            f"the run above (the same tables, masks and seeds; {a['seconds'] / 60:.1f} "
-            "minutes).\n\n"
+            f"The `{a['method']}` column was "
+            + ("re-run" if a.get("replaced") else "added")
+            + f" by `{a['command']}` on {a['date']} (UTC) "
+            + ("in" if a.get("replaced") else "to")
+            + " the run above (the same tables, masks and seeds; "
+            f"{a['seconds'] / 60:.1f} minutes)"
+            + (f", replacing its cells: {a['note']}" if a.get("replaced") else "")
+            + ".\n\n"
             for a in record.get("added", [])
             if a.get("missing_only")
         )
@@ -494,6 +503,9 @@ def add_missing_column(args: argparse.Namespace, name: str) -> None:
     order of :data:`MISSING_METHODS`."""
     record = json.loads(args.json.read_text())
     seeds = next(iter(record["results"].values()))["K-means"]["seeds"]
+    replaced = name in next(iter(record["missing"].values()))
+    if replaced and not args.note:
+        raise SystemExit(f"{name!r} is in the run already: say why it is re-run with --note")
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tables = load_tables(Path(tmp))
@@ -514,7 +526,8 @@ def add_missing_column(args: argparse.Namespace, name: str) -> None:
             order = [*MISSING_METHODS, *(c for c in row if c not in MISSING_METHODS)]
             record["missing"][f"{table}, {kind}"] = {c: row[c] for c in order if c in row}
             print(f"{table}, {kind}: {summarise(row[name])['accuracy']['mean']:.3f}", flush=True)
-    save_added(args, record, name, t_start, missing_only=True)
+    facts: dict[str, object] = {"replaced": True, "note": args.note} if replaced else {}
+    save_added(args, record, name, t_start, missing_only=True, **facts)
 
 
 def save_added(
@@ -523,10 +536,11 @@ def save_added(
     """Note in ``record`` that ``name`` was added (its command, date, seconds and ``facts``),
     then write the JSON at ``args.json`` and the page beside it."""
     command = f"python benchmarks/tables_vs_tools.py --threads {args.threads} --add "
+    command += shlex.quote(name) + (f" --note {shlex.quote(args.note)}" if args.note else "")
     record.setdefault("added", []).append(
         {
             "method": name,
-            "command": command + shlex.quote(name),
+            "command": command,
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes"),
             "seconds": time.perf_counter() - t_start,
             **facts,
@@ -546,9 +560,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=RESULTS / "tables_vs_tools.json")
     parser.add_argument(
         "--add",
-        choices=["tabular", "kNN-impute + self-training"],
-        help="Add this method's rows to the JSON of an earlier run.",
+        choices=["tabular", "kNN-impute + self-training", "self-training (native)"],
+        help="Add this method's rows to the JSON of an earlier run (re-run them, with --note "
+        "saying why, when they are there).",
     )
+    parser.add_argument("--note", default="", help="Why --add re-runs a column.")
     parser.add_argument(
         "--page", action="store_true", help="Only write the results page from the JSON."
     )

@@ -109,3 +109,21 @@ def test_outlier_detector_scores_rows_with_missing_cells():
     assert (detector.predict(test)[:5] == -1).all()
     with pytest.raises(DataError, match="checkpoint's network cannot take"):
         MetaOutlierDetector(checkpoint="mnist-anomaly").fit(np.where(np.eye(4, 784), np.nan, 0.5))
+
+
+def test_native_pseudo_labels_come_from_the_rows_filled_by_their_neighbours():
+    """The graphs of the native path see whole rows: each missing cell filled with its feature's
+    mean over the row's 5 nearest rows (scikit-learn's KNNImputer)."""
+    from sklearn.impute import KNNImputer
+
+    from metaunsup.estimators.self_train import filled, graph_partitions
+
+    x, _ = _blobs(0.3)  # enough missing cells that observed distances give other graphs
+    t = torch.from_numpy(x).float()
+    expected = KNNImputer(n_neighbors=5).fit_transform(x)
+    np.testing.assert_allclose(filled(t).numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert not torch.isnan(filled(t)).any()
+    whole = torch.from_numpy(expected).float()
+    torch.testing.assert_close(
+        graph_partitions(t, 3, 4, seed=1), graph_partitions(whole, 3, 4, seed=1)
+    )

@@ -1,35 +1,32 @@
 """Missing cells (NaN) in the estimators' input: taken natively, or imputed on request.
 
 The default (``impute=None``, "native") keeps NaN in the data: the self-trained network is a
-:class:`~metaunsup.nets.MaskedMLP`, which reads the observed-cell mask as an input, and the
-pseudo-labels of self-training use distances over the features two rows both observe
-(:func:`metaunsup.cluster.graph.observed_sqdist`). ``impute="simple"`` (column means),
-``"knn"`` (mean of the 5 nearest rows, over observed features) or ``"iterative"`` (each feature
-regressed on the others, round-robin) fill the cells first with scikit-learn's
-``SimpleImputer``, ``KNNImputer`` or ``IterativeImputer``, fitted on the training data.
+:class:`~metaunsup.nets.MaskedMLP`, which reads only the observed cells and the observed-cell
+mask. Its pseudo-labels come from neighbourhood graphs of the rows with their missing cells
+filled from their nearest rows, found by distances over the features both rows observe
+(:func:`metaunsup.estimators.self_train.filled`), so the pseudo-partitions see whole rows.
 
-Self-training with missing cells also hides a further random share of the observed cells of
-each pseudo-task's examples (:class:`DroppedCells`, at the table's own missing rate, at least
-:data:`MIN_DROP`): the tasks' pseudo-labels stay, so the network learns to embed a row the same
-whichever of its cells are missing, instead of grouping rows by their missingness pattern (the
-masking augmentation of, e.g., Yoon et al., "VIME", NeurIPS 2020).
+``impute="simple"`` (column means), ``"knn"`` (mean of the 5 nearest rows, over observed
+features) or ``"iterative"`` (each feature regressed on the others, round-robin) instead fill
+the cells of every input first, with scikit-learn's ``SimpleImputer``, ``KNNImputer`` or
+``IterativeImputer`` fitted on the training data.
+
+``benchmarks/tables_vs_tools.py --missing`` measures the native path against imputation.
 
 :func:`check_missing` refuses what neither can use: a row or a column with no observed value.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
 import sklearn
-import torch
 
 from metaunsup._validation import check_choice
 from metaunsup.errors import DataError
 
-__all__ = ["ALLOW_NAN", "IMPUTERS", "DroppedCells", "MissingCells", "check_missing", "make_imputer"]
+__all__ = ["ALLOW_NAN", "IMPUTERS", "MissingCells", "check_missing", "make_imputer"]
 
 #: Keyword of scikit-learn's ``check_array``/``validate_data`` that lets NaN through (its name
 #: changed in scikit-learn 1.6).
@@ -38,9 +35,6 @@ ALLOW_NAN: dict[str, Any] = (
     if tuple(int(p) for p in sklearn.__version__.split(".")[:2]) >= (1, 6)
     else {"force_all_finite": "allow-nan"}
 )
-
-#: Least share of the observed cells :class:`DroppedCells` hides.
-MIN_DROP = 0.1
 
 #: Values of ``impute=``: ``None`` keeps missing cells (native), else the imputer's name.
 IMPUTERS = ("simple", "knn", "iterative")
@@ -131,31 +125,3 @@ class MissingCells:
                 "on data with missing cells, or pass impute='knn' (or 'simple', 'iterative')"
             )
         return x
-
-
-class DroppedCells:
-    """A task source (anything with ``sample(n_tasks) -> TaskBatch`` and a state dict) whose
-    tasks' examples ``[B, n, d]`` have a random share ``rate`` of their cells set to NaN
-    (missing), drawn from a generator seeded with ``seed`` (see the module docstring)."""
-
-    def __init__(self, tasks: Any, rate: float, seed: int) -> None:
-        self.tasks, self.rate = tasks, float(rate)
-        self.generator = torch.Generator().manual_seed(seed)
-
-    @classmethod
-    def for_table(cls, tasks: Any, x: torch.Tensor, seed: int) -> DroppedCells:
-        """Hide cells at ``x``'s own missing rate (at least :data:`MIN_DROP`)."""
-        return cls(tasks, max(MIN_DROP, float(torch.isnan(x).float().mean())), seed)
-
-    def sample(self, n_tasks: int) -> Any:
-        batch = self.tasks.sample(n_tasks)
-        drop = torch.rand(batch.x.shape, generator=self.generator) < self.rate
-        return dataclasses.replace(batch, x=batch.x.masked_fill(drop, float("nan")))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**self.tasks.state_dict(), "dropped_cells_generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        self.generator.set_state(state.pop("dropped_cells_generator"))
-        self.tasks.load_state_dict(state)

@@ -56,7 +56,7 @@ from metaunsup.cluster import kmeans
 from metaunsup.cluster.graph import METRICS, observed_sqdist, spectral_embedding
 from metaunsup.errors import ConfigError, DataError
 from metaunsup.estimators.guard import FEATURES, GuardDecision
-from metaunsup.estimators.missing import DroppedCells
+from metaunsup.estimators.missing import make_imputer
 from metaunsup.learners import MetaKMeansLearner
 from metaunsup.nets import MLP, MaskedMLP
 from metaunsup.tasks.batch import TaskBatch
@@ -67,6 +67,7 @@ from metaunsup.training.trainer import Trainer
 __all__ = [
     "SelfTrainResult",
     "SelfTrainSettings",
+    "filled",
     "graph_partitions",
     "self_train",
     "subset_partitions",
@@ -231,6 +232,15 @@ def subset_partitions(
     return torch.stack([_nearest(x[:, cols[p]], fit.centers[p]) for p in range(n_partitions)])
 
 
+def filled(x: torch.Tensor) -> torch.Tensor:
+    """``x`` ``[n, d]`` with each missing cell (NaN) replaced by the mean of its feature over the
+    row's 5 nearest rows that observe it, by Euclidean distances over the features both rows
+    observe (scikit-learn's ``KNNImputer``; a feature no row observes becomes 0). Returns
+    ``float32 [n, d]`` with no NaN."""
+    out = make_imputer("knn", 0).fit_transform(x.double().numpy())
+    return torch.from_numpy(out).to(torch.float32)
+
+
 def uses_graph(n: int, k: int) -> bool:
     """Whether :func:`self_train` makes graph partitions of ``n`` examples into ``k`` clusters:
     at least 100 examples and 5 per cluster (below that, k-means on feature subsets)."""
@@ -261,6 +271,12 @@ def graph_partitions(
     metric and neighbour count, and their k-means by seed.
     Neighbour counts are capped at a fifth of the graph's rows. ``progress``: a bar over the
     partitions on stderr when it is a terminal.
+
+    Missing cells (NaN): the graph rows are filled first (:func:`filled`: each missing cell the
+    mean of that feature over the row's 5 nearest graph rows, by distances over the features
+    both observe), so the graph and its spectral embedding see whole rows; the rows left out
+    of the graph take the label of their nearest filled graph row by distances over their own
+    observed features.
     """
     n, d = x.shape
     n_fit = min(n, _FIT_POINTS)
@@ -271,9 +287,16 @@ def graph_partitions(
     pairs = [(metric, count) for count in neighbors for metric in metrics]
     out = torch.empty((n_partitions, n), dtype=torch.int64)
     shared = n > _SHARED_ROWS and m == d
+    missing = bool(torch.isnan(x).any())
     if shared:  # one sample of graph rows, and one search for each row's nearest of them
         shared_rows = torch.randperm(n, generator=g)[:n_fit]
         shared_nearest = _nearest(x, x[shared_rows])
+    # every graph row the same whole-table fill: filled once
+    whole = (
+        filled(x[shared_rows] if shared else x)
+        if missing and m == d and (shared or n_fit == n)
+        else None
+    )
     bar = tqdm(
         range(n_partitions),
         desc="pseudo-label partitions",
@@ -290,7 +313,9 @@ def graph_partitions(
         else:
             rows = torch.randperm(n, generator=g)[:n_fit] if n_fit < n else torch.arange(n)
         view = x[:, cols] if m < d else x  # all columns: no copy of the table
-        fit = view[rows]
+        fit = view[rows] if whole is None else whole
+        if missing and whole is None:
+            fit = filled(fit)
         count = max(1, min(count, n_fit // 5))
         emb = spectral_embedding(fit, k, n_neighbors=count, metric=metric)
         km_seed = int(torch.randint(0, 2**62, (1,), generator=g))
@@ -402,9 +427,7 @@ def self_train(
     except ConfigError as err:
         log.warning("no pseudo-tasks could be made from the data (%s); embedding left random", err)
         return _finish(result)
-    tasks: Any = CorruptedTasks(source, x, settings.corruption, seed + 1)
-    if masked:  # hide more cells, so that the embedding learns not to see missingness
-        tasks = DroppedCells.for_table(tasks, x, seed + 2)
+    tasks = CorruptedTasks(source, x, settings.corruption, seed + 1)
     trainer = Trainer(
         learner,
         learner.meta_loss,
