@@ -316,14 +316,14 @@ def table_lines(results: dict, methods: list[str], ranked: list[str] | None = No
 
 
 def best_line(results: dict, methods: list[str]) -> str:
-    """Which method has the best mean rank per score, and metaunsup's paths'."""
+    """Which method has the best mean rank per score, and metaunsup's other paths'."""
     parts = []
-    mine = [m for m in methods if m.startswith(("tabular", "self-training"))]
+    mine = [m for m in methods if m.startswith("tabular") or "self-training" in m]
     for metric in ("accuracy", "nmi", "ari"):
         ranks = mean_ranks(results, methods, metric)
         best = min(ranks, key=lambda m: ranks[m])
-        ours = ", ".join(f"{m} {ranks[m]:.2f}" for m in mine)
-        parts.append(f"{metric}: {best} ({ranks[best]:.2f}; {ours})")
+        ours = ", ".join(f"{m} {ranks[m]:.2f}" for m in mine if m != best)
+        parts.append(f"{metric}: {best} ({ranks[best]:.2f}" + (f"; {ours})" if ours else ")"))
     return "Best mean rank, " + "; ".join(parts) + "."
 
 
