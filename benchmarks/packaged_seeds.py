@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from _record import write_record
+from metaunsup.fileio import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = ROOT / "src" / "metaunsup" / "checkpoints"
@@ -127,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda s: run_seed(card, work, s), args.seeds))
     packaged = method_scores(card["evaluations"][0]["report"])
-    model = next(m for m in packaged if m == args.checkpoint)
-    retrained = RETRAINED
+    model, retrained = args.checkpoint, RETRAINED  # the packaged and the retrained rows
+    if model not in packaged:
+        raise SystemExit(f"the card's first evaluation does not score {model!r}")
     methods = [m for m in packaged if m != model]
     acc = np.array([r["scores"][retrained] for r in rows])
     evaluation = card["evaluations"][0]["command"]
@@ -169,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", summary]
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"packaged_seeds_{args.checkpoint}.md").write_text(text)
+    atomic_write_text(RESULTS / f"packaged_seeds_{args.checkpoint}.md", text)
     write_record(
         "packaged_seeds",
         argv,
