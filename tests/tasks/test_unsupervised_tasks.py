@@ -275,6 +275,33 @@ def test_cactus_shuffled_clustering_layout():
         CactusTaskSource(image_dataset(n=20), parts, 3, 1, 1, shuffle=True)
 
 
+def test_cactus_augmented_tasks_keep_the_draw_and_resume():
+    """With ``augment`` the tasks hold augmented views of the same examples (same indices and
+    pseudo-labels as without it), the draws come from the source's generator (a saved state
+    resumes them), and an identity augmentation changes nothing."""
+    parts = hand_partitions()
+    view = UnlabeledView(image_dataset(n=20))
+    aug = Augment.preset("8x8")
+
+    def make(augment=aug):
+        return CactusTaskSource(view, parts, 3, 4, 0, seed=3, shuffle=True, augment=augment)
+
+    plain, augmented = make(None).sample(6), make().sample(6)
+    assert torch.equal(plain.indices, augmented.indices) and torch.equal(plain.y, augmented.y)
+    assert augmented.x.shape == plain.x.shape
+    changed = (augmented.x - plain.x).abs().flatten(2).amax(-1) > 1e-3
+    assert bool(changed.all())  # every example is a new view, none the stored image
+    assert same(make().sample(6), augmented)
+    a = make()
+    a.sample(2)
+    state = a.state_dict()
+    expected = a.sample(3)
+    b = make()
+    b.load_state_dict(state)
+    assert same(b.sample(3), expected)
+    assert same(make(Augment.preset("identity")).sample(6), plain)
+
+
 def test_cactus_errors():
     parts = hand_partitions()
     view = image_dataset(n=20)

@@ -16,12 +16,14 @@ import metaunsup.data as data_module
 from metaunsup.checkpoint import read_checkpoint
 from metaunsup.data import load
 from metaunsup.data.base import Dataset
+from metaunsup.data.unlabeled import UnlabeledView
 from metaunsup.embed import net_embeddings
 from metaunsup.errors import CheckpointError, ConfigError
 from metaunsup.learners import load_learner
 from metaunsup.metrics import ari
 from metaunsup.nets import Conv4
-from metaunsup.training.build import train_run
+from metaunsup.tasks.pseudo.cactus import load_partitions
+from metaunsup.training.build import fresh_learner, train_run
 from metaunsup.training.config import config_from_dict, load_config
 from metaunsup.training.pretraining import pretrain_contrastive
 from metaunsup.training.unsupervised import (
@@ -29,9 +31,18 @@ from metaunsup.training.unsupervised import (
     PARTITIONS_FILE,
     PRETRAIN_FILE,
     consensus_partitions,
+    held_out_examples,
+    unsupervised_source,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def same_grouping(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two labelings group the points identically (up to renaming)."""
+    pairs = torch.unique(torch.stack([a.long(), b.long()]), dim=1)
+    return pairs.shape[1] == torch.unique(a).numel() == torch.unique(b).numel()
+
 
 NET = {"name": "conv4", "hidden": 8, "norm": "batch"}
 TRAIN = {"steps": 4, "meta_batch": 2, "lr": 0.001, "checkpoint_every": 2, "seed": 0}
@@ -65,6 +76,16 @@ RUNS = {
         "task": {"kind": "fewshot", "n_way": 5, "k_shot": 1, "n_query": 2},
         "unsupervised": UNSUP,
         "learner": {"name": "maml", "inner_lr": 0.1, "inner_steps": 1, "net": NET},
+    },
+    "cactus-meta_kmeans-augmented-validated": {
+        "task": {"kind": "clustering", "n_way": 5, "k_shot": 4},
+        "unsupervised": {**UNSUP, "task_augment": "auto", "val_fraction": 0.3},
+        "learner": {"name": "meta_kmeans", "n_iter": 2, "net": NET},
+    },
+    "cactus-protonet-validated": {
+        "task": {"kind": "fewshot", "n_way": 5, "k_shot": 1, "n_query": 2},
+        "unsupervised": {**UNSUP, "pretrain_steps": 0, "val_fraction": 0.2},
+        "learner": {"name": "protonet", "net": NET},
     },
     "umtra-maml": {
         "task": {"kind": "fewshot", "n_way": 5, "k_shot": 1, "n_query": 2},
@@ -121,6 +142,33 @@ def test_every_unsupervised_method_trains_without_reading_labels(name, trapped_d
     assert ("pretrain" in record) == (cfg.unsupervised.pretrain_steps > 0)
     assert (tmp_path / PARTITIONS_FILE).exists() == (cfg.unsupervised.tasks == "cactus")
     assert torch.isfinite(torch.tensor(result.last_metrics["loss"]))
+
+
+def test_held_out_pseudo_tasks_choose_the_checkpoint_without_labels(trapped_digits, tmp_path):
+    """``unsupervised.val_fraction``: the held-out examples are in no pseudo-task, validation
+    scores the model on them against their pseudo-classes (of the first partition) every
+    ``val_every`` steps, and ``best.safetensors`` is the step that scored best."""
+    raw = run_config("cactus-meta_kmeans-augmented-validated", steps=6, val_every=2, val_tasks=8)
+    cfg = config_from_dict(raw)
+    view = UnlabeledView(load("digits", "train"))
+    learner = fresh_learner(cfg, view.example_shape)
+    source, record, validation = unsupervised_source(cfg, learner, view, tmp_path, "cpu")
+    kept, held = held_out_examples(len(view), 0.3, cfg.train.seed)
+    assert record["validation"]["held_out"] == held.numel() == round(0.3 * len(view))
+    assert torch.equal(source.view.x, view.x[kept]) and len(source.view) + held.numel() == len(view)
+    assert torch.equal(validation.dataset.x, view.x[held])
+    first = load_partitions(tmp_path / PARTITIONS_FILE)[0][0, held].long()
+    assert same_grouping(validation.dataset.y, first)  # the first partition's pseudo-classes
+    assert validation.shape.n_way == 5 and 2 <= validation.shape.k_shot <= 4
+
+    result = train_run(cfg, tmp_path / "run", progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").open()]
+    scores = {r["step"]: r["val"]["acc"] for r in log if "val" in r}
+    assert sorted(scores) == [2, 4, 6]
+    best = max(scores, key=lambda step: (scores[step], -step))  # the first of equal scores
+    assert result.best_step == best and result.best_metric == pytest.approx(scores[best])
+    _, meta = read_checkpoint(tmp_path / "run" / "best.safetensors")
+    assert meta["run"]["unsupervised_record"]["validation"]["held_out"] == held.numel()
 
 
 def test_unsupervised_run_resumes_to_identical_weights(tmp_path):
@@ -247,6 +295,9 @@ def test_pretraining_makes_augmented_copies_agree():
         ({"consensus": -1}, "consensus must be >= 0"),
         ({"consensus": 2, "spectral_dims": 0}, "needs spectral_dims"),
         ({"consensus": 2, "spectral_dims": 4, "consensus_dims": [0]}, "must be >= 1"),
+        ({"task_augment": "28x82"}, "task_augment: unknown augmentation preset"),
+        ({"val_fraction": 1.0}, r"val_fraction must be in \[0, 1\)"),
+        ({"val_fraction": -0.1}, r"val_fraction must be in \[0, 1\)"),
     ],
 )
 def test_bad_unsupervised_tables_are_config_errors(change, message):
@@ -283,6 +334,20 @@ def test_consensus_partitions_differ_are_seeded_and_the_least_cut_are_kept(monke
     assert torch.allclose(real_cut(pool, parts).sort().values, all_cuts[: cfg.partitions])
     assert torch.equal(consensus_partitions(z, cfg, seed=0), parts)
     assert not torch.equal(consensus_partitions(z, cfg, seed=1), parts)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"task_augment": "auto"}, "task_augment applies to CACTUs tasks"),
+        ({"val_fraction": 0.2}, "held-out CACTUs tasks"),
+    ],
+)
+def test_umtra_takes_neither_task_augmentation_nor_held_out_validation(change, message):
+    raw = run_config("umtra-maml")
+    raw["unsupervised"].update(change)
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(raw)
 
 
 def test_umtra_needs_one_shot_fewshot_tasks():

@@ -45,6 +45,7 @@ from metaunsup.training.unsupervised import PARTITIONS_FILE, PRETRAIN_DIR, PRETR
 
 if TYPE_CHECKING:
     from metaunsup.data.unlabeled import UnlabeledView
+    from metaunsup.training.unsupervised import PseudoValidation
 
 log = logging.getLogger(__name__)
 
@@ -213,14 +214,17 @@ def precision_objective(
 
 
 def make_validator(
-    cfg: RunConfig, val: Dataset, device: torch.device | str
+    cfg: RunConfig, val: Dataset, device: torch.device | str, shape: TaskShape | None = None
 ) -> Callable[[MetaLearner], dict[str, float]]:
     """Validation on a fixed set of meta-validation tasks (the same tasks every time), scored
     by the task kind's headline score (query accuracy for few-shot runs, Hungarian clustering
-    accuracy for clustering runs): ``{score: mean, score + "_ci95": half-width}``."""
+    accuracy for clustering runs): ``{score: mean, score + "_ci95": half-width}``.
+
+    ``shape``: of the validation tasks (default: the run's, with ``task.val_n_way``)."""
     t = cfg.task
     kind = task_kind(t.kind)
-    shape = TaskShape(t.val_n_way or t.n_way, t.k_shot, t.n_query if kind.has_query else 0)
+    if shape is None:
+        shape = TaskShape(t.val_n_way or t.n_way, t.k_shot, t.n_query if kind.has_query else 0)
     headline = kind.scores[0]
 
     def validate(learner: MetaLearner) -> dict[str, float]:
@@ -460,20 +464,23 @@ def train_run(
     if cfg.unsupervised is not None:
         from metaunsup.data.unlabeled import UnlabeledView
 
-        # No labels: the whole split, read through a view that refuses labels; no validation.
+        # No labels: the whole split, read through a view that refuses labels (validation, if
+        # any, on held-out pseudo-tasks: unsupervised.val_fraction).
         view = UnlabeledView(load_training_split(cfg))
         learner = fresh_learner(cfg, view.example_shape)
     else:
         learner, source, val = _task_source(cfg)
+    val_shape: TaskShape | None = None
     if tr.init and not resume:
         warm_start(learner, tr.init)
     _prepare_folder(cfg, learner, out, resume, overwrite, dist)
     if cfg.unsupervised is not None:
-        source, record = unsupervised_training_source(
+        source, record, pseudo_val = unsupervised_training_source(
             cfg, learner, view, out, device, progress, resume, dist
         )
         run_config["unsupervised_record"] = record
-        val = None
+        val = None if pseudo_val is None else pseudo_val.dataset
+        val_shape = None if pseudo_val is None else pseudo_val.shape
     if dist is not None:
         source = dist.shard(source, tr.meta_batch)
     objective = precision_objective(learner, tr.precision, device)
@@ -485,7 +492,7 @@ def train_run(
         out,
         identity={"learner": learner.config()},
         describe={"run": run_config},
-        validate=None if val is None else make_validator(cfg, val, device),
+        validate=None if val is None else make_validator(cfg, val, device, val_shape),
         device=device,
         progress=progress,
         tensorboard=tensorboard,
@@ -535,9 +542,11 @@ def unsupervised_training_source(
     progress: bool,
     resume: bool,
     dist: Distributed | None,
-) -> tuple[Any, dict[str, Any]]:
-    """``(task source, record)`` of a run with no labels, read through ``view`` (a view of the
-    training split that refuses labels; there is no validation).
+) -> tuple[Any, dict[str, Any], PseudoValidation | None]:
+    """``(task source, record, validation)`` of a run with no labels, read through ``view`` (a
+    view of the training split that refuses labels; validation on held-out pseudo-tasks when
+    ``unsupervised.val_fraction > 0``, see
+    :func:`~metaunsup.training.unsupervised.unsupervised_source`).
 
     In a distributed run rank 0 pre-trains the backbone and partitions the data first (both
     are cached in the run folder: ``pretrain.safetensors``, ``partitions.safetensors``) while
@@ -547,7 +556,7 @@ def unsupervised_training_source(
     """
     from metaunsup.training.unsupervised import unsupervised_source
 
-    def build() -> tuple[Any, dict[str, Any]]:
+    def build() -> tuple[Any, dict[str, Any], PseudoValidation | None]:
         return unsupervised_source(cfg, learner, view, out, device, progress, resume)
 
     if dist is None:

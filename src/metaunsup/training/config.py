@@ -22,9 +22,12 @@ import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metaunsup.errors import ConfigError
+
+if TYPE_CHECKING:
+    from metaunsup.evaluation.protocol import TaskKind
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -118,8 +121,9 @@ class UnsupervisedConfig:
     """Meta-training with no labels: how tasks are made from the unlabeled split.
 
     With this table the training split is read through
-    :class:`~metaunsup.data.unlabeled.UnlabeledView` (reading a label raises) and no
-    meta-validation runs (there are no labels to validate with): the last step is kept.
+    :class:`~metaunsup.data.unlabeled.UnlabeledView` (reading a label raises). There are no
+    labels to validate with: by default the last step is kept; with ``val_fraction`` the
+    checkpoint is chosen on held-out pseudo-tasks instead (no label is read either way).
 
     ``tasks``:
         ``"cactus"`` — clusters of the embeddings play the classes (Hsu et al. 2019);
@@ -152,6 +156,20 @@ class UnsupervisedConfig:
         ``partitions`` candidates from their co-association, of which the ``partitions`` that
         cut it least are kept (label-free;
         :func:`~metaunsup.training.unsupervised.consensus_partitions`).
+    ``task_augment``:
+        Augmentation of every image of every CACTUs pseudo-task (``"none"``: the images as they
+        are; ``"auto"``: the mild preset for the example shape, ``"8x8"`` or ``"28x28"``; or a
+        preset name, :meth:`~metaunsup.data.augment.Augment.preset`). On a small training set
+        the network otherwise learns its pseudo-tasks' very images by heart and its clusters of
+        new images fall short of the pseudo-classes it was taught. Applies to CACTUs tasks of
+        clustering and few-shot runs.
+    ``val_fraction``:
+        Label-free model selection: that fraction of the unlabeled examples (drawn with
+        ``train.seed``) is held out of every pseudo-task. The partitions still cover them, so
+        each has a pseudo-class; every ``train.val_every`` steps the model is scored on
+        ``train.val_tasks`` fixed tasks of the held-out examples against their pseudo-classes
+        (of the first partition; ``train.val_metric``), and ``best.safetensors`` keeps the step
+        that scored best. ``0``: no selection, the last step is kept.
     """
 
     tasks: str = "cactus"
@@ -171,6 +189,8 @@ class UnsupervisedConfig:
     consensus: int = 0
     consensus_dims: list[int] = field(default_factory=list)
     consensus_neighbors: list[int] = field(default_factory=list)
+    task_augment: str = "none"
+    val_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -277,43 +297,65 @@ def _validate(cfg: RunConfig) -> RunConfig:
     if tr.precision not in PRECISIONS:
         choices = ", ".join(PRECISIONS)
         raise ConfigError(f"train.precision must be one of {choices}, got {tr.precision!r}")
-    u = cfg.unsupervised
-    if u is not None:
-        if u.tasks not in UNSUPERVISED_TASKS:
-            choices = ", ".join(UNSUPERVISED_TASKS)
-            raise ConfigError(f"unsupervised.tasks must be one of {choices}, got {u.tasks!r}")
-        for name in ("pretrain_batch", "partitions", "clusters", "n_init", "fit_size", "neighbors"):
-            if getattr(u, name) < 1:
-                raise ConfigError(f"unsupervised.{name} must be at least 1, got {getattr(u, name)}")
-        if u.consensus < 0:
-            raise ConfigError(f"unsupervised.consensus must be >= 0, got {u.consensus}")
-        if u.consensus and u.spectral_dims < 1:
-            raise ConfigError(
-                "unsupervised.consensus needs spectral_dims >= 1 (it combines graphs)"
-            )
-        if 0 in u.consensus_dims or 0 in u.consensus_neighbors:
-            raise ConfigError("unsupervised.consensus_dims and consensus_neighbors must be >= 1")
-        if u.spectral_dims < 0:
-            raise ConfigError(f"unsupervised.spectral_dims must be >= 0, got {u.spectral_dims}")
-        if u.pretrain_steps < 0:
-            raise ConfigError(f"unsupervised.pretrain_steps must be >= 0, got {u.pretrain_steps}")
-        if not (u.pretrain_lr > 0 and u.pretrain_temperature > 0):
-            raise ConfigError("unsupervised.pretrain_lr and pretrain_temperature must be positive")
-        if u.tasks == "umtra" and (not kind.has_query or t.k_shot != 1):
-            raise ConfigError("UMTRA tasks are few-shot with k_shot = 1 (one image per class)")
-        source = u.features_from
-        if source and (u.tasks != "cactus" or source in (".", "..") or Path(source).name != source):
-            raise ConfigError(
-                "unsupervised.features_from names a CACTUs run folder beside this one "
-                f"(a plain folder name), got {source!r} with tasks = {u.tasks!r}"
-            )
-        if u.tasks == "cactus" and u.clusters < t.n_way:
-            raise ConfigError(
-                f"unsupervised.clusters ({u.clusters}) must be at least task.n_way ({t.n_way})"
-            )
+    if cfg.unsupervised is not None:
+        _validate_unsupervised(cfg.unsupervised, t, kind)
     if "name" not in cfg.learner or not isinstance(cfg.learner["name"], str):
         raise ConfigError("[learner] needs a 'name', e.g. name = \"maml\"")
     return cfg
+
+
+def _validate_unsupervised(u: UnsupervisedConfig, t: TaskConfig, kind: TaskKind) -> None:
+    """Check the ``[unsupervised]`` table against the run's tasks (``kind``: its task kind)."""
+    if u.tasks not in UNSUPERVISED_TASKS:
+        choices = ", ".join(UNSUPERVISED_TASKS)
+        raise ConfigError(f"unsupervised.tasks must be one of {choices}, got {u.tasks!r}")
+    for name in ("pretrain_batch", "partitions", "clusters", "n_init", "fit_size", "neighbors"):
+        if getattr(u, name) < 1:
+            raise ConfigError(f"unsupervised.{name} must be at least 1, got {getattr(u, name)}")
+    if u.consensus < 0:
+        raise ConfigError(f"unsupervised.consensus must be >= 0, got {u.consensus}")
+    if u.consensus and u.spectral_dims < 1:
+        raise ConfigError("unsupervised.consensus needs spectral_dims >= 1 (it combines graphs)")
+    if 0 in u.consensus_dims or 0 in u.consensus_neighbors:
+        raise ConfigError("unsupervised.consensus_dims and consensus_neighbors must be >= 1")
+    if u.spectral_dims < 0:
+        raise ConfigError(f"unsupervised.spectral_dims must be >= 0, got {u.spectral_dims}")
+    if u.pretrain_steps < 0:
+        raise ConfigError(f"unsupervised.pretrain_steps must be >= 0, got {u.pretrain_steps}")
+    if not (u.pretrain_lr > 0 and u.pretrain_temperature > 0):
+        raise ConfigError("unsupervised.pretrain_lr and pretrain_temperature must be positive")
+    if u.tasks == "umtra" and (not kind.has_query or t.k_shot != 1):
+        raise ConfigError("UMTRA tasks are few-shot with k_shot = 1 (one image per class)")
+    source = u.features_from
+    if source and (u.tasks != "cactus" or source in (".", "..") or Path(source).name != source):
+        raise ConfigError(
+            "unsupervised.features_from names a CACTUs run folder beside this one "
+            f"(a plain folder name), got {source!r} with tasks = {u.tasks!r}"
+        )
+    if u.tasks == "cactus" and u.clusters < t.n_way:
+        raise ConfigError(
+            f"unsupervised.clusters ({u.clusters}) must be at least task.n_way ({t.n_way})"
+        )
+    if u.task_augment != "none" and (u.tasks != "cactus" or kind.pseudo_source is not None):
+        raise ConfigError(
+            "unsupervised.task_augment applies to CACTUs tasks of clustering and few-shot "
+            f"runs, not to {u.tasks} tasks of kind {t.kind!r}; remove it"
+        )
+    if not 0.0 <= u.val_fraction < 1.0:
+        raise ConfigError(f"unsupervised.val_fraction must be in [0, 1), got {u.val_fraction}")
+    if u.val_fraction and (u.tasks != "cactus" or kind.pseudo_source is not None):
+        raise ConfigError(
+            "unsupervised.val_fraction selects among checkpoints on held-out CACTUs tasks "
+            f"of clustering and few-shot runs, not {u.tasks} tasks of kind {t.kind!r}; "
+            "remove it"
+        )
+    if u.task_augment not in ("none", "auto"):
+        from metaunsup.data.augment import Augment
+
+        try:
+            Augment.preset(u.task_augment)
+        except ConfigError as err:
+            raise ConfigError(f"unsupervised.task_augment: {err}") from None
 
 
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:

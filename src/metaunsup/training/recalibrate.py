@@ -42,7 +42,7 @@ def training_source(
     if cfg.unsupervised is not None:
         view = UnlabeledView(load_training_split(cfg))
         learner = fresh_learner(cfg, view.example_shape)
-        source, _ = unsupervised_source(cfg, learner, view, run_dir, torch.device(device))
+        source, _, _ = unsupervised_source(cfg, learner, view, run_dir, torch.device(device))
         return learner, source
     train_ds, _ = split_for_training(cfg)
     t = cfg.task

@@ -18,8 +18,10 @@ which raises :class:`~metaunsup.errors.LabelAccessError` if anything reads a lab
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import torch
 
 from metaunsup.checkpoint import read_checkpoint, read_checkpoint_meta, save_checkpoint
 from metaunsup.data.augment import Augment
+from metaunsup.data.base import Dataset
 from metaunsup.data.unlabeled import UnlabeledView
 from metaunsup.embed.features import net_embeddings
 from metaunsup.errors import CheckpointError, ConfigError
@@ -42,6 +45,7 @@ __all__ = [
     "PARTITIONS_FILE",
     "PRETRAIN_DIR",
     "PRETRAIN_FILE",
+    "PseudoValidation",
     "check_unsupervised_folder",
     "consensus_partitions",
     "pretrain_settings",
@@ -58,11 +62,71 @@ PARTITIONS_FILE = "partitions.safetensors"
 _PRETRAIN_KIND = "metaunsup-pretrain"
 #: Candidates drawn per partition kept by :func:`consensus_partitions`.
 CONSENSUS_CANDIDATES = 4
+#: Offset of the held-out examples' draw from the run's seed (``unsupervised.val_fraction``).
+HELD_OUT_SEED_OFFSET = 7_919
 
 
-def _augment(name: str, view: UnlabeledView) -> Augment:
+@dataclass(frozen=True)
+class PseudoValidation:
+    """Label-free meta-validation of an unsupervised run (``unsupervised.val_fraction``).
+
+    ``dataset``: the held-out examples, their ``y`` the pseudo-classes of the first partition
+    (renumbered ``0..C-1``; never a label). ``shape``: the validation tasks, the run's task
+    shape shrunk where the held-out pseudo-classes are too small for it.
+    """
+
+    dataset: Dataset
+    shape: TaskShape
+
+
+def held_out_examples(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(kept, held_out)`` sorted ``int64`` indices of ``n`` examples: ``round(fraction * n)``
+    of them (at least one) drawn uniformly with ``seed`` are held out."""
+    g = torch.Generator().manual_seed(seed + HELD_OUT_SEED_OFFSET)
+    order = torch.randperm(n, generator=g)
+    n_held = max(1, round(fraction * n))
+    return torch.sort(order[n_held:]).values, torch.sort(order[:n_held]).values
+
+
+def pseudo_validation(
+    view: UnlabeledView, pseudo: torch.Tensor, cfg: RunConfig
+) -> PseudoValidation:
+    """The held-out examples ``view`` with their pseudo-classes ``pseudo`` ``[m]`` as a
+    validation set, and the largest task shape (up to the run's) that their classes fill;
+    :class:`ConfigError` when too few examples are held out for even the smallest task."""
+    t, u = cfg.task, cfg.unsupervised
+    assert u is not None
+    kind = task_kind(t.kind)
+    ids, y = torch.unique(pseudo.to(torch.int64), return_inverse=True)
+    counts = torch.sort(torch.bincount(y), descending=True).values
+    fill = int(counts[t.n_way - 1]) if counts.numel() >= t.n_way else 0
+    if kind.has_query:
+        shape = TaskShape(t.n_way, t.k_shot, min(t.n_query, fill - t.k_shot))
+        enough = shape.n_query >= 1
+    else:
+        shape = TaskShape(t.n_way, min(t.k_shot, fill), 0)
+        enough = shape.k_shot >= 2
+    if not enough:
+        raise ConfigError(
+            f"unsupervised.val_fraction = {u.val_fraction} holds out {len(view)} examples, too "
+            f"few for validation tasks of {t.n_way} pseudo-classes (the {t.n_way}th largest "
+            f"has {fill} examples); raise val_fraction or set it to 0"
+        )
+    dataset = Dataset(
+        name=view.name,
+        split=f"{view.split}, held out (pseudo-classes)",
+        x=view.x,
+        y=y,
+        classes=tuple(f"pseudo-class {int(c)}" for c in ids),
+    )
+    return PseudoValidation(dataset, shape)
+
+
+def _augment(name: str, view: UnlabeledView, strong: bool = True) -> Augment:
+    """The preset ``name`` (``"auto"``: the one for the view's example shape, strong for
+    contrastive views, mild for task images)."""
     if name == "auto":
-        return Augment.for_shape(view.example_shape, strong=True)
+        return Augment.for_shape(view.example_shape, strong=strong)
     return Augment.preset(name)
 
 
@@ -332,12 +396,15 @@ def unsupervised_source(
     device: torch.device,
     progress: bool = False,
     resume: bool = False,
-) -> tuple[Any, dict[str, Any]]:
-    """``(task source, record)`` for meta-training ``learner`` on ``view`` with no labels.
+) -> tuple[Any, dict[str, Any], PseudoValidation | None]:
+    """``(task source, record, validation)`` for meta-training ``learner`` on ``view`` with no
+    labels.
 
     Pre-trains the learner's backbone in place when ``unsupervised.pretrain_steps > 0``
     (continuing an interrupted pre-training with ``resume``).
-    ``record`` says what was done (pre-training time and loss, partition count).
+    ``record`` says what was done (pre-training time and loss, partition count, held-out
+    examples). ``validation``: the held-out pseudo-tasks' data when
+    ``unsupervised.val_fraction > 0`` (:class:`PseudoValidation`), else ``None``.
     """
     from metaunsup.tasks.pseudo.cactus import CactusTaskSource
     from metaunsup.tasks.pseudo.umtra import UmtraTaskSource
@@ -353,7 +420,7 @@ def unsupervised_source(
         source = UmtraTaskSource(
             view, t.n_way, t.n_query, augment=_augment(u.augment, view), seed=cfg.train.seed
         )
-        return source, record
+        return source, record, None
     start = time.perf_counter()
     if u.features_from:
         teacher = pretrained_net_of_run(out.parent / u.features_from)
@@ -370,15 +437,27 @@ def unsupervised_source(
     kind = task_kind(t.kind)
     if kind.pseudo_source is not None:  # the kind's own pseudo-tasks (one-class kinds)
         shape = TaskShape(t.n_way, t.k_shot, t.n_query)
-        return kind.pseudo_source(view, parts, shape, cfg.train.seed), record
+        return kind.pseudo_source(view, parts, shape, cfg.train.seed), record, None
+    validation = None
+    examples = view
+    if u.val_fraction > 0:  # held out of every pseudo-task, scored against its pseudo-class
+        kept, held = held_out_examples(len(view), u.val_fraction, cfg.train.seed)
+        validation = pseudo_validation(view.subset(held), parts[0, held], cfg)
+        examples, parts = view.subset(kept), parts[:, kept]
+        record["validation"] = {
+            "held_out": int(held.numel()),
+            "pseudo_classes": len(validation.dataset.classes),
+            "task_shape": list(dataclasses.astuple(validation.shape)),
+        }
     clustering = not kind.has_query  # tasks without a query: clustering layout
     cactus = CactusTaskSource(
-        view,
+        examples,
         parts,
         t.n_way,
         t.k_shot,
         0 if clustering else t.n_query,
         seed=cfg.train.seed,
         shuffle=clustering,
+        augment=None if u.task_augment == "none" else _augment(u.task_augment, view, strong=False),
     )
-    return cactus, record
+    return cactus, record, validation

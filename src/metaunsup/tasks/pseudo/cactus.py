@@ -41,6 +41,7 @@ import torch
 from metaunsup._validation import MAX_SEED, check_int
 from metaunsup.checkpoint import read_checkpoint, save_checkpoint
 from metaunsup.cluster.kmeans import kmeans
+from metaunsup.data.augment import Augment
 from metaunsup.data.base import Dataset
 from metaunsup.data.unlabeled import UnlabeledView, as_unlabeled
 from metaunsup.errors import CheckpointError, ConfigError, DataError
@@ -397,6 +398,10 @@ class CactusTaskSource(SeededStream):
         Clustering layout instead of the few-shot one: needs ``n_query == 0`` and permutes the
         ``n_way * k_shot`` examples of each task (as
         :class:`~metaunsup.tasks.ClusteringTaskSampler` does), for meta-clustering learners.
+    augment:
+        Optional :class:`~metaunsup.data.augment.Augment` applied to every example of every
+        task, drawn from the source's generator (so a saved state resumes the same draws):
+        each task then shows augmented views of its examples, not the stored images.
 
     Attributes
     ----------
@@ -427,8 +432,10 @@ class CactusTaskSource(SeededStream):
         seed: int = 0,
         *,
         shuffle: bool = False,
+        augment: Augment | None = None,
     ) -> None:
         self.view = as_unlabeled(source)
+        self.augment = None if augment is None or augment.is_identity else augment
         parts = _check_partitions(partitions)
         if parts.shape[1] != len(self.view):
             raise DataError(
@@ -545,6 +552,8 @@ class CactusTaskSource(SeededStream):
         """
         partition, clusters, indices, y = self.sample_indices(n_tasks)
         x = gather_float(self.view.x, indices.reshape(-1))
+        if self.augment is not None:
+            x = self.augment(x, self._generator)
         return TaskBatch(
             x=x.reshape(*indices.shape, *self.view.example_shape),
             y=y,
