@@ -19,6 +19,7 @@ from metaunsup.data.base import Dataset
 from metaunsup.data.unlabeled import UnlabeledView
 from metaunsup.embed import net_embeddings
 from metaunsup.errors import CheckpointError, ConfigError
+from metaunsup.evaluation.clustering import evaluate_clustering, learner_method
 from metaunsup.learners import load_learner
 from metaunsup.metrics import ari
 from metaunsup.nets import Conv4
@@ -372,7 +373,13 @@ def test_demo_writes_results_and_figure(tmp_path, monkeypatch):
     """The demo's plumbing on a shortened run (the full run is `metaunsup demo`)."""
     import metaunsup.app.demo as demo
 
-    short = {"unsupervised.pretrain_steps": 3, "unsupervised.partitions": 2, "train.steps": 3}
+    short = {
+        "unsupervised.pretrain_steps": 3,
+        "unsupervised.partitions": 2,
+        "train.steps": 3,
+        "train.val_every": 1,
+        "train.val_tasks": 4,
+    }
     run = functools.partial(
         demo.run_demo, tasks=12, curve_tasks=6, progress=False, echo=lambda m: None,
         config_overrides=short,
@@ -387,6 +394,15 @@ def test_demo_writes_results_and_figure(tmp_path, monkeypatch):
     assert all(0 <= p["acc"] <= 1 for pts in curves.values() for p in pts)
     assert (tmp_path / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["files"]["figure"] is not None
+    # the model scored is the checkpoint the label-free validation chose
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").open()]
+    assert [r["step"] for r in log if "val" in r] == [1, 2, 3]
+    chosen = learner_method("chosen", load_learner(tmp_path / "run" / "best.safetensors"))
+    scored = evaluate_clustering(
+        load("digits", "test"), [chosen], n_way=10, k_shot=20, n_tasks=12, seed=0
+    )
+    meta = next(r for r in saved["results"] if r["method"] == "meta-trained, no labels")
+    assert meta["acc"]["mean"] == pytest.approx(scored.to_json()["results"][0]["acc"]["mean"])
     # a second call reuses the finished run
     again = run(tmp_path)
     assert [r["acc"] for r in again["results"]] == [r["acc"] for r in report["results"]]

@@ -64,7 +64,7 @@ def run_demo(
     """
     from metaunsup.learners import load_learner
     from metaunsup.training.build import fresh_learner, run_state, train_run
-    from metaunsup.training.trainer import LAST
+    from metaunsup.training.trainer import BEST
     from metaunsup.training.unsupervised import pretrained_only_learner
 
     out = Path(out_dir)
@@ -82,7 +82,7 @@ def run_demo(
     train_seconds = time.perf_counter() - start
 
     test = data.load("digits", "test")
-    model = load_learner(run_dir / LAST)
+    model = load_learner(run_dir / BEST)  # the last step, or the one validation chose
     untrained = fresh_learner(cfg, test.example_shape).eval()
     pretrained = pretrained_only_learner(fresh_learner(cfg, test.example_shape), run_dir)
     assert pretrained is not None  # the demo's run pre-trains its backbone
