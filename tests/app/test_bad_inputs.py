@@ -763,6 +763,12 @@ TRAIN = [
         RUN,
         "unsupervised.features_from: 'OUT/teacher/pretrain.safetensors' not found",
     ),
+    train(
+        "held-out-too-few",
+        config(extra=UNSUP + "val_fraction = 0.002\n"),
+        RUN,
+        "unsupervised.val_fraction = 0.002 holds out 2 of 901 examples, too few",
+    ),
     train("cuda-without-gpu", config(), [*RUN, "--device", "cuda"], "no CUDA device"),
     train("steps-zero", config(), [*RUN, "--steps", "0"], "--steps"),
 ]

@@ -33,6 +33,7 @@ from metaunsup.training.unsupervised import (
     PRETRAIN_FILE,
     consensus_partitions,
     held_out_examples,
+    pseudo_validation,
     unsupervised_source,
 )
 
@@ -170,6 +171,27 @@ def test_held_out_pseudo_tasks_choose_the_checkpoint_without_labels(trapped_digi
     assert result.best_step == best and result.best_metric == pytest.approx(scores[best])
     _, meta = read_checkpoint(tmp_path / "run" / "best.safetensors")
     assert meta["run"]["unsupervised_record"]["validation"]["held_out"] == held.numel()
+
+
+def test_held_out_pseudo_classes_set_the_validation_shape_or_a_clear_error():
+    """The validation tasks take the run's shape where the held-out pseudo-classes fill it,
+    fewer examples per class where they do not, and a ConfigError naming the fix below two."""
+    cfg = config_from_dict(run_config("cactus-meta_kmeans-augmented-validated"))  # 5 x 4
+    view = UnlabeledView(load("digits", "train").x[:40])
+    even = torch.arange(40) % 5  # five pseudo-classes of 8
+    assert pseudo_validation(view, even, cfg).shape.k_shot == 4
+    uneven = torch.tensor([0] * 30 + [1, 1, 1, 2, 2, 2, 3, 3, 3, 4])
+    with pytest.raises(ConfigError, match=r"the 5th largest has 1 examples\); raise val_frac"):
+        pseudo_validation(view, uneven, cfg)
+    two = torch.tensor([0] * 30 + [1, 1, 1, 2, 2, 2, 3, 3, 4, 4])
+    assert pseudo_validation(view, two, cfg).shape.k_shot == 2
+    few = config_from_dict(run_config("cactus-protonet-validated"))  # 5 x (1 + 2 query)
+    shape = pseudo_validation(view, even, few).shape
+    assert (shape.k_shot, shape.n_query) == (1, 2)
+    small = torch.tensor([0, 0] * 4 + [1, 1, 2, 2, 3, 3, 4, 4] + [0] * 24)
+    assert pseudo_validation(view, small, few).shape.n_query == 1
+    with pytest.raises(ConfigError, match="raise val_fraction or set it to 0"):
+        pseudo_validation(view, torch.tensor([0] * 36 + [1, 2, 3, 4]), few)
 
 
 def test_unsupervised_run_resumes_to_identical_weights(tmp_path):

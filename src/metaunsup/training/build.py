@@ -466,7 +466,10 @@ def train_run(
 
         # No labels: the whole split, read through a view that refuses labels (validation, if
         # any, on held-out pseudo-tasks: unsupervised.val_fraction).
+        from metaunsup.training.unsupervised import check_held_out_size
+
         view = UnlabeledView(load_training_split(cfg))
+        check_held_out_size(cfg, len(view))
         learner = fresh_learner(cfg, view.example_shape)
     else:
         learner, source, val = _task_source(cfg)

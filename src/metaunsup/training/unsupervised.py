@@ -88,6 +88,24 @@ def held_out_examples(n: int, fraction: float, seed: int) -> tuple[torch.Tensor,
     return torch.sort(order[n_held:]).values, torch.sort(order[:n_held]).values
 
 
+def check_held_out_size(cfg: RunConfig, n_examples: int) -> None:
+    """Before any work: :class:`ConfigError` when ``unsupervised.val_fraction`` of
+    ``n_examples`` cannot fill even the smallest validation task (``n_way`` pseudo-classes of
+    two examples for clustering, of ``k_shot + 1`` for few-shot tasks), whatever the
+    partitions turn out to be."""
+    u, t = cfg.unsupervised, cfg.task
+    if u is None or u.val_fraction == 0:
+        return
+    per_class = t.k_shot + 1 if task_kind(t.kind).has_query else 2
+    held = max(1, round(u.val_fraction * n_examples))
+    if held < t.n_way * per_class:
+        raise ConfigError(
+            f"unsupervised.val_fraction = {u.val_fraction} holds out {held} of {n_examples} "
+            f"examples, too few for validation tasks of {t.n_way} pseudo-classes of "
+            f"{per_class} (at least {t.n_way * per_class}); raise val_fraction or set it to 0"
+        )
+
+
 def pseudo_validation(
     view: UnlabeledView, pseudo: torch.Tensor, cfg: RunConfig
 ) -> PseudoValidation:
