@@ -325,3 +325,17 @@ def test_ctrl_c_at_every_stage_of_the_demo_config(tmp_path):
     ]
     assert any("val" in r for r in logs[0])  # the demo's config validates without labels
     assert logs[0] == logs[1]  # the log, losses and validations, is the unbroken run's
+
+
+def test_train_summary_says_a_label_free_validation_scored_pseudo_classes(tmp_path, capsys):
+    """An unsupervised run's best validation score is agreement with pseudo-classes, not an
+    accuracy against labels: the summary says so."""
+    raw = _demo_config_small()
+    raw["unsupervised"].update(pretrain_steps=2, partitions=2, consensus=0)
+    raw["train"].update(val_every=1, val_tasks=2)
+    config = tmp_path / "run.toml"
+    config.write_text(_toml(raw))
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--steps", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "best acc against the held-out examples' pseudo-classes " in out, out

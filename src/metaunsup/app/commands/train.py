@@ -112,8 +112,10 @@ def train(
         return
     summary = f"trained {cfg.name}: {result.steps} steps in {result.seconds:.1f} s"
     if math.isfinite(result.best_metric):
-        summary += f"; best {cfg.train.val_metric} {result.best_metric:.4f} at step "
-        summary += str(result.best_step)
+        what = cfg.train.val_metric
+        if cfg.unsupervised is not None:  # validated against pseudo-classes, not labels
+            what += " against the held-out examples' pseudo-classes"
+        summary += f"; best {what} {result.best_metric:.4f} at step {result.best_step}"
     else:
         summary += " (no meta-validation: the last step is kept)"
     click.echo(summary)
