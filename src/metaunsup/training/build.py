@@ -462,14 +462,7 @@ def train_run(
     progress = progress and (dist is None or dist.writer)
     run_config = cfg.to_dict()
     if cfg.unsupervised is not None:
-        from metaunsup.data.unlabeled import UnlabeledView
-
-        # No labels: the whole split, read through a view that refuses labels (validation, if
-        # any, on held-out pseudo-tasks: unsupervised.val_fraction).
-        from metaunsup.training.unsupervised import check_held_out_size
-
-        view = UnlabeledView(load_training_split(cfg))
-        check_held_out_size(cfg, len(view))
+        view = _unlabeled_split(cfg)
         learner = fresh_learner(cfg, view.example_shape)
     else:
         learner, source, val = _task_source(cfg)
@@ -510,6 +503,18 @@ def train_run(
     if dist is None or dist.writer:
         _calibrate(cfg, learner, source, out)
     return result
+
+
+def _unlabeled_split(cfg: RunConfig) -> UnlabeledView:
+    """The training split of a run with no labels, whole, read through a view that refuses
+    labels (validation, if any, on held-out pseudo-tasks: ``unsupervised.val_fraction``, whose
+    size is checked here, before any work)."""
+    from metaunsup.data.unlabeled import UnlabeledView
+    from metaunsup.training.unsupervised import check_held_out_size
+
+    view = UnlabeledView(load_training_split(cfg))
+    check_held_out_size(cfg, len(view))
+    return view
 
 
 def _task_source(cfg: RunConfig) -> tuple[MetaLearner, Any, Dataset | None]:
