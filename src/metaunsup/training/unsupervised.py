@@ -79,12 +79,17 @@ class PseudoValidation:
     shape: TaskShape
 
 
+def _held_out_count(n: int, fraction: float) -> int:
+    """How many of ``n`` examples ``val_fraction = fraction`` holds out (at least one)."""
+    return max(1, round(fraction * n))
+
+
 def held_out_examples(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(kept, held_out)`` sorted ``int64`` indices of ``n`` examples: ``round(fraction * n)``
     of them (at least one) drawn uniformly with ``seed`` are held out."""
     g = torch.Generator().manual_seed(seed + HELD_OUT_SEED_OFFSET)
     order = torch.randperm(n, generator=g)
-    n_held = max(1, round(fraction * n))
+    n_held = _held_out_count(n, fraction)
     return torch.sort(order[n_held:]).values, torch.sort(order[:n_held]).values
 
 
@@ -97,7 +102,7 @@ def check_held_out_size(cfg: RunConfig, n_examples: int) -> None:
     if u is None or u.val_fraction == 0:
         return
     per_class = t.k_shot + 1 if task_kind(t.kind).has_query else 2
-    held = max(1, round(u.val_fraction * n_examples))
+    held = _held_out_count(n_examples, u.val_fraction)
     if held < t.n_way * per_class:
         raise ConfigError(
             f"unsupervised.val_fraction = {u.val_fraction} holds out {held} of {n_examples} "
