@@ -336,14 +336,16 @@ def _validate_unsupervised(u: UnsupervisedConfig, t: TaskConfig, kind: TaskKind)
         raise ConfigError(
             f"unsupervised.clusters ({u.clusters}) must be at least task.n_way ({t.n_way})"
         )
-    if u.task_augment != "none" and (u.tasks != "cactus" or kind.pseudo_source is not None):
+    # CACTUs tasks of clustering and few-shot runs (not UMTRA, not a kind's own pseudo-tasks)
+    plain_cactus = u.tasks == "cactus" and kind.pseudo_source is None
+    if u.task_augment != "none" and not plain_cactus:
         raise ConfigError(
             "unsupervised.task_augment applies to CACTUs tasks of clustering and few-shot "
             f"runs, not to {u.tasks} tasks of kind {t.kind!r}; remove it"
         )
     if not 0.0 <= u.val_fraction < 1.0:
         raise ConfigError(f"unsupervised.val_fraction must be in [0, 1), got {u.val_fraction}")
-    if u.val_fraction and (u.tasks != "cactus" or kind.pseudo_source is not None):
+    if u.val_fraction and not plain_cactus:
         raise ConfigError(
             "unsupervised.val_fraction selects among checkpoints on held-out CACTUs tasks "
             f"of clustering and few-shot runs, not {u.tasks} tasks of kind {t.kind!r}; "
