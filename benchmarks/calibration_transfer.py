@@ -103,11 +103,9 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
-    if sys.argv[1:2] == ["--table"]:
-        print(markdown(json.loads(Path(sys.argv[2]).read_text())["rows"]))
-        return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a measurement on a one-class checkpoint and the folder of its run (also
+    used by ``benchmarks/threshold_rules.py``)."""
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--dataset", required=True)
@@ -118,6 +116,14 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--table"]:
+        print(markdown(json.loads(Path(sys.argv[2]).read_text())["rows"]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_run_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     learner = load_learner(args.checkpoint).eval()

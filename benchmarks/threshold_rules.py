@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 
 from _record import write_record
+from calibration_transfer import add_run_arguments
 from metaunsup.data import load
 from metaunsup.data.unlabeled import UnlabeledView
 from metaunsup.evaluation.anomaly import calibration_sources, null_shape, worst_family
@@ -141,18 +142,9 @@ def main() -> None:
         print(markdown(json.loads(Path(sys.argv[2]).read_text())["rows"]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--run", type=Path, required=True)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--train", required=True)
-    parser.add_argument("--test", required=True)
+    add_run_arguments(parser)
     parser.add_argument("--task", default="anomaly", choices=["anomaly", "anomaly-hard"])
-    parser.add_argument("--k", type=int, nargs="+", default=[2, 5, 10])
     parser.add_argument("--query", type=int, default=None, help="default: 100, or 20 - K")
-    parser.add_argument("--fpr", type=float, default=0.05)
-    parser.add_argument("--tasks", type=int, default=1000)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     learner = load_learner(args.checkpoint).eval()

@@ -3,27 +3,15 @@ bound what any threshold could reach with a scorer's scores."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "anomaly_operating_points.py"
+from tests.helpers.scripts import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def script():
-    sys.path.insert(0, str(SCRIPT.parent))  # the script imports benchmarks/_record.py
-    try:
-        spec = importlib.util.spec_from_file_location("anomaly_operating_points", SCRIPT)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    yield from benchmark_module("anomaly_operating_points")
 
 
 def brute_force(scores: np.ndarray, anomalous: np.ndarray, fpr: float) -> tuple[float, float]:

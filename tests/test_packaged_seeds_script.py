@@ -3,30 +3,21 @@ checkpoint's card names, changing only the seed, the threads and where things ar
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.scripts import benchmark_module
+
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "packaged_seeds.py"
 CARDS = ROOT / "src" / "metaunsup" / "checkpoints"
 
 
 @pytest.fixture(scope="module")
 def script():
-    sys.path.insert(0, str(SCRIPT.parent))  # the script imports benchmarks/_record.py
-    try:
-        spec = importlib.util.spec_from_file_location("packaged_seeds", SCRIPT)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    yield from benchmark_module("packaged_seeds")
 
 
 def _card(name: str) -> dict:
