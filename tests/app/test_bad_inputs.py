@@ -505,6 +505,12 @@ CLUSTER = [
         "takes tables of at most 100 features; cluster it without a checkpoint",
     ),
     cluster(
+        "auto-checkpoint-for-images",
+        npy(np.random.default_rng(0).random((12, 8, 8))),
+        ["--k", "2", "--checkpoint", "auto", *OUT],
+        "--checkpoint auto chooses between the tabular model and self-training for a table",
+    ),
+    cluster(
         "non-clustering-checkpoint",
         npy(table(20, 64)),
         ["--k", "2", "--checkpoint", "{maml}", *OUT],

@@ -171,3 +171,29 @@ def test_npy_table_with_nan_is_clustered_natively(table, tmp_path, capsys):
     code, _, err = run(capsys, "cluster", npy, "--k", "3", "--meta-steps", "30")
     assert code == 0, err
     assert re.search(r"missing cells: \d+\.\d%, taken native", err)
+
+
+def test_checkpoint_auto_keeps_the_more_reproducible_path_and_says_why(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    group = rng.integers(0, 3, 120)
+    frame = pd.DataFrame({"a": 4.0 * group + rng.normal(size=120), "b": rng.normal(size=120),
+                          "kind": np.array(["x", "y", "z"])[group]})  # fmt: skip
+    path = tmp_path / "complete.csv"
+    frame.to_csv(path, index=False)
+    argv = ["cluster", path, "--k", "3", "--checkpoint", "auto", "--meta-steps", "20"]
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    choice = info["model_choice"]
+    assert set(choice["scores"]) == {"tabular", "self-training"}
+    assert choice["chosen"] == max(
+        choice["scores"], key=lambda n: (choice["scores"][n], n != "tabular")
+    )
+    if choice["chosen"] == "tabular":
+        assert info["model"] == {"checkpoint": "tabular"}
+    else:
+        assert "self_trained" in info["model"]
+    code, _, err = run(capsys, *argv)
+    assert code == 0 and f"model choice (--checkpoint auto): {choice['chosen']}, " in err
+    code, _, err = run(capsys, *argv, "--normalize")
+    assert code == 2 and "give --checkpoint NAME, or leave out --normalize" in err

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ClusterCount", "cluster"]
 
+#: ``--checkpoint auto``: for a table, the tabular model or self-training, chosen without labels.
+AUTO = "auto"
+
 
 class ClusterCount(click.ParamType):
     """``--k``: a positive integer or ``auto``."""
@@ -139,6 +142,9 @@ def summary_lines(info: dict) -> list[str]:
         lines.append(f"input: {'; '.join(info['input_normalization'])}")
     if "scaling" in info:
         lines.append(f"scaling: {info['scaling']['reason']}")
+    if "model_choice" in info:
+        choice = info["model_choice"]
+        lines.append(f"model choice (--checkpoint auto): {choice['chosen']}, {choice['reason']}")
     if "reason" in info["clustered"]:
         lines.append(f"guard: {info['clustered']['reason']}")
     if "columns" in info:
@@ -181,8 +187,9 @@ def summary_lines(info: dict) -> list[str]:
 )
 @click.option(
     "--checkpoint",
-    help="Trained model: packaged name (digits, mnist) or .safetensors path. Default: "
-    "meta-train on pseudo-tasks from INPUT itself.",
+    help="Trained model: packaged name (digits, mnist, tabular) or .safetensors path; 'auto' "
+    "for a table: the tabular model or self-training, whichever clusters more reproducibly. "
+    "Default: meta-train on pseudo-tasks from INPUT itself.",
 )
 @click.option(
     "--normalize",
@@ -256,31 +263,23 @@ def cluster(
             f"--plot draws images, but {input_path} holds a table of shape {x.shape}; "
             "leave out --plot or give a folder of images (or an .npy of [n, H, W] images)"
         )
-    if normalize and checkpoint is None:
+    if normalize and checkpoint in (None, AUTO):
         raise ConfigError(
-            "--normalize brings images to a checkpoint's input convention; give --checkpoint, "
-            "or leave out --normalize"
+            "--normalize brings images to a checkpoint's input convention; give --checkpoint "
+            "NAME, or leave out --normalize"
         )
     if isinstance(k, int) and k > len(x):
         raise ConfigError(
             f"--k {k} is more than the {len(x)} examples in {input_path}; use --k {len(x)} or fewer"
         )
-    from metaunsup.estimators.kmeans import MetaKMeans
-
-    model = MetaKMeans(
-        k,
-        checkpoint=checkpoint,
-        meta_steps=meta_steps,
-        k_selection=k_by,
-        assign=assign,
-        input_normalize="auto" if normalize else "off",
-        random_state=seed,
-        impute=None if impute == "native" else impute,
-        device=device,
-        verbose=not quiet,
-    )
-    model.fit(x)
-    info = summary(model, str(input_path), x, checkpoint, table)
+    settings = {"n_clusters": k, "meta_steps": meta_steps, "k_selection": k_by,
+                "assign": assign, "input_normalize": "auto" if normalize else "off",
+                "random_state": seed, "impute": None if impute == "native" else impute,
+                "device": device, "verbose": not quiet}  # fmt: skip
+    model, choice = _fit(x, checkpoint, settings, input_path)
+    info = summary(model, str(input_path), x, model.checkpoint, table)
+    if choice is not None:
+        info["model_choice"] = choice.to_json()
     page = _page(model, x, info, table, names) if report_dir is not None else None
     montage = None
     if plot is not None:
@@ -296,6 +295,31 @@ def cluster(
 
         info["files"]["report"] = str(write_page(report_dir, page))
     _print(info, text, out is not None, quiet, as_json, model.labels_)
+
+
+def _fit(
+    x: np.ndarray, checkpoint: str | None, settings: dict[str, Any], input_path: str
+) -> tuple[Any, Any]:
+    """``(fitted model, choice)``: ``MetaKMeans(checkpoint=checkpoint, **settings)`` fitted on
+    ``x``, or with ``--checkpoint auto`` the better of the tabular model and self-training for
+    a table (:mod:`metaunsup.estimators.table_choice`; ``choice`` says which and why, else
+    ``None``)."""
+    from metaunsup.estimators.kmeans import MetaKMeans
+
+    def make(path: str | None) -> MetaKMeans:
+        return MetaKMeans(checkpoint=path, **settings)
+
+    if checkpoint != AUTO:
+        return make(checkpoint).fit(x), None
+    if x.ndim != 2:
+        raise ConfigError(
+            f"--checkpoint {AUTO} chooses between the tabular model and self-training for a "
+            f"table, but {input_path} holds {x.shape[-2]}x{x.shape[-1]} images; name a "
+            "checkpoint (e.g. mnist) or leave out --checkpoint"
+        )
+    from metaunsup.estimators.table_choice import fit_table_model
+
+    return fit_table_model(x, make)
 
 
 def _load(
