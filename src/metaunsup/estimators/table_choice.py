@@ -14,6 +14,8 @@ self-training (the default path).
 It chooses only where both paths have that score: a table of at most the checkpoint's width
 (100 columns) with no missing cell (with missing cells neither guard runs, see
 :mod:`metaunsup.estimators.missing`); otherwise it is self-training, and the choice says why.
+With ``n_clusters="auto"`` each path chooses its own ``k`` first, and the scores compare
+partitions into those numbers of clusters.
 ``benchmarks/tables_vs_tools.py`` measures the choice (column ``metaunsup (auto)``).
 """
 
