@@ -36,6 +36,7 @@ other weights than the packaged checkpoint: floating point).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -51,6 +52,7 @@ from metaunsup.evaluation.calibration import SCALE_LOO, leave_one_out_scores
 from metaunsup.evaluation.kinds import task_kind
 from metaunsup.evaluation.protocol import TaskShape
 from metaunsup.learners import load_learner
+from metaunsup.learners.one_class import NULL_SIZE
 from metaunsup.tasks.pseudo.cactus import load_partitions
 from metaunsup.training.calibrate import CALIBRATION_SEED_OFFSET
 from metaunsup.training.unsupervised import PARTITIONS_FILE
@@ -100,7 +102,7 @@ def rows_for_k(score, sources, test_tasks, k: int, fpr: float, seed: int) -> lis
 
         pools = [(s / scale(ell)[:, None])[~y] for s, ell, y in families]
         row: dict = {"k": k, "prior": "inf" if math.isinf(m) else m}
-        for name, null in (("worst", worst_family(pools, 2000)), ("pooled", torch.cat(pools))):
+        for name, null in (("worst", worst_family(pools, NULL_SIZE)), ("pooled", torch.cat(pools))):
             row[f"{name}_fpr"], row[f"{name}_ba"] = flag_rates(
                 ts, scale(tell), ty, torch.quantile(null, 1 - fpr)
             )
@@ -137,8 +139,6 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     if sys.argv[1:2] == ["--table"]:
-        import json
-
         print(markdown(json.loads(Path(sys.argv[2]).read_text())["rows"]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

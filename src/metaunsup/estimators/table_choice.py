@@ -85,10 +85,15 @@ def fit_table_model(
     if np.issubdtype(x.dtype, np.floating) and np.isnan(x).any():
         reason = "missing cells: neither path scores its clusters there (no guard)"
         return make(None).fit(x), TableChoice(SELF_TRAINING, reason)
-    zero_shot, own = make(TABLE_CHECKPOINT).fit(x), make(None).fit(x)
-    a, b = clustered_agreement(zero_shot), clustered_agreement(own)
-    if a is None or b is None:  # a guard switched off (guard=False)
+    zero_shot, own = make(TABLE_CHECKPOINT), make(None)
+    if not (zero_shot.guard and own.guard):  # guard=False: no path scores its clusters
         reason = "a path has no agreement score (its guard is off)"
+        return own.fit(x), TableChoice(SELF_TRAINING, reason)
+    zero_shot.fit(x)
+    own.fit(x)
+    a, b = clustered_agreement(zero_shot), clustered_agreement(own)
+    if a is None or b is None:  # not expected with both guards on; self-training then
+        reason = "a path has no agreement score"
         return own, TableChoice(SELF_TRAINING, reason)
     kept = {TABLE_CHECKPOINT: float(a), SELF_TRAINING: float(b)}
     if kept[TABLE_CHECKPOINT] > kept[SELF_TRAINING]:
