@@ -89,6 +89,13 @@ def method_scores(report: dict) -> dict[str, float]:
     return {r["method"]: float(r["acc"]["mean"]) for r in report["results"]}
 
 
+def config_argument(config: str) -> str:
+    """The config as ``metaunsup train`` should get it: a file of the repository by its full
+    path (the runs start elsewhere), a config shipped in the package by its name."""
+    path = ROOT / config
+    return str(path) if path.is_file() else config
+
+
 def run_seed(card: dict, work: Path, seed: int) -> dict:
     """Train the card's runs with ``seed`` (resuming a folder that holds one) and evaluate."""
     folder = work / f"seed{seed}"
@@ -99,7 +106,7 @@ def run_seed(card: dict, work: Path, seed: int) -> dict:
     if not report_path.exists():  # written (atomically) only once the seed is done
         for config, name in runs:
             out = folder / name
-            cmd = [sys.executable, "-m", "metaunsup", "train", str(ROOT / config), "--out",
+            cmd = [sys.executable, "-m", "metaunsup", "train", config_argument(config), "--out",
                    str(out), "--seed", str(seed), "--threads", "1", "--quiet"]  # fmt: skip
             if (out / "last.safetensors").exists() or (out / "pretrain.safetensors").exists():
                 cmd.append("--resume")

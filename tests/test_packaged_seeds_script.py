@@ -25,9 +25,9 @@ def _card(name: str) -> dict:
 
 
 def test_every_train_command_of_a_card_is_repeated_in_order(script):
-    assert script.train_commands(_card("digits")) == [
-        ("configs/digits-unsup-packaged.toml", "digits-unsup")
-    ]
+    # digits' run is the demo's, whose config ships in the package and is named
+    assert script.train_commands(_card("digits")) == [("digits-unsup", "digits-unsup")]
+    assert script.config_argument("digits-unsup") == "digits-unsup"
     # mnist's run takes its pseudo-classes from mnist-unsup's features: that run comes first
     assert script.train_commands(_card("mnist")) == [
         ("configs/mnist-unsup.toml", "mnist-unsup"),
@@ -35,6 +35,7 @@ def test_every_train_command_of_a_card_is_repeated_in_order(script):
     ]
     for config, _ in script.train_commands(_card("mnist")):
         assert (ROOT / config).is_file()
+        assert script.config_argument(config) == str(ROOT / config)
 
 
 def test_a_card_whose_command_is_not_a_training_is_refused(script):

@@ -24,7 +24,7 @@ def test_checkpoint_in_float32_gives_the_float64_labels():
     assert next(fast.learner_.parameters()).dtype == torch.float32
     assert next(exact.learner_.parameters()).dtype == torch.float64
     assert np.array_equal(fast.labels_, exact.labels_)
-    assert clustering_accuracy(y, fast.labels_) > 0.95  # docs/python.md: 0.955
+    assert clustering_accuracy(y, fast.labels_) > 0.93  # docs/python.md: 0.945
     assert fast.transform(X[:5]).dtype == np.float64
 
 
