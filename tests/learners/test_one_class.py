@@ -3,6 +3,8 @@ order, Meta-GMVAE's density score; each scores a query example on its own (non-t
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -102,3 +104,13 @@ def test_meta_gmvae_density_score():
     query = torch.cat([torch.zeros(2, 1, 4), torch.full((2, 1, 4), 10.0)], 1)
     s = gmvae.score(support, query)
     assert s.shape == (2, 2) and bool((s[:, 1] > s[:, 0]).all())
+    # half the squared Mahalanobis distance: the negative log density of the support's Gaussian
+    # less the part every query of the task shares, so never negative and ranked as the density
+    mean, log_var = gmvae.encode(gmvae.encoder_params(False), torch.cat([support, query], 1))
+    ms, mq = mean[:, :5], mean[:, 5:]
+    var = ms.var(1, unbiased=False, keepdim=True) + log_var[:, :5].exp().mean(1, keepdim=True)
+    var = var + gmvae.reg_covar
+    density = torch.distributions.Normal(ms.mean(1, keepdim=True), var.sqrt())
+    neg_log = -density.log_prob(mq).sum(-1)
+    shared = 0.5 * (var.log() + math.log(2 * math.pi)).sum(-1)
+    assert torch.allclose(s, neg_log - shared, atol=1e-5) and bool((s >= 0).all())

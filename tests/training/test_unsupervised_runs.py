@@ -13,12 +13,14 @@ import pytest
 import torch
 
 import metaunsup.data as data_module
-from metaunsup.checkpoint import read_checkpoint
+from metaunsup.checkpoint import read_checkpoint, save_checkpoint
 from metaunsup.data import load
 from metaunsup.data.base import Dataset
 from metaunsup.data.unlabeled import UnlabeledView
 from metaunsup.embed import net_embeddings
 from metaunsup.errors import CheckpointError, ConfigError
+from metaunsup.evaluation.anomaly import learner_null_table
+from metaunsup.evaluation.calibration import calibrated_pvalues
 from metaunsup.evaluation.clustering import evaluate_clustering, learner_method
 from metaunsup.learners import load_learner
 from metaunsup.metrics import ari
@@ -27,6 +29,7 @@ from metaunsup.tasks.pseudo.cactus import load_partitions
 from metaunsup.training.build import fresh_learner, train_run
 from metaunsup.training.config import config_from_dict, load_config
 from metaunsup.training.pretraining import pretrain_contrastive
+from metaunsup.training.recalibrate import ensure_calibrated
 from metaunsup.training.unsupervised import (
     CONSENSUS_CANDIDATES,
     PARTITIONS_FILE,
@@ -144,6 +147,36 @@ def test_every_unsupervised_method_trains_without_reading_labels(name, trapped_d
     assert ("pretrain" in record) == (cfg.unsupervised.pretrain_steps > 0)
     assert (tmp_path / PARTITIONS_FILE).exists() == (cfg.unsupervised.tasks == "cactus")
     assert torch.isfinite(torch.tensor(result.last_metrics["loss"]))
+
+
+@pytest.mark.slow
+def test_meta_gmvae_is_calibrated_on_its_pseudo_classes_without_labels(trapped_digits, tmp_path):
+    """Meta-GMVAE meta-trains on few-shot pseudo-tasks, yet scores anomalies: its run ends by
+    measuring its null table on one-class tasks of its own CACTUs clusters (and the pixel
+    clusters), reading no label, so a support of 2 normal examples gets thresholds at
+    fpr = 0.05, which conformal p-values (at least 1/3 there) cannot give."""
+    cfg = config_from_dict(run_config("cactus-meta_gmvae"))
+    train_run(cfg, tmp_path, progress=False)
+    best = load_learner(tmp_path / "best.safetensors")
+    table = learner_null_table(best)
+    assert table is not None and table.ready and table.stat == "max"
+    assert not ensure_calibrated(cfg, tmp_path)  # nothing left to do
+    view = UnlabeledView(load("digits", "train"))
+    support, query = view.x[None, :2].float() / 16, view.x[None, 2:40].float() / 16
+    scores = best.score(support, query)
+    pvalues, how = calibrated_pvalues(best.score, support, scores, fpr=0.05, null=table)
+    assert how == "meta" and float(pvalues.min()) < 1 / 3
+    # a checkpoint saved before Meta-GMVAE had a null table loads, uncalibrated, and a run
+    # left so is calibrated again to the same table (same seed)
+    for name in ("best.safetensors", "last.safetensors"):
+        tensors, meta = read_checkpoint(tmp_path / name)
+        save_checkpoint(tmp_path / name, {k: v for k, v in tensors.items() if ".null_" not in k},
+                        meta)  # fmt: skip
+    old = learner_null_table(load_learner(tmp_path / "best.safetensors"))
+    assert old is not None and not old.ready
+    assert ensure_calibrated(cfg, tmp_path)
+    again = learner_null_table(load_learner(tmp_path / "best.safetensors"))
+    assert again is not None and torch.equal(again.scores, table.scores)
 
 
 def test_held_out_pseudo_tasks_choose_the_checkpoint_without_labels(trapped_digits, tmp_path):

@@ -30,6 +30,7 @@ score, the pixel centroid).
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,7 @@ from metaunsup.learners.one_class import (
 )
 from metaunsup.tasks.anomaly import AnomalyTaskSampler, OneClassStream
 from metaunsup.tasks.batch import TaskBatch
+from metaunsup.tasks.pseudo.cactus import CactusTaskSource
 from metaunsup.tasks.pseudo.cactus_anomaly import CactusAnomalySource
 
 __all__ = [
@@ -70,13 +72,17 @@ __all__ = [
     "ScorerMethod",
     "anomaly_kind",
     "anomaly_scores",
+    "calibrate_on_training_data",
     "calibration_sources",
     "held_out_pixel_source",
     "learner_null_table",
     "measure_null_table",
     "null_shape",
+    "one_class_source",
     "worst_family",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Fewest and most tasks that measure a null table at one support size ``k``: ``1000 // k``
 #: clamped to these (many small tasks at small ``k``, where one support's scale varies much from
@@ -312,6 +318,40 @@ def _calibrate(learner: MetaLearner, source: Any, seed: int) -> None:
     assert isinstance(learner, AnomalyScorer)
     scores, spread = measure_null_table(learner, calibration_sources(source, seed), seed)
     learner.set_null_table(scores, spread, NULL_PRIOR, "max")
+
+
+def one_class_source(source: Any, seed: int) -> OneClassStream | None:
+    """One-class tasks over the training data of a run whose tasks are of another kind (a
+    learner that scores anomalies but meta-trains on few-shot or clustering tasks, such as
+    Meta-GMVAE): ``source`` itself when it is one-class; the clusters of a CACTUs source's
+    partitions as normal classes, over its examples (:class:`CactusAnomalySource`, no label
+    read); the classes of a labelled sampler's dataset; ``None`` for any other source. The
+    shape is a placeholder: the null table draws its own per support size."""
+    if isinstance(source, OneClassStream):
+        return source
+    if isinstance(source, CactusTaskSource):
+        return CactusAnomalySource(source.view, source.partitions, 2, 1, seed)
+    dataset = getattr(source, "dataset", None)
+    if isinstance(dataset, Dataset):
+        return AnomalyTaskSampler(dataset, 2, 1, seed, anomalies="other-classes")
+    return None
+
+
+def calibrate_on_training_data(learner: MetaLearner, source: Any, seed: int) -> None:
+    """Measure the null table of an anomaly scorer meta-trained on tasks of another kind, on
+    one-class tasks of its training data (:func:`one_class_source`), as a one-class run's is
+    measured on its own; a source with no classes to draw from leaves the table unmeasured
+    (the learner then calibrates conformally) and says so in the log."""
+    one_class = one_class_source(source, seed)
+    if one_class is None:
+        log.warning(
+            "%s: the training tasks (%s) give no classes to calibrate thresholds on; only "
+            "conformal p-values (from 19 normal examples on at fpr=0.05)",
+            learner.name,
+            type(source).__name__,
+        )
+        return
+    _calibrate(learner, one_class, seed)
 
 
 def anomaly_kind(

@@ -45,9 +45,17 @@ restarts) on the latent means, and refines with EM.
 normal examples alone is one diagonal Gaussian in the latent space — mean ``m`` the support's
 mean latent mean, variance the spread of the support's latent means plus their mean posterior
 variance ``σ²`` plus ``reg_covar`` (so that two examples still give a usable width) — and a
-query's score is its negative log density ``−log N(μ_q; m, diag v)``. Support and query are
-encoded together, as for few-shot tasks (with a batch-norm encoder the query's statistics take
-part in the encoding).
+query's score is the part of its negative log density ``−log N(μ_q; m, diag v)`` that depends
+on the query, ``½ Σ_d (μ_q − m)²_d / v_d`` (half its squared Mahalanobis distance; the rest,
+``½ Σ_d log 2π v_d``, is the same for every query of the task, so the ranking within a task,
+and with it AUROC and AUPRC, is the density's). Unlike a log density it is never negative and
+grows with the distance, as the distances of the other one-class scorers do, so the same
+meta-calibration turns it into p-values: a null table of pseudo-normal scores, each divided by
+its support's largest leave-one-out score (:class:`~metaunsup.learners.one_class.NullTableMixin`,
+:mod:`metaunsup.evaluation.calibration`), measured at the end of a run on one-class tasks of the
+run's own pseudo-classes (:func:`metaunsup.training.calibrate.run_calibrator`). Support and
+query are encoded together, as for few-shot tasks (with a batch-norm encoder the query's
+statistics take part in the encoding).
 
 Shapes: ``x`` ``[B, M, *example_shape]``; ``μ, log σ²`` ``[B, M, D]``; samples ``z``
 ``[B, M, S, D]``; mixture ``means, variances`` ``[B, K, D]``, ``weights`` ``[B, K]``;
@@ -83,6 +91,7 @@ from metaunsup.learners.base import (
     FewShotLearner,
     MetaLearner,
 )
+from metaunsup.learners.one_class import NullTableMixin
 from metaunsup.nets import FunctionalNet, ParamDict
 from metaunsup.tasks.batch import TaskBatch
 
@@ -223,7 +232,9 @@ class ELBOTerms:
     log_q: Tensor
 
 
-class MetaGMVAE(MetaLearner, FewShotLearner, ClusteringLearner, Embedder, AnomalyScorer):
+class MetaGMVAE(
+    NullTableMixin, MetaLearner, FewShotLearner, ClusteringLearner, Embedder, AnomalyScorer
+):
     """Meta-GMVAE (Lee, Lee & Hwang, ICLR 2021); see the module docstring for the math.
 
     Parameters
@@ -262,6 +273,11 @@ class MetaGMVAE(MetaLearner, FewShotLearner, ClusteringLearner, Embedder, Anomal
 
     name: ClassVar[str] = "meta_gmvae"
     fixed_way: ClassVar[bool] = False
+    #: Checkpoints saved before Meta-GMVAE carried a null table load without one (not ready:
+    #: conformal p-values only, as they were measured).
+    optional_state: tuple[str, ...] = (
+        "null_k", "null_scores", "null_spread", "null_prior", "null_stat",
+    )  # fmt: skip
     #: The backbone is an encoder: run configs build it without a classification head.
     headless: ClassVar[bool] = True
 
@@ -317,6 +333,7 @@ class MetaGMVAE(MetaLearner, FewShotLearner, ClusteringLearner, Embedder, Anomal
         state = torch.Generator().manual_seed(self.seed).get_state()
         self.noise_state: Tensor
         self.register_buffer("noise_state", state)
+        self.init_null_table()
 
     def _build_decoder(self) -> nn.Module:
         out = math.prod(self.example_shape)
@@ -530,8 +547,9 @@ class MetaGMVAE(MetaLearner, FewShotLearner, ClusteringLearner, Embedder, Anomal
 
     # ------------------------------------------------------------------ anomaly scores
     def score(self, support: Tensor, query: Tensor) -> Tensor:
-        """Negative log densities ``[B, q]`` of the query's latent means under the Gaussian
-        fitted to the normal ``support`` ``[B, K, ...]`` (higher = more anomalous; see the
+        """Half the squared Mahalanobis distances ``[B, q]`` of the query's latent means to the
+        Gaussian fitted to the normal ``support`` ``[B, K, ...]``: its negative log density
+        less the part shared by every query of the task (higher = more anomalous; see the
         module docstring). No gradients."""
         self._check_examples(support)
         self._check_examples(query)
@@ -546,7 +564,7 @@ class MetaGMVAE(MetaLearner, FewShotLearner, ClusteringLearner, Embedder, Anomal
             centre = ms.mean(1, keepdim=True)
             spread = ms.var(1, unbiased=False, keepdim=True)
             var = spread + log_var[:, :k].exp().mean(1, keepdim=True) + self.reg_covar
-            return 0.5 * ((mq - centre).pow(2) / var + var.log() + _LOG_2PI).sum(-1)
+            return 0.5 * ((mq - centre).pow(2) / var).sum(-1)
 
     # ------------------------------------------------------------------ helpers
     def _own_generator(self) -> torch.Generator:

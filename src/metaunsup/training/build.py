@@ -532,12 +532,12 @@ def _task_source(cfg: RunConfig) -> tuple[MetaLearner, Any, Dataset | None]:
 
 
 def _calibrate(cfg: RunConfig, learner: MetaLearner, source: Any, out: Path) -> None:
-    """Calibrate the finished run's checkpoints when its task kind has a calibration step
-    (the anomaly kinds' thresholds, :mod:`metaunsup.training.calibrate`)."""
-    calibrator = task_kind(cfg.task.kind).calibrate
-    if calibrator is not None:
-        from metaunsup.training.calibrate import calibrate_run
+    """Calibrate the finished run's checkpoints when the run has a calibration step (the
+    anomaly scorers' thresholds, :func:`metaunsup.training.calibrate.run_calibrator`)."""
+    from metaunsup.training.calibrate import calibrate_run, run_calibrator
 
+    calibrator = run_calibrator(cfg.task.kind, learner)
+    if calibrator is not None:
         calibrate_run(calibrator, learner, source, out, cfg.train.seed)
 
 

@@ -1,5 +1,8 @@
-"""The last step of a run whose task kind calibrates its learner (one-class kinds: the null
-table of pseudo-normal scores, :mod:`metaunsup.evaluation.calibration`).
+"""The last step of a run whose learner is calibrated (the null table of pseudo-normal scores,
+:mod:`metaunsup.evaluation.calibration`): the one-class kinds' runs, and the runs of an anomaly
+scorer with a null table that meta-trains on tasks of another kind (Meta-GMVAE on few-shot
+pseudo-tasks), calibrated on one-class tasks of the same training data
+(:func:`run_calibrator`).
 
 After the Trainer has written ``best.safetensors`` and ``last.safetensors``, the kind's
 ``calibrate(learner, source, seed)`` runs on the weights of each (once when they are the same
@@ -18,16 +21,36 @@ from typing import Any
 import torch
 
 from metaunsup.checkpoint import load_model_state, read_checkpoint, save_checkpoint
-from metaunsup.learners import MetaLearner
-from metaunsup.learners.one_class import NULL_STAT_CODES
+from metaunsup.evaluation.anomaly import calibrate_on_training_data
+from metaunsup.evaluation.kinds import task_kind
+from metaunsup.learners import AnomalyScorer, MetaLearner
+from metaunsup.learners.one_class import NULL_STAT_CODES, NullTableMixin
 from metaunsup.training.trainer import BEST, LAST
 
-__all__ = ["CALIBRATION_SEED_OFFSET", "calibrate_run"]
+__all__ = ["CALIBRATION_SEED_OFFSET", "Calibrator", "calibrate_run", "run_calibrator"]
 
 log = logging.getLogger(__name__)
 
 #: Offset of the calibration tasks' seed from the run's (distinct from training and validation).
 CALIBRATION_SEED_OFFSET = 2_000_003
+
+
+#: A calibration step: ``calibrate(learner, training task source, seed)`` sets its buffers.
+Calibrator = Callable[[MetaLearner, Any, int], None]
+
+
+def run_calibrator(kind: str, learner: MetaLearner) -> Calibrator | None:
+    """The calibration step of a run of task kind ``kind`` with ``learner``: the kind's own
+    (one-class kinds), else, for an anomaly scorer that carries a null table, its measurement
+    on one-class tasks of the training data
+    (:func:`~metaunsup.evaluation.anomaly.calibrate_on_training_data`); ``None``: nothing to
+    calibrate."""
+    own = task_kind(kind).calibrate
+    if own is not None:
+        return own
+    if isinstance(learner, NullTableMixin) and isinstance(learner, AnomalyScorer):
+        return calibrate_on_training_data
+    return None
 
 
 def _weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -50,7 +73,7 @@ def _calibrated(tensors: dict[str, torch.Tensor]) -> bool:
 
 
 def calibrate_run(
-    calibrate: Callable[[MetaLearner, Any, int], None],
+    calibrate: Calibrator,
     learner: MetaLearner,
     source: Any,
     out_dir: Path,

@@ -24,7 +24,11 @@ from metaunsup.evaluation.kinds import task_kind
 from metaunsup.evaluation.protocol import TaskShape
 from metaunsup.learners import MetaLearner, load_learner
 from metaunsup.training.build import fresh_learner, load_training_split, split_for_training
-from metaunsup.training.calibrate import CALIBRATION_SEED_OFFSET, calibrate_run
+from metaunsup.training.calibrate import (
+    CALIBRATION_SEED_OFFSET,
+    calibrate_run,
+    run_calibrator,
+)
 from metaunsup.training.config import RunConfig
 from metaunsup.training.trainer import BEST
 from metaunsup.training.unsupervised import PARTITIONS_FILE, unsupervised_source
@@ -56,12 +60,13 @@ def ensure_calibrated(cfg: RunConfig, run_dir: str | Path, device: str = "cpu") 
     statistic (``stat="mean"``); ``True`` when it did. The training source is rebuilt from the
     run folder's caches (pre-training, partitions)."""
     run_dir = Path(run_dir)
-    kind = task_kind(cfg.task.kind)
-    table = learner_null_table(load_learner(run_dir / BEST))
-    if kind.calibrate is None or table is None or (table.ready and table.stat == "max"):
+    best = load_learner(run_dir / BEST)
+    calibrator = run_calibrator(cfg.task.kind, best)
+    table = learner_null_table(best)
+    if calibrator is None or table is None or (table.ready and table.stat == "max"):
         return False
     learner, source = training_source(cfg, run_dir, device)
-    calibrate_run(kind.calibrate, learner, source, run_dir, cfg.train.seed)
+    calibrate_run(calibrator, learner, source, run_dir, cfg.train.seed)
     return True
 
 
@@ -72,9 +77,9 @@ def recalibrate_checkpoint(
     ``run_dir``) anew on the run's training source, with the seed a run's own calibration uses,
     and rewrite the file's calibration buffers (``null_*``) in place; its weights and metadata
     are kept. Raises :class:`ConfigError` when the run's task kind does not calibrate."""
-    kind = task_kind(cfg.task.kind)
-    if kind.calibrate is None:
-        raise ConfigError(f"task kind {cfg.task.kind!r} has no calibration to measure")
+    calibrator = run_calibrator(cfg.task.kind, load_learner(checkpoint))
+    if calibrator is None:
+        raise ConfigError(f"a {cfg.task.kind!r} run of this learner has no calibration to measure")
     if cfg.unsupervised is not None and not (Path(run_dir) / PARTITIONS_FILE).is_file():
         raise ConfigError(
             f"{str(run_dir)!r} holds no {PARTITIONS_FILE} of the run: give the folder the "
@@ -84,7 +89,7 @@ def recalibrate_checkpoint(
     tensors, meta = read_checkpoint(checkpoint)
     load_model_state(learner, tensors, str(checkpoint))
     learner.eval()
-    kind.calibrate(learner, source, cfg.train.seed + CALIBRATION_SEED_OFFSET)
+    calibrator(learner, source, cfg.train.seed + CALIBRATION_SEED_OFFSET)
     for name, value in learner.state_dict().items():
         if name.startswith("null_"):
             tensors[f"model.{name}"] = value.detach().cpu()

@@ -411,6 +411,8 @@ class CactusTaskSource(SeededStream):
     n_clusters:
         ``max cluster id + 1``; ``TaskBatch.classes`` holds ``partition * n_clusters +
         cluster`` (see :meth:`decode_classes`).
+    partitions:
+        ``[P, n]`` the partitions given (all of them, usable or not).
 
     The returned :class:`~metaunsup.tasks.TaskBatch` has the few-shot layout: the support
     (``n_way * k_shot``, class-major) then the query (``n_way * n_query``, class-major); ``y``
@@ -437,6 +439,7 @@ class CactusTaskSource(SeededStream):
         self.view = as_unlabeled(source)
         self.augment = None if augment is None or augment.is_identity else augment
         parts = _check_partitions(partitions)
+        self.partitions = parts
         if parts.shape[1] != len(self.view):
             raise DataError(
                 f"partitions index {parts.shape[1]} examples but {self.view.name}/"
