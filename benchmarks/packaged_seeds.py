@@ -13,7 +13,8 @@ packaged number is typical or a lucky seed:
   evaluated with the card's evaluation command, its ``--checkpoint NAME`` replaced by that file
   (and ``--threads 1``), into ``WORK/NAME/seedN/evaluation.json``; a seed whose report is
   there is read again instead of re-run, so a finished seed costs nothing when the script
-  runs again.
+  runs again; each seed's folder is stamped with the card it repeats (``card.json``), and a
+  folder of another card's runs is refused, not reused.
 
 No labels are read by the training (the cards' runs are label-free); the evaluation reads the
 test labels only to score, as the card's does.
@@ -96,9 +97,41 @@ def config_argument(config: str) -> str:
     return str(path) if path.is_file() else config
 
 
+#: The file in a seed's folder naming the card its runs repeat (:func:`check_stamp`).
+STAMP = "card.json"
+
+
+def card_stamp(card: dict) -> dict:
+    """What a seed's runs repeat: the card's training command, its config and its evaluation."""
+    return {
+        "command": card["command"],
+        "config": card.get("config"),
+        "evaluation": card["evaluations"][0]["command"],
+    }
+
+
+def check_stamp(card: dict, folder: Path) -> None:
+    """Make sure ``folder`` holds (or will hold) runs of ``card``: a new folder is stamped with
+    the card; a folder stamped with another card, or with none (runs of unknown origin), stops
+    the script before it reads anything there, naming the fix. Without this a card packaged
+    again with a new config would silently be scored by the earlier config's runs."""
+    stamp = folder / STAMP
+    if stamp.is_file() and json.loads(stamp.read_text()) == card_stamp(card):
+        return
+    if folder.exists() and any(folder.iterdir()):
+        why = "another card's runs" if stamp.is_file() else "runs of unknown origin (no card.json)"
+        raise SystemExit(
+            f"{folder} holds {why}: remove that folder, or give another --work, to train this "
+            "card's runs again"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stamp, json.dumps(card_stamp(card), indent=1) + "\n")
+
+
 def run_seed(card: dict, work: Path, seed: int) -> dict:
-    """Train the card's runs with ``seed`` (resuming a folder that holds one) and evaluate."""
+    """Train the card's runs with ``seed`` (resuming a folder that holds them) and evaluate."""
     folder = work / f"seed{seed}"
+    check_stamp(card, folder)
     start = time.perf_counter()
     runs = train_commands(card)
     weights = folder / runs[-1][1] / "best.safetensors"

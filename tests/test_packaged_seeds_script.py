@@ -59,3 +59,17 @@ def test_the_evaluation_is_the_cards_own_on_the_retrained_weights(script, name, 
     assert words[1 + len(kept) :] == [
         "--checkpoint", str(weights), "--json", str(report), "--threads", "1",
     ]  # fmt: skip
+
+
+def test_a_seed_folder_of_another_cards_runs_is_refused_not_reused(script, tmp_path):
+    card = _card("digits")
+    folder = tmp_path / "seed0"
+    script.check_stamp(card, folder)  # a new folder is stamped with the card
+    (folder / "evaluation.json").write_text("{}")
+    script.check_stamp(card, folder)  # the same card: its runs are reused
+    packaged_again = {**card, "config": {**card["config"], "train": {"steps": 1}}}
+    with pytest.raises(SystemExit, match="holds another card's runs: remove that folder"):
+        script.check_stamp(packaged_again, folder)
+    (folder / script.STAMP).unlink()
+    with pytest.raises(SystemExit, match="runs of unknown origin"):
+        script.check_stamp(card, folder)
