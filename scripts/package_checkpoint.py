@@ -57,6 +57,15 @@ def table_convention(net: dict) -> dict | None:
     }
 
 
+def image_convention(given: dict, image_size: object) -> dict:
+    """The card's input convention of an image network from ``--input``; its ``note`` (words
+    for a person, which :class:`InputConvention` does not hold) is kept."""
+    convention = InputConvention.from_card({"input": given}, image_size).to_json()
+    if given.get("note"):
+        convention["note"] = str(given["note"])
+    return convention
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
@@ -70,7 +79,7 @@ def main() -> None:
         default={},
         help="the input convention for the card, e.g. '{\"box\": [20, 20]}' for MNIST-framed "
         "images (metaunsup.data.normalize.InputConvention; default: bright ink, [0, 1], the "
-        "network's image size, not re-framed)",
+        'network\'s image size, not re-framed), with an optional "note" for a person',
     )
     args = parser.parse_args()
 
@@ -93,8 +102,7 @@ def main() -> None:
         "learner": meta["learner"]["name"],
         "input_shape": meta["learner"]["net"].get("image_size")
         or meta["learner"]["net"].get("in_features"),
-        "input": table
-        or InputConvention.from_card({"input": args.input}, net.get("image_size")).to_json(),
+        "input": table or image_convention(args.input, net.get("image_size")),
         "data": {
             "dataset": run.get("data", {}).get("dataset"),
             "split": run.get("data", {}).get("split"),
