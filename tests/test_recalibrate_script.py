@@ -61,3 +61,14 @@ def test_a_report_that_was_not_re_run_or_is_another_evaluation_is_refused(tmp_pa
     with pytest.raises(SystemExit, match=why):
         _script().refresh_evaluations(card)
     assert card == before  # nothing on the card changed
+
+
+def test_a_checkpoint_without_a_calibration_step_is_refused_before_any_work(tmp_path):
+    from metaunsup.checkpoint import resolve_checkpoint
+    from metaunsup.errors import ConfigError
+    from metaunsup.training.config import load_config
+    from metaunsup.training.recalibrate import recalibrate_checkpoint
+
+    with pytest.raises(ConfigError, match=r"'meta_kmeans' run of task\.kind 'clustering' has no"):
+        recalibrate_checkpoint(load_config("digits-unsup"), tmp_path, resolve_checkpoint("digits"))
+    assert not any(tmp_path.iterdir())

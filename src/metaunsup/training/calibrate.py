@@ -4,7 +4,7 @@ scorer with a null table that meta-trains on tasks of another kind (Meta-GMVAE o
 pseudo-tasks), calibrated on one-class tasks of the same training data
 (:func:`run_calibrator`).
 
-After the Trainer has written ``best.safetensors`` and ``last.safetensors``, the kind's
+After the Trainer has written ``best.safetensors`` and ``last.safetensors``, the run's
 ``calibrate(learner, source, seed)`` runs on the weights of each (once when they are the same
 weights) and the checkpoints are rewritten with the learner's new buffers; nothing else in them
 changes, so a resumed or extended run still continues exactly.

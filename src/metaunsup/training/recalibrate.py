@@ -76,10 +76,15 @@ def recalibrate_checkpoint(
     """Measure the calibration of ``checkpoint`` (weights of the run ``cfg`` trained into
     ``run_dir``) anew on the run's training source, with the seed a run's own calibration uses,
     and rewrite the file's calibration buffers (``null_*``) in place; its weights and metadata
-    are kept. Raises :class:`ConfigError` when the run's task kind does not calibrate."""
-    calibrator = run_calibrator(cfg.task.kind, load_learner(checkpoint))
+    are kept. Raises :class:`ConfigError` when such a run has no calibration step
+    (:func:`~metaunsup.training.calibrate.run_calibrator`)."""
+    trained = load_learner(checkpoint)
+    calibrator = run_calibrator(cfg.task.kind, trained)
     if calibrator is None:
-        raise ConfigError(f"a {cfg.task.kind!r} run of this learner has no calibration to measure")
+        raise ConfigError(
+            f"a {trained.name!r} run of task.kind {cfg.task.kind!r} has no calibration to "
+            "measure: only anomaly scorers carry one (meta_svdd, oc_maml, meta_gmvae)"
+        )
     if cfg.unsupervised is not None and not (Path(run_dir) / PARTITIONS_FILE).is_file():
         raise ConfigError(
             f"{str(run_dir)!r} holds no {PARTITIONS_FILE} of the run: give the folder the "
