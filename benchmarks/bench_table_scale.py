@@ -37,7 +37,7 @@ METHODS = ("MetaKMeans", "MiniBatchKMeans")
 GiB = 1024**3
 
 
-def _rss_bytes() -> int:
+def peak_rss_bytes() -> int:
     """Peak resident memory of this process so far (Linux reports kibibytes)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -53,7 +53,7 @@ def child(method: str, n: int, d: int, k: int, seed: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     x, y = make_blobs(n, d, centers=k, cluster_std=6.0, random_state=seed)
     x = np.ascontiguousarray(x, dtype=np.float64)
-    data_rss = _rss_bytes()
+    data_rss = peak_rss_bytes()
     with threadpool_limits(threads):
         t0, c0 = time.perf_counter(), time.process_time()
         if method == "MetaKMeans":
@@ -72,23 +72,29 @@ def child(method: str, n: int, d: int, k: int, seed: int, threads: int) -> dict:
         "seed": seed,
         "seconds": seconds,
         "cpu_seconds": cpu,
-        "peak_rss_gib": _rss_bytes() / GiB,
+        "peak_rss_gib": peak_rss_bytes() / GiB,
         "data_rss_gib": data_rss / GiB,
         "ari": float(adjusted_rand_score(y, model.labels_)),
     }
 
 
-def run_child(method: str, n: int, args: argparse.Namespace, seed: int) -> dict:
+def run_script_child(script: str, words: list[object], threads: int) -> dict:
+    """Run ``script --child WORDS...`` in a fresh process limited to ``threads`` threads (torch,
+    BLAS and OpenMP) and return the JSON line it prints last."""
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[name] = str(args.threads)
-    cmd = [sys.executable, __file__, "--child", method, str(n), str(args.columns)]
-    cmd += [str(args.clusters), str(seed), str(args.threads)]
+        env[name] = str(threads)
+    cmd = [sys.executable, script, "--child", *(str(w) for w in words)]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _spread(values: list[float], digits: int) -> str:
+def run_child(method: str, n: int, args: argparse.Namespace, seed: int) -> dict:
+    words: list[object] = [method, n, args.columns, args.clusters, seed, args.threads]
+    return run_script_child(__file__, words, args.threads)
+
+
+def spread(values: list[float], digits: int) -> str:
     """``mean (min-max)`` of ``values``."""
     mean = sum(values) / len(values)
     if len(values) == 1:
@@ -128,12 +134,12 @@ def write_page(record: dict, path: Path) -> None:
         for method in METHODS:
             rows = [r for r in record["rows"] if r["n"] == n and r["method"] == method]
             cells = [
-                _spread([r["seconds"] for r in rows], 1),
-                _spread([r["cpu_seconds"] for r in rows], 1),
-                _spread([r["time_ratio_to_minibatch"] for r in rows], 1),
-                _spread([r["peak_rss_gib"] for r in rows], 2),
-                _spread([r["data_rss_gib"] for r in rows], 2),
-                _spread([r["ari"] for r in rows], 3),
+                spread([r["seconds"] for r in rows], 1),
+                spread([r["cpu_seconds"] for r in rows], 1),
+                spread([r["time_ratio_to_minibatch"] for r in rows], 1),
+                spread([r["peak_rss_gib"] for r in rows], 2),
+                spread([r["data_rss_gib"] for r in rows], 2),
+                spread([r["ari"] for r in rows], 3),
             ]
             lines.append(f"| {n:,} | {method} | " + " | ".join(cells) + " |")
     lines += [

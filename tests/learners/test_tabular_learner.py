@@ -46,3 +46,21 @@ def test_the_tabular_config_trains_on_the_prior(tmp_path):
     train_run(cfg, tmp_path / "run", progress=False)
     learner = load_learner(tmp_path / "run" / "best.safetensors")
     assert isinstance(learner, TabularKMeans) and learner.net.example_shape == (100,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_candidate_search_gives_the_exact_nearest_distances(dtype):
+    """The fast path (candidates by one matrix product, their distances then computed
+    exactly) equals the exact distances of every pair, repeated rows included."""
+    from metaunsup.learners.tabular import _exact_distances, _nearest_distances
+
+    g = torch.Generator().manual_seed(0)
+    zs = torch.randn(2, 300, 16, generator=g, dtype=dtype)
+    zs[:, 10:14] = zs[:, 3:4]  # a row repeated 5 times
+    zq = torch.cat([zs[:, :40], torch.randn(2, 30, 16, generator=g, dtype=dtype)], 1)
+    for m in (1, 3, 10):
+        fast = _nearest_distances(zq, zs, m)
+        exact = _exact_distances(zq, zs).topk(m, dim=-1, largest=False).values
+        assert torch.allclose(fast, exact, rtol=1e-5 if dtype == torch.float32 else 1e-12)
+    # the repeated row: its copies are left out as the query itself, the next m kept
+    assert torch.isfinite(_nearest_distances(zq, zs, 3)[:, 3]).all()

@@ -29,6 +29,9 @@ from metaunsup.nets import FunctionalNet
 
 __all__ = ["TabularKMeans"]
 
+#: Distances at most this small are a query's own row in the support (left out of its score).
+_SELF = 1e-9
+
 
 class TabularKMeans(MetaKMeansLearner):
     """Meta-K-means plus a k-NN anomaly score in its embedding (module docstring).
@@ -63,10 +66,48 @@ class TabularKMeans(MetaKMeansLearner):
         with torch.no_grad():
             z = self.embed(torch.cat([support, query.to(support.dtype)], 1))  # embedded together
             zs, zq = z[:, : support.shape[1]], z[:, support.shape[1] :]
-            dist = torch.cdist(zq, zs, compute_mode="donot_use_mm_for_euclid_dist")
-            dist = dist.masked_fill(dist <= 1e-9, float("inf"))
-            m = max(1, min(self.score_neighbors, dist.shape[-1] - 1))
-            near = dist.topk(m, dim=-1, largest=False).values
+            m = max(1, min(self.score_neighbors, zs.shape[1] - 1))
+            near = _nearest_distances(zq, zs, m)
             finite = torch.isfinite(near)
             total = torch.where(finite, near, torch.zeros_like(near)).sum(-1)
             return total / finite.sum(-1).clamp_min(1)
+
+
+def _exact_distances(zq: Tensor, zs: Tensor) -> Tensor:
+    """``[B, q, K]`` Euclidean distances computed difference by difference (a query and an
+    identical support row are exactly 0 apart, which the matrix-product form does not
+    guarantee), zero distances set to infinity (the query itself, left out)."""
+    dist = torch.cdist(zq, zs, compute_mode="donot_use_mm_for_euclid_dist")
+    return dist.masked_fill(dist <= _SELF, float("inf"))
+
+
+def _nearest_distances(zq: Tensor, zs: Tensor, m: int) -> Tensor:
+    """``[B, q, m]`` the ``m`` smallest non-zero distances of each query ``zq`` ``[B, q, D]``
+    to the support ``zs`` ``[B, K, D]`` (infinity where fewer exist), as
+    :func:`_exact_distances` gives them.
+
+    The exact difference-by-difference distances of every pair cost most of the scoring of a
+    large table, so candidates are found first with the matrix-product form
+    (``‖a‖² − 2 a·b + ‖b‖²``, one GEMM; rounding moves its values by far less than the gaps
+    between neighbours): the ``2m + 2`` nearest, which hold the query itself and its ``m``
+    nearest others unless the support repeats the query more than ``m + 1`` times. Their
+    distances are then computed exactly. Queries with fewer than ``m`` non-zero candidates
+    (repeated rows) get all their distances exactly."""
+    count = zs.shape[1]
+    take = 2 * m + 2
+    if take >= count:
+        return _exact_distances(zq, zs).topk(m, dim=-1, largest=False).values
+    sq = (zq * zq).sum(-1, keepdim=True) - 2 * zq @ zs.transpose(1, 2)
+    sq = sq + (zs * zs).sum(-1).unsqueeze(1)
+    idx = sq.topk(take, dim=-1, largest=False).indices  # [B, q, take]
+    batch = torch.arange(zs.shape[0], device=zs.device).view(-1, 1, 1)
+    diff = zq.unsqueeze(2) - zs[batch, idx]  # [B, q, take, D]
+    dist = diff.pow(2).sum(-1).sqrt()
+    dist = dist.masked_fill(dist <= _SELF, float("inf"))
+    near = dist.topk(m, dim=-1, largest=False).values
+    short = ~torch.isfinite(near).all(-1)  # [B, q]: repeated rows took the candidates' places
+    if bool(short.any()):
+        for b, i in short.nonzero().tolist():
+            full = _exact_distances(zq[b : b + 1, i : i + 1], zs[b : b + 1])
+            near[b, i] = full[0, 0].topk(m, largest=False).values
+    return near
