@@ -32,7 +32,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench_table_scale import GiB, peak_rss_bytes, run_script_child, spread
+from bench_table_scale import GiB, peak_rss_bytes, run_script_child, size_rows
 from metaunsup.fileio import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detect_scale.json"
@@ -116,19 +116,9 @@ def write_page(record: dict, path: Path) -> None:
         "GiB after the table | AUROC | share flagged |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for n in sorted({r["n"] for r in record["rows"]}):
-        for method in METHODS:
-            rows = [r for r in record["rows"] if r["n"] == n and r["method"] == method]
-            cells = [
-                spread([r["seconds"] for r in rows], 1),
-                spread([r["cpu_seconds"] for r in rows], 1),
-                spread([r["time_ratio_to_iforest"] for r in rows], 1),
-                spread([r["peak_rss_gib"] for r in rows], 2),
-                spread([r["data_rss_gib"] for r in rows], 2),
-                spread([r["auroc"] for r in rows], 3),
-                spread([r["flagged"] for r in rows], 3),
-            ]
-            lines.append(f"| {n:,} | {method} | " + " | ".join(cells) + " |")
+    fields = [("seconds", 1), ("cpu_seconds", 1), ("time_ratio_to_iforest", 1)]
+    fields += [("peak_rss_gib", 2), ("data_rss_gib", 2), ("auroc", 3), ("flagged", 3)]
+    lines += size_rows(record["rows"], METHODS, fields)
     lines += [
         "",
         "How `MetaOutlierDetector` bounds its memory on a large table "

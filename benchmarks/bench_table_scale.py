@@ -102,6 +102,20 @@ def spread(values: list[float], digits: int) -> str:
     return f"{mean:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
+def size_rows(
+    rows: list[dict], methods: tuple[str, ...], fields: list[tuple[str, int]]
+) -> list[str]:
+    """Markdown rows ``| n | method | field... |``, one per size and method, each field the
+    mean (min-max) over the seeds of ``rows``, with its number of digits."""
+    lines = []
+    for n in sorted({r["n"] for r in rows}):
+        for method in methods:
+            runs = [r for r in rows if r["n"] == n and r["method"] == method]
+            cells = [spread([r[key] for r in runs], digits) for key, digits in fields]
+            lines.append(f"| {n:,} | {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_page(record: dict, path: Path) -> None:
     """The results page: one line per (size, method), mean (min-max) over the seeds."""
     seeds = sorted({r["seed"] for r in record["rows"]})
@@ -130,18 +144,9 @@ def write_page(record: dict, path: Path) -> None:
         "GiB after the table | ARI |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for n in sorted({r["n"] for r in record["rows"]}):
-        for method in METHODS:
-            rows = [r for r in record["rows"] if r["n"] == n and r["method"] == method]
-            cells = [
-                spread([r["seconds"] for r in rows], 1),
-                spread([r["cpu_seconds"] for r in rows], 1),
-                spread([r["time_ratio_to_minibatch"] for r in rows], 1),
-                spread([r["peak_rss_gib"] for r in rows], 2),
-                spread([r["data_rss_gib"] for r in rows], 2),
-                spread([r["ari"] for r in rows], 3),
-            ]
-            lines.append(f"| {n:,} | {method} | " + " | ".join(cells) + " |")
+    fields = [("seconds", 1), ("cpu_seconds", 1), ("time_ratio_to_minibatch", 1)]
+    fields += [("peak_rss_gib", 2), ("data_rss_gib", 2), ("ari", 3)]
+    lines += size_rows(record["rows"], METHODS, fields)
     lines += [
         "",
         "How `MetaKMeans` bounds its memory and time on a large table "
