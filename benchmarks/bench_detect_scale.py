@@ -25,14 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from bench_table_scale import GiB, peak_rss_bytes, run_script_child, size_rows
+from bench_table_scale import GiB, peak_rss_bytes, run_script_child, scale_record, size_rows
 from metaunsup.fileio import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detect_scale.json"
@@ -168,14 +164,7 @@ def main() -> None:
                     f"AUROC {r['auroc']:.3f} flagged {r['flagged']:.3f}",
                     flush=True,
                 )
-    record = {
-        "command": " ".join(["python", "benchmarks/bench_detect_scale.py", *sys.argv[1:]]),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, shared with other jobs",
-        "threads": args.threads,
-        "columns": args.columns,
-        "rows": rows,
-    }
+    record = scale_record("bench_detect_scale.py", args, rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
     if args.out == RESULTS:  # a trial run elsewhere leaves the docs page alone

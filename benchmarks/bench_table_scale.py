@@ -102,6 +102,20 @@ def spread(values: list[float], digits: int) -> str:
     return f"{mean:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
+def scale_record(script: str, args: argparse.Namespace, rows: list[dict], **extra) -> dict:
+    """The JSON record of a scale run of ``benchmarks/SCRIPT``: its command, date, machine,
+    threads and columns, ``extra`` fields, then the ``rows``."""
+    return {
+        "command": " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]]),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, shared with other jobs",
+        "threads": args.threads,
+        "columns": args.columns,
+        **extra,
+        "rows": rows,
+    }
+
+
 def size_rows(
     rows: list[dict], methods: tuple[str, ...], fields: list[tuple[str, int]]
 ) -> list[str]:
@@ -209,16 +223,8 @@ def main() -> None:
                     f"{r['data_rss_gib']:>8.2f} {r['ari']:>6.3f}",
                     flush=True,
                 )
-    record = {
-        "command": " ".join(["python", "benchmarks/bench_table_scale.py", *sys.argv[1:]]),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, shared with other jobs",
-        "threads": args.threads,
-        "columns": args.columns,
-        "clusters": args.clusters,
-        "goals": {"seconds_at_1M": 300, "peak_gib_at_1M": 4.0},
-        "rows": rows,
-    }
+    goals = {"seconds_at_1M": 300, "peak_gib_at_1M": 4.0}
+    record = scale_record("bench_table_scale.py", args, rows, clusters=args.clusters, goals=goals)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
