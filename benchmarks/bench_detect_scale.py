@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-from bench_table_scale import GiB, peak_rss_bytes, run_script_child, scale_record, size_rows
+from bench_table_scale import run_script_child, scale_record, size_rows, timed_fit
 from metaunsup.fileio import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detect_scale.json"
@@ -57,33 +56,28 @@ def child(method: str, n: int, d: int, seed: int, threads: int) -> dict:
     import numpy as np
     import torch
     from sklearn.metrics import roc_auc_score
-    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
     x, anomalous = make_table(n, d, seed)
-    data_rss = peak_rss_bytes()
-    with threadpool_limits(threads):
-        t0, c0 = time.perf_counter(), time.process_time()
+
+    def fit():  # every row's score and flag
         if method == METHODS[0]:
             from metaunsup import MetaOutlierDetector
 
             model = MetaOutlierDetector(checkpoint="tabular", random_state=seed).fit(x)
-            scores, flagged = model.decision_scores_, model.labels_ == 1
-        else:
-            from sklearn.ensemble import IsolationForest
+            return model.decision_scores_, model.labels_ == 1
+        from sklearn.ensemble import IsolationForest
 
-            forest = IsolationForest(random_state=seed).fit(x)
-            scores, flagged = -forest.score_samples(x), forest.predict(x) == -1
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        forest = IsolationForest(random_state=seed).fit(x)
+        return -forest.score_samples(x), forest.predict(x) == -1
+
+    (scores, flagged), measured = timed_fit(fit, threads)
     return {
         "method": method,
         "n": n,
         "d": d,
         "seed": seed,
-        "seconds": seconds,
-        "cpu_seconds": cpu,
-        "peak_rss_gib": peak_rss_bytes() / GiB,
-        "data_rss_gib": data_rss / GiB,
+        **measured,
         "auroc": float(roc_auc_score(anomalous, scores)),
         "flagged": float(np.mean(flagged)),
     }

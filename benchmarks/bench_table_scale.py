@@ -28,8 +28,10 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results" / "table_scale.json"
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "results" / "table_scale.md"
@@ -48,33 +50,46 @@ def child(method: str, n: int, d: int, k: int, seed: int, threads: int) -> dict:
     import torch
     from sklearn.datasets import make_blobs
     from sklearn.metrics import adjusted_rand_score
-    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
     x, y = make_blobs(n, d, centers=k, cluster_std=6.0, random_state=seed)
     x = np.ascontiguousarray(x, dtype=np.float64)
-    data_rss = peak_rss_bytes()
-    with threadpool_limits(threads):
-        t0, c0 = time.perf_counter(), time.process_time()
+
+    def fit():
         if method == "MetaKMeans":
             from metaunsup.estimators.kmeans import MetaKMeans
 
-            model = MetaKMeans(k, random_state=seed).fit(x)
-        else:
-            from sklearn.cluster import MiniBatchKMeans
+            return MetaKMeans(k, random_state=seed).fit(x)
+        from sklearn.cluster import MiniBatchKMeans
 
-            model = MiniBatchKMeans(k, random_state=seed, n_init="auto").fit(x)
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        return MiniBatchKMeans(k, random_state=seed, n_init="auto").fit(x)
+
+    model, measured = timed_fit(fit, threads)
     return {
         "method": method,
         "n": n,
         "d": d,
         "seed": seed,
+        **measured,
+        "ari": float(adjusted_rand_score(y, model.labels_)),
+    }
+
+
+def timed_fit(fit: Callable[[], Any], threads: int) -> tuple[Any, dict]:
+    """``(fit(), measures)``: ``fit`` run with ``threads`` BLAS/OpenMP threads; its wall and
+    CPU seconds, the process's peak memory after it and before it (the data made), in GiB."""
+    from threadpoolctl import threadpool_limits
+
+    data_rss = peak_rss_bytes()
+    with threadpool_limits(threads):
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = fit()
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return result, {
         "seconds": seconds,
         "cpu_seconds": cpu,
         "peak_rss_gib": peak_rss_bytes() / GiB,
         "data_rss_gib": data_rss / GiB,
-        "ari": float(adjusted_rand_score(y, model.labels_)),
     }
 
 
