@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -118,9 +119,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path)
 
 
+def printed_table(markdown: Callable[[list[dict]], str]) -> bool:
+    """``--table FILE.json``: print ``markdown`` of the file's rows (no measurement) and say so
+    (also used by ``benchmarks/threshold_rules.py``)."""
+    if sys.argv[1:2] != ["--table"]:
+        return False
+    print(markdown(json.loads(Path(sys.argv[2]).read_text())["rows"]))
+    return True
+
+
 def main() -> None:
-    if sys.argv[1:2] == ["--table"]:
-        print(markdown(json.loads(Path(sys.argv[2]).read_text())["rows"]))
+    if printed_table(markdown):
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_run_arguments(parser)

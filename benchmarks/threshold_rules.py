@@ -36,15 +36,13 @@ other weights than the packaged checkpoint: floating point).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-from pathlib import Path
 
 import torch
 
 from _record import write_record
-from calibration_transfer import add_run_arguments
+from calibration_transfer import add_run_arguments, printed_table
 from metaunsup.data import load
 from metaunsup.data.unlabeled import UnlabeledView
 from metaunsup.evaluation.anomaly import calibration_sources, null_shape, worst_family
@@ -138,8 +136,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--table"]:
-        print(markdown(json.loads(Path(sys.argv[2]).read_text())["rows"]))
+    if printed_table(markdown):
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_run_arguments(parser)
