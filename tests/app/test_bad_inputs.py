@@ -1164,6 +1164,12 @@ DETECT = [
     ),
     detect("plot-of-a-table", None, [*SCORES, "--plot", "{out}/g.png"], "--plot draws images"),
     detect(
+        "boundary-without-checkpoint",
+        None,
+        [*SCORES, "--boundary"],
+        "needs a checkpoint that meta-learned a decision boundary",
+    ),
+    detect(
         "out-is-plot",
         None,
         ["--out", "{out}/g.png", "--plot", "{out}/g.png"],

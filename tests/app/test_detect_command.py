@@ -57,6 +57,17 @@ def test_detect_images_with_a_meta_calibrated_checkpoint_and_gallery(files, caps
     assert (d / "g.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_detect_at_the_checkpoints_learned_boundary(files, capsys):
+    d = files["dir"]
+    args = ["detect", str(d / "digits.npy"), "--normal", str(d / "threes.npy"),
+            "--checkpoint", str(files["svdd"]), "--boundary"]  # fmt: skip
+    assert main([*args, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["calibration"] == "boundary" and 0 < info["flagged"] < 60
+    assert main(args) == 0
+    assert "meta-learned decision boundary" in capsys.readouterr().err
+
+
 def test_detect_report_of_images_holds_the_gallery(files, capsys):
     d = files["dir"]
     report = d / "report"

@@ -9,6 +9,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from metaunsup import MetaOutlierDetector
 from metaunsup.errors import CheckpointError, ConfigError, DataError
+from metaunsup.learners import load_learner
 from tests.helpers.anomaly import svdd_checkpoint
 from tests.helpers.estimators import digits_xy, train_mlp_checkpoint
 
@@ -87,3 +88,19 @@ def test_bad_input_and_parameters(checkpoints):
         MetaOutlierDetector(str(checkpoints["kmeans"])).fit(X)
     with pytest.raises(ConfigError, match="contamination"):
         MetaOutlierDetector(contamination=0.7).fit(X)
+
+
+def test_boundary_calibration_is_the_checkpoints_learned_boundary(checkpoints):
+    X, y = digits_xy(400)
+    normal = X[y == 3]
+    model = MetaOutlierDetector(str(checkpoints["svdd"]), calibration="boundary").fit(normal[:5])
+    radius = load_learner(str(checkpoints["svdd"])).decision_boundary()
+    assert model.calibration_ == "boundary" and model.threshold_ == pytest.approx(radius)
+    scores = -model.score_samples(X)
+    np.testing.assert_array_equal(model.predict(X) == -1, scores > radius)
+    assert (model.predict(X[y != 3]) == -1).mean() > (model.predict(normal[5:]) == -1).mean()
+    assert model.calibration_scores_.shape == (5,)  # pvalues stay conformal
+    with pytest.raises(ConfigError, match="needs a checkpoint that meta-learned a decision"):
+        MetaOutlierDetector(calibration="boundary").fit(normal)
+    with pytest.raises(ConfigError, match="give one"):
+        MetaOutlierDetector(calibration="boundary", contamination=0.1).fit(normal)

@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from metaunsup.data.base import Dataset
 from metaunsup.errors import ConfigError, DataError
-from metaunsup.evaluation.anomaly import ScorerMethod, anomaly_scores
+from metaunsup.evaluation.anomaly import ScorerMethod, anomaly_kind, anomaly_scores
 from metaunsup.evaluation.calibration import (
     NullTable,
     calibrated_pvalues,
@@ -25,6 +25,7 @@ from metaunsup.evaluation.calibration import (
 from metaunsup.evaluation.kinds import task_kind
 from metaunsup.evaluation.protocol import TaskShape, evaluate
 from metaunsup.learners import AnomalyScorer, build_learner
+from metaunsup.tasks.anomaly import AnomalyTaskSampler
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -173,3 +174,26 @@ def test_hard_kind_needs_groups():
     kind = task_kind("anomaly-hard")
     with pytest.raises(ConfigError, match="needs classes with groups"):
         kind.make_sampler(_blobs(), TaskShape(1, 2, 2), 0)
+
+
+def test_boundary_calibration_flags_above_the_learned_boundary():
+    """``calibration="boundary"``: a Meta-SVDD's flags are its scores above its radius, for any
+    fpr; a learner without a boundary is refused before any task, and p-values refuse it."""
+    torch.manual_seed(0)
+    mlp = {"name": "mlp", "in_features": 5, "hidden": [8], "n_way": None}
+    svdd = build_learner({"name": "meta_svdd", "net": mlp})
+    batch = AnomalyTaskSampler(_blobs(), 3, 10, seed=0).sample(6)
+    scores = svdd.score(batch.support_x, batch.query_x).to(torch.float64)
+    with torch.no_grad():
+        svdd.radius.fill_(float(scores.median()))
+    kind = anomaly_kind(calibration="boundary", fpr=0.2)
+    assert "learned boundary" in kind.score_labels["balanced_acc"]
+    out = kind.method_of("svdd", svdd).run(batch, seed=0)
+    assert torch.equal(out[..., 1] > 0.5, scores > svdd.decision_boundary())
+    assert 0 < int(out[..., 1].sum()) < out[..., 1].numel()
+    with pytest.raises(ConfigError, match="'meta_gmvae' has none"):
+        gmvae = build_learner({"name": "meta_gmvae", "latent_dim": 2, "decoder_hidden": [4],
+                               "net": mlp})  # fmt: skip
+        kind.method_of("gmvae", gmvae)
+    with pytest.raises(ConfigError, match="sets no p-values"):
+        calibrated_pvalues(svdd.score, batch.support_x, scores, fpr=0.05, calibration="boundary")

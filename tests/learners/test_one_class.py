@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from metaunsup.errors import ConfigError, DataError
-from metaunsup.learners import build_learner
+from metaunsup.learners import BoundaryScorer, build_learner
 from metaunsup.learners.meta_svdd import one_class_scores
 from metaunsup.learners.oc_maml import support_statistics_forward
 from metaunsup.tasks.anomaly import AnomalyTaskSampler
@@ -114,3 +114,27 @@ def test_meta_gmvae_density_score():
     neg_log = -density.log_prob(mq).sum(-1)
     shared = 0.5 * (var.log() + math.log(2 * math.pi)).sum(-1)
     assert torch.allclose(s, neg_log - shared, atol=1e-5) and bool((s >= 0).all())
+
+
+def test_decision_boundaries_are_the_learners_own_decisions():
+    """Meta-SVDD flags above its meta-learned radius and OC-MAML above logit 0: exactly where
+    their ``predict`` calls a query an anomaly; Meta-GMVAE learned no boundary."""
+    torch.manual_seed(0)
+    net = {**CONV, "n_way": None, "norm": "group", "groups": 2}
+    svdd = build_learner({"name": "meta_svdd", "radius": 0.3, "net": net})
+    ocmaml = build_learner({"name": "oc_maml", "net": {**CONV, "n_way": 1}})
+    gmvae = build_learner({"name": "meta_gmvae", "latent_dim": 3, "decoder_hidden": [4],
+                           "net": {**CONV, "n_way": None}})  # fmt: skip
+    assert isinstance(svdd, BoundaryScorer) and isinstance(ocmaml, BoundaryScorer)
+    assert not isinstance(gmvae, BoundaryScorer)
+    support, query = _images(2, 3), _images(2, 6, seed=1)
+    middle = float(svdd.score(support, query).median())
+    with torch.no_grad():
+        svdd.radius.fill_(middle)  # some queries on each side
+    assert svdd.decision_boundary() == pytest.approx(middle) and ocmaml.decision_boundary() == 0.0
+    for learner in (svdd, ocmaml):
+        decided = learner.predict(learner.adapt(support), query).argmax(-1) == 1
+        flagged = learner.score(support, query) > learner.decision_boundary()
+        assert torch.equal(decided, flagged)
+        if learner is svdd:
+            assert 0 < int(flagged.sum()) < flagged.numel()

@@ -19,7 +19,9 @@ exchangeable) — or, when ``X`` is too small for any conformal p-value to reach
 after meta-training, rescaled by the spread of ``X`` (see
 :class:`~metaunsup.evaluation.calibration.NullTable`). ``contamination=`` (PyOD's parameter)
 replaces all that by PyOD's rule: the threshold is the ``1 − contamination`` quantile of the
-training scores.
+training scores. ``calibration="boundary"`` replaces it by the checkpoint's meta-learned decision
+boundary (OC-MAML's classifier's, Meta-SVDD's radius): the operating point its meta-training
+chose on tasks of as many anomalies as normals, which targets no false-alarm rate.
 
 Signs follow scikit-learn: ``score_samples`` is the negated anomaly score (lower = more
 abnormal), ``decision_function = score_samples − offset_`` is negative for outliers, ``predict``
@@ -52,7 +54,7 @@ from metaunsup.evaluation.calibration import (
     leave_one_out_scores,
     threshold_at,
 )
-from metaunsup.learners.base import AnomalyScorer, MetaLearner
+from metaunsup.learners.base import AnomalyScorer, BoundaryScorer, MetaLearner
 
 __all__ = ["MetaOutlierDetector"]
 
@@ -71,8 +73,10 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
     contamination : float or None, default=None
         PyOD's parameter: when set (in ``(0, 0.5]``), the threshold flags that share of the
         training data instead of targeting ``fpr``.
-    calibration : {"auto", "conformal", "meta"}, default="auto"
-        Where the normal scores behind the threshold come from (see the module docstring).
+    calibration : {"auto", "conformal", "meta", "boundary"}, default="auto"
+        Where the normal scores behind the threshold come from (see the module docstring);
+        ``"boundary"``: no such scores, the threshold is the checkpoint's meta-learned decision
+        boundary and ``fpr`` is not targeted (needs a Meta-SVDD or OC-MAML checkpoint).
     max_support : int, default=1000
         Largest reference; bigger ``X`` are split into a seeded reference and calibration set.
     loo_max : int, default=50
@@ -104,10 +108,12 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
     offset_ : float
         ``-threshold_``: ``decision_function = score_samples - offset_``.
     calibration_ : str
-        ``"conformal-loo"``, ``"conformal-split"``, ``"meta"``, ``"contamination"`` or
-        ``"none"`` (no way to reach ``fpr``: nothing is flagged, with a warning).
+        ``"conformal-loo"``, ``"conformal-split"``, ``"meta"``, ``"contamination"``,
+        ``"boundary"`` or ``"none"`` (no way to reach ``fpr``: nothing is flagged, with a
+        warning).
     calibration_scores_ : ndarray
-        The normal scores the threshold was set from.
+        The normal scores the threshold was set from (with ``"boundary"``, the conformal
+        scores that :meth:`pvalues` reads).
     n_reference_ : int
         Examples in the reference set.
     learner_ : MetaLearner or None
@@ -178,6 +184,7 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
                 f"all {len(x)} examples are identical; give at least two different normal examples"
             )
         self._set_scorer(x, uint8)
+        boundary = self._boundary() if self.calibration == "boundary" else None
         net = self._net_input(x)
         rng = check_random_state(self.random_state)
         order = rng.permutation(len(x))
@@ -188,6 +195,9 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
             self.calibration_ = "contamination"
             q = 100.0 * (1.0 - float(self.contamination))
             self.threshold_ = float(np.percentile(self.decision_scores_, q))
+        elif boundary is not None:
+            self.calibration_ = "boundary"
+            self.threshold_ = boundary
         else:
             self.threshold_ = threshold_at(cal, float(self.fpr)) if len(cal) else math.inf
         if math.isinf(self.threshold_):
@@ -234,6 +244,10 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
             value = check_float("contamination", self.contamination)
             if not 0.0 < value <= 0.5:
                 raise ConfigError(f"contamination must be in (0, 0.5], got {self.contamination}")
+            if self.calibration == "boundary":
+                raise ConfigError(
+                    "contamination and calibration='boundary' each set the threshold; give one"
+                )
         check_int("max_support", self.max_support, 2)
         check_int("loo_max", self.loo_max, 2)
         check_int("batch_size", self.batch_size, 1)
@@ -277,6 +291,16 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
         else:
             scale = 255.0 if uint8 else max(1.0, float(x.max()))
         self.offset_x_, self.scale_x_ = 0.0, scale
+
+    def _boundary(self) -> float:
+        """The checkpoint's meta-learned decision boundary (``calibration="boundary"``)."""
+        if self.learner_ is None or not isinstance(self.learner_, BoundaryScorer):
+            what = "no checkpoint" if self.learner_ is None else f"a {self.learner_.name!r} model"
+            raise ConfigError(
+                f"calibration='boundary' needs a checkpoint that meta-learned a decision "
+                f"boundary (meta_svdd, oc_maml), got {what}; use calibration='auto' and fpr"
+            )
+        return self.learner_.decision_boundary()
 
     def _net_input(self, x: np.ndarray) -> torch.Tensor:
         """Scaled examples ``[n, *input_shape_]`` (``float32``)."""

@@ -48,6 +48,7 @@ from metaunsup.evaluation.calibration import (
     CALIBRATIONS,
     SCALE_LOO,
     NullTable,
+    boundary_flags,
     calibrated_pvalues,
     check_fpr,
     leave_one_out_scores,
@@ -111,7 +112,8 @@ def learner_null_table(learner: Any) -> NullTable | None:
 class ScorerMethod:
     """An :class:`~metaunsup.learners.AnomalyScorer` under evaluation, flagging at ``fpr``
     with ``calibration`` (``"auto"``: conformal where it can reach ``fpr``, else the
-    learner's null table), on ``device``."""
+    learner's null table; ``"boundary"``: above the learner's meta-learned decision boundary,
+    whatever ``fpr``), on ``device``."""
 
     name: str
     learner: MetaLearner
@@ -129,6 +131,9 @@ class ScorerMethod:
     def run(self, batch: TaskBatch, seed: int) -> torch.Tensor:
         """``float64 [B, 2q, 2]``: scores and flags (the labels are not read)."""
         scores = self.score(batch.support_x, batch.query_x)
+        if self.calibration == "boundary":
+            flags = boundary_flags(self.learner, scores)
+            return torch.stack([scores, flags.to(torch.float64)], -1)
         p, _ = calibrated_pvalues(
             self.score,
             batch.support_x,
@@ -367,8 +372,9 @@ def anomaly_kind(
     ``anomalies``: where anomalies come from (``None``: other groups when the dataset has
     groups, else other classes; see :data:`~metaunsup.tasks.anomaly.ANOMALY_SOURCES`);
     ``contamination``: anomalous share of each support; ``fpr`` and ``calibration``: how
-    every method flags. The registered kinds are ``anomaly_kind()`` and
-    ``anomaly_kind("anomaly-hard", anomalies="same-group")``.
+    every method flags (``"boundary"``: learners at their meta-learned boundary, baselines
+    still at ``fpr``, as they have no such boundary). The registered kinds are
+    ``anomaly_kind()`` and ``anomaly_kind("anomaly-hard", anomalies="same-group")``.
     """
     fpr = check_fpr(fpr)
     check_choice("calibration", calibration, CALIBRATIONS)
@@ -389,6 +395,8 @@ def anomaly_kind(
                 f"{label!r} holds a {learner.name!r} learner, which does not score anomalies; "
                 "use a checkpoint of an anomaly learner (meta_svdd, oc_maml, meta_gmvae)"
             )
+        if calibration == "boundary":
+            boundary_flags(learner, torch.zeros(1, 1))  # a clear error before any task
         return ScorerMethod(label, learner, fpr, calibration, device)
 
     where = anomalies or "other classes (other groups where classes have groups)"
@@ -401,7 +409,9 @@ def anomaly_kind(
         score_labels={
             "auroc": "AUROC",
             "auprc": "AUPRC",
-            "balanced_acc": f"balanced accuracy (fpr={fpr})",
+            "balanced_acc": f"balanced accuracy (fpr={fpr})"
+            if calibration != "boundary"
+            else f"balanced accuracy (learners: learned boundary; baselines: fpr={fpr})",
             "fpr": "false-alarm rate",
         },
         has_query=True,

@@ -57,6 +57,14 @@ first 8 support examples, prior 1) are still read as they were measured.
 ``calibration="auto"`` uses the conformal p-value when it can reach ``fpr`` (``(K+1)·fpr ≥ 1``)
 and the learner's null table otherwise.
 
+**The meta-learned boundary** (``calibration="boundary"``, for a
+:class:`~metaunsup.learners.BoundaryScorer`) sets no p-value: a query is flagged when its score
+is above the boundary the learner's meta-training set (OC-MAML's decision, logit > 0, at which
+its published balanced accuracy is measured; Meta-SVDD's radius). Meta-trained on queries of as
+many anomalies as normals, it balances misses against false alarms; it targets no rate, so
+``fpr`` plays no part and the false alarms on new classes are what they turn out to be.
+:func:`boundary_flags` applies it; :func:`calibrated_pvalues` refuses it.
+
 Shapes: supports ``[B, K, *example_shape]``, scores ``[B, q]``, p-values ``[B, q]`` in
 ``(0, 1]``.
 """
@@ -79,6 +87,7 @@ __all__ = [
     "SCALE_LOO",
     "NullTable",
     "Scorer",
+    "boundary_flags",
     "calibrated_pvalues",
     "check_fpr",
     "conformal_pvalues",
@@ -100,7 +109,21 @@ SCALE_LOO = 16
 NULL_STATS = {"mean": 8, "max": SCALE_LOO}
 
 #: Values of ``calibration``: see the module docstring.
-CALIBRATIONS = ("auto", "conformal", "meta")
+CALIBRATIONS = ("auto", "conformal", "meta", "boundary")
+
+
+def boundary_flags(learner: object, scores: Tensor) -> Tensor:
+    """Flags ``bool [B, q]``: ``scores`` ``[B, q]`` above ``learner``'s meta-learned decision
+    boundary (``calibration="boundary"``); a :class:`ConfigError` for a learner without one."""
+    from metaunsup.learners.base import BoundaryScorer
+
+    if not isinstance(learner, BoundaryScorer):
+        name = getattr(learner, "name", type(learner).__name__)
+        raise ConfigError(
+            f"calibration='boundary' needs a scorer that meta-learned a decision boundary "
+            f"(meta_svdd, oc_maml); {name!r} has none: use calibration='auto' and a target fpr"
+        )
+    return scores > learner.decision_boundary()
 
 
 def check_fpr(fpr: object) -> float:
@@ -269,6 +292,11 @@ def calibrated_pvalues(
     """``(p-values [B, q], how)`` of the query ``scores`` of tasks with ``support``; ``how``
     is ``"conformal"`` or ``"meta"`` (see the module docstring for ``"auto"``)."""
     check_choice("calibration", calibration, CALIBRATIONS)
+    if calibration == "boundary":
+        raise ConfigError(
+            "calibration='boundary' flags at the learner's boundary and sets no p-values "
+            "(boundary_flags); use 'auto', 'conformal' or 'meta' for p-values"
+        )
     k = int(support.shape[1])
     if k < 2:
         raise DataError(

@@ -19,7 +19,8 @@ runtime-checkable), never by looking for attributes:
   :class:`AdaptiveEmbedder` adds ``adapted_params``: an embedding that adapts to the task
   before it is used (Clustering-MAML);
 * :class:`AnomalyScorer` — ``score(support, query)``: how anomalous each query example is
-  against a support of normal examples.
+  against a support of normal examples; :class:`BoundaryScorer` adds ``decision_boundary()``:
+  the score above which its meta-training learned to call a query an anomaly.
 
 Shapes: few-shot batches (:class:`~metaunsup.tasks.batch.TaskBatch`) hold ``B`` tasks; the
 support is ``x`` ``[B, n_way*k_shot, *example_shape]`` with labels ``[B, n_way*k_shot]``, the
@@ -97,6 +98,20 @@ class AnomalyScorer(Protocol):
     def score(self, support: Tensor, query: Tensor) -> Tensor:
         """Anomaly scores ``[B, q]`` (higher = more anomalous) of ``query``
         ``[B, q, *example_shape]`` against ``support`` ``[B, K, *example_shape]``."""
+        ...
+
+
+@runtime_checkable
+class BoundaryScorer(AnomalyScorer, Protocol):
+    """An anomaly scorer that meta-learned *where* to flag, not only how to rank: a query whose
+    score is above ``decision_boundary()`` is an anomaly. This is the decision of OC-MAML's
+    classifier (logit > 0; Frikha et al., AAAI 2021), whose published balanced accuracy is
+    measured there, and of Meta-SVDD's meta-learned radius. Meta-trained on queries of as many
+    anomalies as normals, the boundary trades misses against false alarms as those tasks did;
+    it targets no false-alarm rate (see :mod:`metaunsup.evaluation.calibration`)."""
+
+    def decision_boundary(self) -> float:
+        """The score above which a query is flagged."""
         ...
 
 

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from metaunsup._validation import check_bool, check_choice, check_positive
 from metaunsup.errors import ConfigError, DataError
-from metaunsup.learners.base import AdaptedState, AnomalyScorer, Embedder, MetaLearner
+from metaunsup.learners.base import AdaptedState, BoundaryScorer, Embedder, MetaLearner
 from metaunsup.learners.one_class import NullTableMixin, check_one_class, one_class_loss
 from metaunsup.nets import FunctionalNet, ParamDict
 from metaunsup.tasks.batch import TaskBatch
@@ -60,7 +60,7 @@ def one_class_scores(support_z: Tensor, query_z: Tensor, how: str) -> Tensor:
     return d.min(-1).values
 
 
-class MetaSVDD(NullTableMixin, MetaLearner, AnomalyScorer, Embedder):
+class MetaSVDD(NullTableMixin, MetaLearner, BoundaryScorer, Embedder):
     """Meta-SVDD over an embedding backbone (see the module docstring).
 
     Parameters
@@ -127,6 +127,11 @@ class MetaSVDD(NullTableMixin, MetaLearner, AnomalyScorer, Embedder):
         check_one_class(support, query, self.example_shape)
         with torch.no_grad():
             return self._scores(self.meta_params(False), support, query)
+
+    def decision_boundary(self) -> float:
+        """The meta-learned radius ``r``: the meta-loss's logit ``(s − r) / T`` is positive
+        (anomaly) above it."""
+        return float(self.radius.detach())
 
     def _scores(self, params: ParamDict, support: Tensor, query: Tensor) -> Tensor:
         k = support.shape[1]

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from metaunsup._validation import check_int
 from metaunsup.errors import ConfigError, DataError
-from metaunsup.learners.base import AdaptedState, AnomalyScorer, MetaLearner
+from metaunsup.learners.base import AdaptedState, BoundaryScorer, MetaLearner
 from metaunsup.learners.inner import InnerLoopSettings, LearningRate, gradient_steps
 from metaunsup.learners.one_class import NullTableMixin, check_one_class
 from metaunsup.nets import Conv4, FunctionalNet, ParamDict
@@ -85,7 +85,7 @@ def support_statistics_forward(
     return out_s, out_q
 
 
-class OCMAML(InnerLoopSettings, NullTableMixin, MetaLearner, AnomalyScorer):
+class OCMAML(InnerLoopSettings, NullTableMixin, MetaLearner, BoundaryScorer):
     """OC-MAML (see the module docstring).
 
     Parameters
@@ -159,6 +159,10 @@ class OCMAML(InnerLoopSettings, NullTableMixin, MetaLearner, AnomalyScorer):
             _, out = self.logits(params, support, query)
         assert out is not None
         return out
+
+    def decision_boundary(self) -> float:
+        """0: the adapted classifier calls a query an anomaly when its logit is positive."""
+        return 0.0
 
     # ------------------------------------------------------------------ meta-training
     def meta_loss(self, batch: TaskBatch) -> tuple[Tensor, dict[str, float]]:

@@ -139,6 +139,12 @@ def _summary(model: Any, source: str, reference: str, flags: np.ndarray) -> dict
     type=float,
     help="PyOD's rule instead of --fpr: flag this share of the reference's own scores.",
 )
+@click.option(
+    "--boundary",
+    is_flag=True,
+    help="Flag past the checkpoint's meta-learned decision boundary (Meta-SVDD, OC-MAML: the "
+    "operating point of its meta-training) instead of targeting --fpr.",
+)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the ranked scores as CSV.")
 @click.option(
     "--plot",
@@ -162,6 +168,7 @@ def detect(
     checkpoint: str | None,
     fpr: float,
     contamination: float | None,
+    boundary: bool,
     out: str | None,
     plot: str | None,
     report_dir: str | None,
@@ -176,7 +183,7 @@ def detect(
 
     The threshold targets --fpr false alarms among normal examples, set from the normal
     reference (--normal, else INPUT) and, for a handful of reference examples, from the
-    checkpoint's meta-calibration.
+    checkpoint's meta-calibration; --boundary: the checkpoint's meta-learned boundary.
     """
     from metaunsup.data.arrays import load_arrays
     from metaunsup.evaluation.calibration import check_fpr
@@ -213,6 +220,7 @@ def detect(
         checkpoint,
         fpr=fpr,
         contamination=contamination,
+        calibration="boundary" if boundary else "auto",
         random_state=seed,
         impute=None if impute == "native" else impute,
     )
@@ -286,11 +294,16 @@ def _print(info: dict, text: str, wrote: bool, as_json: bool) -> None:
         "conformal-split": "split conformal on held-out reference examples",
         "meta": "the checkpoint's meta-calibration, rescaled to the reference",
         "contamination": "PyOD's contamination rule (that share of the reference flagged)",
+        "boundary": "the checkpoint's meta-learned decision boundary",
         "none": "none possible: nothing flagged",
     }[info["calibration"]]
+    target = (
+        "no false-alarm target"
+        if info["calibration"] in ("boundary", "contamination")
+        else f"target false-alarm rate {info['fpr']}"
+    )
     lines = [
-        f"flagged {info['flagged']} of {info['examples']} examples of {info['input']} "
-        f"(target false-alarm rate {info['fpr']})",
+        f"flagged {info['flagged']} of {info['examples']} examples of {info['input']} ({target})",
         f"threshold {info['threshold']:.6g} from {info['reference_examples']} reference "
         f"examples; calibration: {how}",
         *(f"wrote {path}" for path in info["files"].values()),
