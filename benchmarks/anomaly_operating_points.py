@@ -54,7 +54,7 @@ import torch
 
 from _record import write_record
 from metaunsup.data import load
-from metaunsup.evaluation.calibration import boundary_flags
+from metaunsup.evaluation.anomaly import boundary_scores
 from metaunsup.evaluation.kinds import task_kind
 from metaunsup.evaluation.protocol import TaskKind, TaskShape, evaluate
 from metaunsup.fileio import atomic_write_text
@@ -141,11 +141,8 @@ def with_oracle(kind: TaskKind, fpr: float, curves: list, learner: object) -> Ta
         base = kind.score(batch, out)
         s, y = out[..., 0].numpy(), batch.query_y.cpu().numpy() > 0
         curves.extend(task_curves(s, y))
-        flags = boundary_flags(learner, out[..., 0]).to(out.dtype)
-        at_boundary = kind.score(batch, torch.stack([out[..., 0], flags], -1))
-        return {**base, **oracle_operating_points(s, y, fpr),
-                "boundary_ba": at_boundary["balanced_acc"],
-                "boundary_fpr": at_boundary["fpr"]}  # fmt: skip
+        at_boundary = boundary_scores(learner, batch.query_y.cpu(), out)
+        return {**base, **oracle_operating_points(s, y, fpr), **at_boundary}
 
     scores = (*kind.scores, "oracle_ba_at_fpr", "youden_ba", "boundary_ba", "boundary_fpr")
     return dataclasses.replace(kind, scores=scores, score=score)

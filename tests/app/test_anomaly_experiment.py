@@ -80,9 +80,13 @@ def test_one_model_for_all_digits_writes_page_and_figures(tiny, tmp_path, monkey
     rows = report["results"]["2"]
     assert {r["method"] for r in rows} == {"tiny label-free", "centroid"}
     assert set(rows[0]["auroc"]["per_digit"]) == {str(d) for d in range(10)}
+    by = {r["method"]: r for r in rows}  # Meta-SVDD is also scored at its learned boundary
+    assert "boundary_ba" in by["tiny label-free"] and "boundary_ba" not in by["centroid"]
+    assert 0.0 <= by["tiny label-free"]["boundary_fpr"]["mean"] <= 1.0
     assert report["training"]["tiny label-free"]["runs"][0]["classes"] == list(range(10))
     page = (tmp_path / "out" / "anomaly_mnist.md").read_text()
     assert "## Goals (issue 15)" in page and "K = 10" in page
+    assert "the same at the learned boundary" in page and "learned boundary: false alarms" in page
     assert "## Rows not measured here" in page and "Why: no time" in page
     assert json.loads((tmp_path / "out" / "anomaly_mnist.json").read_text())["command"]
     assert (tmp_path / "out" / "anomaly_mnist_roc.png").is_file()

@@ -45,7 +45,7 @@ from metaunsup import data
 from metaunsup.checkpoint import read_checkpoint
 from metaunsup.data.base import Dataset
 from metaunsup.errors import ConfigError
-from metaunsup.evaluation.anomaly import anomaly_scores
+from metaunsup.evaluation.anomaly import ScorerMethod, anomaly_scores, boundary_scores
 from metaunsup.evaluation.protocol import Method, environment
 from metaunsup.fileio import atomic_write_json, atomic_write_text
 from metaunsup.metrics import mean_ci
@@ -94,6 +94,9 @@ N_QUERY = 500
 DIGITS = tuple(range(10))
 #: Support size and contamination of the contaminated-support measurement.
 CONTAMINATED_K, CONTAMINATION = 10, 0.1
+#: What a cached cell holds, part of its cache key: "2" added the scores at a learner's
+#: meta-learned boundary (``boundary_ba``, ``boundary_fpr``).
+CELL_SCORES = "cell scores 2"
 #: Methods whose ROC curves and score histograms are drawn (those present).
 FIGURE_METHODS = 4
 
@@ -196,7 +199,9 @@ def _evaluate_cell(
             start = time.perf_counter()
             out = method.run(batch, seed)
             seconds[method.name] += time.perf_counter() - start
-            for name, values in anomaly_scores(batch.query_y, out).items():
+            learner = method.learner if isinstance(method, ScorerMethod) else None
+            at_boundary = boundary_scores(learner, batch.query_y, out)
+            for name, values in {**anomaly_scores(batch.query_y, out), **at_boundary}.items():
                 scores[method.name].setdefault(name, []).extend(values.tolist())
             if i == 0:
                 sample[method.name] = out[0, :, 0].tolist()
@@ -213,10 +218,11 @@ def _model_files(digit: int, runs: dict[str, dict[int | None, Path]]) -> list[Pa
 
 
 def _cache_tag(methods: Sequence[Method], model_files: Sequence[Path]) -> str:
-    """The cache key of a digit's evaluations: the methods' names and the bytes of the models'
-    weights files, so that a retrained or recalibrated model (its thresholds are buffers in
-    the file) is scored again instead of read from an earlier cache."""
-    digest = hashlib.sha1("\n".join(m.name for m in methods).encode())
+    """The cache key of a digit's evaluations: what a cell measures (:data:`CELL_SCORES`), the
+    methods' names and the bytes of the models' weights files, so that a retrained or
+    recalibrated model (its thresholds are buffers in the file) is scored again instead of read
+    from an earlier cache, and so are cells cached before a score was added."""
+    digest = hashlib.sha1("\n".join([CELL_SCORES, *(m.name for m in methods)]).encode())
     for path in model_files:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:8]

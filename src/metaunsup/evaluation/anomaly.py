@@ -54,7 +54,7 @@ from metaunsup.evaluation.calibration import (
     leave_one_out_scores,
 )
 from metaunsup.evaluation.protocol import TaskKind, TaskShape
-from metaunsup.learners import AnomalyScorer, MetaLearner
+from metaunsup.learners import AnomalyScorer, BoundaryScorer, MetaLearner
 from metaunsup.learners.one_class import (
     NULL_GRID,
     NULL_PRIOR,
@@ -178,6 +178,19 @@ def anomaly_scores(truth: torch.Tensor, out: torch.Tensor) -> dict[str, np.ndarr
         "balanced_acc": 0.5 * (tpr + 1.0 - fpr),
         "fpr": fpr,
     }
+
+
+def boundary_scores(
+    learner: object, truth: torch.Tensor, out: torch.Tensor
+) -> dict[str, np.ndarray]:
+    """``boundary_ba`` and ``boundary_fpr`` ``[B]``: balanced accuracy and false alarms of the
+    flags at ``learner``'s meta-learned decision boundary (OC-MAML's operating point), from the
+    scores of a method's output ``[B, q, 2]``; empty for a learner without a boundary."""
+    if not isinstance(learner, BoundaryScorer):
+        return {}
+    flags = boundary_flags(learner, out[..., 0]).to(out.dtype)
+    at = anomaly_scores(truth, torch.stack([out[..., 0], flags], -1))
+    return {"boundary_ba": at["balanced_acc"], "boundary_fpr": at["fpr"]}
 
 
 def _score(batch: TaskBatch, out: torch.Tensor) -> dict[str, np.ndarray]:
