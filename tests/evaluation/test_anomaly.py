@@ -189,7 +189,7 @@ def test_boundary_calibration_flags_above_the_learned_boundary():
     kind = anomaly_kind(calibration="boundary", fpr=0.2)
     assert "learned boundary" in kind.score_labels["balanced_acc"]
     out = kind.method_of("svdd", svdd).run(batch, seed=0)
-    assert torch.equal(out[..., 1] > 0.5, scores > svdd.decision_boundary())
+    assert torch.equal(out[..., 1] > 0.5, scores > svdd.decision_boundary(3))
     assert 0 < int(out[..., 1].sum()) < out[..., 1].numel()
     with pytest.raises(ConfigError, match="'meta_gmvae' has none"):
         gmvae = build_learner({"name": "meta_gmvae", "latent_dim": 2, "decoder_hidden": [4],

@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
+from metaunsup.checkpoint import save_checkpoint
 from metaunsup.errors import ConfigError, DataError
-from metaunsup.learners import BoundaryScorer, build_learner
+from metaunsup.learners import BoundaryScorer, build_learner, load_learner
 from metaunsup.learners.meta_svdd import one_class_scores
 from metaunsup.learners.oc_maml import support_statistics_forward
 from metaunsup.tasks.anomaly import AnomalyTaskSampler
@@ -131,10 +132,48 @@ def test_decision_boundaries_are_the_learners_own_decisions():
     middle = float(svdd.score(support, query).median())
     with torch.no_grad():
         svdd.radius.fill_(middle)  # some queries on each side
-    assert svdd.decision_boundary() == pytest.approx(middle) and ocmaml.decision_boundary() == 0.0
+    # not meta-trained: no support size recorded, the radius at every size
+    assert svdd.decision_boundary(3) == pytest.approx(middle) == svdd.decision_boundary(10)
+    assert ocmaml.decision_boundary(3) == 0.0
     for learner in (svdd, ocmaml):
         decided = learner.predict(learner.adapt(support), query).argmax(-1) == 1
-        flagged = learner.score(support, query) > learner.decision_boundary()
+        flagged = learner.score(support, query) > learner.decision_boundary(3)
         assert torch.equal(decided, flagged)
         if learner is svdd:
             assert 0 < int(flagged.sum()) < flagged.numel()
+
+
+def test_meta_svdd_boundary_follows_the_support_size_it_was_learned_at():
+    """Meta-training records K0; the centre score's boundary at K is r (1 + 1/K) / (1 + 1/K0),
+    which the meta-loss uses too; the nearest-example score keeps r; the buffer is saved."""
+    mlp = {"name": "mlp", "in_features": 5, "hidden": [8], "n_way": None}
+    svdd = build_learner({"name": "meta_svdd", "net": mlp})
+    nearest = build_learner({"name": "meta_svdd", "score": "nearest", "net": mlp})
+    tasks = AnomalyTaskSampler(_blobs(), 4, 6, seed=0)
+    for learner in (svdd, nearest):
+        learner.meta_loss(tasks.sample(2))
+        assert float(learner.radius_support) == 4.0
+    r = float(svdd.radius)
+    assert svdd.decision_boundary(4) == pytest.approx(r)
+    assert svdd.decision_boundary(2) == pytest.approx(r * 1.5 / 1.25)
+    assert svdd.decision_boundary(20) == pytest.approx(r * 1.05 / 1.25)
+    assert nearest.decision_boundary(2) == pytest.approx(float(nearest.radius))
+    svdd.meta_loss(AnomalyTaskSampler(_blobs(), 2, 6, seed=0).sample(2))
+    assert float(svdd.radius_support) == 4.0  # the size of the first tasks is kept
+    assert "radius_support" in svdd.state_dict()
+
+
+def test_an_older_meta_svdd_checkpoint_recovers_its_support_size_from_its_run(tmp_path):
+    """Saved before ``radius_support`` existed: one-class runs record their support size in
+    ``task.k_shot``, from which it is restored; without a run it stays unrecorded."""
+    mlp = {"name": "mlp", "in_features": 5, "hidden": [8], "n_way": None}
+    svdd = build_learner({"name": "meta_svdd", "net": mlp})
+    tensors = {f"model.{k}": v for k, v in svdd.state_dict().items() if k != "radius_support"}
+    run = {"task": {"kind": "anomaly", "k_shot": 7}}
+    for meta, want in (({"run": run}, 7.0), ({}, None)):
+        path = tmp_path / f"old{len(meta)}.safetensors"
+        save_checkpoint(path, tensors, {"kind": "model", "learner": svdd.config(), **meta})
+        loaded = load_learner(path)
+        got = float(loaded.radius_support)
+        assert got == want if want is not None else math.isnan(got)
+    assert loaded.decision_boundary(2) == pytest.approx(float(svdd.radius))

@@ -95,8 +95,9 @@ DIGITS = tuple(range(10))
 #: Support size and contamination of the contaminated-support measurement.
 CONTAMINATED_K, CONTAMINATION = 10, 0.1
 #: What a cached cell holds, part of its cache key: "2" added the scores at a learner's
-#: meta-learned boundary (``boundary_ba``, ``boundary_fpr``).
-CELL_SCORES = "cell scores 2"
+#: meta-learned boundary (``boundary_ba``, ``boundary_fpr``), "3" that boundary at the task's
+#: support size (Meta-SVDD's ``r_K``).
+CELL_SCORES = "cell scores 3"
 #: Methods whose ROC curves and score histograms are drawn (those present).
 FIGURE_METHODS = 4
 
@@ -200,7 +201,7 @@ def _evaluate_cell(
             out = method.run(batch, seed)
             seconds[method.name] += time.perf_counter() - start
             learner = method.learner if isinstance(method, ScorerMethod) else None
-            at_boundary = boundary_scores(learner, batch.query_y, out)
+            at_boundary = boundary_scores(learner, batch.query_y, out, k)
             for name, values in {**anomaly_scores(batch.query_y, out), **at_boundary}.items():
                 scores[method.name].setdefault(name, []).extend(values.tolist())
             if i == 0:

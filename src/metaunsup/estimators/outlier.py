@@ -184,7 +184,8 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
                 f"all {len(x)} examples are identical; give at least two different normal examples"
             )
         self._set_scorer(x, uint8)
-        boundary = self._boundary() if self.calibration == "boundary" else None
+        if self.calibration == "boundary":
+            self._check_boundary()
         net = self._net_input(x)
         rng = check_random_state(self.random_state)
         order = rng.permutation(len(x))
@@ -195,9 +196,10 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
             self.calibration_ = "contamination"
             q = 100.0 * (1.0 - float(self.contamination))
             self.threshold_ = float(np.percentile(self.decision_scores_, q))
-        elif boundary is not None:
+        elif self.calibration == "boundary":
             self.calibration_ = "boundary"
-            self.threshold_ = boundary
+            assert isinstance(self.learner_, BoundaryScorer)
+            self.threshold_ = self.learner_.decision_boundary(self.n_reference_)
         else:
             self.threshold_ = threshold_at(cal, float(self.fpr)) if len(cal) else math.inf
         if math.isinf(self.threshold_):
@@ -292,15 +294,15 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
             scale = 255.0 if uint8 else max(1.0, float(x.max()))
         self.offset_x_, self.scale_x_ = 0.0, scale
 
-    def _boundary(self) -> float:
-        """The checkpoint's meta-learned decision boundary (``calibration="boundary"``)."""
+    def _check_boundary(self) -> None:
+        """A clear error, before any scoring, when ``calibration="boundary"`` meets a scorer
+        without a meta-learned decision boundary."""
         if self.learner_ is None or not isinstance(self.learner_, BoundaryScorer):
             what = "no checkpoint" if self.learner_ is None else f"a {self.learner_.name!r} model"
             raise ConfigError(
                 f"calibration='boundary' needs a checkpoint that meta-learned a decision "
                 f"boundary (meta_svdd, oc_maml), got {what}; use calibration='auto' and fpr"
             )
-        return self.learner_.decision_boundary()
 
     def _net_input(self, x: np.ndarray) -> torch.Tensor:
         """Scaled examples ``[n, *input_shape_]`` (``float32``)."""

@@ -132,7 +132,7 @@ class ScorerMethod:
         """``float64 [B, 2q, 2]``: scores and flags (the labels are not read)."""
         scores = self.score(batch.support_x, batch.query_x)
         if self.calibration == "boundary":
-            flags = boundary_flags(self.learner, scores)
+            flags = boundary_flags(self.learner, scores, int(batch.support_x.shape[1]))
             return torch.stack([scores, flags.to(torch.float64)], -1)
         p, _ = calibrated_pvalues(
             self.score,
@@ -181,14 +181,15 @@ def anomaly_scores(truth: torch.Tensor, out: torch.Tensor) -> dict[str, np.ndarr
 
 
 def boundary_scores(
-    learner: object, truth: torch.Tensor, out: torch.Tensor
+    learner: object, truth: torch.Tensor, out: torch.Tensor, k: int
 ) -> dict[str, np.ndarray]:
     """``boundary_ba`` and ``boundary_fpr`` ``[B]``: balanced accuracy and false alarms of the
     flags at ``learner``'s meta-learned decision boundary (OC-MAML's operating point), from the
-    scores of a method's output ``[B, q, 2]``; empty for a learner without a boundary."""
+    scores of a method's output ``[B, q, 2]`` on tasks of ``k`` support examples; empty for a
+    learner without a boundary."""
     if not isinstance(learner, BoundaryScorer):
         return {}
-    flags = boundary_flags(learner, out[..., 0]).to(out.dtype)
+    flags = boundary_flags(learner, out[..., 0], k).to(out.dtype)
     at = anomaly_scores(truth, torch.stack([out[..., 0], flags], -1))
     return {"boundary_ba": at["balanced_acc"], "boundary_fpr": at["fpr"]}
 
@@ -409,7 +410,7 @@ def anomaly_kind(
                 "use a checkpoint of an anomaly learner (meta_svdd, oc_maml, meta_gmvae)"
             )
         if calibration == "boundary":
-            boundary_flags(learner, torch.zeros(1, 1))  # a clear error before any task
+            boundary_flags(learner, torch.zeros(1, 1), 2)  # a clear error before any task
         return ScorerMethod(label, learner, fpr, calibration, device)
 
     where = anomalies or "other classes (other groups where classes have groups)"

@@ -112,9 +112,10 @@ NULL_STATS = {"mean": 8, "max": SCALE_LOO}
 CALIBRATIONS = ("auto", "conformal", "meta", "boundary")
 
 
-def boundary_flags(learner: object, scores: Tensor) -> Tensor:
-    """Flags ``bool [B, q]``: ``scores`` ``[B, q]`` above ``learner``'s meta-learned decision
-    boundary (``calibration="boundary"``); a :class:`ConfigError` for a learner without one."""
+def boundary_flags(learner: object, scores: Tensor, k: int) -> Tensor:
+    """Flags ``bool [B, q]``: ``scores`` ``[B, q]`` of tasks with ``k`` support examples above
+    ``learner``'s meta-learned decision boundary at that size (``calibration="boundary"``); a
+    :class:`ConfigError` for a learner without one."""
     from metaunsup.learners.base import BoundaryScorer
 
     if not isinstance(learner, BoundaryScorer):
@@ -123,7 +124,7 @@ def boundary_flags(learner: object, scores: Tensor) -> Tensor:
             f"calibration='boundary' needs a scorer that meta-learned a decision boundary "
             f"(meta_svdd, oc_maml); {name!r} has none: use calibration='auto' and a target fpr"
         )
-    return scores > learner.decision_boundary()
+    return scores > learner.decision_boundary(k)
 
 
 def check_fpr(fpr: object) -> float:

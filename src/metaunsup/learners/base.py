@@ -19,8 +19,8 @@ runtime-checkable), never by looking for attributes:
   :class:`AdaptiveEmbedder` adds ``adapted_params``: an embedding that adapts to the task
   before it is used (Clustering-MAML);
 * :class:`AnomalyScorer` — ``score(support, query)``: how anomalous each query example is
-  against a support of normal examples; :class:`BoundaryScorer` adds ``decision_boundary()``:
-  the score above which its meta-training learned to call a query an anomaly.
+  against a support of normal examples; :class:`BoundaryScorer` adds ``decision_boundary(k)``:
+  the score above which its meta-training learned to call a query an anomaly (support of ``k``).
 
 Shapes: few-shot batches (:class:`~metaunsup.tasks.batch.TaskBatch`) hold ``B`` tasks; the
 support is ``x`` ``[B, n_way*k_shot, *example_shape]`` with labels ``[B, n_way*k_shot]``, the
@@ -104,14 +104,16 @@ class AnomalyScorer(Protocol):
 @runtime_checkable
 class BoundaryScorer(AnomalyScorer, Protocol):
     """An anomaly scorer that meta-learned *where* to flag, not only how to rank: a query whose
-    score is above ``decision_boundary()`` is an anomaly. This is the decision of OC-MAML's
-    classifier (logit > 0; Frikha et al., AAAI 2021), whose published balanced accuracy is
-    measured there, and of Meta-SVDD's meta-learned radius. Meta-trained on queries of as many
-    anomalies as normals, the boundary trades misses against false alarms as those tasks did;
-    it targets no false-alarm rate (see :mod:`metaunsup.evaluation.calibration`)."""
+    score is above ``decision_boundary(k)`` is an anomaly (``k``: the task's support size).
+    This is the decision of OC-MAML's classifier (logit > 0; Frikha et al., AAAI 2021), where
+    its published balanced accuracy is measured, and of Meta-SVDD's meta-learned radius.
+    Meta-trained on queries of as many anomalies as normals, the boundary trades misses against
+    false alarms as those tasks did; it targets no false-alarm rate (see
+    :mod:`metaunsup.evaluation.calibration`)."""
 
-    def decision_boundary(self) -> float:
-        """The score above which a query is flagged."""
+    def decision_boundary(self, k: int) -> float:
+        """The score above which a query of a task with ``k`` normal support examples is
+        flagged."""
         ...
 
 
@@ -243,6 +245,11 @@ class MetaLearner(nn.Module, ABC):
     def config(self) -> dict[str, Any]:
         """``{"name": ..., "net": net.config(), **hparams}``; ``build_learner`` rebuilds it."""
         return {"name": self.name, "net": self.net.config(), **self.hparams()}
+
+    def restore_missing_state(self, absent: set[str], run: Mapping[str, Any]) -> None:
+        """Fill the optional buffers a checkpoint lacks (``absent``: their names; it was saved
+        before they existed) from the run configuration it was saved with (``run``, possibly
+        empty). By default none can be recovered and they keep their initial value."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> MetaLearner:

@@ -1,4 +1,4 @@
-"""Meta-SVDD: one-class prototypes in a meta-learned embedding.
+r"""Meta-SVDD: one-class prototypes in a meta-learned embedding.
 
 Deep SVDD (Ruff et al., "Deep One-Class Classification", ICML 2018) maps the normal data into
 a small hypersphere around a centre ``c`` and scores ``‖f(x) − c‖²``; it needs thousands of
@@ -16,8 +16,19 @@ mean the same on every task.
 **Meta-training** on one-class tasks (a normal support, a query of normals and anomalies,
 :mod:`metaunsup.tasks.anomaly`; in unsupervised runs CACTUs pseudo-classes of unlabeled data,
 :mod:`metaunsup.tasks.pseudo.cactus_anomaly`): the query's binary cross-entropy with logits
-``(s − r) / T``, a meta-learned radius ``r`` and temperature ``T``
+``(s − r_K) / T``, a meta-learned radius ``r`` and temperature ``T``
 (:func:`~metaunsup.learners.one_class.one_class_loss`). There is no inner loop.
+
+**The boundary at any support size.** ``r`` is learned at the support size ``K₀`` of the
+meta-training tasks (recorded in the buffer ``radius_support``). With ``score="centre"`` a normal
+query's squared distance to the mean of ``K`` normal support embeddings has expectation
+``tr Σ · (1 + 1/K)`` (its own spread plus the mean's), so the boundary at support size ``K`` is
+
+.. math:: r_K = r \, \frac{1 + 1/K}{1 + 1/K_0},
+
+which is ``r`` at ``K₀``. Without it, a boundary learned at ``K₀ = 5`` flags too many normal
+queries at ``K = 2`` and too few anomalies at ``K = 10``. ``score="nearest"`` keeps ``r`` at every
+size, and so do checkpoints saved before ``K₀`` was recorded.
 
 **Non-transductive**: every example is embedded on its own, so the backbone must not use batch
 statistics (``norm = "group"`` or ``"none"``); a query's score depends on the support and on
@@ -30,6 +41,7 @@ Shapes: support ``[B, K, *example_shape]``, query ``[B, q, *example_shape]``, em
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -76,6 +88,8 @@ class MetaSVDD(NullTableMixin, MetaLearner, BoundaryScorer, Embedder):
     """
 
     name: ClassVar[str] = "meta_svdd"
+    #: Checkpoints saved before ``radius_support`` existed load with it unrecorded (NaN).
+    optional_state: tuple[str, ...] = (*NullTableMixin.optional_state, "radius_support")
     fixed_way: ClassVar[bool] = False
     headless: ClassVar[bool] = True
     task_kinds: ClassVar[tuple[str, ...]] = ("anomaly", "anomaly-hard")
@@ -100,6 +114,8 @@ class MetaSVDD(NullTableMixin, MetaLearner, BoundaryScorer, Embedder):
         self.temperature = check_positive("temperature", temperature)
         self.radius = nn.Parameter(torch.tensor(self.radius_init))
         self.log_temperature = nn.Parameter(torch.tensor(math.log(self.temperature)))
+        # the support size the radius was meta-learned at (NaN: not recorded)
+        self.register_buffer("radius_support", torch.tensor(float("nan")))
         self.example_shape = tuple(net.example_shape)
         self.init_null_table()
 
@@ -128,10 +144,25 @@ class MetaSVDD(NullTableMixin, MetaLearner, BoundaryScorer, Embedder):
         with torch.no_grad():
             return self._scores(self.meta_params(False), support, query)
 
-    def decision_boundary(self) -> float:
-        """The meta-learned radius ``r``: the meta-loss's logit ``(s − r) / T`` is positive
-        (anomaly) above it."""
-        return float(self.radius.detach())
+    def decision_boundary(self, k: int) -> float:
+        """``r_K`` for a support of ``k`` (see the module docstring): the meta-loss's logit
+        ``(s − r_K) / T`` is positive (anomaly) above it."""
+        return float(self.boundary(k).detach())
+
+    def restore_missing_state(self, absent: set[str], run: Mapping[str, Any]) -> None:
+        """A checkpoint saved before ``radius_support`` existed was meta-learned at its run's
+        ``task.k_shot`` (one-class tasks of a fixed size): recorded from there."""
+        task = run.get("task") or {}
+        known = task.get("kind") in self.task_kinds and task.get("k_shot")
+        if "radius_support" in absent and known:
+            self.radius_support.fill_(float(task["k_shot"]))
+
+    def boundary(self, k: int) -> Tensor:
+        """``r_K`` as a 0-d tensor (differentiable in ``r``)."""
+        k0 = float(self.radius_support)
+        if self.score_kind != "centre" or math.isnan(k0):
+            return self.radius
+        return self.radius * ((1.0 + 1.0 / k) / (1.0 + 1.0 / k0))
 
     def _scores(self, params: ParamDict, support: Tensor, query: Tensor) -> Tensor:
         k = support.shape[1]
@@ -141,12 +172,16 @@ class MetaSVDD(NullTableMixin, MetaLearner, BoundaryScorer, Embedder):
     # ------------------------------------------------------------------ meta-training
     def meta_loss(self, batch: TaskBatch) -> tuple[Tensor, dict[str, float]]:
         """Binary cross-entropy of the query of one-class tasks (``batch.query_y``: 1 =
-        anomaly) with logits ``(s − r) / T``; metrics ``loss``, ``acc``, ``auroc``, ``radius``
+        anomaly) with logits ``(s − r_K) / T``; metrics ``loss``, ``acc``, ``auroc``, ``radius``
         and ``temperature``."""
         if batch.n_query < 1 or batch.query_y.shape != batch.query_x.shape[:2]:
             raise DataError(f"{self.name} meta-trains on one-class tasks with a query")
         s = self._scores(self.meta_params(True), batch.support_x, batch.query_x)
-        loss, metrics = one_class_loss(s, batch.query_y, self.radius, self.log_temperature)
+        k = int(batch.support_x.shape[1])
+        if math.isnan(float(self.radius_support)):
+            self.radius_support.fill_(k)  # r is meta-learned at this size (see boundary)
+        boundary = self.boundary(k)
+        loss, metrics = one_class_loss(s, batch.query_y, boundary, self.log_temperature)
         metrics["radius"] = float(self.radius.detach())
         metrics["temperature"] = float(self.log_temperature.detach().exp())
         return loss, metrics
@@ -169,10 +204,9 @@ class MetaSVDD(NullTableMixin, MetaLearner, BoundaryScorer, Embedder):
         return AdaptedState(params, int(support_x.shape[0]), 2, {"support_embeddings": z})
 
     def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
-        """Two-class logits ``[B, m, 2]`` (normal, anomaly) = ``[0, (s − r) / T]``: the
+        """Two-class logits ``[B, m, 2]`` (normal, anomaly) = ``[0, (s − r_K) / T]``: the
         meta-learned boundary's decision."""
-        s = one_class_scores(
-            state.extras["support_embeddings"], self.embed(x, state.params), self.score_kind
-        )
-        logit = (s - self.radius) * torch.exp(-self.log_temperature)
+        support = state.extras["support_embeddings"]
+        s = one_class_scores(support, self.embed(x, state.params), self.score_kind)
+        logit = (s - self.boundary(int(support.shape[1]))) * torch.exp(-self.log_temperature)
         return torch.stack([torch.zeros_like(logit), logit], -1)

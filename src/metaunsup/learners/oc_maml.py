@@ -160,8 +160,9 @@ class OCMAML(InnerLoopSettings, NullTableMixin, MetaLearner, BoundaryScorer):
         assert out is not None
         return out
 
-    def decision_boundary(self) -> float:
-        """0: the adapted classifier calls a query an anomaly when its logit is positive."""
+    def decision_boundary(self, k: int) -> float:
+        """0 for any support size ``k``: the adapted classifier calls a query an anomaly when
+        its logit is positive."""
         return 0.0
 
     # ------------------------------------------------------------------ meta-training

@@ -113,6 +113,9 @@ def load_learner(
             f"{str(path)!r} describes a learner this version cannot build: {err}"
         ) from None
     load_model_state(learner, tensors, str(path))
+    absent = {name for name in learner.state_dict() if f"model.{name}" not in tensors}
+    if absent:
+        learner.restore_missing_state(absent, meta.get("run") or {})
     if example_shape is not None:
         check_fits(learner, tuple(example_shape), f"checkpoint {str(name_or_path)!r}")
     return learner.to(device).eval()
