@@ -141,7 +141,8 @@ def with_oracle(kind: TaskKind, fpr: float, curves: list, learner: object) -> Ta
         base = kind.score(batch, out)
         s, y = out[..., 0].numpy(), batch.query_y.cpu().numpy() > 0
         curves.extend(task_curves(s, y))
-        at_boundary = boundary_scores(learner, batch.query_y.cpu(), out)
+        k = int(batch.support_x.shape[1])
+        at_boundary = boundary_scores(learner, batch.query_y.cpu(), out, k)
         return {**base, **oracle_operating_points(s, y, fpr), **at_boundary}
 
     scores = (*kind.scores, "oracle_ba_at_fpr", "youden_ba", "boundary_ba", "boundary_fpr")
