@@ -15,10 +15,15 @@ the AUROC drop when 10% of a ``K = 10`` support is anomalous (one drawing of ano
 character), on both tracks, with the same task seeds.
 
 ``--method`` runs a subset of the baselines (default: all); the page lists the ones left out
-and ``--note`` says why.
+and ``--note`` says why. A checkpoint that meta-learned a decision boundary (Meta-SVDD, OC-MAML)
+is scored a second time with its flags at that boundary (``metaunsup evaluate --boundary``: the
+row ``CHECKPOINT (learned boundary)``, the operating point of OC-MAML's published figures).
+``--name`` names the page and its JSON files (default ``anomaly_omniglot``), so that another
+checkpoint's page does not replace the packaged model's.
 
 Run: ``.venv/bin/python benchmarks/anomaly_omniglot.py [--checkpoint omniglot-anomaly]
-[--tasks 1000] [--method NAME ...] [--note TEXT] [--threads 1] [--out docs/results]``.
+[--tasks 1000] [--method NAME ...] [--note TEXT] [--name NAME] [--threads 1]
+[--out docs/results]``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import torch
 
+from metaunsup.app.commands.evaluate import at_boundary
 from metaunsup.app.report.tables import report_title, results_table
 from metaunsup.data import load
 from metaunsup.evaluation.anomaly import anomaly_kind
@@ -41,7 +47,7 @@ from metaunsup.evaluation.anomaly_baselines import ANOMALY_BASELINES
 from metaunsup.evaluation.kinds import task_kind
 from metaunsup.evaluation.protocol import TaskShape, evaluate
 from metaunsup.fileio import atomic_write_json, atomic_write_text
-from metaunsup.learners import load_learner
+from metaunsup.learners import BoundaryScorer, load_learner
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACKS = {"easy": "anomaly", "hard": "anomaly-hard"}
@@ -51,12 +57,15 @@ PUBLISHED = {2: 0.966, 10: 0.976}
 CONTAMINATED_K, CONTAMINATION, CONTAMINATED_BASELINES = 10, 0.1, ("centroid", "knn")
 
 
-def command(checkpoint: str, kind: str, k: int, tasks: int, path: Path, names: list[str]) -> str:
+def command(
+    checkpoint: str, kind: str, k: int, tasks: int, path: Path, names: list[str], boundary: bool
+) -> str:
     methods = " ".join(f"--method {m}" for m in names)
     return (
         f"metaunsup evaluate --checkpoint {checkpoint} --dataset omniglot --split evaluation "
         f"--task {kind} --k-shot {k} --query {20 - k} --tasks {tasks} --seed 0 --threads 1 "
-        f"{methods} --json {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}"
+        f"{'--boundary ' * boundary}{methods} "
+        f"--json {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}"
     )
 
 
@@ -67,27 +76,32 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--method", action="append", choices=ANOMALY_BASELINES, default=None)
     parser.add_argument("--note", default="", help="why baselines were left out (on the page)")
+    parser.add_argument("--name", default="anomaly_omniglot", help="page and JSON file names")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = list(args.method or ANOMALY_BASELINES)
     test = load("omniglot", "evaluation")
     learner = load_learner(args.checkpoint)
+    boundary = isinstance(learner, BoundaryScorer)
     reports, contaminated = {}, {}
     for track, name in TRACKS.items():
         kind = task_kind(name)
         for k in (2, 10):
-            path = args.out / f"anomaly_omniglot_{track}_k{k}.json"
+            path = args.out / f"{args.name}_{track}_k{k}.json"
             methods = [*kind.resolve(names), kind.method_of(args.checkpoint, learner)]
+            if boundary:
+                methods.append(at_boundary(methods[-1], args.checkpoint))
             report = evaluate(kind, test, methods, shape=TaskShape(1, k, 20 - k),
                               n_tasks=args.tasks, seed=0).to_json()  # fmt: skip
-            report["command"] = command(args.checkpoint, name, k, args.tasks, path, names)
+            report["command"] = command(args.checkpoint, name, k, args.tasks, path, names,
+                                        boundary)  # fmt: skip
             atomic_write_json(path, report)
             reports[(track, k)] = report
             print(report_title(report))
             print(results_table(report), flush=True)
         contaminated[track] = _contaminated(test, track, learner, args)
-    atomic_write_text(args.out / "anomaly_omniglot.md", page(reports, contaminated, names, args))
+    atomic_write_text(args.out / f"{args.name}.md", page(reports, contaminated, names, args))
 
 
 def _contaminated(test: Any, track: str, learner: Any, args: argparse.Namespace) -> dict:
@@ -98,7 +112,7 @@ def _contaminated(test: Any, track: str, learner: Any, args: argparse.Namespace)
     methods = [*kind.resolve(beside), kind.method_of(args.checkpoint, learner)]
     shape = TaskShape(1, CONTAMINATED_K, 20 - CONTAMINATED_K)
     report = evaluate(kind, test, methods, shape=shape, n_tasks=args.tasks, seed=0).to_json()
-    atomic_write_json(args.out / f"anomaly_omniglot_{track}_k{CONTAMINATED_K}_contaminated.json",
+    atomic_write_json(args.out / f"{args.name}_{track}_k{CONTAMINATED_K}_contaminated.json",
                       report)  # fmt: skip
     print(f"{track} track, K = {CONTAMINATED_K}, {CONTAMINATION:.0%} of the support anomalous")
     print(results_table(report), flush=True)
@@ -112,7 +126,8 @@ def page(reports: dict, contaminated: dict, names: list[str], args: argparse.Nam
         "",
         f"Measured {env['date']} ({env['torch_threads']} torch thread, a shared CPU) with "
         f"`python benchmarks/anomaly_omniglot.py --checkpoint {args.checkpoint} --tasks "
-        f"{args.tasks}{_options(names, args.note)} --threads 1`; each table is also one "
+        f"{args.tasks}{_options(names, args.note)}{_name_option(args.name)} --threads 1`; each "
+        "table is also one "
         "`metaunsup evaluate` command (below it).",
         "",
         "**Protocol.** A task's normal class is one character of the Omniglot evaluation split "
@@ -135,6 +150,13 @@ def page(reports: dict, contaminated: dict, names: list[str], args: argparse.Nam
         got = ours["balanced_acc"]["mean"]
         lines.append(f"| balanced accuracy at K = {k} ≥ {target} (OC-MAML, published) | "
                      f"{got:.3f} | {'yes' if got >= target else 'no'} |")  # fmt: skip
+        at = next((r for r in rows if r["method"] == f"{args.checkpoint} (learned boundary)"),
+                  None)  # fmt: skip
+        if at is not None:
+            got, alarms = at["balanced_acc"]["mean"], at["fpr"]["mean"]
+            lines.append(f"| the same at its learned boundary (OC-MAML's operating point; no "
+                         f"false-alarm target) | {got:.3f}, false alarms {alarms:.3f} | "
+                         f"{'yes' if got >= target else 'no'} |")  # fmt: skip
     for (track, k), report in reports.items():
         ours = next(r for r in report["results"] if r["method"] == args.checkpoint)
         rate = ours["fpr"]["mean"]
@@ -147,11 +169,15 @@ def page(reports: dict, contaminated: dict, names: list[str], args: argparse.Nam
                   f"Not run: {', '.join(f'`{b}`' for b in left_out)}."]  # fmt: skip
         if args.note:
             lines += ["", f"Why: {args.note}"]
-    lines += ["", *_contamination_table(reports, contaminated)]
+    lines += ["", *_contamination_table(reports, contaminated, args.name)]
     for (track, k), report in reports.items():
         lines += ["", f"## {track} track, K = {k}", "", results_table(report), "",
                   f"`{report['command']}`"]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _name_option(name: str) -> str:
+    return "" if name == "anomaly_omniglot" else f" --name {name}"
 
 
 def _options(names: list[str], note: str) -> str:
@@ -160,7 +186,7 @@ def _options(names: list[str], note: str) -> str:
     return "".join(f" --method {n}" for n in names) + (f" --note {json.dumps(note)}" * bool(note))
 
 
-def _contamination_table(reports: dict, contaminated: dict) -> list[str]:
+def _contamination_table(reports: dict, contaminated: dict, name: str) -> list[str]:
     k = CONTAMINATED_K
     lines = [
         f"## Contaminated support (K = {k}, {CONTAMINATION:.0%} of it anomalous, "
@@ -168,7 +194,7 @@ def _contamination_table(reports: dict, contaminated: dict) -> list[str]:
         "",
         "One of the ten support slots holds an anomaly instead (drawn like the track's query "
         "anomalies, never the same drawings); task seed 0 as on the clean tracks; written to "
-        f"`anomaly_omniglot_<track>_k{k}_contaminated.json`.",
+        f"`{name}_<track>_k{k}_contaminated.json`.",
         "",
         "| track | method | AUROC, clean | AUROC, contaminated | drop |",
         "|---|---|---|---|---|",

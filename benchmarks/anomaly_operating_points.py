@@ -18,7 +18,8 @@ where ``TPR`` is what the scores catch at that rate. This script measures, on th
   constraint (Youden's J; again with the query labels): the most any threshold rule could
   reach with these scores, whatever false alarms it accepts;
 * ``boundary_ba``, ``boundary_fpr``: balanced accuracy and false alarms of the flags at the
-  scorer's meta-learned decision boundary (``calibration="boundary"``, Meta-SVDD's radius):
+  scorer's meta-learned decision boundary (``calibration="boundary"``, Meta-SVDD's radius at
+  the task's support size):
   the operating point at which OC-MAML's published balanced accuracy is measured (its
   classifier's logit > 0), with no false-alarm target. It reads no label.
 
@@ -220,7 +221,8 @@ def page(rows: list[dict], command: str, date: str, fpr: float) -> str:
         "constraint (Youden's J), again with the labels: the most any threshold rule reaches "
         "with these scores;",
         "- **learned boundary**: the scorer's flags at its meta-learned decision boundary "
-        "(`calibration='boundary'`, `metaunsup detect --boundary`; Meta-SVDD's radius), read "
+        "(`calibration='boundary'`, `metaunsup detect --boundary`; Meta-SVDD's radius, at the "
+        "task's support size), read "
         "without labels: the operating point at which OC-MAML's published balanced accuracy is "
         "measured (its classifier's logit > 0), with no false-alarm target.",
         "",

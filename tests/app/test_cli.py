@@ -150,6 +150,48 @@ def test_python_names_become_the_commands_options():
     assert for_cli(message, "train") == message  # train's messages name config keys
 
 
+def test_evaluate_anomaly_checkpoint_also_at_its_learned_boundary(tmp_path, capsys):
+    """``--boundary`` adds the checkpoint's flags at its meta-learned boundary as a second row
+    of the identical tasks (same scores, other flags); a checkpoint without one is refused."""
+    import torch
+
+    from metaunsup.data import load
+    from metaunsup.learners import build_learner
+    from metaunsup.tasks.anomaly import AnomalyTaskSampler
+    from tests.helpers.estimators import save_learner
+
+    torch.manual_seed(0)
+    net = {"name": "conv4", "in_channels": 1, "image_size": [8, 8], "hidden": 8, "depth": 2,
+           "n_way": None, "norm": "group", "groups": 2}  # fmt: skip
+    svdd = build_learner({"name": "meta_svdd", "net": net})
+    tasks = AnomalyTaskSampler(load("digits", "train"), 5, 10, seed=0)
+    optimizer = torch.optim.Adam(svdd.parameters(), lr=3e-3)
+    for _ in range(20):
+        loss, _ = svdd.meta_loss(tasks.sample(4))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    path = str(save_learner(svdd, tmp_path / "svdd.safetensors"))
+    out_json = tmp_path / "anomaly.json"
+    code, out, err = run(
+        capsys, "evaluate", "--task", "anomaly", "--dataset", "digits", "--k-shot", "2",
+        "--query", "10", "--tasks", "20", "--checkpoint", path, "--boundary", "--method",
+        "centroid", "--json", str(out_json), "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "(learned boundary)" in out
+    rows = {r["method"]: r for r in json.loads(out_json.read_text())["results"]}
+    assert set(rows) == {"centroid", path, f"{path} (learned boundary)"}
+    at = rows[f"{path} (learned boundary)"]
+    assert at["auroc"] == rows[path]["auroc"] and at["fpr"] != rows[path]["fpr"]
+    gmvae = build_learner({"name": "meta_gmvae", "latent_dim": 3, "decoder_hidden": [4],
+                           "net": net})  # fmt: skip
+    other = str(save_learner(gmvae, tmp_path / "gmvae.safetensors"))
+    code, _, err = run(capsys, "evaluate", "--task", "anomaly", "--k-shot", "2", "--query", "5",
+                       "--tasks", "2", "--checkpoint", other, "--boundary")  # fmt: skip
+    assert code == 2 and "--boundary is for anomaly tasks" in err and len(err.splitlines()) == 1
+
+
 def test_evaluate_help_lists_every_registered_kind_and_baseline():
     from click.testing import CliRunner
 

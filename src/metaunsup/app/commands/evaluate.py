@@ -5,6 +5,7 @@ methods on the identical tasks (:func:`metaunsup.evaluation.protocol.evaluate`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +18,9 @@ from metaunsup.app.console import (
     set_threads,
 )
 from metaunsup.errors import ConfigError
+
+if TYPE_CHECKING:
+    from metaunsup.evaluation.protocol import Method
 
 __all__ = ["evaluate"]
 
@@ -52,6 +56,12 @@ __all__ = ["evaluate"]
     type=click.IntRange(min=0),
     help="Test-time adaptation steps (ProtoNet: transductive refinement steps with the query).",
 )
+@click.option(
+    "--boundary",
+    is_flag=True,
+    help="Anomaly tasks: also score each checkpoint that meta-learned a decision boundary "
+    "(Meta-SVDD, OC-MAML) with its flags at that boundary, as a second row.",
+)
 @click.option("--tasks", type=POSITIVE, default=1000, show_default=True, help="Test tasks.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
@@ -79,6 +89,7 @@ def evaluate(
     query: int,
     checkpoints: Sequence[str],
     steps: int | None,
+    boundary: bool,
     tasks: int,
     seed: int,
     methods: Sequence[str],
@@ -107,6 +118,8 @@ def evaluate(
         if name not in names:
             learner = load_learner(name, torch_device)
             chosen.append(kind.method_of(name, learner, steps, torch_device))
+            if boundary:
+                chosen.append(at_boundary(chosen[-1], name))
     if not chosen:
         raise ConfigError(f"nothing to evaluate on {task} tasks: pass --checkpoint (a trained "
                           "model)")  # fmt: skip
@@ -120,6 +133,23 @@ def evaluate(
     if json_path is not None:
         atomic_write_json(json_path, report)
         click.echo(f"wrote {json_path}")
+
+
+def at_boundary(method: Method, name: str) -> Method:
+    """``method`` (a checkpoint's) flagging at its learner's meta-learned decision boundary
+    instead of a false-alarm target, named ``"NAME (learned boundary)"``."""
+    import dataclasses
+
+    from metaunsup.evaluation.anomaly import ScorerMethod
+    from metaunsup.learners import BoundaryScorer
+
+    if not isinstance(method, ScorerMethod) or not isinstance(method.learner, BoundaryScorer):
+        raise ConfigError(
+            f"--boundary is for anomaly tasks and checkpoints that meta-learned a decision "
+            f"boundary (meta_svdd, oc_maml); {name!r} on these tasks has none: leave out "
+            "--boundary"
+        )
+    return dataclasses.replace(method, name=f"{name} (learned boundary)", calibration="boundary")
 
 
 def _task_help() -> str:
