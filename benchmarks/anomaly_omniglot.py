@@ -19,7 +19,9 @@ and ``--note`` says why. A checkpoint that meta-learned a decision boundary (Met
 is scored a second time with its flags at that boundary (``metaunsup evaluate --boundary``: the
 row ``CHECKPOINT (learned boundary)``, the operating point of OC-MAML's published figures).
 ``--name`` names the page and its JSON files (default ``anomaly_omniglot``), so that another
-checkpoint's page does not replace the packaged model's.
+checkpoint's page does not replace the packaged model's; ``--about`` is a sentence on the page
+saying what that checkpoint is. ``--page`` writes the page again from the JSON files (the same
+options), without measuring.
 
 Run: ``.venv/bin/python benchmarks/anomaly_omniglot.py [--checkpoint omniglot-anomaly]
 [--tasks 1000] [--method NAME ...] [--note TEXT] [--name NAME] [--threads 1]
@@ -77,10 +79,20 @@ def main() -> None:
     parser.add_argument("--method", action="append", choices=ANOMALY_BASELINES, default=None)
     parser.add_argument("--note", default="", help="why baselines were left out (on the page)")
     parser.add_argument("--name", default="anomaly_omniglot", help="page and JSON file names")
+    parser.add_argument("--about", default="", help="what the checkpoint is (on the page)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    parser.add_argument("--page", action="store_true", help="rewrite the page from the JSON")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     names = list(args.method or ANOMALY_BASELINES)
+    if args.page:
+        read = lambda path: json.loads(path.read_text())  # noqa: E731
+        reports = {(t, k): read(args.out / f"{args.name}_{t}_k{k}.json") for t in TRACKS
+                   for k in (2, 10)}  # fmt: skip
+        contaminated = {t: read(args.out / f"{args.name}_{t}_k{CONTAMINATED_K}_contaminated.json")
+                        for t in TRACKS}  # fmt: skip
+        atomic_write_text(args.out / f"{args.name}.md", page(reports, contaminated, names, args))
+        return
+    torch.set_num_threads(args.threads)
     test = load("omniglot", "evaluation")
     learner = load_learner(args.checkpoint)
     boundary = isinstance(learner, BoundaryScorer)
@@ -126,9 +138,10 @@ def page(reports: dict, contaminated: dict, names: list[str], args: argparse.Nam
         "",
         f"Measured {env['date']} ({env['torch_threads']} torch thread, a shared CPU) with "
         f"`python benchmarks/anomaly_omniglot.py --checkpoint {args.checkpoint} --tasks "
-        f"{args.tasks}{_options(names, args.note)}{_name_option(args.name)} --threads 1`; each "
-        "table is also one "
+        f"{args.tasks}{_options(names, args.note)}{_name_option(args.name, args.about)} "
+        "--threads 1`; each table is also one "
         "`metaunsup evaluate` command (below it).",
+        *(["", f"**Model.** {args.about}"] if args.about else []),
         "",
         "**Protocol.** A task's normal class is one character of the Omniglot evaluation split "
         "(its 20 alphabets and 659 characters are never seen in meta-training); the support is "
@@ -176,8 +189,9 @@ def page(reports: dict, contaminated: dict, names: list[str], args: argparse.Nam
     return "\n".join(lines) + "\n"
 
 
-def _name_option(name: str) -> str:
-    return "" if name == "anomaly_omniglot" else f" --name {name}"
+def _name_option(name: str, about: str) -> str:
+    named = "" if name == "anomaly_omniglot" else f" --name {name}"
+    return named + (f" --about {json.dumps(about)}" * bool(about))
 
 
 def _options(names: list[str], note: str) -> str:
