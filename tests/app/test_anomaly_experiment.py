@@ -133,11 +133,23 @@ def test_cache_key_changes_when_a_models_weights_or_thresholds_change(tmp_path):
     weights = tmp_path / "run" / "best.safetensors"
     weights.parent.mkdir()
     weights.write_bytes(b"weights and a null table")
-    runs = {"model": {None: weights.parent}}
+    runs = {"model": {None: weights}}
     files = experiment._model_files(3, runs)
     assert files == [weights]
     before = experiment._cache_tag(methods, files)
     assert experiment._cache_tag(methods, files) == before  # same bytes, same key
     weights.write_bytes(b"weights and a recalibrated null table")
     assert experiment._cache_tag(methods, files) != before
-    assert experiment._model_files(3, {"per-digit": {4: weights.parent}}) == []
+    assert experiment._model_files(3, {"per-digit": {4: weights}}) == []
+
+
+def test_a_packaged_model_is_its_checkpoint_not_a_new_training(tmp_path):
+    from metaunsup.checkpoint import resolve_checkpoint
+
+    (packaged,) = [m for m in experiment.ANOMALY_MODELS if m.packaged is not None]
+    assert packaged.packaged == "mnist-anomaly" and "packaged" in packaged.label
+    path, record = experiment._run(packaged, None, tmp_path / "configs", tmp_path / "runs",
+                                   False, lambda m: None)  # fmt: skip
+    assert path == resolve_checkpoint("mnist-anomaly") and record["steps"] == 300
+    assert record["classes"] == list(range(10)) and record["labels_used"] == "none"
+    assert not (tmp_path / "runs").exists()  # nothing trained, no folder made

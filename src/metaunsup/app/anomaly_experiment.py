@@ -59,12 +59,16 @@ Echo = Callable[[str], None]
 @dataclass(frozen=True)
 class AnomalyModel:
     """A model of the experiment: its label, config file, whether it is trained once per test
-    digit (holding the test and validation digits out) and which labels it read."""
+    digit (holding the test and validation digits out) and which labels it read. A model with
+    ``packaged`` (a packaged checkpoint's name, trained from ``config``) is that checkpoint's
+    weights, never trained again here: a training of the same config is another model (the
+    spread over trainings is on the results pages)."""
 
     label: str
     config: str
     per_digit: bool
     labels: str
+    packaged: str | None = None
 
 
 ANOMALY_MODELS = (
@@ -77,6 +81,7 @@ ANOMALY_MODELS = (
         "mnist-anomaly.toml",
         False,
         "none",
+        packaged="mnist-anomaly",
     ),
     AnomalyModel("Meta-SVDD, supervised", "mnist-anomaly-supervised.toml", True, "8 digits"),
     AnomalyModel("OC-MAML, supervised", "mnist-ocmaml-supervised.toml", True, "8 digits"),
@@ -120,13 +125,16 @@ def _run(
     train: bool,
     echo: Echo,
 ) -> tuple[Path, dict[str, Any]]:
-    """The finished, calibrated run of ``model`` (for ``digit``), trained here if missing;
-    :class:`ConfigError` when it is missing and ``train`` is false."""
+    """The weights file of the finished, calibrated run of ``model`` (for ``digit``), trained
+    here if missing (:class:`ConfigError` when it is missing and ``train`` is false), or of
+    its packaged checkpoint; and the record of its training."""
     from metaunsup.training.build import train_run
     from metaunsup.training.config import load_config
     from metaunsup.training.recalibrate import ensure_calibrated
     from metaunsup.training.trainer import LAST
 
+    if model.packaged is not None:
+        return _packaged(model)
     overrides: dict[str, Any] = {}
     base = load_config(configs / model.config)
     if digit is not None:
@@ -145,11 +153,25 @@ def _run(
         train_run(cfg, run_dir, resume=step > 0, progress=False)
     if ensure_calibrated(cfg, run_dir):
         echo(f"calibrated {run_dir}")
-    meta = read_checkpoint(last)[1]
+    record = _record(read_checkpoint(last)[1], str(run_dir), model)
+    return run_dir / "best.safetensors", {**record, "classes": cfg.data.classes or list(DIGITS)}
+
+
+def _packaged(model: AnomalyModel) -> tuple[Path, dict[str, Any]]:
+    """A packaged checkpoint's file and the record of its training (from its metadata)."""
+    from metaunsup.checkpoint import resolve_checkpoint
+
+    path = resolve_checkpoint(str(model.packaged))
+    meta = read_checkpoint(path)[1]
+    classes = (meta.get("run", {}).get("data") or {}).get("classes") or list(DIGITS)
+    return path, {**_record(meta, f"packaged checkpoint {model.packaged}", model),
+                  "classes": classes}  # fmt: skip
+
+
+def _record(meta: dict[str, Any], run: str, model: AnomalyModel) -> dict[str, Any]:
     unsup = meta.get("run", {}).get("unsupervised_record") or {}
-    return run_dir, {
-        "run": str(run_dir),
-        "classes": cfg.data.classes or list(DIGITS),
+    return {
+        "run": run,
         "labels_used": model.labels,
         "meta_training_seconds": round(float(meta.get("seconds", 0.0)), 1),
         "pretraining_seconds": (unsup.get("pretrain") or {}).get("seconds", 0.0),
@@ -169,7 +191,7 @@ def _methods(
     for label, by_digit in runs.items():
         path = by_digit.get(digit) or by_digit.get(None)
         if path is not None:  # None: a per-digit model without a finished run for this digit
-            methods.append(kind.method_of(label, load_learner(path / "best.safetensors")))
+            methods.append(kind.method_of(label, load_learner(path)))
     return methods + kind.resolve(baselines)
 
 
@@ -215,7 +237,7 @@ def _evaluate_cell(
 def _model_files(digit: int, runs: dict[str, dict[int | None, Path]]) -> list[Path]:
     """The weights files that score the tasks of test digit ``digit`` (as in :func:`_methods`)."""
     found = (by_digit.get(digit) or by_digit.get(None) for by_digit in runs.values())
-    return [path / "best.safetensors" for path in found if path is not None]
+    return [path for path in found if path is not None]
 
 
 def _cache_tag(methods: Sequence[Method], model_files: Sequence[Path]) -> str:
@@ -423,7 +445,7 @@ def _default_baselines() -> list[str]:
 def _train_all(
     models: Sequence[AnomalyModel], configs: Path, runs: Path, train: bool, echo: Echo
 ) -> tuple[dict[str, dict[int | None, Path]], dict[str, Any]]:
-    """Every model's run folder(s), by label and test digit (``None``: one run for all).
+    """Every model's weights file(s), by label and test digit (``None``: one for all).
 
     Without ``train``, a per-digit model's digits without a finished run are skipped and
     listed (``missing_digits``); a model without any finished run raises :class:`ConfigError`.
