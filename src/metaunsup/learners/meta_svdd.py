@@ -90,6 +90,7 @@ class MetaSVDD(NullTableMixin, MetaLearner, BoundaryScorer, Embedder):
     name: ClassVar[str] = "meta_svdd"
     #: Checkpoints saved before ``radius_support`` existed load with it unrecorded (NaN).
     optional_state: tuple[str, ...] = (*NullTableMixin.optional_state, "radius_support")
+    radius_support: Tensor
     fixed_way: ClassVar[bool] = False
     headless: ClassVar[bool] = True
     task_kinds: ClassVar[tuple[str, ...]] = ("anomaly", "anomaly-hard")
