@@ -52,6 +52,7 @@ from metaunsup.evaluation.calibration import (
     calibrated_pvalues,
     check_fpr,
     leave_one_out_scores,
+    require_boundary,
 )
 from metaunsup.evaluation.protocol import TaskKind, TaskShape
 from metaunsup.learners import AnomalyScorer, BoundaryScorer, MetaLearner
@@ -410,7 +411,7 @@ def anomaly_kind(
                 "use a checkpoint of an anomaly learner (meta_svdd, oc_maml, meta_gmvae)"
             )
         if calibration == "boundary":
-            boundary_flags(learner, torch.zeros(1, 1), 2)  # a clear error before any task
+            require_boundary(learner)  # a clear error before any task
         return ScorerMethod(label, learner, fpr, calibration, device)
 
     where = anomalies or "other classes (other groups where classes have groups)"

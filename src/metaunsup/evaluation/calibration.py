@@ -74,12 +74,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from metaunsup._validation import check_choice, check_float
 from metaunsup.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from metaunsup.learners.base import BoundaryScorer
 
 __all__ = [
     "CALIBRATIONS",
@@ -93,6 +97,7 @@ __all__ = [
     "conformal_pvalues",
     "conformal_reaches",
     "leave_one_out_scores",
+    "require_boundary",
     "threshold_at",
 ]
 
@@ -112,10 +117,9 @@ NULL_STATS = {"mean": 8, "max": SCALE_LOO}
 CALIBRATIONS = ("auto", "conformal", "meta", "boundary")
 
 
-def boundary_flags(learner: object, scores: Tensor, k: int) -> Tensor:
-    """Flags ``bool [B, q]``: ``scores`` ``[B, q]`` of tasks with ``k`` support examples above
-    ``learner``'s meta-learned decision boundary at that size (``calibration="boundary"``); a
-    :class:`ConfigError` for a learner without one."""
+def require_boundary(learner: object) -> BoundaryScorer:
+    """``learner`` if it meta-learned a decision boundary, else a :class:`ConfigError` that
+    names it and the fix."""
     from metaunsup.learners.base import BoundaryScorer
 
     if not isinstance(learner, BoundaryScorer):
@@ -124,7 +128,14 @@ def boundary_flags(learner: object, scores: Tensor, k: int) -> Tensor:
             f"calibration='boundary' needs a scorer that meta-learned a decision boundary "
             f"(meta_svdd, oc_maml); {name!r} has none: use calibration='auto' and a target fpr"
         )
-    return scores > learner.decision_boundary(k)
+    return learner
+
+
+def boundary_flags(learner: object, scores: Tensor, k: int) -> Tensor:
+    """Flags ``bool [B, q]``: ``scores`` ``[B, q]`` of tasks with ``k`` support examples above
+    ``learner``'s meta-learned decision boundary at that size (``calibration="boundary"``); a
+    :class:`ConfigError` for a learner without one."""
+    return scores > require_boundary(learner).decision_boundary(k)
 
 
 def check_fpr(fpr: object) -> float:
