@@ -27,7 +27,13 @@ import argparse
 import json
 from pathlib import Path
 
-from bench_table_scale import run_script_child, scale_record, size_rows, timed_fit
+from bench_table_scale import (
+    paired_rows,
+    run_script_child,
+    scale_record,
+    size_rows,
+    timed_fit,
+)
 from metaunsup.fileio import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detect_scale.json"
@@ -137,27 +143,21 @@ def main() -> None:
         n, d, seed, threads = (int(v) for v in nums)
         print(json.dumps(child(method.replace("_", " "), n, d, seed, threads)))
         return
-    rows = []
-    for n in args.sizes:
-        for seed in args.seeds:
-            pair = {
-                m: run_script_child(
-                    __file__,
-                    [m.replace(" ", "_"), n, args.columns, seed, args.threads],
-                    args.threads,
-                )
-                for m in METHODS
-            }
-            for m in METHODS:
-                r = pair[m]
-                r["time_ratio_to_iforest"] = r["seconds"] / pair["IsolationForest"]["seconds"]
-                rows.append(r)
-                print(
-                    f"{n:>9} {seed:>4} {m:>30} {r['seconds']:>8.1f} s {r['cpu_seconds']:>8.1f} "
-                    f"cpu s {r['time_ratio_to_iforest']:>6.1f}x {r['peak_rss_gib']:>6.2f} GiB "
-                    f"AUROC {r['auroc']:.3f} flagged {r['flagged']:.3f}",
-                    flush=True,
-                )
+    rows = paired_rows(
+        args.sizes,
+        args.seeds,
+        METHODS,
+        lambda m, n, seed: run_script_child(
+            __file__, [m.replace(" ", "_"), n, args.columns, seed, args.threads], args.threads
+        ),
+        "IsolationForest",
+        "time_ratio_to_iforest",
+        lambda n, seed, m, r: (
+            f"{n:>9} {seed:>4} {m:>30} {r['seconds']:>8.1f} s {r['cpu_seconds']:>8.1f} "
+            f"cpu s {r['time_ratio_to_iforest']:>6.1f}x {r['peak_rss_gib']:>6.2f} GiB "
+            f"AUROC {r['auroc']:.3f} flagged {r['flagged']:.3f}"
+        ),
+    )
     record = scale_record("bench_detect_scale.py", args, rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")

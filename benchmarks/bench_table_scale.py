@@ -117,6 +117,31 @@ def spread(values: list[float], digits: int) -> str:
     return f"{mean:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
+def paired_rows(
+    sizes: list[int],
+    seeds: list[int],
+    methods: tuple[str, ...],
+    run: Callable[[str, int, int], dict],
+    peer: str,
+    ratio_key: str,
+    line: Callable[[int, int, str, dict], str],
+) -> list[dict]:
+    """Every method's record (``run(method, n, seed)``) at every size and seed, in that order,
+    each with its time as a multiple of ``peer``'s of the same size and seed (``ratio_key``),
+    printed as ``line(n, seed, method, record)`` when it is done: the loop both scale
+    benchmarks share."""
+    rows = []
+    for n in sizes:
+        for seed in seeds:
+            pair = {m: run(m, n, seed) for m in methods}
+            for m in methods:
+                r = pair[m]
+                r[ratio_key] = r["seconds"] / pair[peer]["seconds"]
+                rows.append(r)
+                print(line(n, seed, m, r), flush=True)
+    return rows
+
+
 def scale_record(script: str, args: argparse.Namespace, rows: list[dict], **extra) -> dict:
     """The JSON record of a scale run of ``benchmarks/SCRIPT``: its command, date, machine,
     threads and columns, ``extra`` fields, then the ``rows``."""
@@ -220,24 +245,23 @@ def main() -> None:
         n, d, k, seed, threads = (int(v) for v in nums)
         print(json.dumps(child(method, n, d, k, seed, threads)))
         return
-    rows = []
     print(
         f"{'n':>9} {'seed':>4} {'method':>16} {'seconds':>9} {'cpu s':>8} {'x MBKM':>7} "
         f"{'peak GiB':>8} {'data GiB':>8} {'ARI':>6}"
     )
-    for n in args.sizes:
-        for seed in args.seeds:
-            pair = {m: run_child(m, n, args, seed) for m in METHODS}
-            for m in METHODS:
-                r = pair[m]
-                r["time_ratio_to_minibatch"] = r["seconds"] / pair["MiniBatchKMeans"]["seconds"]
-                rows.append(r)
-                print(
-                    f"{n:>9} {seed:>4} {m:>16} {r['seconds']:>9.1f} {r['cpu_seconds']:>8.1f} "
-                    f"{r['time_ratio_to_minibatch']:>7.1f} {r['peak_rss_gib']:>8.2f} "
-                    f"{r['data_rss_gib']:>8.2f} {r['ari']:>6.3f}",
-                    flush=True,
-                )
+    rows = paired_rows(
+        args.sizes,
+        args.seeds,
+        METHODS,
+        lambda m, n, seed: run_child(m, n, args, seed),
+        "MiniBatchKMeans",
+        "time_ratio_to_minibatch",
+        lambda n, seed, m, r: (
+            f"{n:>9} {seed:>4} {m:>16} {r['seconds']:>9.1f} {r['cpu_seconds']:>8.1f} "
+            f"{r['time_ratio_to_minibatch']:>7.1f} {r['peak_rss_gib']:>8.2f} "
+            f"{r['data_rss_gib']:>8.2f} {r['ari']:>6.3f}"
+        ),
+    )
     goals = {"seconds_at_1M": 300, "peak_gib_at_1M": 4.0}
     record = scale_record("bench_table_scale.py", args, rows, clusters=args.clusters, goals=goals)
     args.out.parent.mkdir(parents=True, exist_ok=True)
