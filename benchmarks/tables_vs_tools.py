@@ -77,6 +77,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from _missing_cells import KINDS, remove_cells
 from metaunsup import data as datasets
 from metaunsup.data.tables import TableEncoder, read_table
 from metaunsup.metrics import ari, clustering_accuracy, nmi
@@ -256,23 +257,6 @@ MISSING_METHODS = {
     "mean-impute + K-means": imputed_kmeans("mean"),
     "kNN-impute + K-means": imputed_kmeans("knn"),
 }
-
-
-def remove_cells(x: np.ndarray, kind: str, seed: int) -> np.ndarray:
-    """``x`` with cells removed (NaN): ``mcar10``/``mcar30`` at random, ``mnar`` (see the
-    module docstring); no row loses all its cells (one is put back at random)."""
-    rng = np.random.default_rng(1000 + seed)
-    if kind.startswith("mcar"):
-        drop = rng.random(x.shape) < int(kind[4:]) / 100
-    else:
-        high = x >= np.quantile(x, 0.6, axis=0, keepdims=True)
-        drop = high & (rng.random(x.shape) < 0.5)
-    out = x.astype(np.float64, copy=True)
-    out[drop] = np.nan
-    for i in np.flatnonzero(np.isnan(out).all(1)):
-        j = rng.integers(x.shape[1])
-        out[i, j] = x[i, j]
-    return out
 
 
 # ----------------------------------------------------------------------------- running
@@ -505,7 +489,7 @@ def add_rows(args: argparse.Namespace, name: str) -> None:
         kept += sum(r["guard"] == "embedding" for r in cell["runs"])
         total += len(cell["runs"])
         print(f"{table:22s} {name} acc {summarise(cell)['accuracy']['mean']:.3f}", flush=True)
-        for kind in ("mcar10", "mcar30", "mnar"):
+        for kind in KINDS:
             row = record["missing"].get(f"{table}, {kind}")
             if row is None:
                 continue
@@ -533,7 +517,7 @@ def add_missing_column(args: argparse.Namespace, name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tables = load_tables(Path(tmp))
     for table, x, y, _ in tables:
-        for kind in ("mcar10", "mcar30", "mnar"):
+        for kind in KINDS:
             row = record["missing"].get(f"{table}, {kind}")
             if row is None:
                 continue
@@ -624,7 +608,7 @@ def main() -> None:
         for name, x, y, _ in tables:
             if name.startswith("MNIST"):
                 continue
-            for kind in ("mcar10", "mcar30", "mnar"):
+            for kind in KINDS:
                 row = missing[f"{name}, {kind}"] = {}
                 for method, fn in MISSING_METHODS.items():
                     cell: dict = {"seeds": args.seeds, "runs": [], "seconds": 0.0}
