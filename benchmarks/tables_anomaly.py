@@ -173,6 +173,19 @@ def mean_ranks(results: dict) -> dict[str, float]:
     return {m: float(np.mean(r)) for m, r in ranks.items()}
 
 
+def auroc_table(results: dict, methods: list[str]) -> list[str]:
+    """Markdown rows: a header of ``methods``, then per row of ``results`` each method's mean
+    AUROC over the seeds with its min-max."""
+    lines = ["| table | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for name, cells in results.items():
+        row = []
+        for m in methods:
+            s = summary(cells[m]["auroc"])
+            row.append(f"{s['mean']:.3f} ({s['min']:.3f}-{s['max']:.3f})")
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return lines
+
+
 def page(record: dict) -> str:
     results = record["results"]
     methods = list(next(iter(results.values())))
@@ -197,13 +210,7 @@ def page(record: dict) -> str:
     ]
     for name, t in record["tables"].items():
         lines.append(f"| {name} | {t['rows']} x {t['features']} | {t['anomalies']} |")
-    lines += ["", "| table | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
-    for name, cells in results.items():
-        row = []
-        for m in methods:
-            s = summary(cells[m]["auroc"])
-            row.append(f"{s['mean']:.3f} ({s['min']:.3f}-{s['max']:.3f})")
-        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    lines += ["", *auroc_table(results, methods)]
     ranks = mean_ranks(results)
     lines.append("| mean rank | " + " | ".join(f"{ranks[m]:.2f}" for m in methods) + " |")
     lines += ["", "Gap of `tabular` to the best detector on each table (mean AUROC):", ""]
@@ -254,15 +261,8 @@ def missing_section(missing: dict) -> list[str]:
         "means) and run PyOD's `IForest`. The last two columns repeat the complete table's "
         "scores and are not ranked. AUROC, mean over the seeds with its min-max.",
         "",
-        "| table | " + " | ".join(columns) + " |",
-        "|---" * (len(columns) + 1) + "|",
+        *auroc_table(missing, columns),
     ]
-    for name, cells in missing.items():
-        row = []
-        for m in columns:
-            s = summary(cells[m]["auroc"])
-            row.append(f"{s['mean']:.3f} ({s['min']:.3f}-{s['max']:.3f})")
-        lines.append(f"| {name} | " + " | ".join(row) + " |")
     ranks = mean_ranks({n: {m: c[m] for m in ranked} for n, c in missing.items()})
     lines.append("| mean rank | " + " | ".join(f"{ranks[m]:.2f}" if m in ranks else ""
                                               for m in columns) + " |")  # fmt: skip
