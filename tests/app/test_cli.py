@@ -180,6 +180,9 @@ def test_evaluate_anomaly_checkpoint_also_at_its_learned_boundary(tmp_path, caps
     )  # fmt: skip
     assert code == 0, err
     assert "(learned boundary)" in out
+    # Never calibrated (no null table measured) at K = 2: its fpr flags are empty, and said so,
+    # in one line however many batches raised it.
+    assert err.count("warning: the model's null table was never measured") == 1
     rows = {r["method"]: r for r in json.loads(out_json.read_text())["results"]}
     assert set(rows) == {"centroid", path, f"{path} (learned boundary)"}
     at = rows[f"{path} (learned boundary)"]

@@ -4,6 +4,7 @@ meta), the baselines on identical tasks, and a learner through the one protocol.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from metaunsup.data.base import Dataset
-from metaunsup.errors import ConfigError, DataError
+from metaunsup.errors import ConfigError, DataError, DataWarning
 from metaunsup.evaluation.anomaly import ScorerMethod, anomaly_kind, anomaly_scores
 from metaunsup.evaluation.calibration import (
     NullTable,
@@ -127,6 +128,13 @@ def test_meta_calibration_normalises_by_the_shrunk_spread_of_the_nearest_size():
     )
     with pytest.raises(ConfigError, match="no meta-calibration"):
         calibrated_pvalues(centroid, support, scores_q, fpr=0.05, calibration="meta", null=fresh)
+    # An unmeasured table where conformal p-values cannot reach fpr: it flags nothing, and says so.
+    with pytest.warns(DataWarning, match="null table was never measured.*--resume"):
+        p, how = calibrated_pvalues(centroid, support, scores_q, fpr=0.05, null=fresh)
+    assert how == "conformal" and (p > 0.05).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # where conformal p-values reach fpr: nothing to say
+        calibrated_pvalues(centroid, support, scores_q, fpr=0.4, null=fresh)
 
 
 class _Centroid(torch.nn.Module):

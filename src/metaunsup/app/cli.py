@@ -82,8 +82,13 @@ def _run(command: click.Command, argv: Sequence[str] | None) -> int:
     args = list(argv) if argv is not None else sys.argv[1:]
     name = _command_of(args)
 
+    shown: set[str] = set()
+
     def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-        click.echo(f"metaunsup: warning: {for_cli(str(message), name)}", err=True)
+        text = for_cli(str(message), name)
+        if text not in shown:  # one line per warning, however often the work raises it
+            shown.add(text)
+            click.echo(f"metaunsup: warning: {text}", err=True)
 
     try:
         with warnings.catch_warnings():

@@ -72,6 +72,7 @@ Shapes: supports ``[B, K, *example_shape]``, scores ``[B, q]``, p-values ``[B, q
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -80,7 +81,7 @@ import torch
 from torch import Tensor
 
 from metaunsup._validation import check_choice, check_float
-from metaunsup.errors import ConfigError, DataError
+from metaunsup.errors import ConfigError, DataError, DataWarning
 
 if TYPE_CHECKING:
     from metaunsup.learners.base import BoundaryScorer
@@ -292,6 +293,21 @@ class NullTable:
         return _rank_pvalues(self.row(k).to(scores.device), normalised)
 
 
+def _warn_unmeasured(k: int, fpr: float) -> None:
+    """Warn that a model whose threshold needs its null table has none measured at a support
+    size where conformal p-values cannot reach ``fpr``: nothing would be flagged."""
+    if conformal_reaches(k, fpr):
+        return
+    warnings.warn(
+        f"the model's null table was never measured (a run stopped before its calibration "
+        f"step), and conformal p-values from {k} support examples cannot reach fpr={fpr:g}, "
+        "so it flags nothing; resume its run (metaunsup train CONFIG --out RUN --resume) to "
+        "measure the table",
+        DataWarning,
+        stacklevel=3,
+    )
+
+
 def calibrated_pvalues(
     score: Scorer,
     support: Tensor,
@@ -316,6 +332,8 @@ def calibrated_pvalues(
             "examples"
         )
     use_null = null is not None and null.ready and not conformal_reaches(k, fpr)
+    if calibration == "auto" and null is not None and not null.ready:
+        _warn_unmeasured(k, fpr)
     if calibration == "meta" or (calibration == "auto" and use_null):
         if null is None:
             raise ConfigError("calibration='meta' needs a model with a null table")
