@@ -43,6 +43,9 @@ beside the complete table's ``tabular`` and ``IForest`` scores (not ranked).
 
     python benchmarks/tables_anomaly.py --threads 1 --seeds 0 1 2 --missing
 
+``--threads`` sets torch's threads and, through ``threadpoolctl``, the BLAS and OpenMP threads of
+NumPy, SciPy, scikit-learn and PyOD (their results can move with the thread count).
+
 Prints the table, writes ``docs/results/tables_anomaly.json`` and ``.md``.
 """
 
@@ -330,6 +333,9 @@ def main() -> None:
         args.json.with_suffix(".md").write_text(page(json.loads(args.json.read_text())))
         return
     torch.set_num_threads(args.threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.threads)  # BLAS / OpenMP of NumPy, SciPy, scikit-learn and PyOD
     t_start = time.perf_counter()
     results: dict[str, dict] = {}
     tables = {}
