@@ -306,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="folder for robustness.md/.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.threads)  # BLAS / OpenMP of NumPy, SciPy and scikit-learn's K-means
     out = args.out or (None if args.rows else ROOT / "docs" / "results")
     t0 = time.perf_counter()
     rows = []
