@@ -41,6 +41,7 @@ import torch
 from scipy import ndimage
 from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wine, make_blobs
 
+from _threads import pin_threads
 from metaunsup import MetaKMeans, data
 from metaunsup.cluster import kmeans
 from metaunsup.data.normalize import InputConvention, plan_normalization
@@ -305,10 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="folder for robustness.md/.json")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(args.threads)  # BLAS / OpenMP of NumPy, SciPy and scikit-learn's K-means
+    pin_threads(args.threads)  # torch and the BLAS / OpenMP pools
     out = args.out or (None if args.rows else ROOT / "docs" / "results")
     t0 = time.perf_counter()
     rows = []

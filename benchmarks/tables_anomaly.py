@@ -59,11 +59,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.metrics import roc_auc_score
 
 from _missing_cells import KINDS, remove_cells
 from _record import write_record
+from _threads import pin_threads
 from metaunsup import data as datasets
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
@@ -332,10 +332,7 @@ def main() -> None:
     if args.page:
         args.json.with_suffix(".md").write_text(page(json.loads(args.json.read_text())))
         return
-    torch.set_num_threads(args.threads)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(args.threads)  # BLAS / OpenMP of NumPy, SciPy, scikit-learn and PyOD
+    pin_threads(args.threads)  # torch and the BLAS / OpenMP pools
     t_start = time.perf_counter()
     results: dict[str, dict] = {}
     tables = {}

@@ -79,9 +79,9 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import numpy as np
 import pandas as pd
-import torch
 
 from _missing_cells import KINDS, remove_cells
+from _threads import pin_threads
 from metaunsup import data as datasets
 from metaunsup.data.tables import TableEncoder, read_table
 from metaunsup.metrics import ari, clustering_accuracy, nmi
@@ -584,10 +584,7 @@ def main() -> None:
         write_page(json.loads(args.json.read_text()), args.json.with_suffix(".md"))
         print(f"wrote {args.json.with_suffix('.md')}")
         return
-    torch.set_num_threads(args.threads)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(args.threads)  # BLAS / OpenMP of NumPy, SciPy, scikit-learn: see above
+    pin_threads(args.threads)  # torch and the BLAS / OpenMP pools
     if args.add == "tabular":
         add_rows(args, args.add)
         return
