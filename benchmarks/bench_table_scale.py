@@ -208,7 +208,7 @@ def write_page(record: dict, path: Path) -> None:
         "table is scaled, embedded and assigned to centres in chunks (no float64 copy of the "
         "whole table; above 100,000 rows no distances of all rows to the centres at once); "
         "each pseudo-label graph "
-        "is built on at most 4000 sampled rows, the other rows taking the label of their "
+        "is built on at most 10,000 sampled rows, the other rows taking the label of their "
         "nearest sampled row; above 100,000 rows the partitions share one sample, so that "
         "search over all rows runs once instead of once per partition; the label-free guard "
         "(`src/metaunsup/estimators/guard.py`) assigns all rows to the centres of its 12 "

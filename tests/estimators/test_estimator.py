@@ -14,7 +14,12 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from metaunsup import MetaKMeans
 from metaunsup.cluster.choose_k import choose_k
 from metaunsup.errors import CheckpointError, ConfigError, DataError
-from metaunsup.estimators.self_train import SelfTrainSettings, self_train, subset_partitions
+from metaunsup.estimators.self_train import (
+    SelfTrainSettings,
+    graph_partitions,
+    self_train,
+    subset_partitions,
+)
 from metaunsup.metrics import clustering_accuracy
 from tests.helpers.estimators import (
     cluster_maml_checkpoint,
@@ -171,6 +176,20 @@ def test_self_training_learns_the_pseudo_tasks():
     assert last < 0.8 * first
     assert result.summary()["task"] == "10 clusters x 20"
     assert not any(p.requires_grad for p in result.learner.parameters())
+
+
+def test_more_eigenvectors_than_clusters_give_purer_graph_partitions():
+    # k eigenvectors let two weakly linked digits share one and merge in every partition
+    X, y = digits_xy(1797)
+    x = torch.tensor((X - X.mean(0)) / X.std(), dtype=torch.float32)
+
+    def purity(eigenvectors: float) -> float:
+        parts = graph_partitions(x, 10, 6, seed=0, eigenvectors_per_cluster=eigenvectors)
+        return float(np.mean([clustering_accuracy(y, p.numpy()) for p in parts]))
+
+    assert purity(1.5) > purity(1.0) + 0.03
+    with pytest.raises(ConfigError, match="eigenvectors_per_cluster must be >= 1"):
+        SelfTrainSettings(eigenvectors_per_cluster=0.5)
 
 
 def test_subset_partitions_cover_every_example_with_k_clusters():

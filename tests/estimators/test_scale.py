@@ -56,8 +56,7 @@ def test_graph_partitions_of_a_large_table_share_one_sample(monkeypatch):
 
     x, y = make_blobs(900, 8, centers=3, cluster_std=0.5, random_state=2)
     monkeypatch.setattr(self_train, "_SHARED_ROWS", 500)
-    monkeypatch.setattr(self_train, "_FIT_POINTS", 300)
-    parts = self_train.graph_partitions(torch.from_numpy(x).float(), 3, 4, seed=0)
+    parts = self_train.graph_partitions(torch.from_numpy(x).float(), 3, 4, seed=0, graph_rows=300)
     assert parts.shape == (4, 900)
     for p in parts:
         assert adjusted_rand_score(y, p.numpy()) > 0.95

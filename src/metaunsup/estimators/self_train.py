@@ -8,11 +8,14 @@ Tasks from Unlabeled Tables", ICLR 2023):
 1. :func:`graph_partitions`: ``P`` spectral partitions of the examples. Partition ``p`` builds
    the ``m``-nearest-neighbour graph of the rows (``m`` from ``neighbors``, cosine or Euclidean
    neighbourhoods from ``metrics``, cycling through every combination), embeds it spectrally
-   (:func:`metaunsup.cluster.graph.spectral_embedding`: the top ``k`` eigenvectors of the
+   (:func:`metaunsup.cluster.graph.spectral_embedding`: the top eigenvectors of the
    regularised normalised adjacency, rows scaled to unit length) and runs k-means on that
    embedding (Ng, Jordan & Weiss, NIPS 2001). Neighbourhoods are far purer than k-means'
    round clusters, so these partitions are better pseudo-labels than k-means on the raw
-   features (``docs/python.md``). Graphs are built on at most 4000 random
+   features (``docs/python.md``). The embedding keeps ``ceil(1.5 k)`` eigenvectors, not
+   ``k``: with only ``k``, two groups that the graph links weakly often share one
+   eigenvector and are merged by every partition; a few more eigenvectors keep them apart
+   (the measurements are in ``docs/python.md``). Graphs are built on at most 10,000 random
    examples (their cost grows with the square of the examples); the others take the
    partition's label of their nearest sampled example.
 2. Small data fall back to :func:`subset_partitions`: k-means partitions each computed on a
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -76,9 +80,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Points each partition's k-means is fitted on (all points are then assigned to its centres),
-#: and most points of a neighbourhood graph.
+#: Points each feature-subset partition's k-means is fitted on (all points are then assigned
+#: to its centres).
 _FIT_POINTS = 4000
+#: Most points of a neighbourhood graph (the others take their nearest graph point's label).
+_GRAPH_POINTS = 10_000
 #: Fewest examples, and fewest examples per cluster, for graph partitions.
 _GRAPH_MIN_POINTS = 100
 _GRAPH_MIN_PER_CLUSTER = 5
@@ -108,6 +114,12 @@ class SelfTrainSettings:
         Neighbour counts of the graphs (cycled through, with ``metrics``).
     metrics:
         Neighbourhoods of the graphs: ``"cosine"`` and/or ``"euclidean"``.
+    eigenvectors_per_cluster:
+        The graphs' spectral embeddings keep ``ceil(eigenvectors_per_cluster * k)``
+        eigenvectors (at least ``k``).
+    graph_rows:
+        Most rows of a neighbourhood graph (a random sample; the other rows take the label of
+        their nearest sampled row). Time and memory of a graph grow with its square.
     feature_fraction:
         Fraction of the features each partition is computed on (at least one feature).
         ``None``: all of them for graph partitions (their graphs already differ), 3/4 for
@@ -128,6 +140,8 @@ class SelfTrainSettings:
     n_partitions: int = 12
     neighbors: tuple[int, ...] = (5, 10, 15)
     metrics: tuple[str, ...] = METRICS
+    eigenvectors_per_cluster: float = 1.5
+    graph_rows: int = _GRAPH_POINTS
     feature_fraction: float | None = None
     task_shots: int = 20
     hidden: tuple[int, ...] = (128, 64)
@@ -138,6 +152,7 @@ class SelfTrainSettings:
         for name in ("steps", "meta_batch", "n_partitions", "task_shots"):
             value = getattr(self, name)
             check_int(name, value, 0 if name == "steps" else 1)
+        check_int("graph_rows", self.graph_rows, 3)
         if self.pseudo_labels not in PSEUDO_LABELS:
             raise ConfigError(
                 f"pseudo_labels must be one of {PSEUDO_LABELS}, got {self.pseudo_labels!r}"
@@ -148,6 +163,10 @@ class SelfTrainSettings:
             check_int("neighbors", m, 1)
         if not self.metrics or any(m not in METRICS for m in self.metrics):
             raise ConfigError(f"metrics must be one or more of {METRICS}, got {self.metrics!r}")
+        if not self.eigenvectors_per_cluster >= 1.0:
+            raise ConfigError(
+                f"eigenvectors_per_cluster must be >= 1, got {self.eigenvectors_per_cluster!r}"
+            )
         if self.feature_fraction is not None and not 0.0 < self.feature_fraction <= 1.0:
             raise ConfigError(f"feature_fraction must be in (0, 1], got {self.feature_fraction!r}")
         if not 0.0 <= self.corruption < 1.0:
@@ -256,14 +275,17 @@ def graph_partitions(
     feature_fraction: float = 1.0,
     seed: int = 0,
     progress: bool = False,
+    eigenvectors_per_cluster: float = 1.5,
+    graph_rows: int = _GRAPH_POINTS,
 ) -> torch.Tensor:
     """``int64 [P, n]``: spectral partitions of ``x`` ``[n, d]`` into ``k`` clusters.
 
     Partition ``p`` uses the ``p``-th (metric, neighbour count) pair of ``metrics x neighbors``
     (cycling), a random ``max(1, round(feature_fraction * d))`` of the columns, and at most
-    4000 random rows: the spectral embedding of their neighbourhood graph
-    (:func:`~metaunsup.cluster.graph.spectral_embedding`, ``k`` components), clustered by
-    k-means (k-means++, 4 restarts). Rows left out of the graph take the label of their
+    ``graph_rows`` random rows: the spectral embedding of their neighbourhood graph
+    (:func:`~metaunsup.cluster.graph.spectral_embedding`, ``ceil(eigenvectors_per_cluster *
+    k)`` components, fewer than the graph's rows), clustered by k-means into ``k``
+    clusters (k-means++, 4 restarts). Rows left out of the graph take the label of their
     nearest (Euclidean) graph row, in chunks (so memory stays bounded on millions of rows).
     On more than 100,000 rows with all columns (``feature_fraction=1``), the partitions share
     one sample of graph rows, so that each row's nearest graph row is searched for once (that
@@ -279,9 +301,10 @@ def graph_partitions(
     observed features.
     """
     n, d = x.shape
-    n_fit = min(n, _FIT_POINTS)
+    n_fit = min(n, graph_rows)
     if not 2 <= k < n_fit:
         raise ConfigError(f"cannot make graph partitions of {n} examples into {k} clusters")
+    components = max(k, min(math.ceil(eigenvectors_per_cluster * k), n_fit - 1))
     g = torch.Generator().manual_seed(seed)
     m = max(1, round(feature_fraction * d))
     pairs = [(metric, count) for count in neighbors for metric in metrics]
@@ -317,7 +340,7 @@ def graph_partitions(
         if missing and whole is None:
             fit = filled(fit)
         count = max(1, min(count, n_fit // 5))
-        emb = spectral_embedding(fit, k, n_neighbors=count, metric=metric)
+        emb = spectral_embedding(fit, components, n_neighbors=count, metric=metric)
         km_seed = int(torch.randint(0, 2**62, (1,), generator=g))
         labels = kmeans(emb, k, n_init=4, seed=km_seed).labels
         if n_fit == n:
@@ -460,6 +483,8 @@ def _partitions(
             1.0 if fraction is None else fraction,
             seed,
             progress,
+            settings.eigenvectors_per_cluster,
+            settings.graph_rows,
         )
         return parts, "spectral"
     parts = subset_partitions(
