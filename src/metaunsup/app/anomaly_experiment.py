@@ -83,6 +83,12 @@ ANOMALY_MODELS = (
         "none",
         packaged="mnist-anomaly",
     ),
+    AnomalyModel(
+        "Meta-SVDD, 32 channels, label-free, all train images, 4000 pre-training steps",
+        "mnist-anomaly-pretrain4k.toml",
+        False,
+        "none",
+    ),
     AnomalyModel("Meta-SVDD, supervised", "mnist-anomaly-supervised.toml", True, "8 digits"),
     AnomalyModel("OC-MAML, supervised", "mnist-ocmaml-supervised.toml", True, "8 digits"),
     AnomalyModel("OC-MAML, label-free, all train images", "mnist-ocmaml-unsup.toml", False, "none"),
