@@ -54,8 +54,8 @@ def test_table_with_text_ids_and_missing_cells(table, tmp_path, capsys):
     path, group = table
     out = tmp_path / "labels.csv"
     code, printed, err = run(
-        capsys, "cluster", path, "--k", "3", "--out", out, "--meta-steps", "30", "--json"
-    )
+        capsys, "cluster", path, "--k", "3", "--out", out, "--json"
+    )  # the default 300 meta-steps: 30 leave the embedding of a 150-row table half-trained
     assert code == 0, err
     with open(out, newline="") as f:
         rows = list(csv.reader(f))

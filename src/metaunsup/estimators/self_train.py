@@ -284,15 +284,13 @@ def graph_partitions(
     (cycling), a random ``max(1, round(feature_fraction * d))`` of the columns, and at most
     ``graph_rows`` random rows: the spectral embedding of their neighbourhood graph
     (:func:`~metaunsup.cluster.graph.spectral_embedding`, ``ceil(eigenvectors_per_cluster *
-    k)`` components, fewer than the graph's rows), clustered by k-means into ``k``
-    clusters (k-means++, 4 restarts). Rows left out of the graph take the label of their
-    nearest (Euclidean) graph row, in chunks (so memory stays bounded on millions of rows).
-    On more than 100,000 rows with all columns (``feature_fraction=1``), the partitions share
-    one sample of graph rows, so that each row's nearest graph row is searched for once (that
-    search over all rows is the cost that grows with ``n``); their graphs still differ by
-    metric and neighbour count, and their k-means by seed.
-    Neighbour counts are capped at a fifth of the graph's rows. ``progress``: a bar over the
-    partitions on stderr when it is a terminal.
+    k)`` components, fewer than the graph's rows), clustered by k-means into ``k`` clusters
+    (k-means++, 4 restarts). Rows left out of the graph take the label of their nearest
+    (Euclidean) graph row, in chunks (memory stays bounded on millions of rows). On more than
+    100,000 rows with all columns (``feature_fraction=1``), the partitions share one sample of
+    graph rows, so each row's nearest graph row (the search that grows with ``n``) is found
+    once; their graphs still differ by metric and neighbour count, their k-means by seed.
+    Neighbour counts are capped at a fifth of the graph's rows; ``progress``: a bar on stderr.
 
     Missing cells (NaN): the graph rows are filled first (:func:`filled`: each missing cell the
     mean of that feature over the row's 5 nearest graph rows, by distances over the features
