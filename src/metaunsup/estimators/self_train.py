@@ -85,6 +85,8 @@ log = logging.getLogger(__name__)
 _FIT_POINTS = 4000
 #: Most points of a neighbourhood graph (the others take their nearest graph point's label).
 _GRAPH_POINTS = 10_000
+#: Eigenvectors per cluster of a graph partition's spectral embedding (see the module text).
+_EIGENVECTORS_PER_CLUSTER = 1.5
 #: Fewest examples, and fewest examples per cluster, for graph partitions.
 _GRAPH_MIN_POINTS = 100
 _GRAPH_MIN_PER_CLUSTER = 5
@@ -140,7 +142,7 @@ class SelfTrainSettings:
     n_partitions: int = 12
     neighbors: tuple[int, ...] = (5, 10, 15)
     metrics: tuple[str, ...] = METRICS
-    eigenvectors_per_cluster: float = 1.5
+    eigenvectors_per_cluster: float = _EIGENVECTORS_PER_CLUSTER
     graph_rows: int = _GRAPH_POINTS
     feature_fraction: float | None = None
     task_shots: int = 20
@@ -275,7 +277,7 @@ def graph_partitions(
     feature_fraction: float = 1.0,
     seed: int = 0,
     progress: bool = False,
-    eigenvectors_per_cluster: float = 1.5,
+    eigenvectors_per_cluster: float = _EIGENVECTORS_PER_CLUSTER,
     graph_rows: int = _GRAPH_POINTS,
 ) -> torch.Tensor:
     """``int64 [P, n]``: spectral partitions of ``x`` ``[n, d]`` into ``k`` clusters.
