@@ -153,3 +153,11 @@ def test_a_packaged_model_is_its_checkpoint_not_a_new_training(tmp_path):
     assert path == resolve_checkpoint("mnist-anomaly") and record["steps"] == 300
     assert record["classes"] == list(range(10)) and record["labels_used"] == "none"
     assert not (tmp_path / "runs").exists()  # nothing trained, no folder made
+
+
+def test_model_stems_name_the_packaged_model_apart_from_its_recipe():
+    chosen = experiment._chosen_models(["mnist-anomaly", "mnist-anomaly-pretrain4k"])
+    assert [m.packaged for m in chosen] == ["mnist-anomaly", None]  # weights, then a training
+    assert chosen[0].config == chosen[1].config == "mnist-anomaly-pretrain4k.toml"
+    with pytest.raises(ConfigError, match="unknown anomaly-mnist model"):
+        experiment._chosen_models(["mnist-anomaly.toml"])

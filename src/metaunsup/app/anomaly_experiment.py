@@ -12,8 +12,8 @@ per-seed means. Also measured: the AUROC drop with a 10% contaminated support (`
 curves and score histograms.
 
 Models (:data:`ANOMALY_MODELS`): Meta-SVDD meta-trained without labels (strict: only the eight
-meta-training digits' images; and on all train images, 64 channels and the packaged 32-channel
-``mnist-anomaly``),
+meta-training digits' images; and on all train images: 64 channels, and 32 channels with 4000
+SimCLR pre-training steps, which the packaged ``mnist-anomaly`` is a training of),
 Meta-SVDD and OC-MAML meta-trained with the eight digits' labels, OC-MAML on CACTUs one-class
 pseudo-tasks and Meta-GMVAE's density score (both label-free, all train images); beside them
 every anomaly baseline (PyOD's detectors when installed, raw and on PCA(0.95); Mahalanobis; the
@@ -62,13 +62,19 @@ class AnomalyModel:
     digit (holding the test and validation digits out) and which labels it read. A model with
     ``packaged`` (a packaged checkpoint's name, trained from ``config``) is that checkpoint's
     weights, never trained again here: a training of the same config is another model (the
-    spread over trainings is on the results pages)."""
+    spread over trainings is on the results pages). ``--model`` names a model by its
+    :attr:`stem`."""
 
     label: str
     config: str
     per_digit: bool
     labels: str
     packaged: str | None = None
+
+    @property
+    def stem(self) -> str:
+        """The name ``--model`` takes: the packaged checkpoint's, else the config's stem."""
+        return self.packaged or self.config.removesuffix(".toml")
 
 
 ANOMALY_MODELS = (
@@ -77,8 +83,9 @@ ANOMALY_MODELS = (
         "Meta-SVDD, label-free, all train images", "mnist-anomaly-full.toml", False, "none"
     ),
     AnomalyModel(
-        "mnist-anomaly (packaged: Meta-SVDD, 32 channels, label-free, all train images)",
-        "mnist-anomaly.toml",
+        "mnist-anomaly (packaged: Meta-SVDD, 32 channels, label-free, all train images, 4000 "
+        "pre-training steps)",
+        "mnist-anomaly-pretrain4k.toml",
         False,
         "none",
         packaged="mnist-anomaly",
@@ -322,9 +329,10 @@ def run_anomaly_mnist(
     """Run the experiment; returns the dict written to ``anomaly_mnist.json``.
 
     ``tasks`` per support size, spread over the ten digits and ``seeds`` seeds; ``baselines``
-    (default: every anomaly baseline whose library is installed); ``models``: the config stems
-    of :data:`ANOMALY_MODELS` to run (default: all); ``note``: why some were left out (on the
-    page); ``dataset``: the test data (``"mnist"``; the tests run the same code on ``digits``).
+    (default: every anomaly baseline whose library is installed); ``models``: the stems
+    (:attr:`AnomalyModel.stem`) of :data:`ANOMALY_MODELS` to run (default: all); ``note``: why
+    some were left out (on the page); ``dataset``: the test data (``"mnist"``; the tests run
+    the same code on ``digits``).
     """
     per = tasks // (len(DIGITS) * seeds)
     if per < 1:
@@ -419,11 +427,11 @@ def _command(
 
 
 def _chosen_models(models: Sequence[str] | None) -> list[AnomalyModel]:
-    """The models named by config stem (``mnist-anomaly-strict``), in :data:`ANOMALY_MODELS`'
-    order; all when ``models`` is ``None``."""
+    """The models named by :attr:`AnomalyModel.stem` (``mnist-anomaly-strict``), in
+    :data:`ANOMALY_MODELS`' order; all when ``models`` is ``None``."""
     if models is None:
         return list(ANOMALY_MODELS)
-    stems = {m.config.removesuffix(".toml"): m for m in ANOMALY_MODELS}
+    stems = {m.stem: m for m in ANOMALY_MODELS}
     unknown = sorted(set(models) - set(stems))
     if unknown:
         raise ConfigError(

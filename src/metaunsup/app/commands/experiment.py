@@ -60,7 +60,8 @@ __all__ = ["experiment"]
     "--model",
     "models",
     multiple=True,
-    help="anomaly-mnist: run only these models (config stems, repeatable; default: all).",
+    help="anomaly-mnist: run only these models (config stems, or mnist-anomaly for the "
+    "packaged model; repeatable; default: all).",
 )
 @click.option(
     "--method",
