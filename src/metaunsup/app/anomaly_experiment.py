@@ -12,8 +12,9 @@ per-seed means. Also measured: the AUROC drop with a 10% contaminated support (`
 curves and score histograms.
 
 Models (:data:`ANOMALY_MODELS`): Meta-SVDD meta-trained without labels (strict: only the eight
-meta-training digits' images; and on all train images: 64 channels, and 32 channels with 4000
-SimCLR pre-training steps, which the packaged ``mnist-anomaly`` is a training of),
+meta-training digits' images, 64 channels, or 32 channels with 4000 SimCLR pre-training steps;
+and on all train images: 64 channels, and 32 channels with 4000 SimCLR pre-training steps,
+which the packaged ``mnist-anomaly`` is a training of),
 Meta-SVDD and OC-MAML meta-trained with the eight digits' labels, OC-MAML on CACTUs one-class
 pseudo-tasks and Meta-GMVAE's density score (both label-free, all train images); beside them
 every anomaly baseline (PyOD's detectors when installed, raw and on PCA(0.95); Mahalanobis; the
@@ -94,6 +95,12 @@ ANOMALY_MODELS = (
         "Meta-SVDD, 32 channels, label-free, all train images, 4000 pre-training steps",
         "mnist-anomaly-pretrain4k.toml",
         False,
+        "none",
+    ),
+    AnomalyModel(
+        "Meta-SVDD, 32 channels, label-free, strict, 4000 pre-training steps",
+        "mnist-anomaly-strict-pretrain4k.toml",
+        True,
         "none",
     ),
     AnomalyModel("Meta-SVDD, supervised", "mnist-anomaly-supervised.toml", True, "8 digits"),
