@@ -103,6 +103,12 @@ ANOMALY_MODELS = (
         True,
         "none",
     ),
+    AnomalyModel(
+        "Meta-SVDD, 32 channels, label-free, strict, 4000 pre-training steps, 2000 meta-steps",
+        "mnist-anomaly-strict-pretrain4k-meta2000.toml",
+        True,
+        "none",
+    ),
     AnomalyModel("Meta-SVDD, supervised", "mnist-anomaly-supervised.toml", True, "8 digits"),
     AnomalyModel("OC-MAML, supervised", "mnist-ocmaml-supervised.toml", True, "8 digits"),
     AnomalyModel("OC-MAML, label-free, all train images", "mnist-ocmaml-unsup.toml", False, "none"),
