@@ -149,6 +149,27 @@ def test_every_unsupervised_method_trains_without_reading_labels(name, trapped_d
     assert torch.isfinite(torch.tensor(result.last_metrics["loss"]))
 
 
+def test_rotations_add_turned_copies_of_the_unlabeled_images(trapped_digits, tmp_path):
+    """``data.rotations`` in a run without labels: every image and its copies turned by 90°,
+    180° and 270° are the unlabeled examples (no label read), and the run's CACTUs partitions
+    cover all of them."""
+    from metaunsup.training.build import _unlabeled_split
+
+    cfg = config_from_dict(run_config("cactus-meta_kmeans"))
+    plain = _unlabeled_split(cfg)
+    cfg = config_from_dict(
+        {**run_config("cactus-meta_kmeans"), "data": {**cfg.to_dict()["data"], "rotations": True}}
+    )
+    turned = _unlabeled_split(cfg)
+    n = len(plain)
+    assert len(turned) == 4 * n
+    assert torch.equal(turned.x[:n], plain.x)
+    assert torch.equal(turned.x[2 * n : 3 * n], torch.rot90(plain.x, 2, dims=(2, 3)))
+    train_run(cfg, tmp_path, progress=False)
+    parts, _ = load_partitions(tmp_path / PARTITIONS_FILE)
+    assert parts.shape[1] == 4 * n
+
+
 @pytest.mark.slow
 def test_meta_gmvae_is_calibrated_on_its_pseudo_classes_without_labels(trapped_digits, tmp_path):
     """Meta-GMVAE meta-trains on few-shot pseudo-tasks, yet scores anomalies: its run ends by

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from metaunsup.data.base import Dataset
+from metaunsup.data.unlabeled import UnlabeledView
 from metaunsup.errors import DataError
 
 
@@ -37,3 +38,16 @@ def with_rotations(dataset: Dataset, quarter_turns: tuple[int, ...] = (0, 1, 2, 
         groups=tuple(groups) if dataset.groups is not None else None,
         info=dict(dataset.info),
     )
+
+
+def with_rotated_images(
+    view: UnlabeledView, quarter_turns: tuple[int, ...] = (0, 1, 2, 3)
+) -> UnlabeledView:
+    """The unlabeled images of ``view`` followed by their copies turned each multiple of 90° in
+    ``quarter_turns`` (counter-clockwise), ``[len(quarter_turns) * n, C, H, W]``: the label-free
+    counterpart of :func:`with_rotations` (a run without labels reads only the images; CACTUs
+    then clusters the rotated copies like the others). ``view.x`` must be images."""
+    if view.x.dim() != 4:
+        raise DataError(f"rotations need images [n, C, H, W], got shape {tuple(view.x.shape)}")
+    turned = torch.cat([torch.rot90(view.x, k=turns, dims=(2, 3)) for turns in quarter_turns])
+    return UnlabeledView(turned, name=view.name, split=view.split)

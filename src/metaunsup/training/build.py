@@ -24,7 +24,7 @@ from metaunsup.checkpoint import (
     resolve_checkpoint,
 )
 from metaunsup.data.base import Dataset
-from metaunsup.data.transforms import with_rotations
+from metaunsup.data.transforms import with_rotated_images, with_rotations
 from metaunsup.errors import CheckpointError, ConfigError
 from metaunsup.evaluation.kinds import task_kind
 from metaunsup.evaluation.protocol import Method, TaskShape, evaluate
@@ -506,13 +506,16 @@ def train_run(
 
 
 def _unlabeled_split(cfg: RunConfig) -> UnlabeledView:
-    """The training split of a run with no labels, whole, read through a view that refuses
-    labels (validation, if any, on held-out pseudo-tasks: ``unsupervised.val_fraction``, whose
-    size is checked here, before any work)."""
+    """The training split of a run with no labels, whole (with ``data.rotations``, each image
+    also turned by 90°, 180° and 270°), read through a view that refuses labels (validation, if
+    any, on held-out pseudo-tasks: ``unsupervised.val_fraction``, whose size is checked here,
+    before any work)."""
     from metaunsup.data.unlabeled import UnlabeledView
     from metaunsup.training.unsupervised import check_held_out_size
 
     view = UnlabeledView(load_training_split(cfg))
+    if cfg.data.rotations:  # rotated copies join the unlabeled images; no label is read
+        view = with_rotated_images(view)
     check_held_out_size(cfg, len(view))
     return view
 

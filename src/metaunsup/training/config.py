@@ -44,7 +44,9 @@ class DataConfig:
     instead (validation tasks then use the training classes: for datasets with no more classes
     than a task has, e.g. 10-way clustering of digits). ``rotations`` adds the 90°, 180° and
     270° rotations of every class as new classes (the usual Omniglot augmentation), applied to
-    meta-training classes only. ``classes`` (default: all) keeps only those class ids of the
+    meta-training classes only; in a run without labels the rotated copies of every image join
+    the unlabeled images (no label is read: pre-training and CACTUs see them like the others).
+    ``classes`` (default: all) keeps only those class ids of the
     split, e.g. the eight meta-training digits of MT-MNIST; in a run without labels the
     selection only decides which images are read (their labels never reach the training).
     """
