@@ -165,6 +165,7 @@ def test_rotations_add_turned_copies_of_the_unlabeled_images(trapped_digits, tmp
     assert len(turned) == 4 * n
     assert torch.equal(turned.x[:n], plain.x)
     assert torch.equal(turned.x[2 * n : 3 * n], torch.rot90(plain.x, 2, dims=(2, 3)))
+    assert (turned.name, turned.split, turned.info) == (plain.name, plain.split, plain.info)
     train_run(cfg, tmp_path, progress=False)
     parts, _ = load_partitions(tmp_path / PARTITIONS_FILE)
     assert parts.shape[1] == 4 * n

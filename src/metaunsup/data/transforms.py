@@ -50,4 +50,4 @@ def with_rotated_images(
     if view.x.dim() != 4:
         raise DataError(f"rotations need images [n, C, H, W], got shape {tuple(view.x.shape)}")
     turned = torch.cat([torch.rot90(view.x, k=turns, dims=(2, 3)) for turns in quarter_turns])
-    return UnlabeledView(turned, name=view.name, split=view.split)
+    return view.with_examples(turned)

@@ -124,6 +124,11 @@ class UnlabeledView:
         """The view of ``x[indices]`` (``int64 [m]`` or a boolean mask ``[n]``)."""
         return _rebuild(self.x[indices], self.name, self.split, self.info)
 
+    def with_examples(self, x: torch.Tensor) -> UnlabeledView:
+        """A view of the same data set (name, split, info) over other examples ``x``, e.g.
+        transformed copies of these."""
+        return _rebuild(x, self.name, self.split, self.info)
+
     def __repr__(self) -> str:
         return (
             f"UnlabeledView({self.name}/{self.split}, n={len(self)}, "
