@@ -12,9 +12,9 @@ per-seed means. Also measured: the AUROC drop with a 10% contaminated support (`
 curves and score histograms.
 
 Models (:data:`ANOMALY_MODELS`): Meta-SVDD meta-trained without labels (strict: only the eight
-meta-training digits' images, 64 channels, or 32 channels with 4000 SimCLR pre-training steps;
-and on all train images: 64 channels, and 32 channels with 4000 SimCLR pre-training steps,
-which the packaged ``mnist-anomaly`` is a training of),
+meta-training digits' images, 64 channels, or 32 channels with 4000 SimCLR pre-training steps,
+meta-trained 300 or 2000 steps; and on all train images: 64 channels, and 32 channels with
+4000 SimCLR pre-training steps, which the packaged ``mnist-anomaly`` is a training of),
 Meta-SVDD and OC-MAML meta-trained with the eight digits' labels, OC-MAML on CACTUs one-class
 pseudo-tasks and Meta-GMVAE's density score (both label-free, all train images); beside them
 every anomaly baseline (PyOD's detectors when installed, raw and on PCA(0.95); Mahalanobis; the
