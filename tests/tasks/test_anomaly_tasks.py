@@ -10,7 +10,7 @@ from metaunsup.data.base import Dataset
 from metaunsup.data.unlabeled import UnlabeledView
 from metaunsup.errors import ConfigError, DataError, LabelAccessError
 from metaunsup.tasks.anomaly import AnomalyTaskSampler
-from metaunsup.tasks.pseudo.cactus_anomaly import CactusAnomalySource
+from metaunsup.tasks.pseudo.cactus_anomaly import CactusAnomalySource, pseudo_class_groups
 
 
 def _grouped(n_per_class: int = 12) -> Dataset:
@@ -90,3 +90,65 @@ def test_cactus_anomaly_tasks_come_from_partitions_without_labels():
     assert wider.support_x.shape[1] == 5 and wider.query_x.shape[1] == 4
     with pytest.raises(DataError, match="partitions must be"):
         CactusAnomalySource(ds.x, parts[:, :10], 2, 2)
+
+
+def _blobs_in_pairs() -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z [96, 2], one partition [1, 96])``: 8 clusters of 12 points; clusters 2i and 2i + 1
+    sit side by side, and the four pairs lie far apart."""
+    g = torch.Generator().manual_seed(0)
+    pair_at = torch.tensor([[0.0, 0.0], [100.0, 0.0], [0.0, 100.0], [100.0, 100.0]])
+    cluster_at = pair_at.repeat_interleave(2, 0) + torch.tensor([[0.0, 0.0], [5.0, 0.0]]).repeat(
+        4, 1
+    )
+    labels = torch.arange(8).repeat_interleave(12)
+    z = cluster_at[labels] + 0.1 * torch.randn(96, 2, generator=g)
+    return z, labels.unsqueeze(0)
+
+
+def test_pseudo_class_groups_pair_clusters_that_are_neighbours():
+    z, parts = _blobs_in_pairs()
+    groups = pseudo_class_groups(z, parts, 4, seed=0)
+    assert groups.shape == (1, 8) and groups.dtype == torch.int64
+    for i in range(4):  # each side-by-side pair shares a group, and no two pairs do
+        assert groups[0, 2 * i] == groups[0, 2 * i + 1]
+    assert len(set(groups[0, ::2].tolist())) == 4
+    assert torch.equal(groups, pseudo_class_groups(z, parts, 4, seed=0))
+    with pytest.raises(DataError, match="fewer than the 9 groups"):
+        pseudo_class_groups(z, parts, 9)
+    with pytest.raises(DataError, match="same examples"):
+        pseudo_class_groups(z[:10], parts, 4)
+
+
+def test_near_pseudo_anomalies_come_from_the_normal_clusters_group():
+    z, parts = _blobs_in_pairs()
+    groups = pseudo_class_groups(z, parts, 4, seed=0)
+    near = CactusAnomalySource(z, parts, 3, 4, seed=0, anomalies="same-group", groups=groups)
+    batch = near.sample(40)
+    for b in range(40):  # every anomaly is from the normal cluster's twin, the only neighbour
+        normal = int(batch.classes[b, 0])
+        cluster = parts[0][batch.indices[b]]
+        assert torch.equal(cluster[batch.y[b] == 1], torch.full((4,), normal ^ 1))
+    far = CactusAnomalySource(z, parts, 3, 4, seed=0).sample(40)
+    twins = [(parts[0][far.indices[b]][far.y[b] == 1] == int(far.classes[b, 0]) ^ 1).float().mean()
+             for b in range(40)]  # fmt: skip
+    assert float(torch.stack(twins).mean()) < 0.5  # from any cluster: mostly not the twin
+    with pytest.raises(ConfigError, match="needs classes with groups"):
+        CactusAnomalySource(z, parts, 3, 4, anomalies="same-group")
+    with pytest.raises(DataError, match="groups must be"):
+        CactusAnomalySource(z, parts, 3, 4, anomalies="same-group", groups=groups[:, :4])
+
+
+def test_the_hard_kind_needs_groups_of_pseudo_classes_and_the_easy_kind_ignores_them():
+    from metaunsup.evaluation.anomaly import ANOMALY, ANOMALY_HARD
+    from metaunsup.evaluation.protocol import TaskShape
+
+    z, parts = _blobs_in_pairs()
+    view, shape = (
+        UnlabeledView(Dataset("toy", "all", z, parts[0], tuple("01234567"))),
+        TaskShape(1, 3, 4),
+    )
+    with pytest.raises(ConfigError, match="pseudo_groups"):
+        ANOMALY_HARD.pseudo_source(view, parts, shape, 0, None)
+    groups = pseudo_class_groups(z, parts, 4)
+    assert ANOMALY_HARD.pseudo_source(view, parts, shape, 0, groups).anomalies == "same-group"
+    assert ANOMALY.pseudo_source(view, parts, shape, 0, groups).anomalies == "other-classes"

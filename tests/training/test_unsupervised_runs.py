@@ -92,6 +92,11 @@ RUNS = {
         "unsupervised": {**UNSUP, "pretrain_steps": 0, "val_fraction": 0.2},
         "learner": {"name": "protonet", "net": NET},
     },
+    "cactus-meta_svdd-near-anomalies": {
+        "task": {"kind": "anomaly-hard", "k_shot": 3, "n_query": 4},
+        "unsupervised": {**UNSUP, "pseudo_groups": 3},
+        "learner": {"name": "meta_svdd", "net": {**NET, "norm": "group", "groups": 4}},
+    },
     "umtra-maml": {
         "task": {"kind": "fewshot", "n_way": 5, "k_shot": 1, "n_query": 2},
         "unsupervised": {"tasks": "umtra"},
@@ -146,6 +151,7 @@ def test_every_unsupervised_method_trains_without_reading_labels(name, trapped_d
     assert record["tasks"] == cfg.unsupervised.tasks
     assert ("pretrain" in record) == (cfg.unsupervised.pretrain_steps > 0)
     assert (tmp_path / PARTITIONS_FILE).exists() == (cfg.unsupervised.tasks == "cactus")
+    assert record.get("pseudo_groups", 0) == cfg.unsupervised.pseudo_groups
     assert torch.isfinite(torch.tensor(result.last_metrics["loss"]))
 
 
@@ -426,6 +432,21 @@ def test_umtra_takes_neither_task_augmentation_nor_held_out_validation(change, m
     raw["unsupervised"].update(change)
     with pytest.raises(ConfigError, match=message):
         config_from_dict(raw)
+
+
+def test_pseudo_groups_go_with_anomaly_hard_pseudo_tasks_and_nothing_else():
+    near = run_config("cactus-meta_svdd-near-anomalies")
+    assert config_from_dict(near).unsupervised.pseudo_groups == 3
+    near["unsupervised"]["pseudo_groups"] = 0  # hard pseudo-tasks need groups of clusters
+    with pytest.raises(ConfigError, match=r"set unsupervised\.pseudo_groups"):
+        config_from_dict(near)
+    near["unsupervised"]["pseudo_groups"] = 1
+    with pytest.raises(ConfigError, match="0 or >= 2"):
+        config_from_dict(near)
+    easy = run_config("cactus-meta_kmeans")
+    easy["unsupervised"]["pseudo_groups"] = 3  # clustering tasks do not read it
+    with pytest.raises(ConfigError, match="do not read it"):
+        config_from_dict(easy)
 
 
 def test_umtra_needs_one_shot_fewshot_tasks():

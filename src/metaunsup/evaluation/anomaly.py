@@ -374,6 +374,30 @@ def calibrate_on_training_data(learner: MetaLearner, source: Any, seed: int) -> 
     _calibrate(learner, one_class, seed)
 
 
+def _pseudo_tasks(
+    kind: str,
+    anomalies: str | None,
+    view: UnlabeledView,
+    parts: torch.Tensor,
+    shape: TaskShape,
+    seed: int,
+    groups: torch.Tensor | None = None,
+) -> CactusAnomalySource:
+    """The one-class pseudo-tasks of the kind ``kind`` (its ``anomalies`` source) over CACTUs
+    ``parts`` ``[P, n]`` of ``view``: anomalies from any other cluster, or, for a kind whose
+    anomalies are near ones, from the normal cluster's group (``groups`` ``[P, k]``, needed)."""
+    near = anomalies not in (None, "other-classes")
+    if near and groups is None:
+        raise ConfigError(
+            f"{kind} pseudo-tasks draw anomalies from the normal cluster's group, and "
+            "clusters have no groups: set unsupervised.pseudo_groups (e.g. 30), or use "
+            "task.kind = 'anomaly'"
+        )
+    return CactusAnomalySource(view, parts, shape.k_shot, shape.n_query, seed,
+                               anomalies="same-group" if near else "other-classes",
+                               groups=groups if near else None)  # fmt: skip
+
+
 def anomaly_kind(
     name: str = "anomaly",
     *,
@@ -398,9 +422,6 @@ def anomaly_kind(
         source = anomalies or ("other-groups" if dataset.groups is not None else "other-classes")
         return AnomalyTaskSampler(dataset, shape.k_shot, shape.n_query, seed,
                                   anomalies=source, contamination=contamination)  # fmt: skip
-
-    def pseudo(view: UnlabeledView, parts: torch.Tensor, shape: TaskShape, seed: int) -> Any:
-        return CactusAnomalySource(view, parts, shape.k_shot, shape.n_query, seed)
 
     def learner_method(
         label: str, learner: MetaLearner, steps: int | None = None, device: Any = "cpu"
@@ -438,7 +459,7 @@ def anomaly_kind(
         default_baselines=("mahalanobis",),
         fixed_n_way=1,
         describe=_describe,
-        pseudo_source=pseudo,
+        pseudo_source=functools.partial(_pseudo_tasks, name, anomalies),
         calibrate=_calibrate,
     )
 

@@ -103,9 +103,10 @@ class TaskKind:
     describe:
         ``(report) -> str``: the task shape in words for report titles (default: "N-way K-shot").
     pseudo_source:
-        ``(unlabeled view, CACTUs partitions [P, n], shape, seed) -> task source``: the kind's
-        pseudo-tasks for meta-training without labels (default: CACTUs few-shot or clustering
-        tasks).
+        ``(unlabeled view, CACTUs partitions [P, n], shape, seed, groups) -> task source``: the
+        kind's pseudo-tasks for meta-training without labels (default: CACTUs few-shot or
+        clustering tasks); ``groups`` ``[P, k]``: the group of each cluster
+        (``unsupervised.pseudo_groups``), or ``None``.
     calibrate:
         ``(trained learner, its training source, seed) -> None``: a last step after
         meta-training that stores what the kind needs in the learner (one-class kinds: the
@@ -126,7 +127,7 @@ class TaskKind:
     default_baselines: tuple[str, ...] = ()
     fixed_n_way: int | None = None
     describe: Callable[[Mapping[str, Any]], str] | None = None
-    pseudo_source: Callable[[Any, torch.Tensor, TaskShape, int], Any] | None = None
+    pseudo_source: Callable[[Any, torch.Tensor, TaskShape, int, Any], Any] | None = None
     calibrate: Callable[[MetaLearner, Any, int], None] | None = None
 
     def baseline(self, name: str) -> Method:

@@ -165,6 +165,13 @@ class UnsupervisedConfig:
         the network otherwise learns its pseudo-tasks' very images by heart and its clusters of
         new images fall short of the pseudo-classes it was taught. Applies to CACTUs tasks of
         clustering and few-shot runs.
+    ``pseudo_groups``:
+        One-class runs of the ``anomaly-hard`` kind: the clusters of each partition are split
+        into this many groups by k-means of their centres in the embedding, and a pseudo-task's
+        anomalies come from the normal cluster's own group, its look-alikes (the label-free
+        analogue of Omniglot's same-alphabet anomalies;
+        :func:`~metaunsup.tasks.pseudo.cactus_anomaly.pseudo_class_groups`). ``0``: no groups
+        (the ``anomaly`` kind: anomalies from any other cluster).
     ``val_fraction``:
         Label-free model selection: that fraction of the unlabeled examples (drawn with
         ``train.seed``) is held out of every pseudo-task. The partitions still cover them, so
@@ -192,6 +199,7 @@ class UnsupervisedConfig:
     consensus_dims: list[int] = field(default_factory=list)
     consensus_neighbors: list[int] = field(default_factory=list)
     task_augment: str = "none"
+    pseudo_groups: int = 0
     val_fraction: float = 0.0
 
 
@@ -306,6 +314,25 @@ def _validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def _check_pseudo_groups(u: UnsupervisedConfig, kind: TaskKind) -> None:
+    """``pseudo_groups`` is what CACTUs pseudo-tasks of the ``anomaly-hard`` kind need (their
+    anomalies come from the normal cluster's group), and nothing else reads it."""
+    if u.pseudo_groups < 0 or u.pseudo_groups == 1:
+        raise ConfigError(f"unsupervised.pseudo_groups must be 0 or >= 2, got {u.pseudo_groups}")
+    hard = kind.name == "anomaly-hard" and u.tasks == "cactus"
+    if hard and not u.pseudo_groups:
+        raise ConfigError(
+            "anomaly-hard pseudo-tasks draw anomalies from the normal cluster's group, and "
+            "clusters have no groups: set unsupervised.pseudo_groups (e.g. 30), or use "
+            "task.kind = 'anomaly'"
+        )
+    if u.pseudo_groups and not hard:
+        raise ConfigError(
+            "unsupervised.pseudo_groups groups the clusters of CACTUs anomaly-hard pseudo-tasks; "
+            f"tasks = {u.tasks!r} of kind {kind.name!r} do not read it: remove it"
+        )
+
+
 def _validate_unsupervised(u: UnsupervisedConfig, t: TaskConfig, kind: TaskKind) -> None:
     """Check the ``[unsupervised]`` table against the run's tasks (``kind``: its task kind)."""
     if u.tasks not in UNSUPERVISED_TASKS:
@@ -345,6 +372,7 @@ def _validate_unsupervised(u: UnsupervisedConfig, t: TaskConfig, kind: TaskKind)
             "unsupervised.task_augment applies to CACTUs tasks of clustering and few-shot "
             f"runs, not to {u.tasks} tasks of kind {t.kind!r}; remove it"
         )
+    _check_pseudo_groups(u, kind)
     if not 0.0 <= u.val_fraction < 1.0:
         raise ConfigError(f"unsupervised.val_fraction must be in [0, 1), got {u.val_fraction}")
     if u.val_fraction and not plain_cactus:

@@ -460,7 +460,13 @@ def unsupervised_source(
     kind = task_kind(t.kind)
     if kind.pseudo_source is not None:  # the kind's own pseudo-tasks (one-class kinds)
         shape = TaskShape(t.n_way, t.k_shot, t.n_query)
-        return kind.pseudo_source(view, parts, shape, cfg.train.seed), record, None
+        groups = None
+        if u.pseudo_groups > 0:
+            from metaunsup.tasks.pseudo.cactus_anomaly import pseudo_class_groups
+
+            groups = pseudo_class_groups(z, parts, u.pseudo_groups, cfg.train.seed)
+            record["pseudo_groups"] = u.pseudo_groups
+        return kind.pseudo_source(view, parts, shape, cfg.train.seed, groups), record, None
     validation = None
     examples = view
     if u.val_fraction > 0:  # held out of every pseudo-task, scored against its pseudo-class

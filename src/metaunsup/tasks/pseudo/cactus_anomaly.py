@@ -8,6 +8,15 @@ al. (AAAI 2021) with clusters in place of classes. No label exists on this path:
 arrive through an :class:`~metaunsup.data.unlabeled.UnlabeledView`, and the partitions are
 the only grouping.
 
+**Near anomalies** (``anomalies="same-group"``, the pseudo-tasks of the ``anomaly-hard`` kind).
+Anomalies from any other cluster are mostly far from the normal one: the pseudo-tasks are easy,
+and a learner meta-trained on them learns little about telling a class from its look-alikes,
+the task of Omniglot's hard track (anomalies from the same alphabet), for which OC-MAML is
+meta-trained on tasks of the same kind with labels. Without labels, :func:`pseudo_class_groups`
+groups each partition's clusters by k-means of their centres in the embedding the partitions were
+cut from: a task's anomalies then come from the other clusters of the normal cluster's group,
+its neighbours, as a character's look-alikes come from its own alphabet.
+
 ``TaskBatch.y`` holds the pseudo-labels (1 = from another cluster), ``classes`` the normal
 cluster as ``partition * n_clusters + cluster``.
 """
@@ -16,12 +25,51 @@ from __future__ import annotations
 
 import torch
 
+from metaunsup._validation import check_int
 from metaunsup.data.base import Dataset
 from metaunsup.data.unlabeled import UnlabeledView, as_unlabeled
 from metaunsup.errors import DataError
 from metaunsup.tasks.anomaly import Grouping, OneClassStream
 
-__all__ = ["CactusAnomalySource"]
+__all__ = ["CactusAnomalySource", "pseudo_class_groups"]
+
+
+def pseudo_class_groups(
+    embeddings: torch.Tensor, partitions: torch.Tensor, n_groups: int, seed: int = 0
+) -> torch.Tensor:
+    """Groups of the clusters of each partition: ``int64 [P, k]``, the group of each cluster.
+
+    Each partition's cluster centres (the mean of ``embeddings`` ``[n, d]`` over the cluster's
+    examples) are split into ``n_groups`` groups by k-means (10 restarts, seeded by ``seed`` and
+    the partition): clusters of one group are neighbours in the embedding, so its other
+    clusters are a cluster's look-alikes. An empty cluster (no example; never a normal class)
+    gets group 0. No label is read.
+    """
+    from metaunsup.cluster.kmeans import kmeans
+
+    n_groups = check_int("n_groups", n_groups, 2)
+    if partitions.dim() != 2 or embeddings.dim() != 2 or embeddings.shape[0] != partitions.shape[1]:
+        raise DataError(
+            f"embeddings [n, d] and partitions [P, n] of the same examples are needed, got "
+            f"{tuple(embeddings.shape)} and {tuple(partitions.shape)}"
+        )
+    z = embeddings.to(torch.float64)
+    k = int(partitions.max()) + 1
+    out = torch.zeros(partitions.shape[0], k, dtype=torch.int64)
+    for p in range(partitions.shape[0]):
+        labels = partitions[p].to(torch.int64)
+        counts = torch.bincount(labels, minlength=k)
+        sums = torch.zeros(k, z.shape[1], dtype=z.dtype).index_add_(0, labels, z)
+        present = torch.nonzero(counts > 0).reshape(-1)
+        if present.numel() < n_groups:
+            raise DataError(
+                f"partition {p} has {present.numel()} non-empty clusters, fewer than the "
+                f"{n_groups} groups asked for: use fewer groups (unsupervised.pseudo_groups)"
+            )
+        centres = sums[present] / counts[present, None]
+        fit = kmeans(centres.to(torch.float32), n_groups, n_init=10, seed=seed + p)
+        out[p, present] = fit.labels
+    return out
 
 
 class CactusAnomalySource(OneClassStream):
@@ -41,6 +89,12 @@ class CactusAnomalySource(OneClassStream):
     contamination:
         Fraction of support slots holding examples of other clusters (see
         :class:`~metaunsup.tasks.anomaly.OneClassStream`).
+    anomalies:
+        ``"other-classes"`` (any other cluster of the partition) or ``"same-group"`` (the other
+        clusters of the normal cluster's group: near anomalies; needs ``groups``).
+    groups:
+        ``int64 [P, k]`` group of each cluster of each partition
+        (:func:`pseudo_class_groups`), or ``None``.
     batch_size:
         Tasks per batch when iterating.
 
@@ -59,6 +113,8 @@ class CactusAnomalySource(OneClassStream):
         seed: int = 0,
         *,
         contamination: float = 0.0,
+        anomalies: str = "other-classes",
+        groups: torch.Tensor | None = None,
         batch_size: int = 4,
     ) -> None:
         self.view = as_unlabeled(source)
@@ -70,17 +126,24 @@ class CactusAnomalySource(OneClassStream):
         if partitions.dtype.is_floating_point or partitions.numel() == 0:
             raise DataError("partitions must be a non-empty integer tensor")
         self.n_clusters = int(partitions.max()) + 1
+        if groups is not None and tuple(groups.shape) != (partitions.shape[0], self.n_clusters):
+            raise DataError(
+                f"groups must be [{partitions.shape[0]}, {self.n_clusters}], the group of each "
+                f"cluster of each partition, got shape {tuple(groups.shape)}"
+            )
+        self.groups = groups
         groupings = []
         for p in range(partitions.shape[0]):
             labels = partitions[p].to(torch.int64)
             clusters = torch.unique(labels)
-            groupings.append(Grouping(labels, clusters, offset=p * self.n_clusters))
+            of_clusters = None if groups is None else groups[p].to(torch.int64)
+            groupings.append(Grouping(labels, clusters, of_clusters, p * self.n_clusters))
         super().__init__(
             self.view.x,
             groupings,
             k_shot,
             n_query,
-            anomalies="other-classes",
+            anomalies=anomalies,
             contamination=contamination,
             seed=seed,
             batch_size=batch_size,
@@ -89,6 +152,7 @@ class CactusAnomalySource(OneClassStream):
     def __repr__(self) -> str:
         return (
             f"CactusAnomalySource({self.view.name}/{self.view.split}, "
-            f"partitions={len(self.groupings)}, k_shot={self.k_shot}, n_query={self.n_query}, "
+            f"partitions={len(self.groupings)}, anomalies={self.anomalies!r}, "
+            f"k_shot={self.k_shot}, n_query={self.n_query}, "
             f"seed={self.seed}, tasks_drawn={self.tasks_drawn})"
         )
