@@ -131,7 +131,6 @@ class CactusAnomalySource(OneClassStream):
                 f"groups must be [{partitions.shape[0]}, {self.n_clusters}], the group of each "
                 f"cluster of each partition, got shape {tuple(groups.shape)}"
             )
-        self.groups = groups
         groupings = []
         for p in range(partitions.shape[0]):
             labels = partitions[p].to(torch.int64)
