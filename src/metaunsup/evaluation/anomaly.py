@@ -66,7 +66,7 @@ from metaunsup.learners.one_class import (
 from metaunsup.tasks.anomaly import AnomalyTaskSampler, OneClassStream
 from metaunsup.tasks.batch import TaskBatch
 from metaunsup.tasks.pseudo.cactus import CactusTaskSource
-from metaunsup.tasks.pseudo.cactus_anomaly import CactusAnomalySource
+from metaunsup.tasks.pseudo.cactus_anomaly import CactusAnomalySource, no_groups_error
 
 __all__ = [
     "ANOMALY",
@@ -388,11 +388,7 @@ def _pseudo_tasks(
     anomalies are near ones, from the normal cluster's group (``groups`` ``[P, k]``, needed)."""
     near = anomalies not in (None, "other-classes")
     if near and groups is None:
-        raise ConfigError(
-            f"{kind} pseudo-tasks draw anomalies from the normal cluster's group, and "
-            "clusters have no groups: set unsupervised.pseudo_groups (e.g. 30), or use "
-            "task.kind = 'anomaly'"
-        )
+        raise no_groups_error(kind)
     return CactusAnomalySource(view, parts, shape.k_shot, shape.n_query, seed,
                                anomalies="same-group" if near else "other-classes",
                                groups=groups if near else None)  # fmt: skip

@@ -321,11 +321,9 @@ def _check_pseudo_groups(u: UnsupervisedConfig, kind: TaskKind) -> None:
         raise ConfigError(f"unsupervised.pseudo_groups must be 0 or >= 2, got {u.pseudo_groups}")
     hard = kind.name == "anomaly-hard" and u.tasks == "cactus"
     if hard and not u.pseudo_groups:
-        raise ConfigError(
-            "anomaly-hard pseudo-tasks draw anomalies from the normal cluster's group, and "
-            "clusters have no groups: set unsupervised.pseudo_groups (e.g. 30), or use "
-            "task.kind = 'anomaly'"
-        )
+        from metaunsup.tasks.pseudo.cactus_anomaly import no_groups_error
+
+        raise no_groups_error(kind.name)
     if u.pseudo_groups and not hard:
         raise ConfigError(
             "unsupervised.pseudo_groups groups the clusters of CACTUs anomaly-hard pseudo-tasks; "

@@ -28,10 +28,19 @@ import torch
 from metaunsup._validation import check_int
 from metaunsup.data.base import Dataset
 from metaunsup.data.unlabeled import UnlabeledView, as_unlabeled
-from metaunsup.errors import DataError
+from metaunsup.errors import ConfigError, DataError
 from metaunsup.tasks.anomaly import Grouping, OneClassStream
 
-__all__ = ["CactusAnomalySource", "pseudo_class_groups"]
+__all__ = ["CactusAnomalySource", "no_groups_error", "pseudo_class_groups"]
+
+
+def no_groups_error(kind: str) -> ConfigError:
+    """The error of a label-free run of ``kind`` (one whose pseudo-anomalies come from the
+    normal cluster's group) whose clusters were given no groups, with the fix."""
+    return ConfigError(
+        f"{kind} pseudo-tasks draw anomalies from the normal cluster's group, and clusters "
+        "have no groups: set unsupervised.pseudo_groups (e.g. 30), or use task.kind = 'anomaly'"
+    )
 
 
 def pseudo_class_groups(
