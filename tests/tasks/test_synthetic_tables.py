@@ -78,3 +78,53 @@ def test_resume_from_state_and_bad_settings():
         SyntheticTables(max_features=5, min_features=6)
     with pytest.raises(ConfigError, match="max_missing"):
         SyntheticTables(max_missing=0.95)
+
+
+def _kind_table(kind: str, seed: int = 3):
+    prior = SyntheticTables(
+        max_features=12, min_features=6, missing_prob=0.0, anomaly_rate=0.08,
+        anomaly_kinds=(kind,), seed=seed,
+    )  # fmt: skip
+    t = prior.sample_table(3, 600)
+    assert 0.04 < float(t.anomaly.float().mean()) < 0.12
+    return t.x[:, : t.d], t.anomaly
+
+
+def test_clustered_anomalies_form_a_cluster_of_their_own():
+    ratios = []
+    for seed in range(8):
+        x, bad = _kind_table("clustered", seed)
+        centre = x[bad].mean(0)
+        # the anomalies gather round their centre; the normal rows lie farther from it (noise
+        # columns, which carry no cluster, blur it on some tables)
+        inside = (x[bad] - centre).norm(dim=1).median()
+        outside = (x[~bad] - centre).norm(dim=1).median()
+        ratios.append(float(inside / outside))
+    assert max(ratios) < 1.0 and sorted(ratios)[4] < 0.7, ratios
+
+
+def test_global_anomalies_fill_the_widened_range_and_dependency_ones_keep_the_marginals():
+    x, bad = _kind_table("global")
+    normal, odd = x[~bad], x[bad]
+    low, high = normal.min(0).values, normal.max(0).values
+    pad = 0.1 * (high - low) + 1e-5
+    assert bool(((odd >= low - pad) & (odd <= high + pad)).all())
+    assert float(((odd < low) | (odd > high)).any(1).float().mean()) > 0.2  # some leave the range
+    x, bad = _kind_table("dependency")
+    normal, odd = x[~bad], x[bad]
+    for c in range(x.shape[1]):  # every cell is a value of its column among the normal rows
+        assert bool(torch.isin(odd[:, c], normal[:, c]).all())
+    assert not any(bool((normal == row).all(1).any()) for row in odd)  # rows are new
+
+
+def test_anomaly_kinds_one_per_task_and_bad_kinds_refused():
+    prior = SyntheticTables(max_features=8, missing_prob=0.0, anomaly_rate=0.1,
+                            anomaly_kinds=("global", "dependency"), seed=0)  # fmt: skip
+    again = SyntheticTables(max_features=8, missing_prob=0.0, anomaly_rate=0.1,
+                            anomaly_kinds=("global", "dependency"), seed=0)  # fmt: skip
+    a, b = prior.sample_table(2, 100), again.sample_table(2, 100)
+    assert torch.equal(a.x.nan_to_num(9.0), b.x.nan_to_num(9.0))
+    with pytest.raises(ConfigError, match="anomaly_kinds"):
+        SyntheticTables(anomaly_kinds=("spiky",))
+    with pytest.raises(ConfigError, match="anomaly_kinds"):
+        SyntheticTables(anomaly_kinds=())

@@ -22,10 +22,20 @@ One task, in order (:meth:`SyntheticTables.sample_table`):
 4. **Column kinds.** A random share (up to 1/2) of the columns is pure noise (no cluster
    signal, Gaussian or uniform); with probability 1/3 a random share of the columns is
    discretised to 2..5 levels (categorical or ordinal columns, one-hot-like when 2).
-5. **Anomalies** (``anomaly_rate > 0``): that share of the rows is replaced by points of a
-   random cluster with its latent spread inflated by 3..6 (variance-inflated) or its mean
-   shifted 3..6 spreads along a random direction (shifted), half each in expectation; they
-   keep their cluster's label and are flagged in ``anomaly``.
+5. **Anomalies** (``anomaly_rate > 0``): that share of the rows is replaced by anomalies of
+   one kind per task, drawn uniformly from ``anomaly_kinds`` — the four types of ADBench (Han
+   et al., "ADBench: Anomaly Detection Benchmark", NeurIPS 2022):
+
+   - ``"local"``: points of their cluster with its latent spread inflated by 3..6
+     (variance-inflated) or its mean shifted 3..6 spreads along a random direction (shifted),
+     half each in expectation (the only kind by default);
+   - ``"clustered"``: a small cluster of their own, its latent mean drawn as the others' and
+     its spread 1/4..1 of theirs (a rare class: dense, so local-density scores miss it);
+   - ``"global"``: uniform in each column's range widened by 10% on each side;
+   - ``"dependency"``: each cell copied from a random normal row of its column (every
+     marginal normal, the columns' dependence broken).
+
+   They keep their cluster's label and are flagged in ``anomaly``.
 6. **Standardised** as :class:`~metaunsup.MetaKMeans` scales a user's table for the
    ``tabular`` checkpoint (:func:`metaunsup.estimators.scaling.table_scaling`, ``"standard"``):
    each column centred and divided by its standard deviation over its observed cells.
@@ -53,7 +63,7 @@ from metaunsup.errors import ConfigError
 from metaunsup.tasks.batch import TaskBatch
 from metaunsup.tasks.stream import SeededStream
 
-__all__ = ["SYNTHETIC_TABLES", "SyntheticTable", "SyntheticTables"]
+__all__ = ["ANOMALY_KINDS", "SYNTHETIC_TABLES", "SyntheticTable", "SyntheticTables"]
 
 #: The ``data.dataset`` of a run config that meta-trains on this prior (no real data).
 SYNTHETIC_TABLES = "synthetic-tables"
@@ -64,6 +74,8 @@ MAX_LATENT = 10
 SEPARATION = (1.0, 6.0)
 #: Range of the inflation of a variance-inflated anomaly's spread, or of a shift (spreads).
 ANOMALY_STRENGTH = (3.0, 6.0)
+#: The kinds of anomalies the prior draws (module docstring, step 5).
+ANOMALY_KINDS = ("local", "clustered", "global", "dependency")
 _ACTIVATIONS = (torch.tanh, torch.relu, torch.sin, torch.sigmoid)
 
 
@@ -95,6 +107,9 @@ class SyntheticTables(SeededStream):
     anomaly_rate:
         Share of anomalous rows (0 for clustering meta-training: an anomaly labelled with its
         cluster would teach the embedding to pull it in).
+    anomaly_kinds:
+        The kinds of anomalies a task draws one of (:data:`ANOMALY_KINDS`; module docstring,
+        step 5).
     seed:
         Seeds the stream (same seed → same tasks).
     """
@@ -109,6 +124,7 @@ class SyntheticTables(SeededStream):
         missing_prob: float = 0.5,
         max_missing: float = 0.3,
         anomaly_rate: float = 0.0,
+        anomaly_kinds: tuple[str, ...] = ("local",),
         seed: int = 0,
     ) -> None:
         self.max_features = check_int("max_features", max_features, 2)
@@ -120,6 +136,13 @@ class SyntheticTables(SeededStream):
         self.missing_prob = check_float("missing_prob", missing_prob, 0.0, 1.0)
         self.max_missing = check_float("max_missing", max_missing, 0.0, 0.9)
         self.anomaly_rate = check_float("anomaly_rate", anomaly_rate, 0.0, 0.5)
+        self.anomaly_kinds = tuple(anomaly_kinds)
+        unknown = sorted(set(self.anomaly_kinds) - set(ANOMALY_KINDS))
+        if unknown or not self.anomaly_kinds:
+            raise ConfigError(
+                f"anomaly_kinds must be some of {', '.join(ANOMALY_KINDS)}, got "
+                f"{list(anomaly_kinds)}"
+            )
         self.seed = check_seed("seed", seed)
         self.start_stream()
 
@@ -164,9 +187,17 @@ class SyntheticTables(SeededStream):
         y = self._cluster_sizes(k, n)
         z = self._latent(y, k, self._int(1, min(d, MAX_LATENT)))
         anomaly = torch.rand(n, generator=g) < self.anomaly_rate
+        kind = "local"
         if anomaly.any():
-            z = self._anomalies(z, y, anomaly)
+            if len(self.anomaly_kinds) > 1:  # one draw only then: the default stream is kept
+                kind = self.anomaly_kinds[self._int(0, len(self.anomaly_kinds) - 1)]
+            else:
+                kind = self.anomaly_kinds[0]
+            if kind in ("local", "clustered"):
+                z = self._anomalies(z, y, anomaly, kind)
         x = self._columns(z, d)
+        if kind in ("global", "dependency"):
+            x = self._column_anomalies(x, anomaly, kind)
         x = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
         x = self._missing(x)
         out = torch.full((n, self.max_features), float("nan"))
@@ -183,16 +214,26 @@ class SyntheticTables(SeededStream):
     def _latent(self, y: Tensor, k: int, q: int) -> Tensor:
         """Latent points ``[n, q]`` of a Gaussian mixture with means ``N(0, s² I)``."""
         g = self._generator
-        means = torch.randn(k, q, generator=g) * self._log_u(*SEPARATION)
+        means = torch.randn(k, q, generator=g)  # drawn before the separation, as always
+        self._separation = self._log_u(*SEPARATION)
+        means = means * self._separation
         spreads = torch.exp(torch.empty(k, q).uniform_(-math.log(2), math.log(2), generator=g))
         self._means, self._spreads = means, spreads
         return means[y] + torch.randn(len(y), q, generator=g) * spreads[y]
 
-    def _anomalies(self, z: Tensor, y: Tensor, anomaly: Tensor) -> Tensor:
-        """``z`` with the anomalous rows redrawn: variance-inflated or shifted points of their
-        cluster (module docstring, step 5)."""
+    def _anomalies(self, z: Tensor, y: Tensor, anomaly: Tensor, kind: str) -> Tensor:
+        """``z`` with the anomalous rows redrawn in the latent space: variance-inflated or
+        shifted points of their cluster (``"local"``) or a small cluster of their own
+        (``"clustered"``; module docstring, step 5)."""
         g = self._generator
         m, q = int(anomaly.sum()), z.shape[1]
+        if kind == "clustered":
+            mean = torch.randn(q, generator=g) * self._separation
+            spread = torch.exp(torch.empty(q).uniform_(-math.log(2), math.log(2), generator=g))
+            spread = spread * self._u(0.25, 1.0)
+            z = z.clone()
+            z[anomaly] = mean + torch.randn(m, q, generator=g) * spread
+            return z
         c = y[anomaly]
         strength = torch.empty(m, 1).uniform_(*ANOMALY_STRENGTH, generator=g)
         noise = torch.randn(m, q, generator=g) * self._spreads[c]
@@ -207,6 +248,23 @@ class SyntheticTables(SeededStream):
         z = z.clone()
         z[anomaly] = point
         return z
+
+    def _column_anomalies(self, x: Tensor, anomaly: Tensor, kind: str) -> Tensor:
+        """``x`` ``[n, d]`` with the anomalous rows redrawn in the column space: uniform in
+        each column's widened range (``"global"``) or each cell from a random normal row
+        (``"dependency"``; module docstring, step 5)."""
+        g = self._generator
+        m, d = int(anomaly.sum()), x.shape[1]
+        normal = x[~anomaly]
+        x = x.clone()
+        if kind == "global":
+            low, high = normal.min(0).values, normal.max(0).values
+            pad = 0.1 * (high - low)
+            x[anomaly] = low - pad + torch.rand(m, d, generator=g) * (high - low + 2 * pad)
+        else:
+            rows = torch.randint(0, len(normal), (m, d), generator=g)
+            x[anomaly] = normal[rows, torch.arange(d)]
+        return x
 
     def _columns(self, z: Tensor, d: int) -> Tensor:
         """``d`` columns ``[n, d]`` of the latent points through a random network, with noise
