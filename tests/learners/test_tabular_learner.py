@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from metaunsup.errors import ConfigError
 from metaunsup.learners import AnomalyScorer, build_learner, load_learner
 from metaunsup.learners.tabular import TabularKMeans
 from metaunsup.nets import MaskedMLP
@@ -39,6 +40,25 @@ def test_config_round_trip_and_ability():
     assert isinstance(again, AnomalyScorer)
 
 
+def test_a_share_of_the_support_reaches_past_a_clustered_anomaly():
+    learner = _learner(3)
+    g = torch.Generator().manual_seed(1)
+    normal = torch.randn(1, 90, 6, generator=g)
+    rare = 8.0 + 0.05 * torch.randn(1, 10, 6, generator=g)  # a dense rare class, far away
+    table = torch.cat([normal, rare], 1)
+    few = learner.score(table, table)[0]
+    learner.score_neighbors = 0.2  # 20 of the 100 rows: past the 10 rare ones
+    share = learner.score(table, table)[0]
+    assert learner.neighbors(100) == 20 and learner.neighbors(3) == 1
+    assert few[90:].min() < few[:90].max()  # 3 neighbours: the rare rows look like normals
+    assert share[90:].min() > share[:90].max()  # a share: every rare row ranks above
+    again = build_learner(learner.config())
+    assert isinstance(again, TabularKMeans) and again.score_neighbors == 0.2
+    for bad in (0.0, 1.0, 1.5, 0, True):
+        with pytest.raises(ConfigError, match="score_neighbors"):
+            TabularKMeans(MaskedMLP(6, None, hidden=(16, 8)), score_neighbors=bad)
+
+
 @pytest.mark.slow
 def test_the_tabular_config_trains_on_the_prior(tmp_path):
     cfg = load_config("tabular", {"train.steps": 3, "train.checkpoint_every": 3})
@@ -64,3 +84,21 @@ def test_candidate_search_gives_the_exact_nearest_distances(dtype):
         assert torch.allclose(fast, exact, rtol=1e-5 if dtype == torch.float32 else 1e-12)
     # the repeated row: its copies are left out as the query itself, the next m kept
     assert torch.isfinite(_nearest_distances(zq, zs, 3)[:, 3]).all()
+
+
+def test_a_checkpoint_rescored_keeps_its_weights_and_refuses_bad_options(tmp_path):
+    from metaunsup.checkpoint import read_checkpoint, resolve_checkpoint
+    from metaunsup.learners import with_learner_options
+
+    out = with_learner_options("tabular", tmp_path / "share.safetensors", {"score_neighbors": 0.1})
+    before, after = load_learner("tabular"), load_learner(out)
+    assert isinstance(after, TabularKMeans) and after.score_neighbors == 0.1
+    weights, again = before.state_dict(), after.state_dict()
+    assert weights.keys() == again.keys()
+    assert all(torch.equal(weights[name], again[name]) for name in weights)
+    packaged = read_checkpoint(resolve_checkpoint("tabular"))[1]
+    assert read_checkpoint(out)[1]["run"] == packaged["run"]
+    for bad in ({"score_neighbors": 1.5}, {"no_such_option": 1}):
+        with pytest.raises(ConfigError):
+            with_learner_options("tabular", tmp_path / "bad.safetensors", bad)
+    assert not (tmp_path / "bad.safetensors").exists()

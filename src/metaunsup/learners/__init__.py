@@ -36,6 +36,7 @@ from metaunsup.learners.registry import (
     learner_class,
     load_learner,
     register_learner,
+    with_learner_options,
 )
 from metaunsup.learners.reptile import Reptile
 from metaunsup.learners.tabular import TabularKMeans
@@ -67,4 +68,5 @@ __all__ = [
     "learner_class",
     "load_learner",
     "register_learner",
+    "with_learner_options",
 ]

@@ -19,7 +19,12 @@ from typing import Any, TypeVar
 
 import torch
 
-from metaunsup.checkpoint import load_model_state, read_checkpoint, resolve_checkpoint
+from metaunsup.checkpoint import (
+    load_model_state,
+    read_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from metaunsup.errors import CheckpointError, ConfigError
 from metaunsup.learners.anil import ANIL
 from metaunsup.learners.base import MetaLearner
@@ -36,7 +41,14 @@ from metaunsup.learners.protonet import ProtoNet
 from metaunsup.learners.reptile import Reptile
 from metaunsup.learners.tabular import TabularKMeans
 
-__all__ = ["LEARNERS", "build_learner", "learner_class", "load_learner", "register_learner"]
+__all__ = [
+    "LEARNERS",
+    "build_learner",
+    "learner_class",
+    "load_learner",
+    "register_learner",
+    "with_learner_options",
+]
 
 #: Registered learner classes by their ``name``.
 LEARNERS: dict[str, type[MetaLearner]] = {}
@@ -119,3 +131,23 @@ def load_learner(
     if example_shape is not None:
         check_fits(learner, tuple(example_shape), f"checkpoint {str(name_or_path)!r}")
     return learner.to(device).eval()
+
+
+def with_learner_options(
+    name_or_path: str | Path, out: str | Path, options: Mapping[str, Any]
+) -> Path:
+    """Write to ``out`` the checkpoint ``name_or_path`` with ``options`` set in its learner
+    configuration (its weights and the rest of its metadata as they are), for settings that
+    act after meta-training (e.g. ``TabularKMeans``'s ``score_neighbors``): one model scored
+    several ways without training it again.
+
+    Raises :class:`~metaunsup.errors.ConfigError` when the learner refuses an option (unknown
+    or out of range), before anything is written; ``out`` is written atomically.
+    """
+    tensors, meta = read_checkpoint(resolve_checkpoint(name_or_path))
+    config = {**meta["learner"], **options}
+    unknown = sorted(set(options) - set(meta["learner"]))
+    if unknown:
+        raise ConfigError(f"learner {config['name']!r} has no option {', '.join(unknown)}")
+    load_model_state(build_learner(config), tensors, str(name_or_path))
+    return save_checkpoint(out, tensors, {**meta, "learner": config})
