@@ -1,17 +1,31 @@
 """Table models on held-out tasks of their own synthetic prior: how the ``tabular`` candidates
-were chosen, without any real table's labels.
+and their anomaly-scoring setting were chosen, without any real table's labels.
 
 Tasks come from :class:`metaunsup.tasks.synthetic_tables.SyntheticTables` with seeds that
 meta-training never uses (meta-training draws from ``train.seed`` = 0): ``--tasks`` clustering
 tasks (seed 999; ``k`` cycling through 2..7, 200 rows, complete cells) and ``--tasks``
-anomaly tasks (seed 998; 5% anomalies, ``k`` in 2..5, 300 rows). Each checkpoint clusters
-with :class:`metaunsup.MetaKMeans` (``guard=False``: the embedding itself is measured) and
-scores with :class:`metaunsup.MetaOutlierDetector`; beside them K-means on the same
-standardised columns and PyOD's KNN. Scores: mean ARI and mean AUROC over the tasks.
+anomaly tasks per kind of anomaly (seed 998 for each kind; 5% anomalies, ``k`` in 2..5, rows
+cycling through ``--rows``, 300 by default). ``--kinds`` names the kinds (the prior's
+``anomaly_kinds``: ``local``, the default and what meta-training's prior draws, and ADBench's
+``clustered``, ``global`` and ``dependency``). Each checkpoint clusters with
+:class:`metaunsup.MetaKMeans` (``guard=False``: the embedding itself is measured) and scores
+with :class:`metaunsup.MetaOutlierDetector`; beside them K-means on the same standardised
+columns and PyOD's KNN. Scores: mean ARI and mean AUROC over the tasks.
 
     python benchmarks/tabular_prior.py --threads 1 --checkpoint tabular
 
-Prints the table and writes ``docs/results/tabular_prior.json``.
+``--neighbors N ...`` scores each checkpoint's anomalies once per setting of its
+``score_neighbors`` (a count, or a share of the reference such as ``0.1``; the weights are the
+same, see :func:`metaunsup.learners.with_learner_options`), skips the clustering tasks (the
+setting does not touch them), and reports each setting's AUROC per kind and its paired
+difference from the first setting (mean and 95% interval over the tasks). How the packaged
+``tabular`` model's setting was chosen:
+
+    python benchmarks/tabular_prior.py --threads 1 --checkpoint tabular --tasks 60 \
+        --kinds local clustered global dependency --rows 300 1000 \
+        --neighbors 10 0.02 0.05 0.1 0.2 --json docs/results/tabular_prior_neighbors.json
+
+Prints the table and writes ``docs/results/tabular_prior.json`` (or ``--json``).
 """
 
 from __future__ import annotations
@@ -25,7 +39,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
 from _record import write_record
-from metaunsup.tasks.synthetic_tables import SyntheticTables
+from metaunsup.tasks.synthetic_tables import ANOMALY_KINDS, SyntheticTables
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
@@ -40,42 +54,99 @@ def clustering_tasks(count: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
     return out
 
 
-def anomaly_tasks(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    prior = SyntheticTables(seed=998, missing_prob=0.0, anomaly_rate=0.05)
+def anomaly_tasks(
+    count: int, kinds: tuple[str, ...] = ("local",), rows: tuple[int, ...] = (300,)
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``count`` tasks ``(kind, x [n, d], anomaly flags [n])`` per kind of anomaly."""
     out = []
-    while len(out) < count:
-        t = prior.sample_table(2 + len(out) % 4, 300)
-        if t.anomaly.any():
-            out.append((t.x[:, : t.d].numpy().astype(np.float64), t.anomaly.numpy()))
+    for kind in kinds:
+        prior = SyntheticTables(
+            seed=998, missing_prob=0.0, anomaly_rate=0.05, anomaly_kinds=(kind,)
+        )
+        done = 0
+        while done < count:
+            t = prior.sample_table(2 + done % 4, rows[done % len(rows)])
+            if t.anomaly.any():
+                out.append((kind, t.x[:, : t.d].numpy().astype(np.float64), t.anomaly.numpy()))
+                done += 1
     return out
 
 
-def measure(checkpoints: list[str], count: int) -> dict[str, dict[str, float]]:
+def scorers(checkpoints: list[str], neighbors: list[str], folder: Path) -> dict[str, str]:
+    """Label -> checkpoint of each model to score anomalies with: the checkpoints as they are,
+    or each one once per ``score_neighbors`` setting (written to ``folder``)."""
+    from metaunsup.learners import with_learner_options
+
+    if not neighbors:
+        return {name: name for name in checkpoints}
+    out = {}
+    for i, name in enumerate(checkpoints):
+        for j, text in enumerate(neighbors):
+            value = float(text) if "." in text else int(text)
+            path = folder / f"{i}-{j}.safetensors"
+            with_learner_options(name, path, {"score_neighbors": value})
+            out[f"{name}, score_neighbors={text}"] = str(path)
+    return out
+
+
+def paired(a: list[float], b: list[float]) -> dict[str, float]:
+    """Mean of ``a - b`` over the tasks with its 95% normal interval."""
+    d = np.asarray(a) - np.asarray(b)
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return {"mean": float(d.mean()), "ci95": float(half)}
+
+
+def measure(
+    checkpoints: list[str],
+    count: int,
+    kinds: tuple[str, ...] = ("local",),
+    rows: tuple[int, ...] = (300,),
+    neighbors: list[str] | None = None,
+) -> dict[str, dict]:
+    import tempfile
+
     from pyod.models.knn import KNN
     from sklearn.cluster import KMeans
 
     from metaunsup import MetaKMeans, MetaOutlierDetector
 
     ari: dict[str, list[float]] = {name: [] for name in [*checkpoints, "K-means"]}
-    auroc: dict[str, list[float]] = {name: [] for name in [*checkpoints, "KNN (PyOD)"]}
-    for x, y, k in clustering_tasks(count):
-        z = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
-        ari["K-means"].append(
-            adjusted_rand_score(y, KMeans(k, n_init=10, random_state=0).fit_predict(z))
-        )
-        for name in checkpoints:
-            model = MetaKMeans(k, checkpoint=name, random_state=0, guard=False).fit(x)
-            ari[name].append(adjusted_rand_score(y, model.labels_))
-    for x, flags in anomaly_tasks(count):
-        z = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
-        auroc["KNN (PyOD)"].append(roc_auc_score(flags, KNN().fit(z).decision_scores_))
-        for name in checkpoints:
-            scores = MetaOutlierDetector(checkpoint=name, random_state=0).fit(x).decision_scores_
-            auroc[name].append(roc_auc_score(flags, scores))
-    return {
-        "ari": {m: float(np.mean(v)) for m, v in ari.items()},
-        "auroc": {m: float(np.mean(v)) for m, v in auroc.items()},
+    if not neighbors:
+        for x, y, k in clustering_tasks(count):
+            z = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+            ari["K-means"].append(
+                adjusted_rand_score(y, KMeans(k, n_init=10, random_state=0).fit_predict(z))
+            )
+            for name in checkpoints:
+                model = MetaKMeans(k, checkpoint=name, random_state=0, guard=False).fit(x)
+                ari[name].append(adjusted_rand_score(y, model.labels_))
+    with tempfile.TemporaryDirectory() as folder:
+        models = scorers(checkpoints, neighbors or [], Path(folder))
+        auroc: dict[str, dict[str, list[float]]] = {m: {} for m in [*models, "KNN (PyOD)"]}
+        for kind, x, flags in anomaly_tasks(count, kinds, rows):
+            z = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+            knn = roc_auc_score(flags, KNN().fit(z).decision_scores_)
+            auroc["KNN (PyOD)"].setdefault(kind, []).append(knn)
+            for label, path in models.items():
+                model = MetaOutlierDetector(checkpoint=path, random_state=0).fit(x)
+                scores = model.decision_scores_
+                auroc[label].setdefault(kind, []).append(roc_auc_score(flags, scores))
+    pooled = {m: [a for kind in v.values() for a in kind] for m, v in auroc.items()}
+    record: dict[str, dict] = {"auroc": {m: float(np.mean(v)) for m, v in pooled.items()}}
+    if not neighbors:
+        return {"ari": {m: float(np.mean(v)) for m, v in ari.items()}, **record}
+    record["auroc_by_kind"] = {
+        m: {kind: float(np.mean(a)) for kind, a in v.items()} for m, v in auroc.items()
     }
+    first = next(iter(models))
+    record["paired_with_first"] = {m: paired(pooled[m], pooled[first]) for m in pooled}
+    return record
+
+
+def _short(value: float | dict) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} {v:.3f}" for k, v in value.items()) + "}"
+    return f"{value:.3f}"
 
 
 def main() -> None:
@@ -83,14 +154,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoint", action="append", required=True)
     parser.add_argument("--tasks", type=int, default=60)
+    parser.add_argument("--kinds", nargs="+", default=["local"], choices=ANOMALY_KINDS)
+    parser.add_argument("--rows", nargs="+", type=int, default=[300])
+    parser.add_argument("--neighbors", nargs="+", help="score_neighbors settings to compare")
     parser.add_argument("--json", type=Path, default=RESULTS / "tabular_prior.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
-    scores = measure(args.checkpoint, args.tasks)
+    scores = measure(
+        args.checkpoint, args.tasks, tuple(args.kinds), tuple(args.rows), args.neighbors
+    )
     for metric, row in scores.items():
-        print(f"{metric}: " + ", ".join(f"{m} {v:.3f}" for m, v in row.items()))
-    write_record("tabular_prior", None, args.json, threads=args.threads, tasks=args.tasks, **scores)
+        print(f"{metric}: " + ", ".join(f"{m} {_short(v)}" for m, v in row.items()))
+    extra = {"kinds": args.kinds, "rows": args.rows} if args.neighbors else {}
+    write_record(
+        "tabular_prior", None, args.json, threads=args.threads, tasks=args.tasks, **extra, **scores
+    )
 
 
 if __name__ == "__main__":
