@@ -65,6 +65,7 @@ from _missing_cells import KINDS, remove_cells
 from _record import write_record
 from _threads import pin_threads
 from metaunsup import data as datasets
+from metaunsup.learners import load_learner
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
@@ -189,6 +190,19 @@ def auroc_table(results: dict, methods: list[str]) -> list[str]:
     return lines
 
 
+def scoring_note(record: dict) -> str:
+    """How ``tabular`` scored (its ``score_neighbors``), for records that say."""
+    neighbors = record.get("tabular_score_neighbors")
+    if neighbors is None:
+        return ""
+    what = f"{neighbors:.0%} of" if isinstance(neighbors, float) else f"{neighbors}"
+    return (
+        f", its score the mean distance to its nearest {what} the reference rows in its "
+        "embedding (`score_neighbors`, chosen on held-out tasks of its synthetic prior with "
+        "four kinds of anomalies: `tabular_prior_neighbors.json`)"
+    )
+
+
 def page(record: dict) -> str:
     results = record["results"]
     methods = list(next(iter(results.values())))
@@ -203,8 +217,9 @@ def page(record: dict) -> str:
         "min in all. How the tables are built and what each method is: the docstring of "
         "`benchmarks/tables_anomaly.py`. `tabular` is the packaged zero-shot checkpoint "
         "(meta-trained only on synthetic tables; nothing fitted to these tables beyond the "
-        "column standardisation and the reference rows it scores against); PyOD's detectors run "
-        "with their defaults. AUROC, mean over the seeds "
+        "column standardisation and the reference rows it scores against)"
+        + scoring_note(record)
+        + "; PyOD's detectors run with their defaults. AUROC, mean over the seeds "
         f"{', '.join(str(s) for s in record['seeds'])} (each seed draws its own anomalies) with "
         "its min-max. No setting was tuned on the labels.",
         "",
@@ -361,6 +376,7 @@ def main() -> None:
         results=results,
         missing=missing,
         total_seconds=time.perf_counter() - t_start,
+        tabular_score_neighbors=getattr(load_learner("tabular"), "score_neighbors", None),
     )
     record = json.loads(args.json.read_text())
     args.json.with_suffix(".md").write_text(page(record))

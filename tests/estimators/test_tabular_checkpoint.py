@@ -51,6 +51,10 @@ def test_packaged_tabular_is_a_table_embedder_and_scorer_with_a_card():
     )
     assert card["data"]["dataset"] == "synthetic-tables"
     assert (packaged_dir() / "tabular.safetensors").stat().st_size < 2_000_000
+    # the scoring setting chosen after training is the file's, the card's and the config's
+    assert learner.score_neighbors == card["config"]["learner"]["score_neighbors"]
+    assert card["scoring"]["after"] == {"score_neighbors": learner.score_neighbors}
+    assert (Path(__file__).resolve().parents[2] / card["scoring"]["chosen_by"]["record"]).is_file()
 
 
 @pytest.mark.parametrize("width", [2, 13, 100])
