@@ -14,7 +14,7 @@ import torch
 
 from metaunsup.app.cli import main
 from metaunsup.checkpoint import read_checkpoint, save_checkpoint
-from metaunsup.errors import CheckpointError
+from metaunsup.errors import CheckpointError, ConfigError
 from metaunsup.learners import load_learner
 from metaunsup.training.build import train_run
 from metaunsup.training.config import config_from_dict
@@ -192,3 +192,38 @@ def test_train_init_of_another_learner_is_refused_before_any_work(tmp_path, caps
     with pytest.raises(CheckpointError, match=r"holds another learner .*differs in net"):
         train_run(_cfg(init=str(other / "last.safetensors")), tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "last.safetensors").exists()
+
+
+def test_ema_averages_the_weights_validates_them_and_resumes_exactly(tmp_path):
+    """train.ema: the model checkpoints hold the moving average, the training checkpoint the
+    raw weights beside it; a resumed run ends with the same average as an uninterrupted one."""
+    full = tmp_path / "full"
+    train_run(_cfg(ema=0.5, val_every=12), full, progress=False)
+    tensors, _ = read_checkpoint(full / "last.safetensors")
+    raw = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    ema = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
+    assert raw.keys() == ema.keys()
+    floats = [k for k in raw if raw[k].is_floating_point()]
+    assert any(not torch.equal(raw[k], ema[k]) for k in floats)  # an average, not a copy
+    best = _weights(full / "best.safetensors")  # validated at step 12, the last: the average
+    assert all(torch.equal(best[f"model.{k}"], ema[k]) for k in ema)
+    plain = tmp_path / "plain"
+    train_run(_cfg(val_every=12), plain, progress=False)  # the same raw trajectory without it
+    assert all(torch.equal(_weights(plain / "last.safetensors")[f"model.{k}"], raw[k]) for k in raw)
+    part = tmp_path / "part"
+    train_run(_cfg(ema=0.5, val_every=12, steps=6), part, progress=False)
+    train_run(_cfg(ema=0.5, val_every=12), part, resume=True, progress=False)
+    again, _ = read_checkpoint(part / "last.safetensors")
+    assert all(torch.equal(again[k], tensors[k]) for k in tensors if k.startswith("ema."))
+    with pytest.raises(CheckpointError, match=r"train\.ema = 0\.0"):
+        train_run(_cfg(ema=0.5, val_every=12), plain, resume=True, progress=False)
+    with pytest.raises(ConfigError, match=r"train\.ema"):
+        _cfg(ema=1.0)
+
+
+def test_a_run_written_before_train_ema_existed_resumes(tmp_path):
+    train_run(_cfg(steps=6), tmp_path, progress=False)
+    tensors, meta = read_checkpoint(tmp_path / "last.safetensors")
+    del meta["run"]["train"]["ema"]  # as runs were written before the setting
+    save_checkpoint(tmp_path / "last.safetensors", tensors, meta)
+    assert train_run(_cfg(), tmp_path, resume=True, progress=False).steps == 12

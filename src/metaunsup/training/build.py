@@ -334,8 +334,21 @@ def clear_run(out_dir: str | Path) -> None:
 _RESUME_KEYS = {
     "data": ("dataset", "split", "val_fraction", "val_by", "rotations"),
     "task": ("kind", "n_way", "k_shot", "n_query", "val_n_way"),
-    "train": ("seed", "meta_batch", "lr", "optimizer", "lr_decay_steps", "lr_decay", "grad_clip"),
+    "train": (
+        "seed",
+        "meta_batch",
+        "lr",
+        "optimizer",
+        "lr_decay_steps",
+        "lr_decay",
+        "grad_clip",
+        "ema",
+    ),
 }
+
+
+#: Resume settings added after runs were already written: the value an older run had.
+_ADDED_LATER: dict[tuple[str, str], Any] = {("train", "ema"): 0.0}
 
 
 def _check_same_run(cfg: RunConfig, meta: dict[str, Any], path: Path) -> None:
@@ -350,7 +363,11 @@ def _check_same_run(cfg: RunConfig, meta: dict[str, Any], path: Path) -> None:
     if (old.get("unsupervised") is None) != (new.get("unsupervised") is None):
         keys.insert(0, ("unsupervised", None))
     for table, key in keys:
-        was = (old.get(table) or {}).get(key) if key else old.get(table)
+        was = (
+            (old.get(table) or {}).get(key, _ADDED_LATER.get((table, key)))
+            if key
+            else old.get(table)
+        )
         now = (new.get(table) or {}).get(key) if key else new.get(table)
         if was != now:
             name = f"{table}.{key}" if key else f"[{table}]"

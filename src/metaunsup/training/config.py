@@ -93,6 +93,12 @@ class TrainConfig:
     ``init``: a checkpoint (path or packaged name) of the same learner and network whose
     weights the run starts from instead of ``seed``'s random ones - a warm start, e.g. a second
     stage of a run at a lower learning rate (the optimiser starts afresh). Empty: none.
+
+    ``ema``: the decay of an exponential moving average of the weights (Polyak & Juditsky,
+    SIAM J. Control Optim. 1992; as in mean teachers, Tarvainen & Valpola, NeurIPS 2017), in
+    [0, 1); 0: none. With it, validation and the model checkpoints (``best.safetensors``)
+    hold the averaged weights, which smooth the step-to-step noise of small meta-batches; the
+    optimiser steps the raw weights, which ``last.safetensors`` keeps beside the average.
     """
 
     steps: int = 1000
@@ -112,6 +118,7 @@ class TrainConfig:
     threads: int = 0
     precision: str = "float32"
     init: str = ""
+    ema: float = 0.0
 
 
 #: Values of ``unsupervised.tasks``.
@@ -298,6 +305,8 @@ def _validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"train.optimizer must be 'adam' or 'sgd', got {tr.optimizer!r}")
     if tr.seed < 0 or tr.threads < 0 or tr.grad_clip < 0 or tr.lr_decay_steps < 0:
         raise ConfigError("train.seed, threads, grad_clip and lr_decay_steps must be >= 0")
+    if not 0.0 <= tr.ema < 1.0:
+        raise ConfigError(f"train.ema must be in [0, 1) (0: no averaging), got {tr.ema}")
     if not 0.0 <= d.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
     if d.val_by not in ("classes", "examples"):

@@ -21,12 +21,13 @@ saved and restored with the checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -160,6 +161,10 @@ class Trainer:
         self.best_step = 0
         self.seconds = 0.0
         self.losses: list[float] = []
+        #: The moving average of the weights (``settings.ema``), ``None`` without one.
+        self.ema: dict[str, torch.Tensor] | None = None
+        if getattr(settings, "ema", 0.0) > 0:
+            self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     # ------------------------------------------------------------------ set-up
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -206,6 +211,8 @@ class Trainer:
                 self._tb = None
             if bar is not None:
                 bar.close()
+        if self.ema is not None:  # the model as trained is the average
+            self.model.load_state_dict(self.ema)
         if self.validate is None and self.writes:
             assert self.out_dir is not None
             self.save(self.out_dir / BEST, training=False)
@@ -278,8 +285,36 @@ class Trainer:
         if self.settings.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
         self.optimizer.step()
+        self._update_ema()
         self.losses.append(value)
         return {"loss": value, **metrics}
+
+    def _update_ema(self) -> None:
+        """``ema ← d·ema + (1 − d)·weights`` for floating tensors (parameters, batch-norm
+        statistics); counters are copied."""
+        if self.ema is None:
+            return
+        decay = float(self.settings.ema)
+        with torch.no_grad():
+            for key, value in self.model.state_dict().items():
+                if value.is_floating_point():
+                    self.ema[key].mul_(decay).add_(value.detach(), alpha=1.0 - decay)
+                else:
+                    self.ema[key].copy_(value)
+
+    @contextlib.contextmanager
+    def _averaged(self) -> Iterator[None]:
+        """The model holds the averaged weights inside the block (as it is without ``ema``),
+        its raw weights again after."""
+        if self.ema is None:
+            yield
+            return
+        raw = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.ema)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(raw)
 
     def _check_finite(self, value: float) -> None:
         if not math.isfinite(value):
@@ -298,7 +333,8 @@ class Trainer:
     def _validate(self, log_file) -> None:
         assert self.validate is not None
         self.model.eval()
-        scores = self.validate(self.model)
+        with self._averaged():
+            scores = self.validate(self.model)
         metric = float(scores[self.settings.val_metric])
         improved = metric > self.best_metric
         if improved:
@@ -332,8 +368,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: Path, training: bool) -> Path:
-        """Write the model (and, with ``training``, everything needed to resume)."""
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        """Write the model (and, with ``training``, everything needed to resume): the
+        averaged weights as the model of a model checkpoint, the raw ones (with the average
+        beside them) in a training checkpoint."""
+        weights = self.model.state_dict() if training or self.ema is None else self.ema
+        tensors = {f"model.{k}": v for k, v in weights.items()}
+        if training and self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.items()})
         meta: dict[str, Any] = {
             "kind": "training" if training else "model",
             **self.identity,
@@ -362,6 +403,11 @@ class Trainer:
         path = self.out_dir / LAST
         tensors, meta = read_training_state(path, self.identity)
         load_model_state(self.model, tensors, str(path))
+        if self.ema is not None:
+            saved = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
+            if saved.keys() != self.ema.keys():
+                raise CheckpointError(f"{str(path)!r} holds no moving average of the weights")
+            self.ema = {k: v.clone() for k, v in saved.items()}
         _load_optimizer_state(self.optimizer, tensors, meta["optimizer"], str(path))
         source_state = dict(meta.get("source", {}))
         source_state.update(
