@@ -93,3 +93,26 @@ def test_detect_report_page_ranks_and_explains_the_anomalies(tmp_path: Path, cap
     assert "http://" not in page and "https://" not in page
     flagged = sum(r["flag"] == "1" for r in ranked)
     assert f"{flagged} of 100" in page
+
+
+def test_detect_neighbors_sets_the_tabular_scorers_count(tmp_path: Path, capsys):
+    normal, test = tmp_path / "normal.csv", tmp_path / "test.csv"
+    _frame(300, 0, 0).to_csv(normal, index=False)
+    _frame(100, 5, 1).to_csv(test, index=False)
+    ranked = {}
+    for neighbors in ("10", "0.1"):
+        out = tmp_path / f"scores-{neighbors}.csv"
+        code = main(["detect", str(test), "--normal", str(normal), "--checkpoint", "tabular",
+                     "--neighbors", neighbors, "--out", str(out)])  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        with open(out, newline="") as f:
+            ranked[neighbors] = [(r["index"], r["score"]) for r in csv.DictReader(f)]
+        assert sorted(int(i) for i, _ in ranked[neighbors][:5]) == [95, 96, 97, 98, 99]
+    assert ranked["10"] != ranked["0.1"]  # the setting reached the scorer
+    for bad, why in ((["--neighbors", "ten"], "--neighbors takes"),
+                     (["--neighbors", "10"], "needs a checkpoint")):  # fmt: skip
+        out = tmp_path / "bad.csv"
+        code = main(["detect", str(test), *bad, "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("metaunsup: error:") and why in err, err
+        assert err.count("\n") == 1 and not out.exists()

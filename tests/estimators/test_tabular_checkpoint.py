@@ -122,3 +122,18 @@ def test_card_iris_accuracy_reproduces():
     x, y = load_iris(return_X_y=True)
     model = MetaKMeans(3, checkpoint="tabular", random_state=stated["seed"]).fit(x)
     assert abs(clustering_accuracy(y, model.labels_) - stated["accuracy"]) <= 0.01
+
+
+def test_score_neighbors_overrides_the_checkpoints_setting_and_only_where_it_means_something():
+    x, _ = _blobs(5)
+    own = MetaOutlierDetector(checkpoint="tabular", random_state=0).fit(x)
+    ten = MetaOutlierDetector(checkpoint="tabular", random_state=0, score_neighbors=10).fit(x)
+    assert own.learner_.score_neighbors == 0.1 and ten.learner_.score_neighbors == 10
+    assert load_learner("tabular").score_neighbors == 0.1  # the packaged file is untouched
+    assert not np.allclose(own.decision_scores_, ten.decision_scores_)
+    for bad in (0, 1.0, "ten"):
+        with pytest.raises(ConfigError, match="score_neighbors"):
+            MetaOutlierDetector(checkpoint="tabular", score_neighbors=bad).fit(x)
+    for checkpoint in (None, "mnist-anomaly"):
+        with pytest.raises(ConfigError, match="score_neighbors"):
+            MetaOutlierDetector(checkpoint=checkpoint, score_neighbors=10).fit(x)

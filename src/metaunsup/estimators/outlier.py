@@ -55,6 +55,7 @@ from metaunsup.evaluation.calibration import (
     threshold_at,
 )
 from metaunsup.learners.base import AnomalyScorer, BoundaryScorer, MetaLearner
+from metaunsup.learners.tabular import TabularKMeans, check_score_neighbors
 
 __all__ = ["MetaOutlierDetector"]
 
@@ -95,6 +96,13 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
         standardised distance over the observed features, scaled by ``d / observed``); else
         scikit-learn's imputer fills them first (needed with a checkpoint). See
         :mod:`metaunsup.estimators.missing`.
+    score_neighbors : int, float or None, default=None
+        For a checkpoint whose score averages the distances to the nearest reference examples
+        (``"tabular"``): how many, a count or a share of the reference, in place of the
+        checkpoint's own setting (``None``). The packaged ``tabular`` averages its nearest 10%,
+        the better setting on its synthetic prior when the table is scored against itself,
+        anomalies included; with a clean reference of normal rows 10 neighbours scored better
+        there (``docs/results/README.md``, section G).
 
     Attributes
     ----------
@@ -146,8 +154,10 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
         random_state: int | np.random.RandomState | None = None,
         device: str = "cpu",
         impute: str | None = None,
+        score_neighbors: int | float | None = None,
     ) -> None:
         self.impute = impute
+        self.score_neighbors = score_neighbors
         self.checkpoint = checkpoint
         self.fpr = fpr
         self.contamination = contamination
@@ -255,10 +265,18 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
         check_int("batch_size", self.batch_size, 1)
         if self.input_scale != "auto":
             check_float("input_scale", self.input_scale, 0.0, strict_low=True)
+        if self.score_neighbors is not None:
+            check_score_neighbors(self.score_neighbors)
 
     def _set_scorer(self, x: np.ndarray, uint8: bool) -> None:
         self.table_input_: TableInput | None = None
         if self.checkpoint is None:
+            if self.score_neighbors is not None:
+                raise ConfigError(
+                    "score_neighbors needs a checkpoint that scores by its nearest reference "
+                    "examples (checkpoint='tabular'); without one the score is the distance to "
+                    "the reference's mean"
+                )
             self.learner_ = None
             self.input_shape_: tuple[int, ...] = (int(np.prod(x.shape[1:])),)
             flat = x.reshape(len(x), -1)
@@ -276,6 +294,14 @@ class MetaOutlierDetector(OutlierMixin, BaseEstimator):
                 "omniglot-anomaly) or one trained with task.kind = 'anomaly'"
             )
         self.learner_ = learner
+        if self.score_neighbors is not None:
+            if not isinstance(learner, TabularKMeans):
+                raise ConfigError(
+                    f"score_neighbors is for checkpoints that score by their nearest reference "
+                    f"examples (tabular); {str(self.checkpoint)!r} holds a {learner.name!r} "
+                    "scorer: leave score_neighbors out"
+                )
+            learner.score_neighbors = self.score_neighbors
         self.input_shape_ = tuple(learner.net.example_shape)
         width = table_width(self.checkpoint)
         if width is not None:  # a table model: standardised columns, absent ones missing

@@ -35,13 +35,27 @@ from metaunsup.errors import ConfigError
 from metaunsup.learners.meta_kmeans import MetaKMeansLearner
 from metaunsup.nets import FunctionalNet
 
-__all__ = ["TabularKMeans"]
+__all__ = ["TabularKMeans", "check_score_neighbors"]
 
 #: Distances at most this small are a query's own row in the support (left out of its score).
 _SELF = 1e-9
 #: Pairs whose squared distance in the matrix-product form is at most this share of their
 #: squared norms are computed exactly (:func:`_nearest_distances`).
 _ROUNDING = 1e-2
+
+
+def check_score_neighbors(value: int | float) -> int | float:
+    """``value`` as a ``score_neighbors``: an ``int`` count of at least 1, or a ``float``
+    share of the support in (0, 1); else :class:`~metaunsup.errors.ConfigError`."""
+    if isinstance(value, float):
+        share = check_float("score_neighbors", value, 0.0, 1.0)
+        if not 0.0 < share < 1.0:
+            raise ConfigError(
+                f"score_neighbors as a share of the support must lie in (0, 1), got {value}; "
+                "give a count as an integer"
+            )
+        return share
+    return check_int("score_neighbors", value, 1)
 
 
 class TabularKMeans(MetaKMeansLearner):
@@ -67,16 +81,7 @@ class TabularKMeans(MetaKMeansLearner):
         score_neighbors: int | float = 10,
     ) -> None:
         super().__init__(net, n_iter, test_iter, temperature, balance, shrink, restarts, refine)
-        self.score_neighbors: int | float
-        if isinstance(score_neighbors, float):
-            self.score_neighbors = check_float("score_neighbors", score_neighbors, 0.0, 1.0)
-            if not 0.0 < self.score_neighbors < 1.0:
-                raise ConfigError(
-                    f"score_neighbors as a share of the support must lie in (0, 1), got "
-                    f"{score_neighbors}; give a count as an integer"
-                )
-        else:
-            self.score_neighbors = check_int("score_neighbors", score_neighbors, 1)
+        self.score_neighbors = check_score_neighbors(score_neighbors)
 
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), "score_neighbors": self.score_neighbors}

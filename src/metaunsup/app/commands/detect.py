@@ -22,7 +22,7 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -35,6 +35,9 @@ from metaunsup.app.console import (
     table_columns,
 )
 from metaunsup.errors import ConfigError
+
+if TYPE_CHECKING:
+    from metaunsup.estimators.outlier import MetaOutlierDetector
 
 __all__ = ["detect", "scores_csv"]
 
@@ -114,6 +117,42 @@ def _summary(model: Any, source: str, reference: str, flags: np.ndarray) -> dict
     }
 
 
+def _detector(
+    checkpoint: str | None,
+    fpr: float,
+    contamination: float | None,
+    boundary: bool,
+    seed: int,
+    impute: str,
+    score_neighbors: int | float | None,
+) -> MetaOutlierDetector:
+    """The unfitted :class:`~metaunsup.MetaOutlierDetector` the options describe."""
+    from metaunsup.estimators.outlier import MetaOutlierDetector
+
+    return MetaOutlierDetector(
+        checkpoint,
+        fpr=fpr,
+        contamination=contamination,
+        calibration="boundary" if boundary else "auto",
+        random_state=seed,
+        impute=None if impute == "native" else impute,
+        score_neighbors=score_neighbors,
+    )
+
+
+def _neighbors(text: str | None) -> int | float | None:
+    """``--neighbors``: a count (``10``) or a share (``0.1``); checked by the detector."""
+    if text is None:
+        return None
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise ConfigError(
+            f"--neighbors takes a count (e.g. 10) or a share of the reference (e.g. 0.1), got "
+            f"{text!r}"
+        ) from None
+
+
 @click.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path())
 @click.option(
@@ -145,6 +184,15 @@ def _summary(model: Any, source: str, reference: str, flags: np.ndarray) -> dict
     help="Flag past the checkpoint's meta-learned decision boundary (Meta-SVDD, OC-MAML: the "
     "operating point of its meta-training) instead of targeting --fpr.",
 )
+@click.option(
+    "--neighbors",
+    "score_neighbors",
+    callback=lambda _ctx, _param, value: _neighbors(value),
+    help="With a checkpoint that scores by its nearest reference rows (tabular): how many, a "
+    "count (10) or a share of the reference (0.1). Default: the checkpoint's (tabular: 10%, "
+    "for a table scored against itself; with a clean --normal reference, 10 scored better on "
+    "its synthetic prior).",
+)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the ranked scores as CSV.")
 @click.option(
     "--plot",
@@ -169,6 +217,7 @@ def detect(
     fpr: float,
     contamination: float | None,
     boundary: bool,
+    score_neighbors: int | float | None,
     out: str | None,
     plot: str | None,
     report_dir: str | None,
@@ -214,16 +263,7 @@ def detect(
             f"{input_path} has examples of shape {x.shape[1:]} but the normal reference "
             f"{normal_path} has {reference.shape[1:]}; give both in the same shape"
         )
-    from metaunsup.estimators.outlier import MetaOutlierDetector
-
-    model = MetaOutlierDetector(
-        checkpoint,
-        fpr=fpr,
-        contamination=contamination,
-        calibration="boundary" if boundary else "auto",
-        random_state=seed,
-        impute=None if impute == "native" else impute,
-    )
+    model = _detector(checkpoint, fpr, contamination, boundary, seed, impute, score_neighbors)
     model.fit(reference)
     scores = -model.score_samples(x)
     flags = scores > model.threshold_
