@@ -106,18 +106,10 @@ class TabularKMeans(MetaKMeansLearner):
             return total / finite.sum(-1).clamp_min(1)
 
 
-def _exact_distances(zq: Tensor, zs: Tensor) -> Tensor:
-    """``[B, q, K]`` Euclidean distances computed difference by difference (a query and an
-    identical support row are exactly 0 apart, which the matrix-product form does not
-    guarantee), zero distances set to infinity (the query itself, left out)."""
-    dist = torch.cdist(zq, zs, compute_mode="donot_use_mm_for_euclid_dist")
-    return dist.masked_fill(dist <= _SELF, float("inf"))
-
-
 def _nearest_distances(zq: Tensor, zs: Tensor, m: int) -> Tensor:
     """``[B, q, m]`` the ``m`` smallest non-zero distances of each query ``zq`` ``[B, q, D]``
-    to the support ``zs`` ``[B, K, D]`` (infinity where fewer exist), as
-    :func:`_exact_distances` gives them up to rounding far below the gaps between neighbours.
+    to the support ``zs`` ``[B, K, D]`` (infinity where fewer exist): the distances
+    computed difference by difference, up to rounding far below the gaps between neighbours.
 
     The exact difference-by-difference distances of every pair cost most of the scoring of a
     large table, so every distance is first computed in the matrix-product form

@@ -163,7 +163,7 @@ class Trainer:
         self.losses: list[float] = []
         #: The moving average of the weights (``settings.ema``), ``None`` without one.
         self.ema: dict[str, torch.Tensor] | None = None
-        if getattr(settings, "ema", 0.0) > 0:
+        if settings.ema > 0:
             self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     # ------------------------------------------------------------------ set-up
