@@ -107,3 +107,20 @@ def test_a_checkpoint_rescored_keeps_its_weights_and_refuses_bad_options(tmp_pat
         with pytest.raises(ConfigError):
             with_learner_options("tabular", tmp_path / "bad.safetensors", bad)
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_score_in_the_columns_is_the_knn_distance_there_missing_cells_at_the_mean():
+    learner = _learner(2)
+    learner.score_space = "columns"
+    g = torch.Generator().manual_seed(3)
+    support = torch.randn(1, 30, 6, generator=g)
+    query = torch.randn(1, 4, 6, generator=g)
+    query[0, 0, 2] = float("nan")  # a missing cell: at its column's mean (0, standardised)
+    scores = learner.score(support, query)[0]
+    filled = query.nan_to_num(0.0)
+    expected = torch.cdist(filled, support)[0].sort(-1).values[:, :2].mean(-1)
+    assert torch.allclose(scores, expected, atol=1e-5)
+    again = build_learner(learner.config())
+    assert isinstance(again, TabularKMeans) and again.score_space == "columns"
+    with pytest.raises(ConfigError, match="score_space"):
+        TabularKMeans(MaskedMLP(6, None, hidden=(16, 8)), score_space="pixels")

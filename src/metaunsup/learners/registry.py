@@ -145,9 +145,10 @@ def with_learner_options(
     or out of range), before anything is written; ``out`` is written atomically.
     """
     tensors, meta = read_checkpoint(resolve_checkpoint(name_or_path))
-    config = {**meta["learner"], **options}
-    unknown = sorted(set(options) - set(meta["learner"]))
+    current = build_learner(meta["learner"]).config()  # every option, defaults filled in
+    unknown = sorted(set(options) - set(current))
     if unknown:
-        raise ConfigError(f"learner {config['name']!r} has no option {', '.join(unknown)}")
+        raise ConfigError(f"learner {current['name']!r} has no option {', '.join(unknown)}")
+    config = {**current, **options}
     load_model_state(build_learner(config), tensors, str(name_or_path))
     return save_checkpoint(out, tensors, {**meta, "learner": config})

@@ -30,13 +30,17 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from metaunsup._validation import check_float, check_int
+from metaunsup._validation import check_choice, check_float, check_int
 from metaunsup.errors import ConfigError
 from metaunsup.learners.meta_kmeans import MetaKMeansLearner
 from metaunsup.nets import FunctionalNet
 
-__all__ = ["TabularKMeans", "check_score_neighbors"]
+__all__ = ["SCORE_SPACES", "TabularKMeans", "check_score_neighbors"]
 
+#: Where :meth:`TabularKMeans.score` measures distances: ``"embedding"``, the network's, or
+#: ``"columns"``, the standardised columns themselves (a missing cell at its column's mean;
+#: absent columns, missing in every row, add nothing).
+SCORE_SPACES = ("embedding", "columns")
 #: Distances at most this small are a query's own row in the support (left out of its score).
 _SELF = 1e-9
 #: Pairs whose squared distance in the matrix-product form is at most this share of their
@@ -63,7 +67,9 @@ class TabularKMeans(MetaKMeansLearner):
 
     ``score_neighbors``: neighbours averaged by :meth:`score` — an ``int`` count, or a
     ``float`` share of the support in (0, 1), rounded up (at most the support less one
-    either way). Other parameters are :class:`~metaunsup.learners.MetaKMeansLearner`'s.
+    either way). ``score_space``: where :meth:`score` measures distances
+    (:data:`SCORE_SPACES`). Other parameters are
+    :class:`~metaunsup.learners.MetaKMeansLearner`'s.
     """
 
     name: ClassVar[str] = "tabular_kmeans"
@@ -79,12 +85,18 @@ class TabularKMeans(MetaKMeansLearner):
         restarts: int = 1,
         refine: bool = False,
         score_neighbors: int | float = 10,
+        score_space: str = "embedding",
     ) -> None:
         super().__init__(net, n_iter, test_iter, temperature, balance, shrink, restarts, refine)
         self.score_neighbors = check_score_neighbors(score_neighbors)
+        self.score_space = check_choice("score_space", score_space, SCORE_SPACES)
 
     def hparams(self) -> dict[str, Any]:
-        return {**super().hparams(), "score_neighbors": self.score_neighbors}
+        return {
+            **super().hparams(),
+            "score_neighbors": self.score_neighbors,
+            "score_space": self.score_space,
+        }
 
     def neighbors(self, support_size: int) -> int:
         """How many nearest support examples a score averages, for a support this large
@@ -95,9 +107,12 @@ class TabularKMeans(MetaKMeansLearner):
 
     def score(self, support: Tensor, query: Tensor) -> Tensor:
         """Mean distance ``[B, q]`` of each query to its nearest support examples in the
-        embedding, a zero-distance support example (the query itself) left out."""
+        embedding (or the columns, :data:`SCORE_SPACES`), a zero-distance support example (the
+        query itself) left out."""
         with torch.no_grad():
-            z = self.embed(torch.cat([support, query.to(support.dtype)], 1))  # embedded together
+            rows = torch.cat([support, query.to(support.dtype)], 1)
+            # embedded together; in the columns a missing cell sits at its column's mean, 0
+            z = rows.nan_to_num(0.0) if self.score_space == "columns" else self.embed(rows)
             zs, zq = z[:, : support.shape[1]], z[:, support.shape[1] :]
             m = max(1, min(self.neighbors(zs.shape[1]), zs.shape[1] - 1))
             near = _nearest_distances(zq, zs, m)
