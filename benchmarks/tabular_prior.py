@@ -28,11 +28,25 @@ difference from the first setting (mean and 95% interval over the tasks). How th
 ``--clean-reference`` fits every detector on the task's normal rows only and scores every
 row — a clean reference of normal rows, as ``metaunsup detect INPUT --normal REFERENCE`` is
 used — instead of the whole table contaminated by its anomalies (how ``detect INPUT`` and the
-ODDS-style benchmark score). The same settings on clean references:
+ODDS-style benchmark score). A reference row is never its own neighbour: PyOD's KNN scores the
+normal rows in-sample (``decision_scores_``) and the anomalies with ``decision_function``.
+The same settings on clean references:
 
     python benchmarks/tabular_prior.py --threads 1 --checkpoint tabular --tasks 60 \
         --kinds local clustered global dependency --rows 300 1000 --clean-reference \
         --neighbors 10 0.02 0.05 0.1 0.2 --json docs/results/tabular_prior_neighbors_clean.json
+
+``--score-space embedding columns`` (with ``--neighbors``) scores each setting both in the
+model's embedding and on the standardised columns themselves (``TabularKMeans``'s
+``score_space``); how the packaged model's space was chosen, on both kinds of reference:
+
+    python benchmarks/tabular_prior.py --threads 1 --checkpoint tabular --tasks 60 \
+        --kinds local clustered global dependency --rows 300 1000 --neighbors 10 0.1 \
+        --score-space embedding columns --json docs/results/tabular_prior_space.json
+    python benchmarks/tabular_prior.py --threads 1 --checkpoint tabular --tasks 60 \
+        --kinds local clustered global dependency --rows 300 1000 --neighbors 10 0.1 \
+        --score-space embedding columns --clean-reference \
+        --json docs/results/tabular_prior_space_clean.json
 
 Prints the table and writes ``docs/results/tabular_prior.json`` (or ``--json``).
 """
@@ -40,6 +54,7 @@ Prints the table and writes ``docs/results/tabular_prior.json`` (or ``--json``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import warnings
 from pathlib import Path
 
@@ -48,6 +63,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
 from _record import write_record
+from metaunsup.learners.tabular import SCORE_SPACES
 from metaunsup.tasks.synthetic_tables import ANOMALY_KINDS, SyntheticTables
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
@@ -81,20 +97,28 @@ def anomaly_tasks(
     return out
 
 
-def scorers(checkpoints: list[str], neighbors: list[str], folder: Path) -> dict[str, str]:
+def scorers(
+    checkpoints: list[str], neighbors: list[str], folder: Path, spaces: list[str] | None = None
+) -> dict[str, str]:
     """Label -> checkpoint of each model to score anomalies with: the checkpoints as they are,
-    or each one once per ``score_neighbors`` setting (written to ``folder``)."""
+    or each one once per ``score_neighbors`` setting (and per ``score_space`` when given),
+    written to ``folder``."""
     from metaunsup.learners import with_learner_options
 
     if not neighbors:
         return {name: name for name in checkpoints}
     out = {}
     for i, name in enumerate(checkpoints):
-        for j, text in enumerate(neighbors):
-            value = float(text) if "." in text else int(text)
+        for j, (text, space) in enumerate(itertools.product(neighbors, spaces or [None])):
+            count = float(text) if "." in text else int(text)
+            options: dict[str, object] = {"score_neighbors": count}
+            label = f"{name}, score_neighbors={text}"
+            if space is not None:
+                options["score_space"] = space
+                label += f", score_space={space}"
             path = folder / f"{i}-{j}.safetensors"
-            with_learner_options(name, path, {"score_neighbors": value})
-            out[f"{name}, score_neighbors={text}"] = str(path)
+            with_learner_options(name, path, options)
+            out[label] = str(path)
     return out
 
 
@@ -112,6 +136,7 @@ def measure(
     rows: tuple[int, ...] = (300,),
     neighbors: list[str] | None = None,
     clean: bool = False,
+    spaces: list[str] | None = None,
 ) -> dict[str, dict]:
     import tempfile
 
@@ -131,13 +156,15 @@ def measure(
                 model = MetaKMeans(k, checkpoint=name, random_state=0, guard=False).fit(x)
                 ari[name].append(adjusted_rand_score(y, model.labels_))
     with tempfile.TemporaryDirectory() as folder:
-        models = scorers(checkpoints, neighbors or [], Path(folder))
+        models = scorers(checkpoints, neighbors or [], Path(folder), spaces)
         auroc: dict[str, dict[str, list[float]]] = {m: {} for m in [*models, "KNN (PyOD)"]}
         for kind, x, flags in anomaly_tasks(count, kinds, rows):
             z = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
             reference = ~flags if clean else np.ones(len(x), bool)  # fitted on these rows
             knn = KNN().fit(z[reference])
             scores = knn.decision_function(z) if clean else knn.decision_scores_
+            if clean:  # a reference row is not its own neighbour (as in MetaOutlierDetector)
+                scores[reference] = knn.decision_scores_
             auroc["KNN (PyOD)"].setdefault(kind, []).append(roc_auc_score(flags, scores))
             for label, path in models.items():
                 model = MetaOutlierDetector(checkpoint=path, random_state=0).fit(x[reference])
@@ -170,6 +197,12 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", type=int, default=[300])
     parser.add_argument("--neighbors", nargs="+", help="score_neighbors settings to compare")
     parser.add_argument(
+        "--score-space",
+        nargs="+",
+        choices=SCORE_SPACES,
+        help="with --neighbors: score each setting in these spaces too",
+    )
+    parser.add_argument(
         "--clean-reference",
         action="store_true",
         help="fit on the normal rows only and score every row (a clean reference, as "
@@ -186,6 +219,7 @@ def main() -> None:
         tuple(args.rows),
         args.neighbors,
         args.clean_reference,
+        args.score_space,
     )
     for metric, row in scores.items():
         print(f"{metric}: " + ", ".join(f"{m} {_short(v)}" for m, v in row.items()))
