@@ -63,7 +63,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
 from _record import write_record
-from metaunsup.learners.tabular import SCORE_SPACES
+from metaunsup.learners.tabular import SCORE_SPACES, parse_score_neighbors
 from metaunsup.tasks.synthetic_tables import ANOMALY_KINDS, SyntheticTables
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
@@ -110,8 +110,7 @@ def scorers(
     out = {}
     for i, name in enumerate(checkpoints):
         for j, (text, space) in enumerate(itertools.product(neighbors, spaces or [None])):
-            count = float(text) if "." in text else int(text)
-            options: dict[str, object] = {"score_neighbors": count}
+            options: dict[str, object] = {"score_neighbors": parse_score_neighbors(text)}
             label = f"{name}, score_neighbors={text}"
             if space is not None:
                 options["score_space"] = space

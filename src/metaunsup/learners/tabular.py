@@ -35,7 +35,7 @@ from metaunsup.errors import ConfigError
 from metaunsup.learners.meta_kmeans import MetaKMeansLearner
 from metaunsup.nets import FunctionalNet
 
-__all__ = ["SCORE_SPACES", "TabularKMeans", "check_score_neighbors"]
+__all__ = ["SCORE_SPACES", "TabularKMeans", "check_score_neighbors", "parse_score_neighbors"]
 
 #: Where :meth:`TabularKMeans.score` measures distances: ``"embedding"``, the network's, or
 #: ``"columns"``, the standardised columns themselves (a missing cell at its column's mean;
@@ -60,6 +60,18 @@ def check_score_neighbors(value: int | float) -> int | float:
             )
         return share
     return check_int("score_neighbors", value, 1)
+
+
+def parse_score_neighbors(text: str) -> int | float:
+    """A ``score_neighbors`` written as text: ``"10"`` a count, ``"0.1"`` a share (a decimal
+    point or an exponent makes it a share); :class:`~metaunsup.errors.ConfigError` when it is
+    no number. The range is :func:`check_score_neighbors`'s, where the value is used."""
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise ConfigError(
+            f"score_neighbors takes a count (e.g. 10) or a share (e.g. 0.1), got {text!r}"
+        ) from None
 
 
 class TabularKMeans(MetaKMeansLearner):

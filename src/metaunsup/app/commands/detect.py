@@ -144,9 +144,11 @@ def _neighbors(text: str | None) -> int | float | None:
     """``--neighbors``: a count (``10``) or a share (``0.1``); checked by the detector."""
     if text is None:
         return None
+    from metaunsup.learners.tabular import parse_score_neighbors
+
     try:
-        return float(text) if any(c in text for c in ".eE") else int(text)
-    except ValueError:
+        return parse_score_neighbors(text)
+    except ConfigError:
         raise ConfigError(
             f"--neighbors takes a count (e.g. 10) or a share of the reference (e.g. 0.1), got "
             f"{text!r}"
