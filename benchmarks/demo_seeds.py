@@ -3,8 +3,10 @@
 Runs ``metaunsup demo --seed N --tasks T --threads 1`` for each seed (a fresh run each time,
 in ``--work/seedN``), reads each ``results.json``, and reports the accuracy of the meta-trained
 model and of its SimCLR pre-training alone (+ K-means) on the same test tasks. The demo's model
-is the checkpoint its label-free validation chose (``best.safetensors``); the last step's
-weights are scored on the same tasks beside it, to show what the choice changed. To say *why* a
+is its run's ``best.safetensors``: the final weights (the moving average of the weights with
+``train.ema``), or, for a config that validates on held-out pseudo-tasks, the step that
+validation chose, with the last step's weights scored on the same tasks beside it to show what
+the choice changed. To say *why* a
 seed is weak it then reads, after the fact, the labels of the digits the run's CACTUs
 pseudo-classes were made from (the run never did): the Hungarian accuracy of each of its
 partitions against the digits, and how many digits each partition merges with another (a digit
@@ -95,6 +97,72 @@ def accuracy(report: dict, method: str) -> float:
     return float(row["acc"]["mean"])
 
 
+def page(rows: list[dict], command: str, minutes: float, jobs: int, tasks: int) -> str:
+    """The Markdown page of the seeds' ``rows``. The columns of the checkpoint choice (the
+    step the label-free validation kept, the last step's accuracy) appear only when the runs
+    validated; otherwise the model is the run's final weights."""
+    meta = np.array([r["meta_trained"] for r in rows])
+    pre = np.array([r["pretrained_only"] for r in rows])
+    chosen = any(r["chosen_step"] is not None for r in rows)
+    model = (
+        "the checkpoint its label-free validation chose (the step in the next column), and of "
+        "its last step on the same tasks"
+        if chosen
+        else "its final weights (the run chooses no step: with `train.ema` they are the moving "
+        "average of the weights over the run)"
+    )
+    choice_head, choice_rule = ("chosen step | last step | ", "---:|---:|") if chosen else ("", "")
+    lines = [
+        "# The demo over seeds",
+        "",
+        f"Measured {dt.date.today().isoformat()} ({minutes:.0f} min, 1 thread each, {jobs} at "
+        "once, on a 2-core CPU shared with other jobs) with",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"Each seed is a fresh `metaunsup demo --seed N --tasks {tasks} --threads 1`; accuracy "
+        f"on its test tasks (10 digits x 20, digits/test) of {model}. The last columns read the "
+        "digits' labels after the run to judge its CACTUs pseudo-classes (made from "
+        "digits/train): the mean and worst Hungarian accuracy of its partitions, and how many "
+        "of them merge two digits; the ARI between its partitions (mean over pairs; 1.00: "
+        "one partition up to relabelling) reads no labels.",
+        "",
+        f"| seed | meta-trained | {choice_head}pre-training only | K-means | "
+        "gain over pre-training | partition acc. mean / worst | partitions merging digits | "
+        "ARI between partitions |",
+        f"|---:|---:|{choice_rule}---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        choice = (
+            f"{fmt(r['chosen_step'], 'd')} | {fmt(r['last_step_acc'], '.3f')} | " if chosen else ""
+        )
+        lines.append(
+            f"| {r['seed']} | {r['meta_trained']:.3f} | {choice}{r['pretrained_only']:.3f} | "
+            f"{r['kmeans']:.3f} | {r['meta_trained'] - r['pretrained_only']:+.3f} | "
+            f"{r['partition_acc_mean']:.3f} / {r['partition_acc_min']:.3f} | "
+            f"{r['partitions_merging_digits']}/{r['partitions']} | "
+            f"{r['partition_ari_mean']:.2f} |"
+        )
+    corr = float(np.corrcoef(meta, [r["partition_acc_mean"] for r in rows])[0, 1])
+    last = [r["last_step_acc"] for r in rows if r["last_step_acc"] is not None]
+    instead = (
+        f" The last step instead: mean {np.mean(last):.3f}, worst {np.min(last):.3f}."
+        if chosen and len(last) == len(rows)
+        else ""
+    )
+    lines += [
+        "",
+        f"Meta-trained: mean {meta.mean():.3f}, worst {meta.min():.3f}, best {meta.max():.3f} "
+        f"(pre-training only: mean {pre.mean():.3f}, worst {pre.min():.3f}); "
+        f"beats the pre-training alone on {int((meta > pre).sum())} of {len(rows)} seeds. "
+        f"Correlation over seeds between the meta-trained accuracy and its partitions' mean "
+        f"accuracy: {corr:.2f}.{instead}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
@@ -127,61 +195,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(run, args.seeds))
-    meta = np.array([r["meta_trained"] for r in rows])
-    pre = np.array([r["pretrained_only"] for r in rows])
-    lines = [
-        "# The demo over seeds",
-        "",
-        f"Measured {dt.date.today().isoformat()} ({(time.perf_counter() - t0) / 60:.0f} min, "
-        f"1 thread each, {args.jobs} at once, on a 2-core CPU shared with other jobs) with",
-        "",
-        "```bash",
-        "python benchmarks/demo_seeds.py " + " ".join(sys.argv[1:]),
-        "```",
-        "",
-        f"Each seed is a fresh `metaunsup demo --seed N --tasks {args.tasks} --threads 1`; "
-        "accuracy on its test tasks (10 digits x 20, digits/test) of the checkpoint its "
-        "label-free validation chose (the step in the next column), and of its last step on "
-        "the same tasks. The last columns read the "
-        "digits' labels after the run to judge its CACTUs pseudo-classes (made from "
-        "digits/train): the mean and worst Hungarian accuracy of its partitions, and how many "
-        "of them merge two digits; the ARI between its partitions (mean over pairs; 1.00: "
-        "one partition up to relabelling) reads no labels.",
-        "",
-        "| seed | meta-trained | chosen step | last step | pre-training only | K-means | "
-        "gain over pre-training | partition acc. mean / worst | partitions merging digits | "
-        "ARI between partitions |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['seed']} | {r['meta_trained']:.3f} | {fmt(r['chosen_step'], 'd')} | "
-            f"{fmt(r['last_step_acc'], '.3f')} | {r['pretrained_only']:.3f} | "
-            f"{r['kmeans']:.3f} | {r['meta_trained'] - r['pretrained_only']:+.3f} | "
-            f"{r['partition_acc_mean']:.3f} / {r['partition_acc_min']:.3f} | "
-            f"{r['partitions_merging_digits']}/{r['partitions']} | "
-            f"{r['partition_ari_mean']:.2f} |"
-        )
-    corr = float(np.corrcoef(meta, [r["partition_acc_mean"] for r in rows])[0, 1])
-    last = [r["last_step_acc"] for r in rows if r["last_step_acc"] is not None]
-    chose = (
-        f" The last step instead: mean {np.mean(last):.3f}, worst {np.min(last):.3f}."
-        if len(last) == len(rows)
-        else ""
-    )
-    lines += [
-        "",
-        f"Meta-trained: mean {meta.mean():.3f}, worst {meta.min():.3f}, best {meta.max():.3f} "
-        f"(pre-training only: mean {pre.mean():.3f}, worst {pre.min():.3f}); "
-        f"beats the pre-training alone on {int((meta > pre).sum())} of {len(rows)} seeds. "
-        f"Correlation over seeds between the meta-trained accuracy and its partitions' mean "
-        f"accuracy: {corr:.2f}.{chose}",
-    ]
-    text = "\n".join(lines) + "\n"
+    minutes = (time.perf_counter() - t0) / 60
+    command = "python benchmarks/demo_seeds.py " + " ".join(sys.argv[1:])
+    text = page(rows, command, minutes, args.jobs, args.tasks)
     print(text)
     record = {
         "benchmark": "demo_seeds",
-        "command": "python benchmarks/demo_seeds.py " + " ".join(sys.argv[1:]),
+        "command": command,
         "date": dt.date.today().isoformat(),
         "rows": rows,
     }

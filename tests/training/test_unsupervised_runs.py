@@ -471,13 +471,7 @@ def test_demo_writes_results_and_figure(tmp_path, monkeypatch):
     """The demo's plumbing on a shortened run (the full run is `metaunsup demo`)."""
     import metaunsup.app.demo as demo
 
-    short = {
-        "unsupervised.pretrain_steps": 3,
-        "unsupervised.partitions": 2,
-        "train.steps": 3,
-        "train.val_every": 1,
-        "train.val_tasks": 4,
-    }
+    short = {"unsupervised.pretrain_steps": 3, "unsupervised.partitions": 2, "train.steps": 3}
     run = functools.partial(
         demo.run_demo, tasks=12, curve_tasks=6, progress=False, echo=lambda m: None,
         config_overrides=short,
@@ -492,9 +486,14 @@ def test_demo_writes_results_and_figure(tmp_path, monkeypatch):
     assert all(0 <= p["acc"] <= 1 for pts in curves.values() for p in pts)
     assert (tmp_path / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["files"]["figure"] is not None
-    # the model scored is the checkpoint the label-free validation chose
+    # the model scored is the run's moving average of the weights (train.ema), no step chosen
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").open()]
-    assert [r["step"] for r in log if "val" in r] == [1, 2, 3]
+    assert not [r for r in log if "val" in r]
+    last = read_checkpoint(tmp_path / "run" / "last.safetensors")[0]
+    best = read_checkpoint(tmp_path / "run" / "best.safetensors")[0]
+    averaged = {k.removeprefix("ema."): v for k, v in last.items() if k.startswith("ema.")}
+    assert averaged and all(torch.equal(best[f"model.{k}"], v) for k, v in averaged.items())
+    assert any(not torch.equal(last[f"model.{k}"], v) for k, v in averaged.items())
     chosen = learner_method("chosen", load_learner(tmp_path / "run" / "best.safetensors"))
     scored = evaluate_clustering(
         load("digits", "test"), [chosen], n_way=10, k_shot=20, n_tasks=12, seed=0
