@@ -16,7 +16,8 @@ whose images mostly fall in a cluster that another digit dominates).
 
 ``--jobs`` runs that many seeds at once (each still on one thread).
 
-Prints a table and writes ``docs/results/demo_seeds.md`` and ``.json``.
+Prints a table and writes ``docs/results/demo_seeds.md`` and ``.json`` (``--name``: another
+file name, e.g. for seeds that were not used to choose the demo's settings).
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once")
     parser.add_argument("--work", type=Path, default=Path("runs/demo-seeds"))
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    parser.add_argument("--name", default="demo_seeds", help="file name of the page and JSON")
     args = parser.parse_args(argv)
     y = load("digits", "train").y.numpy()
     t0 = time.perf_counter()
@@ -205,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.date.today().isoformat(),
         "rows": rows,
     }
-    atomic_write_json(args.out / "demo_seeds.json", record)
-    atomic_write_text(args.out / "demo_seeds.md", text)
+    atomic_write_json(args.out / f"{args.name}.json", record)
+    atomic_write_text(args.out / f"{args.name}.md", text)
     return 0
 
 
