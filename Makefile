@@ -24,12 +24,16 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Tests run in TEST_WORKERS processes (pytest-xdist; 2 by default, one per core of the 2-core
+# machines CI runs on; TEST_WORKERS=0 runs them in this process, one after the other).
+TEST_WORKERS ?= 2
+
 test: setup lint
-	METAUNSUP_DATA=$${METAUNSUP_DATA:-$(abspath ../shared/datasets)} $(BIN)/python -m pytest -q
+	METAUNSUP_DATA=$${METAUNSUP_DATA:-$(abspath ../shared/datasets)} $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # The edit-test loop: everything but the tests marked slow (well under 2 minutes on 2 cores).
 test-fast: setup
-	METAUNSUP_DATA=$${METAUNSUP_DATA:-$(abspath ../shared/datasets)} $(BIN)/python -m pytest -q -m "not slow"
+	METAUNSUP_DATA=$${METAUNSUP_DATA:-$(abspath ../shared/datasets)} $(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
