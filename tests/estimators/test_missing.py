@@ -11,6 +11,8 @@ from sklearn.metrics.pairwise import nan_euclidean_distances
 
 from metaunsup.cluster.graph import knn_indices, observed_sqdist
 from metaunsup.errors import ConfigError, DataError
+from metaunsup.estimators import missing
+from metaunsup.estimators.guard import FEATURES, kmeans_agreement
 from metaunsup.estimators.kmeans import MetaKMeans
 from metaunsup.nets import MaskedMLP, build_net
 
@@ -76,6 +78,47 @@ def test_complete_data_keeps_the_plain_network():
     x[0, 0] = np.nan
     with pytest.raises(DataError, match="fitted on complete data"):
         model.predict(x)
+
+
+def test_the_guard_weighs_a_table_with_missing_cells_on_its_filled_features():
+    """With missing cells the guard scores the scaled features with each missing cell filled
+    from the row's 5 nearest rows (KNNImputer) and, where they agree more than the
+    pseudo-partitions, clusters them: kNN imputation + k-means, new rows filled alike."""
+    from sklearn.datasets import make_blobs
+    from sklearn.impute import KNNImputer
+
+    rng = np.random.default_rng(0)
+    x, _ = make_blobs(600, n_features=20, centers=3, cluster_std=9, random_state=0)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    model = MetaKMeans(3, meta_steps=10, random_state=0).fit(x)
+    assert model.guard_ is not None and model.guard_.use == FEATURES
+    assert model.representation_ == FEATURES and model.training_["steps"] == 0
+    scaled = model.scaling_.apply(x)
+    whole = KNNImputer(n_neighbors=5).fit_transform(scaled)
+    np.testing.assert_allclose(model.feature_filler_.rows, whole)
+    np.testing.assert_allclose(model.transform(x), whole)
+    seed = int(np.random.RandomState(0).randint(np.iinfo(np.int32).max))
+    expected = kmeans_agreement(torch.from_numpy(whole), 3, seed=seed)
+    assert model.guard_.features_score == pytest.approx(expected)
+    np.testing.assert_array_equal(model.predict(x), model.labels_)
+    new = x[:7].copy()
+    new[::2, 0] = np.nan  # filled from the training rows
+    imputer = KNNImputer(n_neighbors=5).fit(scaled)
+    np.testing.assert_allclose(model.transform(new), imputer.transform(model.scaling_.apply(new)))
+
+
+def test_filled_features_of_a_large_table_come_from_a_seeded_sample(monkeypatch):
+    monkeypatch.setattr(missing, "FILL_DONORS", 50)
+    x, _ = _blobs(0.2)
+    a, b = missing.FilledFeatures(x, 3), missing.FilledFeatures(x, 3)
+    assert a.rows.shape == (50, 8) and not np.isnan(a.rows).any()
+    np.testing.assert_array_equal(a.rows, b.rows)
+    assert not np.array_equal(a.rows, missing.FilledFeatures(x, 4).rows)
+    out = a.fill(x, chunk=7)  # in chunks, as one
+    assert not np.isnan(out).any()
+    np.testing.assert_allclose(out, a.imputer.transform(x))
+    observed = ~np.isnan(x)
+    np.testing.assert_array_equal(out[observed], x[observed])
 
 
 def test_refusals():

@@ -46,6 +46,18 @@ def test_both_paths_are_fitted_and_the_more_reproducible_is_kept():
     assert choice.to_json()["chosen"] == best and str(choice.scores[best])[:4] in choice.reason
 
 
+def test_missing_cells_are_scored_by_both_paths_too():
+    x, _ = blobs()
+    x[np.random.default_rng(0).random(x.shape) < 0.1] = np.nan
+    model, choice = fit_table_model(x, make)
+    assert set(choice.scores) == {TABLE_CHECKPOINT, SELF_TRAINING}
+    alone = {TABLE_CHECKPOINT: make(TABLE_CHECKPOINT).fit(x), SELF_TRAINING: make(None).fit(x)}
+    for name, fitted in alone.items():
+        assert fitted.feature_filler_ is not None  # each guard filled the cells to score
+        assert choice.scores[name] == pytest.approx(clustered_agreement(fitted))
+    assert np.array_equal(model.labels_, alone[choice.chosen].labels_)
+
+
 @pytest.mark.parametrize(("zero_shot", "own", "chosen"), [(0.9, 0.5, TABLE_CHECKPOINT),
                          (0.5, 0.9, SELF_TRAINING), (0.7, 0.7, SELF_TRAINING)])  # fmt: skip
 def test_the_higher_agreement_wins_and_a_tie_keeps_self_training(
@@ -64,10 +76,6 @@ def test_self_training_where_the_paths_cannot_both_be_scored():
     model, choice = fit_table_model(x, make)
     assert choice.chosen == SELF_TRAINING and model.checkpoint is None
     assert "101 columns, more than the 100" in choice.reason and choice.scores == {}
-    x, _ = blobs()
-    x[3, 1] = np.nan
-    model, choice = fit_table_model(x, make)
-    assert choice.chosen == SELF_TRAINING and "missing cells" in choice.reason
     model, choice = fit_table_model(blobs()[0], lambda p: make(p).set_params(guard=False))
     assert choice.chosen == SELF_TRAINING and "guard is off" in choice.reason
 

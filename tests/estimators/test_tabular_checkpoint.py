@@ -66,12 +66,18 @@ def test_clusters_tables_of_any_width_up_to_100(width):
     assert (model.predict(x) == model.labels_).all()
 
 
-def test_missing_cells_go_in_natively_and_the_guard_steps_aside():
+def test_missing_cells_go_in_natively_and_the_guard_weighs_the_filled_columns():
     x, y = _blobs(8, seed=1)
     x[np.random.default_rng(1).random(x.shape) < 0.2] = np.nan
     model = MetaKMeans(3, checkpoint="tabular", random_state=0).fit(x)
-    assert model.guard_ is None  # no features to fall back on with missing cells
+    assert model.guard_ is not None and model.feature_filler_ is not None
+    assert model.feature_filler_.rows.shape == x.shape  # the columns, each gap filled
+    assert not np.isnan(model.feature_filler_.rows).any()
     assert adjusted_rand_score(y, model.labels_) > 0.8
+    unguarded = MetaKMeans(3, checkpoint="tabular", random_state=0, guard=False).fit(x)
+    assert unguarded.guard_ is None and unguarded.feature_filler_ is None
+    if model.guard_.use == "embedding":
+        np.testing.assert_array_equal(model.labels_, unguarded.labels_)
 
 
 def test_wider_tables_are_refused_naming_self_training():

@@ -71,7 +71,7 @@ from metaunsup.estimators.guard import (
     partition_agreement,
     separated,
 )
-from metaunsup.estimators.missing import ALLOW_NAN, MissingCells
+from metaunsup.estimators.missing import ALLOW_NAN, FilledFeatures, MissingCells
 from metaunsup.estimators.scaling import SCALINGS, TableScaling, table_scaling
 from metaunsup.estimators.table_input import TableInput, table_width
 from metaunsup.learners.base import AdaptiveEmbedder, Embedder, MetaLearner
@@ -330,7 +330,9 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         cluster the features instead when it does not
         (:mod:`metaunsup.estimators.guard`); ``guard_`` says what was used and why. Without a
         checkpoint, features whose k-means clusters are separated are clustered without
-        self-training (:func:`~metaunsup.estimators.guard.separated`).
+        self-training (:func:`~metaunsup.estimators.guard.separated`). With missing cells
+        (taken natively) the features are the scaled table with each missing cell filled from
+        its 5 nearest rows (``feature_filler_``).
     batch_size : int, default=2048
         Examples embedded at once. Networks with batch normalisation normalise each such batch
         with its own statistics (as in meta-training, where a task is a batch), so their
@@ -381,6 +383,11 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         ``"embedding"`` or ``"features"``: what ``transform`` returns and the centres live in.
     scaling_ : TableScaling or None
         Without a checkpoint: how the table was scaled (``scaling_.how``, ``scaling_.reason``).
+    feature_filler_ : FilledFeatures or None
+        With missing cells taken natively and the guard on: how the scaled features the guard
+        scored had their missing cells filled; when it fell back to the features, ``predict``
+        and ``transform`` fill new rows' missing cells the same way
+        (:class:`~metaunsup.estimators.missing.FilledFeatures`).
     embedding_dim_ : int
         ``D``, the dimension of the clustered representation.
     learner_ : MetaKMeansLearner or ClusterMAML
@@ -470,6 +477,7 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.guard_: GuardDecision | None = None
         self.representation_ = EMBEDDING
         self.scaling_: TableScaling | None = None
+        self.feature_filler_: FilledFeatures | None = None
         self.input_normalization_: Normalization | None = None
         self.table_input_: TableInput | None = None
         if self.checkpoint is not None:
@@ -665,17 +673,15 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     def _guard_checkpoint(self, x: np.ndarray, k: int, seed: int) -> None:
         """Compare the agreement of k-means partitions of the embedding with that of the
         standardised pixels' or columns' (:mod:`metaunsup.estimators.guard`); fall back to
-        them when theirs agree more. Skipped for a table with missing cells (no features to
-        fall back on, as in self-training)."""
+        them when theirs agree more. A table's missing cells are filled for the features
+        (:meth:`_guard_features`)."""
         if self.table_input_ is not None:
             flat = x.reshape(len(x), -1).astype(np.float64)
-            if np.isnan(flat).any():
-                return
             self.scaling_ = self.table_input_.scaling
         else:
             flat = self._net_input(x).reshape(len(x), -1).double().numpy()
             self.scaling_ = table_scaling(flat, "standard")
-        features = torch.from_numpy(self.scaling_.apply(flat))
+        features = self._guard_features(self.scaling_.apply(flat), seed)
         z = self._embed(x)
         self.guard_ = decide(
             kmeans_agreement(z, k, seed=seed),
@@ -683,6 +689,15 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             "k-means agreement",
         )
         self.representation_ = self.guard_.use
+
+    def _guard_features(self, scaled: np.ndarray, seed: int) -> torch.Tensor:
+        """The features the guard scores, ``[m, d]``: ``scaled`` itself, or with
+        missing cells its rows filled by a :class:`FilledFeatures` (kept as
+        ``feature_filler_``; at most ``FILL_DONORS`` rows)."""
+        if not np.isnan(scaled).any():
+            return torch.from_numpy(np.ascontiguousarray(scaled))
+        self.feature_filler_ = FilledFeatures(scaled, seed)
+        return torch.from_numpy(self.feature_filler_.rows)
 
     def _fit_self_trained(self, x: np.ndarray, seed: int) -> None:
         from metaunsup.estimators.self_train import SelfTrainSettings, self_train
@@ -693,21 +708,21 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.offset_, self.scale_ = self.scaling_.offset, self.scaling_.scale
         scaled = self.scaling_.apply(flat)
         table = torch.from_numpy(scaled.astype(np.float32))
-        missing = bool(np.isnan(scaled).any())
         k = self.n_clusters
         if k == "auto":  # chosen on the scaled data, so that the pseudo-tasks have that k too
             filled = np.nan_to_num(scaled) if self._k_rule() == "silhouette" else scaled
             self.k_choice_ = self._choose_k(torch.from_numpy(filled), seed, metric="euclidean")
             k = self.k_choice_.k
-        # The guard needs features to fall back on (none with missing cells: the masked net).
-        guarded = self.guard and not missing and int(self.meta_steps) > 0
-        shortcut = separated(scaled, int(k), seed=seed) if guarded else None
+        guarded = self.guard and int(self.meta_steps) > 0
+        features = self._guard_features(scaled, seed) if guarded else None
+        shortcut = separated(features, int(k), seed=seed) if features is not None else None
         settings = SelfTrainSettings(steps=0 if shortcut is not None else int(self.meta_steps))
 
         def guard(partitions: torch.Tensor) -> GuardDecision:
+            assert features is not None
             return decide(
                 partition_agreement(partitions),
-                kmeans_agreement(torch.from_numpy(scaled), int(k), seed=seed),
+                kmeans_agreement(features, int(k), seed=seed),
                 "pseudo-partition agreement",
             )
 
@@ -837,7 +852,10 @@ class MetaKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 flat = x.reshape(len(x), -1).astype(np.float64)
             else:
                 flat = self._net_input(x).reshape(len(x), -1).double().numpy()
-            return torch.from_numpy(np.ascontiguousarray(self.scaling_.apply(flat)))
+            scaled = self.scaling_.apply(flat)
+            if self.feature_filler_ is not None:  # missing cells: filled as the guard's were
+                scaled = self.feature_filler_.fill(scaled)
+            return torch.from_numpy(np.ascontiguousarray(scaled))
         device = next(self.learner_.parameters()).device
         params = None
         if self.adapted_params_ is not None:

@@ -11,6 +11,11 @@ features) or ``"iterative"`` (each feature regressed on the others, round-robin)
 the cells of every input first, with scikit-learn's ``SimpleImputer``, ``KNNImputer`` or
 ``IterativeImputer`` fitted on the training data.
 
+The label-free guard (:mod:`metaunsup.estimators.guard`) needs features to weigh the network
+against and to fall back on; with missing cells those are the scaled features with each missing
+cell filled the same kNN way (:class:`FilledFeatures`), so a table with gaps is guarded as a
+complete one is, and where the features win it is clustered as kNN imputation + k-means would.
+
 ``benchmarks/tables_vs_tools.py --missing`` measures the native path against imputation.
 
 :func:`check_missing` refuses what neither can use: a row or a column with no observed value.
@@ -26,7 +31,15 @@ import sklearn
 from metaunsup._validation import check_choice
 from metaunsup.errors import DataError
 
-__all__ = ["ALLOW_NAN", "IMPUTERS", "MissingCells", "check_missing", "make_imputer"]
+__all__ = [
+    "ALLOW_NAN",
+    "FILL_DONORS",
+    "IMPUTERS",
+    "FilledFeatures",
+    "MissingCells",
+    "check_missing",
+    "make_imputer",
+]
 
 #: Keyword of scikit-learn's ``check_array``/``validate_data`` that lets NaN through (its name
 #: changed in scikit-learn 1.6).
@@ -38,6 +51,9 @@ ALLOW_NAN: dict[str, Any] = (
 
 #: Values of ``impute=``: ``None`` keeps missing cells (native), else the imputer's name.
 IMPUTERS = ("simple", "knn", "iterative")
+#: Most rows :class:`FilledFeatures` fills from (a seeded sample on larger tables), as many as
+#: the self-training's neighbourhood graphs take.
+FILL_DONORS = 10_000
 
 
 def check_missing(x: np.ndarray, source: str = "X") -> bool:
@@ -125,3 +141,32 @@ class MissingCells:
                 "on data with missing cells, or pass impute='knn' (or 'simple', 'iterative')"
             )
         return x
+
+
+class FilledFeatures:
+    """Scaled features with their missing cells filled from the nearest rows, for the guard.
+
+    Fitted on ``scaled`` ``[n, d]`` (NaN: missing): scikit-learn's ``KNNImputer(5)`` - each
+    missing cell the mean of its feature over the row's 5 nearest rows that observe it, by
+    distances over the features both observe - with at most :data:`FILL_DONORS` rows (a seeded
+    sample of larger tables) as the rows it fills from. ``rows`` ``float64 [m, d]`` are those
+    rows filled (all of ``scaled`` when ``n <= FILL_DONORS``, as the self-training's graphs fill
+    them): what the guard scores. :meth:`fill` fills any rows of the same columns from them,
+    in chunks (what is clustered when the guard falls back to the features)."""
+
+    def __init__(self, scaled: np.ndarray, seed: int) -> None:
+        flat = np.asarray(scaled, dtype=np.float64)
+        if len(flat) > FILL_DONORS:
+            rng = np.random.default_rng(seed)
+            flat = flat[np.sort(rng.choice(len(flat), FILL_DONORS, replace=False))]
+        self.imputer = make_imputer("knn", seed)
+        self.rows: np.ndarray = self.imputer.fit_transform(flat)
+
+    def fill(self, scaled: np.ndarray, chunk: int = FILL_DONORS) -> np.ndarray:
+        """``scaled`` ``[n, d]`` with its missing cells filled (``float64``; a copy)."""
+        out = np.array(scaled, dtype=np.float64)
+        gaps = np.flatnonzero(np.isnan(out).any(1))
+        for start in range(0, len(gaps), chunk):
+            rows = gaps[start : start + chunk]
+            out[rows] = self.imputer.transform(out[rows])
+        return out

@@ -12,8 +12,9 @@ fits both and keeps the one whose clustered representation is the more reproduci
 self-training (the default path).
 
 It chooses only where both paths have that score: a table of at most the checkpoint's width
-(100 columns) with no missing cell (with missing cells neither guard runs, see
-:mod:`metaunsup.estimators.missing`); otherwise it is self-training, and the choice says why.
+(100 columns), with both guards on (with missing cells each guard scores the features with
+those cells filled from the nearest rows, :class:`metaunsup.estimators.missing.FilledFeatures`);
+otherwise it is self-training, and the choice says why.
 With ``n_clusters="auto"`` each path chooses its own ``k`` first, and the scores compare
 partitions into those numbers of clusters.
 ``benchmarks/tables_vs_tools.py`` measures the choice (column ``metaunsup (auto)``).
@@ -81,9 +82,6 @@ def fit_table_model(
     width = table_width(TABLE_CHECKPOINT)
     if width is not None and x.shape[1] > width:
         reason = f"{x.shape[1]} columns, more than the {width} the tabular model takes"
-        return make(None).fit(x), TableChoice(SELF_TRAINING, reason)
-    if np.issubdtype(x.dtype, np.floating) and np.isnan(x).any():
-        reason = "missing cells: neither path scores its clusters there (no guard)"
         return make(None).fit(x), TableChoice(SELF_TRAINING, reason)
     zero_shot, own = make(TABLE_CHECKPOINT), make(None)
     if not (zero_shot.guard and own.guard):  # guard=False: no path scores its clusters

@@ -104,6 +104,10 @@ def summary(
     if table is not None or missing:
         out["missing_cells"] = round(float(missing), 4)
         out["missing_values"] = "native" if model.impute is None else f"imputed ({model.impute})"
+        guard = getattr(model, "guard_", None)
+        filled = getattr(model, "feature_filler_", None) is not None
+        if filled and guard is not None and guard.use == "features":  # k-means of filled rows
+            out["missing_values"] += ", filled from the 5 nearest rows for the k-means"
     if choice is not None:
         out[choice.method] = {str(k): round(v, 4) for k, v in choice.scores.items()}
     normalization = getattr(model, "input_normalization_", None)
