@@ -42,9 +42,12 @@ score). No setting of any method was tuned on the labels.
 Missing cells (``--missing``): on every table but MNIST, cells removed at random (MCAR, 10% and
 30%) and value-dependent (MNAR: a cell in the top 40% of its column is removed with probability
 1/2, so about 20% of cells, mostly high ones), one mask per seed, the class-defining structure
-untouched otherwise. ``self-training (native)`` (missing cells as they are) against
-``mean-impute + K-means`` and ``kNN-impute + K-means`` (scikit-learn's ``SimpleImputer`` /
-``KNNImputer(5)``), beside the complete table.
+untouched otherwise. ``metaunsup (auto) (native)``, ``tabular (native)`` and
+``self-training (native)`` (missing cells as they are; each guard scores the features with the
+missing cells filled from the 5 nearest rows, :class:`metaunsup.estimators.missing.FilledFeatures`)
+against ``kNN-impute + self-training`` (``MetaKMeans(impute="knn")``), ``mean-impute + K-means``
+and ``kNN-impute + K-means`` (scikit-learn's ``SimpleImputer`` / ``KNNImputer(5)``), beside the
+complete table.
 
     python benchmarks/tables_vs_tools.py --threads 1 --seeds 0 1 2 --missing
 
@@ -159,7 +162,7 @@ def tabular(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     zero_shot = x.shape[1] <= TABULAR_WIDTH
     model = MetaKMeans(k, checkpoint="tabular" if zero_shot else None, random_state=seed)
     model.fit(x)
-    guard = model.guard_.use if model.guard_ is not None else "none (missing cells)"
+    guard = model.guard_.use if model.guard_ is not None else "none"
     tabular.last_info = {  # type: ignore[attr-defined]
         "path": "zero-shot" if zero_shot else "self-training (over 100 columns)",
         "guard": guard,
@@ -255,6 +258,7 @@ def imputed_self_training(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 MISSING_METHODS = {
+    "metaunsup (auto) (native)": auto_path,
     "tabular (native)": tabular,
     "self-training (native)": self_training,
     "kNN-impute + self-training": imputed_self_training,
@@ -392,15 +396,15 @@ The same tables but MNIST, with cells removed (one mask per seed): `mcar10`/`mca
 `self-training (native)` takes the table with its missing cells: its network reads the
 observed cells and the mask, and its pseudo-labels come from graphs of the rows with the
 missing cells filled from their 5 nearest rows (see `metaunsup.estimators.missing`);
-`kNN-impute + self-training` (`MetaKMeans(impute="knn")`) fills every input that way (the mean
-of the 5 nearest rows over observed features) and self-trains a plain network on the filled
-table; the two K-means columns fill the cells (column means, or the same 5 nearest rows) and
-run K-means. The last two columns repeat the complete table's scores for reference and are not
-ranked. With missing cells there is no label-free guard, while the complete table's
-self-training falls back to k-means where its guard prefers the features, so on some tables
-(anes96) the native path scores above the complete table's self-training. `metaunsup (auto)`
-has no column here: with missing cells neither of its paths has a label-free score, so it is
-`self-training (native)` by construction.
+`tabular (native)` gives the cells and their mask to the zero-shot network. Each one's
+label-free guard weighs its embedding against the scaled features with every missing cell
+filled the same way (the mean of the 5 nearest rows over observed features) and clusters those
+with k-means where their partitions agree more; `metaunsup (auto) (native)` keeps the path whose
+clustered representation agrees more, as on complete tables. `kNN-impute + self-training`
+(`MetaKMeans(impute="knn")`) fills every input that way first and self-trains a plain network
+on the filled table; the two K-means columns fill the cells (column means, or the same 5
+nearest rows) and run K-means. The last two columns repeat the complete table's scores for
+reference and are not ranked.
 
 {missing}
 
@@ -430,15 +434,16 @@ def write_page(record: dict, path: Path) -> None:
     for added in record.get("added", []):
         if added.get("missing_only"):
             continue
+        how = "re-run by" if added.get("replaced") else "added by"
         text = text.replace(
             "\n## Tables",
-            f"The `{added['method']}` rows were added by `{added['command']}` on {added['date']} "
-            "(UTC) to the run above (same tables, seeds and scores; its time ratios are against "
+            f"The `{added['method']}` rows were {how} `{added['command']}` on {added['date']} "
+            "(UTC) in the run above (same tables, seeds and scores; its time ratios are against "
             "K-means timed again in that run). `tabular` refuses a table of more than 100 "
             "columns and names self-training as the fix, so its MNIST cell is the self-training "
             "cell of the run above (the same runs, not repeated). Its label-free guard kept "
             f"the learned embedding in {added['guard_kept']} (else it clustered the "
-            "standardised columns with k-means; with missing cells there is no guard). Those "
+            "standardised columns with k-means). Those "
             "columns are standardised each by its own spread, the checkpoint's input "
             "convention, so where the guard fell back `tabular` differs from the K-means column "
             "by that scaling alone: lower on iris and digits (columns on one scale, where "
@@ -471,9 +476,11 @@ def write_page(record: dict, path: Path) -> None:
 
 def add_rows(args: argparse.Namespace, name: str) -> None:
     """Run ``name`` alone on the tables of the JSON at ``args.json`` (and its missing-cell
-    rows) and add its cells there, first in each row; K-means is timed again as the time
-    reference of this run."""
+    rows) and add its cells there, first in each row, or put them in place of its cells when
+    the JSON has them (``--note`` says why); K-means is timed again as the time reference of
+    this run."""
     record = json.loads(args.json.read_text())
+    replaced = name in next(iter(record["results"].values()))
     seeds = next(iter(record["results"].values()))["K-means"]["seeds"]
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -484,12 +491,12 @@ def add_rows(args: argparse.Namespace, name: str) -> None:
             cell = dict(record["results"][table]["self-training"])
             cell["runs"] = [r | {"path": "self-training (over 100 columns)"} for r in cell["runs"]]
             cell["copied_from"] = "self-training (same runs)"
-            record["results"][table] = {name: cell, **record["results"][table]}
+            record["results"][table] = _first(name, cell, record["results"][table])
             continue
         cell = run_cell(METHODS[name], x, y, seeds, once=False)
         reference = run_cell(k_means, x, y, seeds, once=False)
         cell["seconds_vs_kmeans"] = cell["seconds"] / max(reference["seconds"], 1e-9)
-        record["results"][table] = {name: cell, **record["results"][table]}
+        record["results"][table] = _first(name, cell, record["results"][table])
         kept += sum(r["guard"] == "embedding" for r in cell["runs"])
         total += len(cell["runs"])
         print(f"{table:22s} {name} acc {summarise(cell)['accuracy']['mean']:.3f}", flush=True)
@@ -502,10 +509,15 @@ def add_rows(args: argparse.Namespace, name: str) -> None:
                 cell["runs"] += run_cell(
                     METHODS[name], remove_cells(x, kind, seed), y, [seed], once=False
                 )["runs"]
-            record["missing"][f"{table}, {kind}"] = {f"{name} (native)": cell, **row}
+            record["missing"][f"{table}, {kind}"] = _first(f"{name} (native)", cell, row)
             print(f"{table}, {kind}: {summarise(cell)['accuracy']['mean']:.3f}", flush=True)
     guard_kept = f"{kept} of {total} zero-shot runs of the complete tables"
-    save_added(args, record, name, t_start, guard_kept=guard_kept)
+    save_added(args, record, name, t_start, guard_kept=guard_kept, replaced=replaced)
+
+
+def _first(name: str, cell: dict, row: dict) -> dict:
+    """``row`` with ``name``'s cell first: added, or put in place of the one it had."""
+    return {name: cell, **{method: c for method, c in row.items() if method != name}}
 
 
 def add_missing_column(args: argparse.Namespace, name: str) -> None:
