@@ -583,7 +583,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=RESULTS / "tables_vs_tools.json")
     parser.add_argument(
         "--add",
-        choices=["tabular", "kNN-impute + self-training", "self-training (native)"],
+        choices=[
+            "tabular",
+            "metaunsup (auto) (native)",
+            "kNN-impute + self-training",
+            "self-training (native)",
+        ],
         help="Add this method's rows to the JSON of an earlier run (re-run them, with --note "
         "saying why, when they are there).",
     )

@@ -108,6 +108,8 @@ def test_the_guard_weighs_a_table_with_missing_cells_on_its_filled_features():
 
 
 def test_filled_features_of_a_large_table_come_from_a_seeded_sample(monkeypatch):
+    from sklearn.impute import KNNImputer
+
     monkeypatch.setattr(missing, "FILL_DONORS", 50)
     x, _ = _blobs(0.2)
     a, b = missing.FilledFeatures(x, 3), missing.FilledFeatures(x, 3)
@@ -116,9 +118,29 @@ def test_filled_features_of_a_large_table_come_from_a_seeded_sample(monkeypatch)
     assert not np.array_equal(a.rows, missing.FilledFeatures(x, 4).rows)
     out = a.fill(x, chunk=7)  # in chunks, as one
     assert not np.isnan(out).any()
-    np.testing.assert_allclose(out, a.imputer.transform(x))
+    np.testing.assert_allclose(out, KNNImputer(n_neighbors=5).fit(a.donors.numpy()).transform(x))
     observed = ~np.isnan(x)
     np.testing.assert_array_equal(out[observed], x[observed])
+
+
+def test_filled_features_follow_knn_imputer_where_donors_are_few_or_share_nothing():
+    """scikit-learn's rule at its edges: a feature fewer than 5 donors observe is the mean of
+    those that do; a row that shares no observed feature with them takes the donors' mean."""
+    from sklearn.impute import KNNImputer
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 4))
+    x[rng.random(x.shape) < 0.25] = np.nan
+    x[3:, 2] = np.nan  # feature 2: three donors only ...
+    x[:3, 0] = np.nan  # ... none of which observes feature 0
+    x[:3, 3] = 1.0
+    filler = missing.FilledFeatures(x, 0)
+    expected = KNNImputer(n_neighbors=5).fit_transform(x)
+    np.testing.assert_allclose(filler.rows, expected)
+    new = np.array([[np.nan, np.nan, 0.2, np.nan], [0.1, np.nan, np.nan, 0.3]])
+    filled = filler.fill(new)  # the first row shares nothing with feature 0's donors: their mean
+    assert filled[0, 0] == pytest.approx(np.nanmean(x[:, 0]))
+    np.testing.assert_allclose(filled, KNNImputer(n_neighbors=5).fit(x).transform(new))
 
 
 def test_refusals():

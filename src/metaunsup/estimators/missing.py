@@ -27,8 +27,10 @@ from typing import Any
 
 import numpy as np
 import sklearn
+import torch
 
 from metaunsup._validation import check_choice
+from metaunsup.cluster.graph import observed_sqdist
 from metaunsup.errors import DataError
 
 __all__ = [
@@ -144,29 +146,76 @@ class MissingCells:
 
 
 class FilledFeatures:
-    """Scaled features with their missing cells filled from the nearest rows, for the guard.
+    """Scaled features with their missing cells filled from the nearest rows.
 
-    Fitted on ``scaled`` ``[n, d]`` (NaN: missing): scikit-learn's ``KNNImputer(5)`` - each
-    missing cell the mean of its feature over the row's 5 nearest rows that observe it, by
-    distances over the features both observe - with at most :data:`FILL_DONORS` rows (a seeded
-    sample of larger tables) as the rows it fills from. ``rows`` ``float64 [m, d]`` are those
-    rows filled (all of ``scaled`` when ``n <= FILL_DONORS``, as the self-training's graphs fill
-    them): what the guard scores. :meth:`fill` fills any rows of the same columns from them,
-    in chunks (what is clustered when the guard falls back to the features)."""
+    Fitted on ``scaled`` ``[n, d]`` (NaN: missing), with at most ``donors`` of its rows
+    (:data:`FILL_DONORS` by default; a seeded sample of larger tables) as the donors. Each
+    missing cell of a row becomes the mean of its feature over the row's 5 nearest donors that
+    observe it, by Euclidean distances over the features both observe scaled up to all of them
+    (the rule of scikit-learn's ``KNNImputer(5)``, whose results it gives but for which of
+    equally near donors it takes; a row that shares no feature with any donor observing the
+    feature takes the donors' mean of it). ``rows`` ``float64 [m, d]`` are the donors filled
+    (all of ``scaled`` when it has no more rows than ``donors``): what the guard scores, and
+    how the self-training's graphs fill their rows
+    (:func:`metaunsup.estimators.self_train.filled`). :meth:`fill` fills any rows of the same
+    columns, in chunks on the torch backend (millions of rows: what is clustered when the guard
+    falls back to the features)."""
 
-    def __init__(self, scaled: np.ndarray, seed: int) -> None:
+    def __init__(self, scaled: np.ndarray, seed: int, donors: int | None = None) -> None:
         flat = np.asarray(scaled, dtype=np.float64)
-        if len(flat) > FILL_DONORS:
+        most = FILL_DONORS if donors is None else donors
+        if len(flat) > most:
             rng = np.random.default_rng(seed)
-            flat = flat[np.sort(rng.choice(len(flat), FILL_DONORS, replace=False))]
-        self.imputer = make_imputer("knn", seed)
-        self.rows: np.ndarray = self.imputer.fit_transform(flat)
+            flat = flat[np.sort(rng.choice(len(flat), most, replace=False))]
+        self.donors = torch.from_numpy(np.ascontiguousarray(flat))
+        observed = ~torch.isnan(self.donors)
+        total = torch.nan_to_num(self.donors, nan=0.0).sum(0)
+        self.means = total / observed.sum(0).clamp_min(1)  # 0 for a feature no donor has
+        self.rows: np.ndarray = self.fill(flat)
 
-    def fill(self, scaled: np.ndarray, chunk: int = FILL_DONORS) -> np.ndarray:
+    def fill(self, scaled: np.ndarray, chunk: int = 1024) -> np.ndarray:
         """``scaled`` ``[n, d]`` with its missing cells filled (``float64``; a copy)."""
         out = np.array(scaled, dtype=np.float64)
         gaps = np.flatnonzero(np.isnan(out).any(1))
         for start in range(0, len(gaps), chunk):
             rows = gaps[start : start + chunk]
-            out[rows] = self.imputer.transform(out[rows])
+            out[rows] = self._fill_rows(torch.from_numpy(out[rows])).numpy()
         return out
+
+    def _fill_rows(self, x: torch.Tensor, neighbors: int = 5, candidates: int = 32) -> torch.Tensor:
+        """``x`` ``float64 [r, d]`` filled (see the class docstring).
+
+        Each row's ``candidates`` nearest donors are found once; a missing cell takes the first
+        ``neighbors`` of them that observe its feature. Where fewer do and farther donors could
+        (some donor beyond the candidates is at a finite distance), the cell is filled from all
+        donors that observe the feature (:meth:`_fill_exact`)."""
+        dist = observed_sqdist(x, self.donors)  # [r, m], inf where no feature is shared
+        near, idx = dist.topk(min(candidates, dist.shape[1]), largest=False)  # ascending
+        seen = ~torch.isnan(self.donors[idx]) & torch.isfinite(near)[:, :, None]  # [r, C, d]
+        take = seen & (seen.cumsum(1) <= neighbors)
+        values = torch.nan_to_num(self.donors[idx], nan=0.0)
+        count = take.sum(1)  # [r, d]
+        mean = (values * take).sum(1) / count.clamp_min(1)
+        mean = torch.where(count > 0, mean, self.means)
+        gaps = torch.isnan(x)
+        filled = torch.where(gaps, mean, x)
+        beyond = idx.shape[1] < dist.shape[1] and bool(torch.isfinite(near[:, -1]).any())
+        if beyond:  # too few candidates observe a feature: that cell from all its donors
+            short = gaps & (count < neighbors) & torch.isfinite(near[:, -1:])
+            for j in torch.nonzero(short.any(0)).flatten().tolist():
+                rows = torch.nonzero(short[:, j]).flatten()
+                filled[rows, j] = self._fill_exact(dist[rows], j, neighbors)
+        return filled
+
+    def _fill_exact(self, dist: torch.Tensor, j: int, neighbors: int) -> torch.Tensor:
+        """Feature ``j`` of rows whose distances to the donors are ``dist`` ``[r, m]``: the
+        mean over the nearest ``neighbors`` donors observing it (those at a finite distance),
+        else the donors' mean of it."""
+        has = torch.nonzero(~torch.isnan(self.donors[:, j])).flatten()
+        if len(has) == 0:
+            return self.means[j].expand(len(dist))
+        near, idx = dist[:, has].topk(min(neighbors, len(has)), largest=False)
+        valid = torch.isfinite(near)
+        count = valid.sum(1)
+        mean = torch.where(valid, self.donors[has[idx], j], 0.0).sum(1) / count.clamp_min(1)
+        return torch.where(count > 0, mean, self.means[j])

@@ -60,7 +60,7 @@ from metaunsup.cluster import kmeans
 from metaunsup.cluster.graph import METRICS, observed_sqdist, spectral_embedding
 from metaunsup.errors import ConfigError, DataError
 from metaunsup.estimators.guard import FEATURES, GuardDecision
-from metaunsup.estimators.missing import make_imputer
+from metaunsup.estimators.missing import FilledFeatures
 from metaunsup.learners import MetaKMeansLearner
 from metaunsup.nets import MLP, MaskedMLP
 from metaunsup.tasks.batch import TaskBatch
@@ -256,9 +256,9 @@ def subset_partitions(
 def filled(x: torch.Tensor) -> torch.Tensor:
     """``x`` ``[n, d]`` with each missing cell (NaN) replaced by the mean of its feature over the
     row's 5 nearest rows that observe it, by Euclidean distances over the features both rows
-    observe (scikit-learn's ``KNNImputer``; a feature no row observes becomes 0). Returns
-    ``float32 [n, d]`` with no NaN."""
-    out = make_imputer("knn", 0).fit_transform(x.double().numpy())
+    observe (scikit-learn's ``KNNImputer`` rule, :class:`FilledFeatures` with every row a
+    donor). Returns ``float32 [n, d]`` with no NaN."""
+    out = FilledFeatures(x.double().numpy(), 0, donors=len(x)).rows
     return torch.from_numpy(out).to(torch.float32)
 
 
