@@ -60,3 +60,29 @@ def test_graph_partitions_of_a_large_table_share_one_sample(monkeypatch):
     assert parts.shape == (4, 900)
     for p in parts:
         assert adjusted_rand_score(y, p.numpy()) > 0.95
+
+
+def test_with_missing_cells_the_partitions_share_one_sample_of_a_larger_table(monkeypatch):
+    """Filling a sample and finding every row's nearest filled row over observed features cost
+    as much as a partition: with missing cells they are done once for all partitions."""
+    from metaunsup.estimators import self_train
+
+    x, y = make_blobs(900, 8, centers=3, cluster_std=0.5, random_state=2)
+    gaps = x.copy()
+    gaps[np.random.default_rng(0).random(x.shape) < 0.1] = np.nan
+    calls = {"filled": 0, "nearest": 0}
+    for name in calls:
+        original = getattr(self_train, f"_{name}" if name == "nearest" else name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(self_train, f"_{name}" if name == "nearest" else name, counted)
+    parts = self_train.graph_partitions(torch.from_numpy(gaps).float(), 3, 4, seed=0,
+                                        graph_rows=300)  # fmt: skip
+    assert calls == {"filled": 1, "nearest": 1}
+    assert all(adjusted_rand_score(y, p.numpy()) > 0.9 for p in parts)
+    calls.update(filled=0, nearest=0)
+    self_train.graph_partitions(torch.from_numpy(x).float(), 3, 4, seed=0, graph_rows=300)
+    assert calls == {"filled": 0, "nearest": 4}  # complete and under 100,000 rows: one each

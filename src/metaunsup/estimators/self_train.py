@@ -289,14 +289,14 @@ def graph_partitions(
     k)`` components, fewer than the graph's rows), clustered by k-means into ``k`` clusters
     (k-means++, 4 restarts). Rows left out of the graph take the label of their nearest
     (Euclidean) graph row, in chunks (memory stays bounded on millions of rows). On more than
-    100,000 rows with all columns (``feature_fraction=1``), the partitions share one sample of
-    graph rows, so each row's nearest graph row (the search that grows with ``n``) is found
-    once; their graphs still differ by metric and neighbour count, their k-means by seed.
-    Neighbour counts are capped at a fifth of the graph's rows; ``progress``: a bar on stderr.
+    100,000 rows with all columns (``feature_fraction=1``; with missing cells, on more than
+    ``graph_rows``, where filling and searching over observed features cost as much as a
+    partition), the partitions share one sample of graph rows, so each row's nearest graph
+    row is found once; their graphs differ by metric, neighbour count (at most a fifth of the
+    graph's rows) and k-means seed. ``progress``: a bar on stderr.
 
-    Missing cells (NaN): the graph rows are filled first (:func:`filled`: each missing cell the
-    mean of that feature over the row's 5 nearest graph rows, by distances over the features
-    both observe), so the graph and its spectral embedding see whole rows; the rows left out
+    Missing cells (NaN): the graph rows are filled first (:func:`filled`, from their 5 nearest
+    graph rows over the features both observe), so the graph sees whole rows; the rows left out
     of the graph take the label of their nearest filled graph row by distances over their own
     observed features.
     """
@@ -309,8 +309,8 @@ def graph_partitions(
     m = max(1, round(feature_fraction * d))
     pairs = [(metric, count) for count in neighbors for metric in metrics]
     out = torch.empty((n_partitions, n), dtype=torch.int64)
-    shared = n > _SHARED_ROWS and m == d
     missing = bool(torch.isnan(x).any())
+    shared = (n > _SHARED_ROWS or (missing and n > n_fit)) and m == d
     if shared:  # one sample of graph rows, and one search for each row's nearest of them
         shared_rows = torch.randperm(n, generator=g)[:n_fit]
         shared_nearest = _nearest(x, x[shared_rows])
