@@ -171,9 +171,22 @@ def tabular(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def self_training(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Self-training with its defaults; ``self_training.last_info`` says what its guard chose
+    and the two agreement scores it weighed (none when the clusters were separated)."""
     from metaunsup.estimators.kmeans import MetaKMeans
 
-    return MetaKMeans(k, random_state=seed).fit(x).labels_
+    model = MetaKMeans(k, random_state=seed).fit(x)
+    guard = model.guard_
+    self_training.last_info = (  # type: ignore[attr-defined]
+        {}
+        if guard is None
+        else {
+            "guard": guard.use,
+            "guard embedding agreement": guard.embedding_score,
+            "guard features agreement": guard.features_score,
+        }
+    )
+    return model.labels_
 
 
 def auto_path(x: np.ndarray, k: int, seed: int) -> np.ndarray:
