@@ -493,7 +493,7 @@ def add_rows(args: argparse.Namespace, name: str) -> None:
     the JSON has them (``--note`` says why); K-means is timed again as the time reference of
     this run."""
     record = json.loads(args.json.read_text())
-    replaced = name in next(iter(record["results"].values()))
+    replaced = _rerun(args, name, next(iter(record["results"].values())))
     seeds = next(iter(record["results"].values()))["K-means"]["seeds"]
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -528,6 +528,14 @@ def add_rows(args: argparse.Namespace, name: str) -> None:
     save_added(args, record, name, t_start, guard_kept=guard_kept, replaced=replaced)
 
 
+def _rerun(args: argparse.Namespace, name: str, row: dict) -> bool:
+    """Whether ``--add name`` re-runs a column the JSON has (``row``: one of its rows); a re-run
+    must say why with ``--note``."""
+    if name in row and not args.note:
+        raise SystemExit(f"{name!r} is in the run already: say why it is re-run with --note")
+    return name in row
+
+
 def _first(name: str, cell: dict, row: dict) -> dict:
     """``row`` with ``name``'s cell first: added, or put in place of the one it had."""
     return {name: cell, **{method: c for method, c in row.items() if method != name}}
@@ -539,9 +547,7 @@ def add_missing_column(args: argparse.Namespace, name: str) -> None:
     order of :data:`MISSING_METHODS`."""
     record = json.loads(args.json.read_text())
     seeds = next(iter(record["results"].values()))["K-means"]["seeds"]
-    replaced = name in next(iter(record["missing"].values()))
-    if replaced and not args.note:
-        raise SystemExit(f"{name!r} is in the run already: say why it is re-run with --note")
+    replaced = _rerun(args, name, next(iter(record["missing"].values())))
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tables = load_tables(Path(tmp))
