@@ -17,14 +17,15 @@ to compare. Prints a table and writes ``benchmarks/results/table_scale.json``::
     nice -n 10 python benchmarks/bench_table_scale.py --threads 1 --seeds 0 1 2
     python benchmarks/bench_table_scale.py --page   # docs/results/table_scale.md from the JSON
 
-``--missing SHARE`` removes that share of the cells at random (seeded; every row keeps one) and
-times ``MetaKMeans`` taking them natively against scikit-learn's ``SimpleImputer`` (column
-means) + ``MiniBatchKMeans``, the imputation timed with the fit; it writes
+``--missing KIND`` removes cells as the other missing-cell benchmarks do
+(``benchmarks/_missing_cells.py``: ``mcar10``, ``mcar30`` or ``mnar``) and times ``MetaKMeans``
+taking them natively against scikit-learn's ``SimpleImputer`` (column means) +
+``MiniBatchKMeans``, the imputation timed with the fit; it writes
 ``benchmarks/results/table_scale_missing.json`` and ``docs/results/table_scale_missing.md``::
 
     nice -n 10 python benchmarks/bench_table_scale.py --threads 1 --seeds 0 1 2 \
-        --sizes 10000 100000 --missing 0.1
-    python benchmarks/bench_table_scale.py --missing 0.1 --page
+        --sizes 10000 100000 --missing mcar10
+    python benchmarks/bench_table_scale.py --missing mcar10 --page
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _missing_cells import KINDS
+
 RESULTS = Path(__file__).resolve().parent / "results" / "table_scale.json"
 RESULTS_MISSING = RESULTS.with_name("table_scale_missing.json")
 PAGES = Path(__file__).resolve().parents[1] / "docs" / "results"
@@ -55,10 +58,8 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def child(
-    method: str, n: int, d: int, k: int, seed: int, threads: int, missing: float = 0.0
-) -> dict:
-    """Fit ``method`` on ``n`` x ``d`` blobs (a ``missing`` share of their cells removed); its
+def child(method: str, n: int, d: int, k: int, seed: int, threads: int, missing: str = "") -> dict:
+    """Fit ``method`` on ``n`` x ``d`` blobs (cells removed as ``missing`` says, if given); its
     seconds, peak memory and ARI."""
     import numpy as np
     import torch
@@ -69,10 +70,9 @@ def child(
     x, y = make_blobs(n, d, centers=k, cluster_std=6.0, random_state=seed)
     x = np.ascontiguousarray(x, dtype=np.float64)
     if missing:
-        rng = np.random.default_rng(seed)
-        gone = rng.random(x.shape) < missing
-        gone[np.arange(n), rng.integers(0, d, n)] = False  # every row keeps a cell
-        x[gone] = np.nan
+        from _missing_cells import remove_cells
+
+        x = remove_cells(x, missing, seed)
 
     def fit():
         if method == "MetaKMeans":
@@ -130,10 +130,10 @@ def run_script_child(script: str, words: list[object], threads: int) -> dict:
 
 def run_child(method: str, n: int, args: argparse.Namespace, seed: int) -> dict:
     words: list[object] = [method, n, args.columns, args.clusters, seed, args.threads]
-    return run_script_child(__file__, [*words, args.missing], args.threads)
+    return run_script_child(__file__, [*words, args.missing or "-"], args.threads)
 
 
-def methods_of(missing: float) -> tuple[str, ...]:
+def methods_of(missing: str | None) -> tuple[str, ...]:
     """The two methods timed: ``MetaKMeans`` and its peer (imputing first when cells are
     missing)."""
     return ("MetaKMeans", IMPUTED_PEER if missing else "MiniBatchKMeans")
@@ -203,14 +203,14 @@ def size_rows(
 def write_page(record: dict, path: Path) -> None:
     """The results page: one line per (size, method), mean (min-max) over the seeds."""
     seeds = sorted({r["seed"] for r in record["rows"]})
-    missing = record.get("missing", 0.0)
+    missing = record.get("missing")
     methods = methods_of(missing)
     lines = [
         "# Clustering a large table: time and memory against n"
-        + (f", {missing:.0%} of the cells missing" if missing else ""),
+        + (f", cells missing ({missing})" if missing else ""),
         "",
         "<!-- Written by `python benchmarks/bench_table_scale.py"
-        + (f" --missing {missing:g}" if missing else "")
+        + (f" --missing {missing}" if missing else "")
         + " --page` from benchmarks/results/"
         + ("table_scale_missing.json" if missing else "table_scale.json")
         + ". -->",
@@ -230,8 +230,10 @@ def write_page(record: dict, path: Path) -> None:
     ]
     if missing:
         lines += [
-            f"{missing:.0%} of the cells of every table are removed at random (seeded; every "
-            "row keeps one). `MetaKMeans` takes them natively (its default); the peer fills "
+            f"Cells are removed from every table as `{missing}` (`benchmarks/_missing_cells.py`: "
+            "`mcar10` / `mcar30` each cell at random with probability 0.10 / 0.30, `mnar` from "
+            "the top 40% of each column with probability 1/2; seeded, every row keeps a cell). "
+            "`MetaKMeans` takes them natively (its default); the peer fills "
             "them with the column means (scikit-learn's `SimpleImputer`, timed with the fit) "
             "and runs `MiniBatchKMeans`. The complete tables are on "
             "[table_scale.md](table_scale.md).",
@@ -286,7 +288,7 @@ def main() -> None:
     parser.add_argument("--columns", type=int, default=50)
     parser.add_argument("--clusters", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--missing", type=float, default=0.0, help="share of cells removed")
+    parser.add_argument("--missing", choices=KINDS, help="remove cells (_missing_cells.py)")
     parser.add_argument("--out", type=Path, help="the JSON (default: benchmarks/results/...)")
     parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     parser.add_argument("--page", action="store_true", help="write the docs page from --out")
@@ -301,7 +303,7 @@ def main() -> None:
     if args.child:
         method, *nums = args.child
         n, d, k, seed, threads = (int(v) for v in nums[:5])
-        print(json.dumps(child(method, n, d, k, seed, threads, float(nums[5]))))
+        print(json.dumps(child(method, n, d, k, seed, threads, nums[5].strip("-"))))
         return
     print(
         f"{'n':>9} {'seed':>4} {'method':>16} {'seconds':>9} {'cpu s':>8} {'x MBKM':>7} "
