@@ -192,3 +192,47 @@ def test_native_pseudo_labels_come_from_the_rows_filled_by_their_neighbours():
     torch.testing.assert_close(
         graph_partitions(t, 3, 4, seed=1), graph_partitions(whole, 3, 4, seed=1)
     )
+
+
+def test_self_training_reads_given_inputs_and_keeps_the_partitions_of_the_table():
+    from metaunsup.estimators.guard import GuardDecision
+    from metaunsup.estimators.self_train import SelfTrainSettings, self_train
+    from metaunsup.nets import MLP
+
+    x, _ = _blobs(0.2)
+    table = torch.from_numpy(x.astype(np.float32))
+    values = torch.from_numpy(missing.FilledFeatures(x, 0).fill(x)).float()
+    inputs = torch.cat([values, torch.isnan(table).float()], 1)  # [180, 16]
+    seen: list[torch.Tensor] = []
+
+    def guard(partitions: torch.Tensor) -> GuardDecision:
+        seen.append(partitions)
+        return GuardDecision("embedding", 1.0, 0.0, "test")
+
+    settings = SelfTrainSettings(steps=5, meta_batch=2)
+    plain = self_train(table, 3, settings, seed=0, guard=guard)
+    given = self_train(table, 3, settings, seed=0, guard=guard, inputs=inputs)
+    assert torch.equal(seen[0], seen[1])  # pseudo-labels from the table, not from the inputs
+    assert isinstance(plain.learner.net, MaskedMLP)
+    assert type(given.learner.net) is MLP and given.learner.net.in_features == 16
+    z = given.learner.embed(inputs.unsqueeze(0))[0]
+    assert z.shape[0] == 180 and torch.isfinite(z).all()
+    with pytest.raises(DataError, match="inputs must be"):
+        self_train(table, 3, settings, seed=0, inputs=inputs[:, :11])
+
+
+def test_corruption_moves_each_cell_of_every_block_together():
+    from metaunsup.estimators.self_train import CorruptedTasks
+    from metaunsup.tasks.pseudo.cactus import CactusTaskSource
+
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(60, 5, generator=g)
+    rows = torch.cat([values, 10 * values], 1)  # two blocks: the second tied to the first
+    parts = torch.randint(0, 3, (2, 60), generator=g)
+    source = CactusTaskSource(rows, parts, 3, 4, 0, seed=0, shuffle=True)
+    batch = CorruptedTasks(source, rows, 0.5, seed=1, cells=5).sample(4)
+    untouched = CactusTaskSource(rows, parts, 3, 4, 0, seed=0, shuffle=True).sample(4)
+    assert not torch.equal(batch.x, untouched.x)  # some cells were corrupted
+    torch.testing.assert_close(batch.x[..., 5:], 10 * batch.x[..., :5])
+    with pytest.raises(ConfigError, match="not blocks of 4 cells"):
+        CorruptedTasks(source, rows, 0.5, seed=1, cells=4)

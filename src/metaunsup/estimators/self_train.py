@@ -376,10 +376,25 @@ def _task_source(
 class CorruptedTasks:
     """A task source whose tasks have a fraction ``rate`` of each example's features taken
     from random rows of ``x`` ``[n, d]`` (a denoising view of the pseudo-tasks, drawn from its
-    own generator seeded with ``seed``)."""
+    own generator seeded with ``seed``).
 
-    def __init__(self, tasks: CactusTaskSource, x: torch.Tensor, rate: float, seed: int) -> None:
+    ``cells``: the features of one example when ``x``'s columns are several blocks of them
+    (``d`` a multiple of ``cells``, e.g. filled values beside their observed-cell mask): a
+    corrupted feature is taken from the donor in every block, so a value and its mask move
+    together. Default ``d``."""
+
+    def __init__(
+        self,
+        tasks: CactusTaskSource,
+        x: torch.Tensor,
+        rate: float,
+        seed: int,
+        cells: int | None = None,
+    ) -> None:
         self.tasks, self.x, self.rate = tasks, x, rate
+        self.cells = x.shape[1] if cells is None else cells
+        if self.x.shape[1] % self.cells:
+            raise ConfigError(f"{x.shape[1]} columns are not blocks of {self.cells} cells")
         self.generator = torch.Generator().manual_seed(seed)
 
     def sample(self, n_tasks: int) -> TaskBatch:
@@ -387,7 +402,8 @@ class CorruptedTasks:
         if self.rate <= 0:
             return batch
         B, n, d = batch.x.shape
-        mask = torch.rand((B, n, d), generator=self.generator) < self.rate
+        mask = torch.rand((B, n, self.cells), generator=self.generator) < self.rate
+        mask = mask.repeat(1, 1, d // self.cells)
         donors = self.x[torch.randint(0, self.x.shape[0], (B, n), generator=self.generator)]
         return dataclasses.replace(batch, x=torch.where(mask, donors, batch.x))
 
@@ -408,6 +424,7 @@ def self_train(
     progress: bool = False,
     guard: Callable[[torch.Tensor], GuardDecision] | None = None,
     device: str | torch.device = "cpu",
+    inputs: torch.Tensor | None = None,
 ) -> SelfTrainResult:
     """Meta-train a Meta-K-means learner on pseudo-tasks from the rows of ``x`` ``[n, d]``.
 
@@ -422,17 +439,26 @@ def self_train(
     the learner in evaluation mode, on the CPU, in ``float32``. Data too uniform to give
     pseudo-tasks (e.g. all rows equal) leave the embedding at its random initialisation, and
     say so in the log.
+
+    ``inputs`` ``[n, c * d]``: what the network reads of each row of ``x``, in ``c`` blocks of
+    ``d`` columns (e.g. the row with its missing cells filled beside its observed-cell mask,
+    :class:`~metaunsup.estimators.missing.FilledFeatures`); the partitions still come from
+    ``x``. Default ``x`` itself, through a :class:`~metaunsup.nets.MaskedMLP` where it has
+    missing cells.
     """
     settings = settings or SelfTrainSettings()
     if x.dim() != 2 or x.shape[0] < 2:
         raise DataError(f"self-training needs a table [n >= 2, d], got shape {tuple(x.shape)}")
     x = x.detach().to(torch.float32).cpu()
     n, d = x.shape
+    rows = x if inputs is None else inputs.detach().to(torch.float32).cpu()
+    if rows.dim() != 2 or len(rows) != n or rows.shape[1] % d:
+        raise DataError(f"inputs must be [{n}, a multiple of {d}], got {tuple(rows.shape)}")
     n_way, k_shot = _task_shape(n, k, settings.task_shots)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        masked = bool(torch.isnan(x).any())  # missing cells: the mask-as-input network
-        net = (MaskedMLP if masked else MLP)(d, n_way=None, hidden=settings.hidden)
+        masked = bool(torch.isnan(rows).any())  # missing cells: the mask-as-input network
+        net = (MaskedMLP if masked else MLP)(rows.shape[1], n_way=None, hidden=settings.hidden)
         learner = MetaKMeansLearner(net, n_iter=5, temperature=0.1)
     result = SelfTrainResult(learner, 0, 0.0, n_way, k_shot)
     if settings.steps == 0:
@@ -446,11 +472,11 @@ def self_train(
             result.seconds = time.perf_counter() - t0
             return _finish(result)
     try:
-        source, result.k_shot = _task_source(x, parts, n_way, k_shot, seed)
+        source, result.k_shot = _task_source(rows, parts, n_way, k_shot, seed)
     except ConfigError as err:
         log.warning("no pseudo-tasks could be made from the data (%s); embedding left random", err)
         return _finish(result)
-    tasks = CorruptedTasks(source, x, settings.corruption, seed + 1)
+    tasks = CorruptedTasks(source, rows, settings.corruption, seed + 1, cells=d)
     trainer = Trainer(
         learner,
         learner.meta_loss,
