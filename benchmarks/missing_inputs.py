@@ -1,7 +1,7 @@
 """What the self-trained network should read of a row with missing cells: chosen on tables that
 the benchmark pages do not score.
 
-Run on one CPU thread (about 25 minutes; ``--tables`` splits it across processes):
+Run on one CPU thread (about 16 minutes; ``--tables`` splits it across processes):
 
     python benchmarks/missing_inputs.py --threads 1
 
