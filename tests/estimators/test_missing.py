@@ -195,7 +195,7 @@ def test_native_pseudo_labels_come_from_the_rows_filled_by_their_neighbours():
 
 
 def test_self_training_reads_given_inputs_and_keeps_the_partitions_of_the_table():
-    from metaunsup.estimators.guard import GuardDecision
+    from metaunsup.estimators.guard import EMBEDDING, GuardDecision
     from metaunsup.estimators.self_train import SelfTrainSettings, self_train
     from metaunsup.nets import MLP
 
@@ -207,7 +207,7 @@ def test_self_training_reads_given_inputs_and_keeps_the_partitions_of_the_table(
 
     def guard(partitions: torch.Tensor) -> GuardDecision:
         seen.append(partitions)
-        return GuardDecision("embedding", 1.0, 0.0, "test")
+        return GuardDecision(EMBEDDING, 1.0, 0.0, "test")
 
     settings = SelfTrainSettings(steps=5, meta_batch=2)
     plain = self_train(table, 3, settings, seed=0, guard=guard)
