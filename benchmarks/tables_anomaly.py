@@ -168,10 +168,15 @@ def summary(runs: list[float]) -> dict[str, float]:
     return {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max())}
 
 
+def mean_aurocs(cells: dict) -> dict[str, float]:
+    """Each method's mean AUROC over the seeds, of one row's ``cells``."""
+    return {m: summary(c["auroc"])["mean"] for m, c in cells.items()}
+
+
 def mean_ranks(results: dict) -> dict[str, float]:
     ranks: dict[str, list[float]] = {}
     for cells in results.values():
-        means = pd.Series({m: summary(c["auroc"])["mean"] for m, c in cells.items()})
+        means = pd.Series(mean_aurocs(cells))
         for m, r in means.rank(ascending=False, method="average").items():
             ranks.setdefault(str(m), []).append(float(r))
     return {m: float(np.mean(r)) for m, r in ranks.items()}
@@ -233,7 +238,7 @@ def page(record: dict) -> str:
     lines.append("| mean rank | " + " | ".join(f"{ranks[m]:.2f}" for m in methods) + " |")
     lines += ["", "Gap of `tabular` to the best detector on each table (mean AUROC):", ""]
     for name, cells in results.items():
-        means = {m: summary(c["auroc"])["mean"] for m, c in cells.items()}
+        means = mean_aurocs(cells)
         best = max((m for m in means if m != "tabular"), key=lambda m: means[m])
         gap = means["tabular"] - means[best]
         lines.append(f"- {name}: {gap:+.3f} (best PyOD detector: {best}, {means[best]:.3f})")
@@ -266,7 +271,7 @@ def worst_gaps(results: dict, methods: list[str]) -> list[str]:
     the best on every table, as issue 16 asks of ``tabular``."""
     worst: dict[str, tuple[float, str]] = {}
     for name, cells in results.items():
-        means = {m: summary(c["auroc"])["mean"] for m, c in cells.items()}
+        means = mean_aurocs(cells)
         for m in methods:
             gap = means[m] - max(v for other, v in means.items() if other != m)
             if m not in worst or gap < worst[m][0]:
@@ -320,8 +325,7 @@ def missing_section(missing: dict) -> list[str]:
         "at most 0.02 at 10% and 0.05 at 30% of the cells removed):",
         "",
     ]
-    means = {n: {m: summary(c["auroc"])["mean"] for m, c in cells.items()}
-             for n, cells in missing.items()}  # fmt: skip
+    means = {n: mean_aurocs(cells) for n, cells in missing.items()}
     for name, mean in means.items():
         kind = name.rsplit(", ", 1)[1]
         loss = mean["complete: tabular"] - mean["tabular (native)"]
@@ -361,8 +365,7 @@ def run_missing(seeds: list[int], results: dict) -> dict[str, dict]:
             for column, method in COMPLETE:
                 cells[column] = results[name][method]
             missing[f"{name}, {kind}"] = cells
-            print(name, kind, {m: round(summary(c["auroc"])["mean"], 3)
-                               for m, c in cells.items()}, flush=True)  # fmt: skip
+            print(name, kind, {m: round(v, 3) for m, v in mean_aurocs(cells).items()}, flush=True)
     return missing
 
 
@@ -392,9 +395,7 @@ def main() -> None:
                 cells[method]["seconds"] += (time.perf_counter() - t0) / len(args.seeds)
                 cells[method]["auroc"].append(float(roc_auc_score(flags, scores)))
         results[name] = cells
-        print(
-            name, {m: round(summary(c["auroc"])["mean"], 3) for m, c in cells.items()}, flush=True
-        )
+        print(name, {m: round(v, 3) for m, v in mean_aurocs(cells).items()}, flush=True)
     missing = run_missing(args.seeds, results) if args.missing else {}
     write_record(
         "tables_anomaly",
